@@ -1,0 +1,218 @@
+"""`guardian check`: poll every host at once, decide each subject's alerts, deliver, record.
+
+load (the caller) -> observe (poll_hosts) -> decide + act + record (run, under the state lock)
+-> render (guardian.render). The decisions themselves are in guardian.policy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from guardian import gateway, policy
+from guardian.config import Config, Host, Pool
+from guardian.identity import IdentityStore
+from guardian.notify import LOG_CHANNEL, AlertLine, deliver, suggested_action
+from guardian.policy import Reading
+from guardian.state import StateFile
+
+
+@dataclass
+class Poll:
+    """What one host's poll found: a reading, or the error that stopped it."""
+
+    host: Host
+    reading: Reading | None = None
+    error: str | None = None
+    server_version: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+class Subject:
+    """A host or a pool as this run saw and judged it."""
+
+    kind: str  # host | pool
+    name: str
+    limit: int
+    reading: Reading | None
+    error: str | None
+    level: str
+    previous_count: int | None
+    members: tuple[str, ...] = ()
+    server_version: str | None = None
+    elapsed: float | None = None
+    url: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def change(self) -> int | None:
+        if self.reading is None or self.previous_count is None:
+            return None
+        return self.reading.count - self.previous_count
+
+
+@dataclass
+class Delivery:
+    channel: str
+    lines: list[AlertLine]
+    error: str | None = None  # None: accepted
+    sent: bool = True  # False with --no-notify
+
+
+@dataclass
+class CheckReport:
+    time: float
+    subjects: list[Subject]
+    deliveries: list[Delivery] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        reachable = [s.level for s in self.subjects if s.reading is not None]
+        return policy.exit_code(reachable, unknown=any(s.kind == "host" and s.reading is None for s in self.subjects))
+
+
+def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
+    """Count a host's non-archived sessions and those active within idle_after, in one round trip."""
+    started = time.monotonic()
+    minutes = max(1, math.ceil(idle_after / 60))
+    with gateway.connect(host, [gateway.READ], identities) as connection:
+        total, active = _counts(connection, [("sessions.list", {"limit": 1}),
+                                             ("sessions.list", {"limit": 1, "activeMinutes": minutes})])
+        if total is None:  # releases without totalCount (2026.4) return every row when no limit is given
+            total, active = _counts(connection, [("sessions.list", {}), ("sessions.list", {"activeMinutes": minutes})])
+        version = connection.hello.server_version
+    reading = Reading(count=total, limit=host.limit, idle=max(0, total - active) if active is not None else None)
+    return Poll(host, reading, server_version=version, elapsed=time.monotonic() - started)
+
+
+def _counts(connection, calls) -> tuple[int | None, int | None]:
+    counts = []
+    for answer in connection.call_many(calls):
+        if isinstance(answer, gateway.GatewayError):
+            raise answer
+        counts.append(_session_count(answer, bool(calls[0][1])))
+    return counts[0], counts[1]
+
+
+def _session_count(payload: dict, paged: bool) -> int | None:
+    total = payload.get("totalCount")
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    if paged:
+        return None
+    rows = payload.get("sessions")
+    if not isinstance(rows, list):
+        raise gateway.GatewayError("PROTOCOL", "sessions.list answered without totalCount or a sessions list")
+    return len(rows)
+
+
+def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore) -> list[Poll]:
+    def poll(host):
+        return read_host(host, idle_after, identities)
+
+    polls = []
+    for host, result in zip(hosts, gateway.for_each_host(hosts, poll)):
+        if isinstance(result, Poll):
+            polls.append(result)
+        else:
+            polls.append(Poll(host, error=_sentence(host, result)))
+    return polls
+
+
+def _sentence(host: Host, exc: Exception) -> str:
+    if isinstance(exc, gateway.GatewayError):
+        return str(exc.message)
+    return f"{host.name}: unexpected {type(exc).__name__} while polling ({exc}); run with --debug for details"
+
+
+def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
+    """A pool's reading is the sum of its hosts'; unknown while any member is."""
+    members = [polls[name].reading for name in pool.hosts]
+    if any(m is None for m in members):
+        return None
+    idle = None if any(m.idle is None for m in members) else sum(m.idle for m in members)
+    return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
+
+
+def run(config: Config, host_names: str | None, now: float, notify: bool = True) -> CheckReport:
+    hosts = config.select(host_names)
+    selected = {h.name for h in hosts}
+    pools = [p for p in config.pools.values() if set(p.hosts) <= selected]
+    identities = IdentityStore(config.state_dir)
+    polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities)}
+
+    store = StateFile(config.state_dir)
+    with store.locked() as state:
+        subjects = []
+        for host in hosts:
+            poll = polls[host.name]
+            subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
+                                   server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
+        for pool in pools:
+            subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
+                                   now, members=pool.hosts))
+        deliveries = _notify(state, subjects, config, now, notify)
+    warnings = [*config.warnings, *identities.warnings, *store.warnings]
+    return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings)
+
+
+def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
+    subject_id = f"{kind}:{name}"
+    previous = state.subject(subject_id)
+    if reading is None and kind == "pool":
+        current = previous  # a member is down: that host alerts; the pool waits for a full reading
+    else:
+        current = policy.observe(previous, reading, config.alerts, now)
+    state.subjects[subject_id] = current
+    return Subject(kind=kind, name=name, limit=limit, reading=reading, error=error, level=current.level,
+                   previous_count=previous.count, **extra)
+
+
+def _notify(state, subjects: list[Subject], config: Config, now: float, notify: bool) -> list[Delivery]:
+    """Decide per channel, send one message per channel (all at once), remember what was accepted."""
+    channels = [None, *config.alerts.channels]  # None: the stderr log line, always there
+    plans = []
+    for channel in channels:
+        channel_name = channel.name if channel else LOG_CHANNEL
+        lines, memories = [], {}
+        for subject in subjects:
+            if subject.kind == "pool" and subject.reading is None:
+                continue
+            decision = policy.decide(state.memory(subject.id, channel_name), state.subject(subject.id),
+                                     config.alerts, now)
+            memories[subject.id] = decision.memory
+            if decision.notice:
+                lines.append(_line(subject, decision.notice, state.subject(subject.id).failures))
+        plans.append((channel, channel_name, lines, memories))
+
+    def send(plan):
+        channel, _, lines, _ = plan
+        return deliver(channel, lines, now) if lines and notify else None
+
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+        errors = list(pool.map(send, plans))
+    deliveries = []
+    for (channel, channel_name, lines, memories), error in zip(plans, errors):
+        if notify and error is None:
+            for subject_id, memory in memories.items():
+                state.memories[(subject_id, channel_name)] = memory
+        if lines:
+            deliveries.append(Delivery(channel_name, lines, error, sent=notify))
+    return deliveries
+
+
+def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
+    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
+    reading = subject.reading
+    error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
+    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
+                     level=notice.level, previous=notice.previous, count=reading.count if reading else None,
+                     limit=subject.limit, idle=reading.idle if reading else None, error=error,
+                     action=suggested_action(notice.reason, notice.level, hosts))

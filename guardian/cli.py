@@ -1,0 +1,127 @@
+"""The `guardian` command line: thin click commands over the library.
+
+Only click is imported at start-up; each command imports what it needs when it runs, so cron's
+`guardian check` and `--help` start fast. Errors reach the operator as one sentence and an exit
+code; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+import click
+
+from guardian import __version__
+
+FORMATS = ("table", "plain", "json")
+
+
+def fail(message: str, code: int):
+    click.echo(f"guardian: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(command):
+    """Turn every failure into one sentence and an exit code (2 config, 3 anything else)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        if click.get_current_context().find_root().params.get("debug"):
+            return command(*args, **kwargs)
+        from guardian.config import ConfigError
+        from guardian.state import StateError
+
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            fail(f"config error: {exc}", 2)
+        except StateError as exc:
+            fail(str(exc), 3)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # the last line of defence: never a traceback without --debug
+            fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", 3)
+
+    return wrapper
+
+
+def host_options(command):
+    """--config, --hosts and --limit, shared by every command that talks to gateways."""
+    command = click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
+                           help="Session limit of the local gateway when there is no config file "
+                                "(env GUARDIAN_LIMIT).")(command)
+    command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
+    command = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+                           help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
+    return command
+
+
+def load_config(config_path, limit):
+    from guardian.config import load
+
+    config = load(config_path, limit)
+    for warning in config.warnings:
+        click.echo(f"guardian: warning: {warning}", err=True)
+    return config
+
+
+def output_format(fmt: str | None, as_json: bool) -> str:
+    if as_json:
+        return "json"
+    return fmt or ("table" if sys.stdout.isatty() else "plain")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="guardian")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-sentence errors.")
+def main(debug):
+    """Session Limit Guardian: keeps OpenClaw gateways from running out of sessions."""
+
+
+@main.command()
+@host_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS + ("nagios",)),
+              help="Output format (default: table on a terminal, plain when piped).")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@click.option("--no-notify", is_flag=True, help="Decide and show alerts, but send none and remember none.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; alerts and errors still go to stderr.")
+@friendly_errors
+def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
+    """Poll every gateway at once, alert on usage, exit with the Nagios code."""
+    from guardian import check as checking
+    from guardian.render import print_check
+
+    config = load_config(config_path, limit)
+    report = checking.run(config, hosts, now=time.time(), notify=not no_notify)
+    for warning in report.warnings[len(config.warnings):]:
+        click.echo(f"guardian: warning: {warning}", err=True)
+    for delivery in report.deliveries:
+        if delivery.error:
+            click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
+                       f"it will be sent again on the next run", err=True)
+    if not quiet:
+        print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@host_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: table on a terminal, plain when piped).")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@friendly_errors
+def doctor(config_path, hosts, limit, fmt, as_json):
+    """Check each host is fully usable, and say how to fix what is not."""
+    from guardian import doctor as diagnosis
+
+    config = load_config(config_path, limit)
+    results, warnings = diagnosis.run(config, hosts)
+    for warning in warnings:
+        click.echo(f"guardian: warning: {warning}", err=True)
+    diagnosis.print_results(results, output_format(fmt, as_json))
+    sys.exit(0 if all(r.usable for r in results) else 3)
+
+
+if __name__ == "__main__":
+    main()

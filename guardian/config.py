@@ -1,0 +1,554 @@
+"""Load and validate the YAML config into frozen dataclasses.
+
+Every problem is a ConfigError naming the file, the line and the key; the CLI prints it as one
+sentence and exits 2 before anything else is done. Tokens are resolved here (env var or file,
+never argv) so a missing secret is caught before any gateway is contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LEVELS = ("ok", "notice", "warning", "critical")
+DEFAULT_URL = "ws://127.0.0.1:18789"
+DEFAULT_CONFIG_PATH = "~/.config/guardian/guardian.yaml"
+DEFAULT_STATE_DIR = "~/.local/state/guardian"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one sentence for the operator."""
+
+
+class Secret:
+    """A token or URL that must never be printed: its repr and str are redacted."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str):
+        self._value = value
+        self.source = source  # where it came from, safe to show ("env T440_TOKEN", "file /etc/...")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(<redacted>, from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other):
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self):
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    url: str
+    limit: int
+    token: Secret | None = None
+    insecure: bool = False
+    device: bool = False  # send the Ed25519 device identity (default: when the host is not loopback)
+    ca_file: str | None = None
+    fingerprint: str | None = None  # pinned sha256 of the certificate, lowercase hex without colons
+    timeout: float = 10.0
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(urlsplit(self.url).hostname or "")
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    hosts: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    type: str
+    url: Secret | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Alerts:
+    thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
+    cooldown: dict = field(
+        default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0}
+    )
+    margin: float = 5.0
+    resolved: bool = True
+    unreachable_after: int = 2
+    channels: tuple[Channel, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protect:
+    agents: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    idle_after: float = 7200.0
+    max_per_run: int = 50
+    reserve: int = 5
+    on_critical: bool = False
+    protect: Protect = Protect()
+    agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
+
+
+@dataclass(frozen=True)
+class Config:
+    hosts: dict  # name -> Host, in file order
+    pools: dict = field(default_factory=dict)
+    alerts: Alerts = Alerts()
+    cleanup: Cleanup = Cleanup()
+    state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
+    path: str | None = None  # the file it came from; None for the no-file default
+    warnings: tuple[str, ...] = ()
+
+    def select(self, names: str | None) -> list[Host]:
+        """The hosts named in a comma-separated --hosts value, or all of them."""
+        if not names:
+            return list(self.hosts.values())
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in self.hosts]
+        if unknown:
+            raise ConfigError(
+                f"--hosts names {', '.join(unknown)}, which the config does not define "
+                f"(known: {', '.join(self.hosts)})"
+            )
+        return [self.hosts[n] for n in wanted]
+
+
+def is_loopback(hostname: str) -> bool:
+    import ipaddress
+
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_duration(value) -> float:
+    """'90s', '30m', '2h', '1d', '1h30m' or a number of seconds -> seconds. ValueError if not."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.fullmatch(r"((\d+(\.\d+)?)(ms|s|m|h|d|w))+", text)
+        if not parts:
+            raise ValueError(f"{value!r} is not a duration (e.g. 45s, 30m, 2h, 1d)")
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        seconds = sum(float(n) * units[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h|d|w)", text))
+    if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"{value!r} is not a duration")
+    return seconds
+
+
+# --- YAML with line numbers ------------------------------------------------------------------
+
+
+class _LineMap(dict):
+    """A dict that remembers the line of each key (and its own), for error messages."""
+
+    line = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lines = {}
+
+
+def _yaml_load(text: str):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node):
+        mapping = _LineMap()
+        mapping.line = node.start_mark.line + 1
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: keys must be text, got {key!r}")
+            if key in mapping:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice")
+            mapping[key] = loader.construct_object(value_node, deep=True)
+            mapping.lines[key] = key_node.start_mark.line + 1
+        return mapping
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}not valid YAML ({problem})") from None
+
+
+class _Section:
+    """Reads one mapping of the file, checking keys and types, with file:line in every error."""
+
+    def __init__(self, path: str, key_path: str, mapping, line: int):
+        self.path, self.key_path, self.line = path, key_path, line
+        if mapping is None:
+            mapping = _LineMap()
+        if not isinstance(mapping, dict):
+            self.fail(None, f"must be a mapping, got {_kind(mapping)}")
+        self.mapping = mapping
+        self.used: set[str] = set()
+
+    def where(self, key: str | None) -> str:
+        line = self.mapping.lines.get(key, self.line) if key and hasattr(self.mapping, "lines") else self.line
+        name = f"{self.key_path}.{key}" if key and self.key_path else (key or self.key_path)
+        return f"{self.path}:{line}: {name}"
+
+    def fail(self, key: str | None, problem: str):
+        raise ConfigError(f"{self.where(key)}: {problem}")
+
+    def has(self, key: str) -> bool:
+        return key in self.mapping
+
+    def get(self, key: str, default=None):
+        self.used.add(key)
+        return self.mapping.get(key, default)
+
+    def section(self, key: str) -> "_Section":
+        value = self.get(key)
+        line = self.mapping.lines.get(key, self.line) if hasattr(self.mapping, "lines") else self.line
+        sub_path = f"{self.key_path}.{key}" if self.key_path else key
+        return _Section(self.path, sub_path, value, line)
+
+    def text(self, key: str, default=None, required=False):
+        value = self.get(key, default)
+        if value is None and required:
+            self.fail(key, "is required")
+        if value is not None and not isinstance(value, str):
+            self.fail(key, f"must be text, got {_kind(value)}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {_kind(value)}")
+        return value
+
+    def integer(self, key: str, default=None, minimum=None, required=False):
+        value = self.get(key, default)
+        if value is None and required:
+            self.fail(key, "is required")
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a whole number, got {_kind(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, f"must be a number, got {_kind(value)}")
+        return float(value)
+
+    def duration(self, key: str, default) -> float:
+        value = self.get(key, default)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(key, str(exc))
+
+    def names(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(key, f"must be a list of text, got {_kind(value)}")
+        return tuple(value)
+
+    def done(self):
+        """Unknown keys are errors: a typo must not silently fall back to a default."""
+        for key in self.mapping:
+            if key not in self.used:
+                self.fail(key, "is not a known setting (check the spelling; see the README's configuration reference)")
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "true/false", int: "a number", float: "a number", str: f"text {value!r}",
+            list: "a list", _LineMap: "a mapping", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+# --- the sections ----------------------------------------------------------------------------
+
+
+def _token(section: _Section, warnings: list) -> Secret | None:
+    if section.has("token"):
+        section.fail("token", "tokens do not go in the config file: use token_env (an environment variable) "
+                              "or token_file (a file readable only by you)")
+    env_name = section.text("token_env")
+    file_name = section.text("token_file")
+    if env_name and file_name:
+        section.fail("token_file", "give token_env or token_file, not both")
+    if env_name:
+        value = os.environ.get(env_name, "").strip()
+        if not value:
+            section.fail("token_env", f"the environment variable {env_name} is not set")
+        return Secret(value, f"env {env_name}")
+    if file_name:
+        return Secret(_read_secret_file(section, "token_file", file_name, warnings), f"file {file_name}")
+    return None
+
+
+def _read_secret_file(section: _Section, key: str, file_name: str, warnings: list) -> str:
+    path = Path(file_name).expanduser()
+    try:
+        mode = path.stat().st_mode
+        value = path.read_text().strip()
+    except OSError as exc:
+        section.fail(key, f"cannot read {path} ({exc.strerror})")
+    if not value:
+        section.fail(key, f"{path} is empty")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(f"{section.where(key)}: {path} is readable by other users; run: chmod 600 {path}")
+    return value
+
+
+def _host(name: str, section: _Section, warnings: list) -> Host:
+    if not NAME_RE.match(name):
+        section.fail(None, "host names may use letters, digits, '.', '_' and '-' (at most 64)")
+    url = section.text("url", required=True)
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        section.fail("url", f"must be a ws:// or wss:// address with a host, got {url!r}")
+    insecure = section.boolean("insecure", False)
+    if parts.scheme == "ws" and not is_loopback(parts.hostname) and not insecure:
+        section.fail("url", "plain ws:// to a non-loopback address would send the token unencrypted: "
+                            "use wss://, or set insecure: true on this host if the network is trusted")
+    limit = section.integer("limit", required=True)
+    if limit <= 0:
+        section.fail("limit", f"must be a positive number of sessions, got {limit}")
+    device = section.get("device", None)
+    if device is not None and not isinstance(device, bool):
+        section.fail("device", f"must be true or false, got {_kind(device)}")
+    ca_file = section.text("ca_file")
+    if ca_file and not os.access(Path(ca_file).expanduser(), os.R_OK):
+        section.fail("ca_file", f"cannot read {ca_file}")
+    fingerprint = section.text("fingerprint")
+    if fingerprint is not None:
+        digits = fingerprint.lower().removeprefix("sha256:").replace(":", "")
+        if not re.fullmatch(r"[0-9a-f]{64}", digits):
+            section.fail("fingerprint", "must be the certificate's sha256 fingerprint (64 hex digits, colons allowed)")
+        fingerprint = digits
+    if (ca_file or fingerprint) and parts.scheme != "wss":
+        section.fail("url", "ca_file and fingerprint need a wss:// address")
+    timeout = section.duration("timeout", 10)
+    if timeout <= 0:
+        section.fail("timeout", "must be more than 0")
+    host = Host(
+        name=name, url=url.rstrip("/"), limit=limit, token=_token(section, warnings), insecure=insecure,
+        device=(not is_loopback(parts.hostname)) if device is None else device,
+        ca_file=str(Path(ca_file).expanduser()) if ca_file else None, fingerprint=fingerprint, timeout=timeout,
+    )
+    section.done()
+    return host
+
+
+def _alerts(section: _Section, warnings: list) -> Alerts:
+    defaults = Alerts()
+    th = section.section("thresholds")
+    thresholds = {level: th.number(level, defaults.thresholds[level]) for level in LEVELS[1:]}
+    th.done()
+    values = list(thresholds.values())
+    if not all(0 < v <= 100 for v in values):
+        th.fail(None, f"each threshold must be a percentage above 0 and at most 100, got {values}")
+    if not values[0] < values[1] < values[2]:
+        th.fail(None, f"must increase: notice < warning < critical, got {values}")
+    cd = section.section("cooldown")
+    cooldown = {kind: cd.duration(kind, defaults.cooldown[kind]) for kind in defaults.cooldown}
+    cd.done()
+    margin = section.number("margin", defaults.margin)
+    if not 0 <= margin < 100:
+        section.fail("margin", f"must be between 0 and 100 percentage points, got {margin}")
+    alerts = Alerts(
+        thresholds=thresholds, cooldown=cooldown, margin=margin,
+        resolved=section.boolean("resolved", True),
+        unreachable_after=section.integer("unreachable_after", 2, minimum=1),
+        channels=_channels(section, warnings),
+    )
+    section.done()
+    return alerts
+
+
+CHANNEL_TYPES = ("webhook",)
+
+
+def _channels(section: _Section, warnings: list) -> tuple[Channel, ...]:
+    items = section.get("channels", [])
+    if not isinstance(items, list):
+        section.fail("channels", f"must be a list, got {_kind(items)}")
+    channels = []
+    for index, item in enumerate(items):
+        line = getattr(item, "line", section.mapping.lines.get("channels", section.line))
+        ch = _Section(section.path, f"alerts.channels[{index}]", item, line)
+        kind = ch.text("type", required=True)
+        if kind not in CHANNEL_TYPES:
+            ch.fail("type", f"must be one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
+        name = ch.text("name", f"{kind}-{index + 1}")
+        if name == "log" or any(c.name == name for c in channels):
+            ch.fail("name", f"channel name {name!r} is already taken")
+        url = _secret_url(ch, warnings)
+        channels.append(Channel(name=name, type=kind, url=url, timeout=ch.duration("timeout", 10)))
+        ch.done()
+    return tuple(channels)
+
+
+def _secret_url(ch: _Section, warnings: list) -> Secret:
+    if ch.has("url"):
+        ch.fail("url", "webhook URLs are secrets: use url_env (an environment variable) or url_file")
+    env_name, file_name = ch.text("url_env"), ch.text("url_file")
+    if bool(env_name) == bool(file_name):
+        ch.fail(None, "needs exactly one of url_env or url_file")
+    if env_name:
+        value = os.environ.get(env_name, "").strip()
+        if not value:
+            ch.fail("url_env", f"the environment variable {env_name} is not set")
+        source = f"env {env_name}"
+    else:
+        value = _read_secret_file(ch, "url_file", file_name, warnings)
+        source = f"file {file_name}"
+    if urlsplit(value).scheme not in ("http", "https"):
+        ch.fail("url_env" if env_name else "url_file", "must hold an http:// or https:// URL")
+    return Secret(value, source)
+
+
+def _cleanup(section: _Section) -> Cleanup:
+    defaults = Cleanup()
+    protect = section.section("protect")
+    protected = Protect(agents=protect.names("agents"), keys=protect.names("keys"), labels=protect.names("labels"))
+    protect.done()
+    agents = section.section("agents")
+    agent_idle = {}
+    for agent_id in list(agents.mapping):
+        per_agent = agents.section(agent_id)
+        agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
+        per_agent.done()
+    cleanup = Cleanup(
+        idle_after=section.duration("idle_after", defaults.idle_after),
+        max_per_run=section.integer("max_per_run", defaults.max_per_run, minimum=1),
+        reserve=section.integer("reserve", defaults.reserve, minimum=0),
+        on_critical=section.boolean("on_critical", False),
+        protect=protected,
+        agent_idle_after=agent_idle,
+    )
+    section.done()
+    return cleanup
+
+
+def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
+    """Validate the text of a config file. Raises ConfigError."""
+    data = _yaml_load(text)
+    root = _Section(path, "", data, 1)
+    warnings: list[str] = []
+    hosts_section = root.section("hosts")
+    if not hosts_section.mapping:
+        root.fail("hosts", "is required: name at least one gateway (see the README)")
+    hosts = {}
+    for name in list(hosts_section.mapping):
+        hosts[name] = _host(name, hosts_section.section(name), warnings)
+        hosts_section.used.add(name)
+    pools = {}
+    pools_section = root.section("pools")
+    for name in list(pools_section.mapping):
+        pool = pools_section.section(name)
+        members = pool.names("hosts")
+        if not members:
+            pool.fail("hosts", "must name at least one host")
+        for member in members:
+            if member not in hosts:
+                pool.fail("hosts", f"names {member!r}, which is not a host in this file")
+        if name in hosts:
+            pool.fail(None, "a pool may not have the same name as a host")
+        limit = pool.integer("limit", required=True)
+        if limit <= 0:
+            pool.fail("limit", f"must be a positive number of sessions, got {limit}")
+        pools[name] = Pool(name=name, hosts=members, limit=limit)
+        pool.done()
+    alerts = _alerts(root.section("alerts"), warnings)
+    cleanup = _cleanup(root.section("cleanup"))
+    state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
+    root.done()
+    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup,
+                  state_dir=Path(state_dir).expanduser(), path=path, warnings=tuple(warnings))
+
+
+def load(path: str | None = None, limit: int | None = None) -> Config:
+    """The config from --config, else $GUARDIAN_CONFIG, else the default file, else the local gateway."""
+    env_state_dir = os.environ.get("GUARDIAN_STATE_DIR")
+    explicit = path or os.environ.get("GUARDIAN_CONFIG")
+    file = Path(explicit or DEFAULT_CONFIG_PATH).expanduser()
+    if explicit or file.exists():
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {file} ({exc.strerror})") from None
+        return parse(text, str(file), env_state_dir)
+    return _local_default(limit, env_state_dir)
+
+
+def _local_default(limit: int | None, env_state_dir: str | None) -> Config:
+    """No config file: watch the local gateway, so a newcomer's first `guardian check` works."""
+    if limit is None:
+        raw = os.environ.get("GUARDIAN_LIMIT", "").strip()
+        if not raw:
+            raise ConfigError(
+                f"no config file at {DEFAULT_CONFIG_PATH} and no session limit: pass --limit N or set GUARDIAN_LIMIT "
+                "to the number of sessions your service can bear, or write a config file (see the README)"
+            )
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ConfigError(f"GUARDIAN_LIMIT must be a positive whole number, got {raw!r}")
+        limit = int(raw)
+    if limit <= 0:
+        raise ConfigError(f"--limit must be a positive whole number, got {limit}")
+    url = os.environ.get("OPENCLAW_GATEWAY_URL", DEFAULT_URL)
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"OPENCLAW_GATEWAY_URL must be a ws:// or wss:// address, got {url!r}")
+    if parts.scheme == "ws" and not is_loopback(parts.hostname):
+        raise ConfigError("OPENCLAW_GATEWAY_URL is plain ws:// to a non-loopback address; write a config file "
+                          "with wss:// (or insecure: true) for that host")
+    host = Host(name="local", url=url.rstrip("/"), limit=limit, token=_local_token(),
+                device=not is_loopback(parts.hostname))
+    return Config(hosts={"local": host}, state_dir=Path(env_state_dir or DEFAULT_STATE_DIR).expanduser())
+
+
+def _local_token() -> Secret | None:
+    value = os.environ.get("OPENCLAW_GATEWAY_TOKEN", "").strip()
+    if value:
+        return Secret(value, "env OPENCLAW_GATEWAY_TOKEN")
+    state_dir = os.environ.get("OPENCLAW_STATE_DIR") or "~/.openclaw"
+    path = Path(os.environ.get("OPENCLAW_CONFIG_PATH") or Path(state_dir) / "openclaw.json").expanduser()
+    try:
+        data = json.loads(path.read_text())
+        token = data["gateway"]["auth"]["token"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the connect will then say plainly that the gateway wants a token
+    return Secret(token, f"file {path}") if isinstance(token, str) and token else None

@@ -1,0 +1,101 @@
+"""`guardian doctor`: for each host, is it fully usable, and if not, the command that fixes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from guardian import gateway
+from guardian.config import Config, Host
+from guardian.identity import IdentityStore
+
+NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}
+
+
+@dataclass
+class Diagnosis:
+    host: str
+    url: str
+    reachable: bool = False
+    server_version: str | None = None
+    protocol: int | None = None
+    scopes: list[str] = field(default_factory=list)
+    token: str = "none"
+    tls: str = ""
+    device: str = "not used (loopback)"
+    problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and not self.problems
+
+
+def tls_description(host: Host) -> str:
+    if host.url.startswith("ws://"):
+        return "none: plain ws:// on loopback" if host.loopback else "none: plain ws:// (insecure: true)"
+    if host.ca_file:
+        return f"verified against {host.ca_file}" + (" and pinned fingerprint" if host.fingerprint else "")
+    if host.fingerprint:
+        return "pinned sha256 fingerprint"
+    return "verified against the system's CAs"
+
+
+def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
+    result = Diagnosis(host=host.name, url=host.url, tls=tls_description(host),
+                       token=host.token.source if host.token else "none (device token only)")
+    if host.device:
+        identity = identities.identity()
+        stored = identities.device_token(host.name, identity.device_id)
+        result.device = f"{identity.device_id[:16]}... ({'paired, device token stored' if stored else 'no device token yet'})"
+    try:
+        with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
+            hello = connection.hello
+    except gateway.GatewayError as exc:
+        hello = exc.details.get("hello") if exc.code == "MISSING_SCOPE" else None
+        if hello is None:
+            result.problems.append(exc.message)
+            return result
+    result.reachable = True
+    result.server_version, result.protocol, result.scopes = hello.server_version, hello.protocol, hello.scopes
+    for command, scope in NEEDED.items():
+        if scope not in hello.scopes and gateway.ADMIN not in hello.scopes:
+            result.problems.append(_scope_fix(host, command, scope, hello.scopes))
+    return result
+
+
+def _scope_fix(host: Host, command: str, scope: str, granted: list[str]) -> str:
+    if host.device:
+        fix = f"approve the guardian's scope request on {host.name}: openclaw devices list, then openclaw devices approve <id>"
+    elif not granted:
+        fix = (f"a gateway clears the scopes of clients without a paired device unless they connect over loopback: "
+               f"set `device: true` for {host.name} and run `guardian doctor --hosts {host.name}` to request pairing")
+    else:
+        fix = f"use the gateway's own token (gateway.auth.token on {host.name}), which carries every operator scope"
+    return f"{scope} is missing, so `guardian {command}` cannot work; {fix}"
+
+
+def run(config: Config, host_names: str | None) -> tuple[list[Diagnosis], list[str]]:
+    hosts = config.select(host_names)
+    identities = IdentityStore(config.state_dir)
+    results = []
+    for host, result in zip(hosts, gateway.for_each_host(hosts, lambda h: diagnose(h, identities))):
+        if isinstance(result, Exception):
+            result = Diagnosis(host=host.name, url=host.url, problems=[f"unexpected {type(result).__name__}: {result}"])
+        results.append(result)
+    return results, identities.warnings
+
+
+def print_results(results: list[Diagnosis], fmt: str) -> None:
+    import click
+
+    if fmt == "json":
+        click.echo(json.dumps([{**asdict(r), "usable": r.usable} for r in results], indent=2))
+        return
+    for r in results:
+        verdict = "usable" if r.usable else "NOT usable"
+        click.echo(f"{r.host} ({r.url}): {verdict}")
+        if r.reachable:
+            click.echo(f"  server {r.server_version}, protocol {r.protocol}, scopes {', '.join(r.scopes) or 'none'}")
+        click.echo(f"  token: {r.token}; tls: {r.tls}; device: {r.device}")
+        for problem in r.problems:
+            click.echo(f"  problem: {problem}")

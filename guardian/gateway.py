@@ -1,0 +1,398 @@
+"""OpenClaw gateway client: handshake, device identity, pipelined calls, one error type.
+
+The protocol is in shared/openclaw-gateway.md. The traps it records are handled here once:
+no `Origin` header (it silently clears every scope), client `gateway-client`/`backend` (keeps its
+scopes on loopback on 2026.4 and 2026.9), `hello-ok.auth.scopes` checked rather than assumed,
+unsolicited events skipped while waiting, and deadlines on every wait so a silent gateway costs
+at most its timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from guardian import __version__
+from guardian.config import Host
+
+CLIENT = {"id": "gateway-client", "version": __version__, "platform": "linux", "mode": "backend"}
+ROLE = "operator"
+READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
+UNAVAILABLE_RETRIES = 3
+MAX_RETRY_WAIT = 5.0  # seconds; a gateway asking for longer is treated as down for this run
+
+
+class GatewayError(Exception):
+    """Anything that went wrong talking to a gateway: the gateway's own error or the client's.
+
+    `code` is the gateway's error.code (INVALID_REQUEST, FORBIDDEN, NOT_PAIRED, UNAVAILABLE, ...)
+    or one of the client's: UNREACHABLE, TIMEOUT, CLOSED, TLS, PROTOCOL, MISSING_SCOPE.
+    str() is one sentence for the operator.
+    """
+
+    def __init__(self, code: str, message: str, details: dict | None = None, *,
+                 retryable: bool = False, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def detail_code(self) -> str | None:
+        return self.details.get("code") if isinstance(self.details, dict) else None
+
+    @classmethod
+    def from_frame(cls, error) -> "GatewayError":
+        if not isinstance(error, dict):
+            return cls("PROTOCOL", f"the gateway sent a malformed error: {str(error)[:200]}")
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        retry_after = error.get("retryAfterMs", details.get("retryAfterMs"))
+        return cls(str(error.get("code", "UNKNOWN")), str(error.get("message", "no message")), details,
+                   retryable=bool(error.get("retryable")), retry_after_ms=retry_after if isinstance(retry_after, int) else None)
+
+    @property
+    def missing_scope(self) -> str | None:
+        """The scope a call lacked, from either error shape (2026.9 FORBIDDEN or 2026.4 INVALID_REQUEST)."""
+        if self.detail_code == "MISSING_SCOPE":
+            return self.details.get("missingScope")
+        if self.message.startswith("missing scope: "):
+            return self.message.removeprefix("missing scope: ").strip()
+        return None
+
+
+@dataclass
+class Hello:
+    """What `hello-ok` told us about the connection."""
+
+    protocol: int
+    server_version: str
+    scopes: list[str]
+    max_payload: int | None
+    methods: list[str]
+    main_session_key: str | None
+    device_id: str | None = None
+    device_token_issued: bool = False
+    auth_method: str | None = None
+
+
+@dataclass
+class Connection:
+    """One open, authenticated socket. `call_many` pipelines requests and matches answers by id."""
+
+    host: Host
+    ws: object
+    hello: Hello
+    timeout: float
+    frames_skipped: int = field(default=0)
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        result = self.call_many([(method, params)])[0]
+        if isinstance(result, GatewayError):
+            raise result
+        return result
+
+    def call_many(self, calls: list[tuple[str, dict | None]]) -> list:
+        """Send every request at once, then read answers until all are in: payloads or GatewayErrors.
+
+        A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times.
+        A timeout or a closed socket raises, since the remaining answers will not come.
+        """
+        results: list = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(UNAVAILABLE_RETRIES + 1):
+            answers = self._round([calls[i] for i in pending])
+            retry, wait = [], 0.0
+            for index, answer in zip(pending, answers):
+                results[index] = answer
+                if isinstance(answer, GatewayError) and answer.code == "UNAVAILABLE" and answer.retryable:
+                    retry.append(index)
+                    wait = max(wait, (answer.retry_after_ms or 500) / 1000)
+            if not retry or attempt == UNAVAILABLE_RETRIES or wait > MAX_RETRY_WAIT:
+                break
+            time.sleep(wait)
+            pending = retry
+        return results
+
+    def _round(self, calls: list[tuple[str, dict | None]]) -> list:
+        ids = []
+        for method, params in calls:
+            request_id = uuid.uuid4().hex
+            frame = {"type": "req", "id": request_id, "method": method}
+            if params is not None:
+                frame["params"] = params
+            self._send(frame)
+            ids.append(request_id)
+        answers: dict[str, object] = {}
+        deadline = time.monotonic() + self.timeout
+        waiting = set(ids)
+        while waiting:
+            frame = receive(self.ws, deadline, self.host, f"answers to {calls[0][0]}")
+            if frame is None:
+                self.frames_skipped += 1
+                continue
+            if frame.get("type") == "res" and frame.get("id") in waiting:
+                waiting.discard(frame["id"])
+                if frame.get("ok") is True:
+                    payload = frame.get("payload")
+                    answers[frame["id"]] = payload if isinstance(payload, dict) else {}
+                else:
+                    answers[frame["id"]] = GatewayError.from_frame(frame.get("error"))
+            else:
+                self.frames_skipped += 1  # an event (tick, health, presence, ...) or a stray answer
+        return [answers[i] for i in ids]
+
+    def _send(self, frame: dict) -> None:
+        try:
+            self.ws.send(json.dumps(frame))
+        except Exception as exc:  # the socket is gone: the remaining answers will never come
+            raise GatewayError("CLOSED", f"{self.host.name}: the connection dropped while sending ({exc})") from None
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            pass  # closing a dead socket: nothing left to do
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
+    """The next JSON frame before the deadline; None for a frame that is not a JSON object."""
+    from websocket import ABNF, WebSocketConnectionClosedException, WebSocketTimeoutException
+
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s")
+    ws.settimeout(remaining)
+    try:
+        opcode, frame = ws.recv_data_frame()
+    except WebSocketTimeoutException:
+        raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s") from None
+    except (WebSocketConnectionClosedException, OSError) as exc:
+        raise GatewayError("CLOSED", f"{host.name}: the connection dropped while waiting for {waiting_for} ({exc or 'closed'})") from None
+    if opcode == ABNF.OPCODE_CLOSE:
+        code, reason = _close_reason(frame.data)
+        raise GatewayError("CLOSED", f"{host.name}: the gateway closed the connection while we waited for "
+                                     f"{waiting_for} (code {code}{': ' + reason if reason else ''})", {"closeCode": code, "closeReason": reason})
+    try:
+        message = json.loads(frame.data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _close_reason(data: bytes) -> tuple[int | None, str]:
+    if len(data) < 2:
+        return None, ""
+    return int.from_bytes(data[:2], "big"), data[2:].decode(errors="replace")
+
+
+def connect(host: Host, scopes: list[str], identities=None) -> Connection:
+    """Open, authenticate and check a connection with `scopes`; retries a gateway still starting up.
+
+    `identities` (an IdentityStore) is needed when the host uses a device identity.
+    """
+    deadline = time.monotonic() + host.timeout
+    for attempt in range(UNAVAILABLE_RETRIES + 1):
+        try:
+            return _connect_once(host, scopes, identities, deadline)
+        except GatewayError as exc:
+            wait = (exc.retry_after_ms or 500) / 1000
+            last_try = attempt == UNAVAILABLE_RETRIES or time.monotonic() + wait >= deadline
+            if exc.code != "UNAVAILABLE" or not exc.retryable or last_try:
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _connect_once(host: Host, scopes: list[str], identities, deadline: float) -> Connection:
+    ws = _open_socket(host, deadline)
+    try:
+        challenge = None
+        while challenge is None:
+            frame = receive(ws, deadline, host, "connect challenge")
+            if frame and frame.get("type") == "event" and frame.get("event") == "connect.challenge":
+                challenge = frame.get("payload") or {}
+        identity = identities.identity() if host.device else None
+        params, device_token_used = _connect_params(host, scopes, challenge, identity, identities)
+        request_id = uuid.uuid4().hex
+        ws.send(json.dumps({"type": "req", "id": request_id, "method": "connect", "params": params}))
+        while True:
+            frame = receive(ws, deadline, host, "the answer to connect")
+            if frame and frame.get("type") == "res" and frame.get("id") == request_id:
+                break
+        if frame.get("ok") is not True:
+            raise _explain_connect_error(host, GatewayError.from_frame(frame.get("error")), identity, device_token_used)
+        hello = _read_hello(host, frame.get("payload"), identity)
+        token = (frame.get("payload") or {}).get("auth", {}).get("deviceToken")
+        if identity and isinstance(token, str) and token:
+            identities.save_device_token(host.name, identity.device_id, token, hello.scopes)
+            hello.device_token_issued = True
+    except BaseException:
+        try:
+            ws.close(timeout=0.2)
+        except Exception:
+            pass  # the socket is already broken; the error being raised says why
+        raise
+    missing = [s for s in scopes if s not in hello.scopes and not (s != ADMIN and ADMIN in hello.scopes)]
+    connection = Connection(host, ws, hello, host.timeout)
+    if missing:
+        connection.close()
+        raise GatewayError("MISSING_SCOPE", _missing_scope_sentence(host, missing, hello),
+                           {"missing": missing, "granted": hello.scopes, "hello": hello})
+    return connection
+
+
+def _open_socket(host: Host, deadline: float):
+    import socket
+    import ssl
+
+    import websocket
+
+    options = {"timeout": max(0.1, deadline - time.monotonic()), "suppress_origin": True,
+               "enable_multithread": False}
+    if host.url.startswith("wss://"):
+        sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
+        if host.ca_file:
+            sslopt["ca_certs"] = host.ca_file
+        elif host.fingerprint:
+            # pinned: the fingerprint is the trust anchor, checked below before any secret is sent
+            sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        options["sslopt"] = sslopt
+    target = f"{host.name} at {urlsplit(host.url).netloc}"
+    try:
+        ws = websocket.create_connection(host.url, **options)
+    except ssl.SSLCertVerificationError as exc:
+        raise GatewayError("TLS", f"{host.name}: the TLS certificate of {urlsplit(host.url).netloc} is not trusted "
+                                  f"({exc.verify_message}); set ca_file to the CA that signed it, or pin its "
+                                  f"fingerprint (see `guardian doctor`)") from None
+    except ssl.SSLError as exc:
+        raise GatewayError("TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})") from None
+    except (socket.timeout, websocket.WebSocketTimeoutException):
+        raise GatewayError("TIMEOUT", f"{target} did not accept a connection within {host.timeout:g}s") from None
+    except ConnectionRefusedError:
+        raise GatewayError("UNREACHABLE", f"{target} refused the connection (is the gateway running?)") from None
+    except websocket.WebSocketBadStatusException as exc:
+        raise GatewayError("UNREACHABLE", f"{target} answered HTTP {exc.status_code} instead of a WebSocket "
+                                          f"upgrade (is this the gateway's port?)") from None
+    except (OSError, websocket.WebSocketException) as exc:
+        raise GatewayError("UNREACHABLE", f"cannot reach {target} ({exc})") from None
+    if host.fingerprint:
+        der = ws.sock.getpeercert(binary_form=True)
+        seen = hashlib.sha256(der).hexdigest() if der else "none"
+        if seen != host.fingerprint:
+            ws.close(timeout=0.2)
+            raise GatewayError("TLS", f"{host.name}: the certificate fingerprint of {urlsplit(host.url).netloc} is "
+                                      f"sha256:{seen}, not the pinned sha256:{host.fingerprint}; nothing was sent")
+    return ws
+
+
+def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, identities) -> tuple[dict, bool]:
+    params = {"minProtocol": 3, "maxProtocol": 4, "client": dict(CLIENT), "role": ROLE, "scopes": list(scopes)}
+    device_token = identities.device_token(host.name, identity.device_id) if identity else None
+    signed_token = ""
+    if host.token:
+        signed_token = host.token.reveal()
+        params["auth"] = {"token": signed_token}
+    elif device_token:
+        signed_token = device_token
+        params["auth"] = {"deviceToken": device_token}
+    if identity:
+        from guardian.identity import signature_payload
+
+        signed_at = int(challenge.get("ts") or time.time() * 1000)
+        nonce = str(challenge.get("nonce", ""))
+        payload = signature_payload(identity.device_id, CLIENT["id"], CLIENT["mode"], ROLE, params["scopes"],
+                                    signed_at, signed_token, nonce, CLIENT["platform"])
+        params["device"] = {"id": identity.device_id, "publicKey": identity.public_key,
+                            "signature": identity.sign(payload), "signedAt": signed_at, "nonce": nonce}
+    return params, bool(device_token and not host.token)
+
+
+def _read_hello(host: Host, payload, identity) -> Hello:
+    if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
+        raise GatewayError("PROTOCOL", f"{host.name}: the gateway's answer to connect is not hello-ok")
+    auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
+    scopes = auth.get("scopes") if isinstance(auth.get("scopes"), list) else []
+    policy = payload.get("policy") if isinstance(payload.get("policy"), dict) else {}
+    snapshot = payload.get("snapshot") if isinstance(payload.get("snapshot"), dict) else {}
+    defaults = snapshot.get("sessionDefaults") if isinstance(snapshot.get("sessionDefaults"), dict) else {}
+    features = payload.get("features") if isinstance(payload.get("features"), dict) else {}
+    server = payload.get("server") if isinstance(payload.get("server"), dict) else {}
+    protocol = payload.get("protocol")
+    if protocol not in (3, 4):
+        raise GatewayError("PROTOCOL", f"{host.name}: the gateway speaks protocol {protocol}; the guardian speaks 3 and 4")
+    return Hello(protocol=protocol, server_version=str(server.get("version", "unknown")),
+                 scopes=[str(s) for s in scopes], max_payload=policy.get("maxPayload"),
+                 methods=list(features.get("methods") or []), main_session_key=defaults.get("mainSessionKey"),
+                 device_id=identity.device_id if identity else None, auth_method=auth.get("method"))
+
+
+def _missing_scope_sentence(host: Host, missing: list[str], hello: Hello) -> str:
+    what = " and ".join(missing)
+    if not hello.scopes and not host.device:
+        why = ("the gateway granted no scopes at all, which it does to a client without a paired device identity "
+               "unless it connects over loopback; set `device: true` on this host and approve the pairing "
+               "(`guardian doctor` shows the command)")
+    elif not hello.scopes:
+        why = "the gateway granted no scopes to this device; approve its pairing on the gateway host"
+    else:
+        why = (f"it granted only {', '.join(hello.scopes)}; use a gateway token with full operator access, or "
+               f"approve the device's scope upgrade on the gateway host (`openclaw devices list`)")
+    return f"{host.name}: connected, but without {what}: {why}"
+
+
+def _explain_connect_error(host: Host, error: GatewayError, identity, device_token_used: bool) -> GatewayError:
+    """Turn the connect failures an operator can fix into one sentence saying how."""
+    code = error.detail_code
+    if code == "PAIRING_REQUIRED":
+        request_id = error.details.get("requestId")
+        reason = {"not-paired": "is not approved yet", "scope-upgrade": "asks for more scopes than approved",
+                  "role-upgrade": "asks for a higher role than approved",
+                  "metadata-upgrade": "changed and must be approved again"}.get(error.details.get("reason"), "needs approval")
+        fix = (f"on {host.name} run: openclaw devices approve {request_id}" if request_id
+               else f"on {host.name} run: openclaw devices list, then approve the guardian's request")
+        error.message = (f"{host.name}: pairing required: this guardian's device ({identity.device_id[:12] if identity else '?'}...) "
+                         f"{reason}; {fix}; then run the guardian again")
+    elif code == "AUTH_TOKEN_MISMATCH":
+        error.message = f"{host.name}: the gateway rejected the token from {host.token.source if host.token else 'nowhere'} (token mismatch)"
+    elif code == "AUTH_DEVICE_TOKEN_MISMATCH" or (device_token_used and error.code in ("INVALID_REQUEST", "NOT_PAIRED")):
+        error.message = f"{host.name}: the gateway rejected this guardian's stored device token ({error.message}); set a gateway token for this host or pair again"
+    elif code == "DEVICE_IDENTITY_REQUIRED" or (error.code == "NOT_PAIRED" and not host.token):
+        error.message = (f"{host.name}: the gateway wants a token: set token_env or token_file for this host "
+                         f"(the gateway's gateway.auth.token)")
+    elif code == "PROTOCOL_MISMATCH":
+        error.message = (f"{host.name}: protocol mismatch: the gateway speaks protocol "
+                         f"{error.details.get('expectedProtocol', '?')}, the guardian speaks 3 and 4")
+    else:
+        error.message = f"{host.name}: connect refused: {error.message}"
+    return error
+
+
+def for_each_host(hosts: list[Host], work) -> list:
+    """Run work(host) for every host at once; each result is work's value or the exception it raised.
+
+    One host's failure (or a bug meeting one host's odd reply) never costs the others their result.
+    """
+    if not hosts:
+        return []
+
+    def isolated(host):
+        try:
+            return work(host)
+        except Exception as exc:  # isolated per host, reported by the caller as that host's error
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(len(hosts), 64)) as pool:
+        return list(pool.map(isolated, hosts))

@@ -1,0 +1,131 @@
+"""Output: a rich table on a terminal, plain lines when piped, documented JSON, the Nagios line.
+
+`rich` is imported only for the table, so cron runs (piped, plain) never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+from guardian.check import CheckReport, Subject
+
+STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+JSON_VERSION = 1
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def safe(text: str, limit: int = 200) -> str:
+    """Printable text only, so a session key or error from a gateway cannot move the cursor or forge lines."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def usage_text(subject: Subject) -> str:
+    r = subject.reading
+    return f"{r.usage:.0f}% ({r.count}/{r.limit})" if r else "unknown"
+
+
+def change_text(change: int | None) -> str:
+    return "" if change is None else f"{change:+d}"
+
+
+def subject_label(subject: Subject) -> str:
+    return f"pool {subject.name}" if subject.kind == "pool" else subject.name
+
+
+def check_json(report: CheckReport) -> dict:
+    def entry(s: Subject) -> dict:
+        r = s.reading
+        data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
+                "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
+                "change": s.change, "idle": r.idle if r else None}
+        if s.kind == "host":
+            data.update(url=s.url, server_version=s.server_version,
+                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+        else:
+            data["hosts"] = list(s.members)
+        return data
+
+    code = report.exit_code
+    levels = [s.level for s in report.subjects if s.reading]
+    status = "unknown" if code == 3 else max(levels, key=["ok", "notice", "warning", "critical"].index, default="ok")
+    return {
+        "version": JSON_VERSION, "time": iso(report.time), "status": status, "exit_code": code,
+        "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
+        "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
+                    "lines": [line.to_json(iso(report.time)) for line in d.lines]} for d in report.deliveries],
+        "warnings": report.warnings,
+    }
+
+
+def check_plain(report: CheckReport) -> str:
+    lines = []
+    for s in report.subjects:
+        if s.reading is None:
+            lines.append(f"{subject_label(s)} UNKNOWN {safe(s.error or 'a member host is unknown')}")
+            continue
+        parts = [subject_label(s), usage_text(s), s.level]
+        if s.change is not None:
+            parts.append(f"change={change_text(s.change)}")
+        if s.reading.idle is not None:
+            parts.append(f"idle={s.reading.idle}")
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def check_nagios(report: CheckReport, thresholds: dict) -> str:
+    """`SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 ...`.
+
+    Worst first in the text; perfdata in config order, warn/crit at the notice/warning counts.
+    """
+    rank = {"unknown": 3.5, "critical": 4, "warning": 2, "notice": 1, "ok": 0}
+    ordered = sorted(report.subjects, key=lambda s: -rank[s.level if s.reading else "unknown"])
+    text = ", ".join(f"{subject_label(s)} {usage_text(s)}" for s in ordered)
+    perf = []
+    for s in report.subjects:
+        warn, crit = (math.ceil(s.limit * thresholds[level] / 100 - 1e-9) for level in ("notice", "warning"))
+        value = s.reading.count if s.reading else "U"
+        label = s.name if s.kind == "host" else f"pool:{s.name}"
+        perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
+    return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
+
+
+def check_table(report: CheckReport):
+    from rich.table import Table
+    from rich.text import Text
+
+    colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
+    table = Table(title=f"Sessions at {iso(report.time)}", title_justify="left")
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Note"):
+        table.add_column(column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left")
+    for s in report.subjects:
+        r = s.reading
+        level = s.level if r else "unknown"
+        note = safe(s.error or "") if r is None else (s.server_version or "")
+        table.add_row(
+            Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
+            Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
+            Text(note),
+        )
+    return table
+
+
+def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
+    import click
+
+    if fmt == "json":
+        click.echo(json.dumps(check_json(report), indent=2))
+    elif fmt == "nagios":
+        click.echo(check_nagios(report, thresholds))
+    elif fmt == "table":
+        from rich.console import Console
+
+        Console().print(check_table(report))
+    else:
+        click.echo(check_plain(report))

@@ -1,0 +1,122 @@
+"""state.json: each subject's level and what each channel was told, under an exclusive lock.
+
+Read-modify-write happens inside one `StateFile.locked()` block; the file is replaced atomically,
+and a corrupt file is moved aside with a warning so the run goes on from a clean slate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from guardian.config import LEVELS
+from guardian.files import move_aside, write_private
+from guardian.policy import ChannelMemory, SubjectState
+
+VERSION = 1
+
+
+class StateError(Exception):
+    """The state dir cannot be used (permissions, full disk, lock held too long): one sentence."""
+
+
+@dataclass
+class State:
+    subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
+    memories: dict = field(default_factory=dict)  # (subject id, channel name) -> ChannelMemory
+
+    def subject(self, subject_id: str) -> SubjectState:
+        return self.subjects.get(subject_id, SubjectState())
+
+    def memory(self, subject_id: str, channel: str) -> ChannelMemory:
+        return self.memories.get((subject_id, channel), ChannelMemory())
+
+    def to_json(self) -> str:
+        subjects = {}
+        for subject_id, subject in sorted(self.subjects.items()):
+            subjects[subject_id] = {**asdict(subject), "channels": {}}
+        for (subject_id, channel), memory in sorted(self.memories.items()):
+            subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})["channels"][channel] = asdict(memory)
+        return json.dumps({"version": VERSION, "subjects": subjects}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "State":
+        """Parse state.json; ValueError for anything that is not exactly what we write."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("subjects"), dict):
+            raise ValueError("not a guardian state file of version 1")
+        state = cls()
+        for subject_id, entry in data["subjects"].items():
+            channels = entry.pop("channels", {})
+            state.subjects[subject_id] = _checked(SubjectState, entry)
+            for channel, memory in channels.items():
+                state.memories[(subject_id, channel)] = _checked(ChannelMemory, memory)
+        return state
+
+
+def _checked(kind, entry):
+    if not isinstance(entry, dict):
+        raise ValueError(f"a {kind.__name__} entry is not an object")
+    value = kind(**entry)  # TypeError on unknown or missing-required keys
+    if value.level not in LEVELS:
+        raise ValueError(f"unknown level {value.level!r}")
+    return value
+
+
+class StateFile:
+    def __init__(self, state_dir: Path, lock_timeout: float = 20.0):
+        self.dir = Path(state_dir)
+        self.path = self.dir / "state.json"
+        self.lock_path = self.dir / "state.lock"
+        self.lock_timeout = lock_timeout
+        self.warnings: list[str] = []
+
+    @contextmanager
+    def locked(self):
+        """Yield the State under an exclusive lock; write it back if the block completes."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
+        try:
+            self._acquire(fd)
+            state = self._read()
+            yield state
+            try:
+                write_private(self.path, state.to_json())
+            except OSError as exc:
+                raise StateError(f"cannot write {self.path} ({exc.strerror}); alerts of this run may be sent again") from None
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _acquire(self, fd: int) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateError(f"another guardian run has held {self.lock_path} for over "
+                                     f"{self.lock_timeout:g}s; giving up this run") from None
+                time.sleep(0.05)
+
+    def _read(self) -> State:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path} ({exc.strerror})") from None
+        try:
+            return State.from_json(text)
+        except (ValueError, TypeError, AttributeError) as exc:
+            moved = move_aside(self.path)
+            self.warnings.append(f"{self.path} was corrupt ({exc}); moved it to {moved.name} and started afresh")
+            return State()
