@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes .venv with the guardian and its test tools installed, and the real OpenClaw peer (cached).
+# Idempotent and quick on a second run: the venv is rebuilt only when pyproject.toml changes, and the
+# peer lives in ~/.cache/session-limit-guardian (GUARDIAN_PEER_CACHE) once installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: Python 3.11 or newer is needed (found $("$python" --version 2>&1))" >&2; exit 1; }
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  rm -rf .venv
+  "$python" -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
+.venv/bin/python scripts/peer.py install

@@ -1,0 +1,90 @@
+"""The alert policy over time, with `now` passed in: no clock, no sleeps."""
+
+from dataclasses import replace
+
+import pytest
+
+from guardian.config import Alerts
+from guardian.policy import ChannelMemory, Reading, SubjectState, decide, exit_code, level_for, observe
+
+ALERTS = Alerts()
+MIN = 60.0
+
+
+def replay(steps, alerts=ALERTS, delivered=lambda step: True):
+    """Run (minute, usage% or None for a failed poll) steps through observe+decide; the notices sent."""
+    subject, memory, sent = SubjectState(), ChannelMemory(), []
+    for index, (minute, usage) in enumerate(steps):
+        now = minute * MIN
+        reading = None if usage is None else Reading(count=usage, limit=100)
+        subject = observe(subject, reading, alerts, now)
+        decision = decide(memory, subject, alerts, now)
+        if decision.notice is None:
+            memory = decision.memory
+        elif delivered(index):
+            memory = decision.memory
+            sent.append((minute, decision.notice.reason, decision.notice.level))
+    return sent
+
+
+@pytest.mark.parametrize("steps, expected", [
+    ([(0, 65)], [(0, "escalated", "notice")]),
+    ([(0, 65), (10, 66)], [(0, "escalated", "notice")]),
+    ([(0, 65), (10, 66), (31, 66)], [(0, "escalated", "notice"), (31, "repeat", "notice")]),
+    ([(0, 65), (10, 80)], [(0, "escalated", "notice"), (10, "escalated", "warning")]),
+    ([(0, 85), (1, 89), (2, 91), (3, 89), (4, 91)], [(0, "escalated", "warning"), (2, "escalated", "critical")]),
+    ([(0, 91), (1, 89), (2, 91), (3, 89), (4, 91)], [(0, "escalated", "critical")]),
+    ([(0, 91), (1, 30)], [(0, "escalated", "critical"), (1, "resolved", "ok")]),
+    ([(0, 91), (1, 30), (2, 30), (3, 20)], [(0, "escalated", "critical"), (1, "resolved", "ok")]),
+    ([(0, 50), (1, None), (2, None)], [(2, "unreachable", "ok")]),
+    ([(0, 50), (1, None)], []),
+    ([(0, 50), (1, None), (2, None), (3, None), (18, None)], [(2, "unreachable", "ok"), (18, "unreachable", "ok")]),
+    ([(0, 50), (1, None), (2, None), (3, 50)], [(2, "unreachable", "ok"), (3, "resolved", "ok")]),
+    ([(0, 40), (1, 50), (2, 60)], []),
+    ([(0, 100)], [(0, "escalated", "critical")]),
+])
+def test_alert_policy_over_time(steps, expected):
+    assert replay(steps) == expected
+
+
+def test_critical_repeats_after_its_own_five_minute_cooldown():
+    assert replay([(0, 95), (4, 95), (5, 95), (9, 95), (10, 95)]) == [
+        (0, "escalated", "critical"), (5, "repeat", "critical"), (10, "repeat", "critical")]
+
+
+def test_falling_to_a_lower_level_is_not_sent_and_starts_its_cooldown():
+    # critical -> warning (below 85) is quiet; the warning repeats 15 min after the drop, not before
+    sent = replay([(0, 95), (1, 82), (15, 82), (16, 82)])
+    assert sent == [(0, "escalated", "critical"), (16, "repeat", "warning")]
+
+
+def test_a_rise_after_a_drop_is_sent_at_once():
+    sent = replay([(0, 95), (1, 82), (2, 95)])
+    assert sent == [(0, "escalated", "critical"), (2, "escalated", "critical")]
+
+
+def test_failed_delivery_is_decided_again_next_run_not_swallowed_by_cooldown():
+    sent = replay([(0, 91), (1, 91), (2, 91)], delivered=lambda index: index > 0)
+    assert sent == [(1, "escalated", "critical")]
+
+
+def test_resolved_can_be_switched_off():
+    quiet = replace(ALERTS, resolved=False)
+    assert replay([(0, 91), (1, 30), (40, 91)], quiet) == [(0, "escalated", "critical"), (40, "escalated", "critical")]
+
+
+@pytest.mark.parametrize("usage, previous, expected", [
+    (64.9, "ok", "ok"), (65, "ok", "notice"), (80, "ok", "warning"), (90, "ok", "critical"),
+    (89, "critical", "critical"), (85.1, "critical", "critical"), (85, "critical", "warning"),
+    (61, "notice", "notice"), (60, "notice", "ok"), (79, "notice", "notice"), (76, "warning", "warning"),
+])
+def test_level_holds_a_margin_before_falling(usage, previous, expected):
+    assert level_for(usage, ALERTS, previous) == expected
+
+
+@pytest.mark.parametrize("levels, unknown, code", [
+    (["ok", "notice"], False, 0), (["warning", "ok"], False, 1), (["critical"], False, 2),
+    (["ok"], True, 3), (["warning"], True, 3), (["critical"], True, 2), ([], False, 0),
+])
+def test_nagios_exit_code_worst_wins_and_critical_outranks_unknown(levels, unknown, code):
+    assert exit_code(levels, unknown) == code
