@@ -18,6 +18,21 @@ from guardian import __version__
 FORMATS = ("table", "plain", "json")
 
 
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        from guardian.config import parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail("must be more than 0", param, ctx)
+        return seconds
+
+
 def fail(message: str, code: int):
     click.echo(f"guardian: {message}", err=True)
     sys.exit(code)
@@ -104,6 +119,40 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
     sys.exit(report.exit_code)
+
+
+@main.command()
+@host_options
+@click.option("--dry-run", is_flag=True, help="Print the full plan and change nothing on any gateway.")
+@click.option("--idle-after", type=Duration(), help="Close sessions idle longer than this (45s, 30m, 2h); "
+                                                    "overrides cleanup.idle_after.")
+@click.option("--max-per-run", type=click.IntRange(min=1), help="Close at most N sessions per host in this run.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: table on a terminal, plain when piped).")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only problems (failures, reserve not met).")
+@friendly_errors
+def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
+    """Close sessions idle for hours, never a live one, recording each action in the audit log."""
+    from guardian import cleanup as cleaning
+    from guardian.audit import AuditLog, new_run_id
+    from guardian.render import cleanup_summary, print_cleanup
+
+    config = load_config(config_path, limit)
+    selected = config.select(hosts)
+    rules = cleaning.Rules.from_config(config.cleanup, idle_after, max_per_run)
+    now = time.time()
+    try:
+        reports = cleaning.run(config, selected, rules, now, dry_run, AuditLog(config.state_dir, new_run_id(), "cleanup"))
+    except cleaning.CleanupBusy as exc:
+        fail(str(exc), 1)
+    code = cleaning.exit_code(reports, config.cleanup.reserve, dry_run)
+    if not quiet:
+        print_cleanup(reports, rules, dry_run, config.cleanup.reserve, output_format(fmt, as_json), now)
+    elif code:
+        for report in reports:
+            for line in cleanup_summary(report, config.cleanup.reserve, dry_run)[1:]:
+                click.echo(line, err=True)
+    sys.exit(code)
 
 
 @main.command()

@@ -129,3 +129,93 @@ def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
         Console().print(check_table(report))
     else:
         click.echo(check_plain(report))
+
+
+# --- cleanup ---------------------------------------------------------------------------------
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
+            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dict:
+    def host(r) -> dict:
+        limit = r.host.limit
+        return {
+            "name": r.host.name, "error": r.error, "before": r.before, "after": r.after, "limit": limit,
+            "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
+            "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
+            "closed": r.closed, "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
+            "already_gone": r.count("already gone"), "kept": dict(r.kept),
+            "reserve": reserve, "reserve_met": None if r.after is None else limit - r.after >= reserve,
+            "actions": [{"key": o.decision.key, "session_id": o.decision.session_id, "agent": o.decision.agent,
+                         "idle_seconds": None if o.decision.idle_seconds is None else round(o.decision.idle_seconds),
+                         "result": o.result, "error": o.error} for o in r.outcomes],
+            "plan": [{"key": d.key, "agent": d.agent, "decision": "close" if d.close else "keep", "reason": d.reason,
+                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds)}
+                     for d in r.decisions] if dry_run else None,
+        }
+
+    return {"version": JSON_VERSION, "time": iso(now), "dry_run": dry_run, "idle_after_seconds": rules.idle_after,
+            "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
+
+
+def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
+    name = r.host.name
+    if r.before is None:
+        return [f"{name}: not cleaned: {safe(r.error)}"]
+    limit = r.host.limit
+    kept = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common()) or "none"
+    verb = "would close" if dry_run else "closed"
+    closing = len(r.outcomes) if dry_run else r.closed
+    after = "?" if r.after is None else f"{r.after}"
+    usage_after = "" if r.after is None else f" -> {100 * r.after / limit:.0f}%"
+    lines = [f"{name}: {r.before} -> {after} sessions ({100 * r.before / limit:.0f}%{usage_after} of {limit}); "
+             f"{verb} {closing}; kept {sum(r.kept.values())} ({kept})"
+             + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
+                                    f"{r.count('already gone')}; failed {r.failed}")]
+    if r.error:
+        lines.append(f"{name}: stopped early: {safe(r.error)}")
+    for o in r.outcomes:
+        if o.result in ("failed", "unknown"):
+            lines.append(f"{name}: {o.result}: {safe(o.decision.key)}: {safe(o.error or '')}")
+    if r.after is not None and limit - r.after < reserve:
+        lines.append(f"{name}: reserve not met: {limit - r.after} free slots after cleanup, {reserve} wanted; "
+                     f"only idle sessions may be closed, so the rest is for a person to look at")
+    return lines
+
+
+def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float) -> None:
+    import click
+
+    if fmt == "json":
+        click.echo(json.dumps(cleanup_json(reports, rules, dry_run, reserve, now), indent=2))
+        return
+    if dry_run:
+        plan_rows = [(r.host.name, d) for r in reports for d in r.decisions]
+        if fmt == "table":
+            from rich.console import Console
+            from rich.table import Table
+            from rich.text import Text
+
+            table = Table(title=f"Cleanup plan (dry run), idle after {duration_text(rules.idle_after)}", title_justify="left")
+            for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
+                table.add_column(column, justify="right" if column == "Idle" else "left")
+            for host, d in plan_rows:
+                table.add_row(host, Text(safe(d.key, 80)), Text(safe(d.agent or "-")), duration_text(d.idle_seconds),
+                              Text("close", style="bold red") if d.close else "keep", d.reason)
+            Console().print(table)
+        else:
+            for host, d in plan_rows:
+                click.echo(f"{host} {'close' if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
+                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}")
+    for r in reports:
+        for line in cleanup_summary(r, reserve, dry_run):
+            click.echo(line)

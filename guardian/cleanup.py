@@ -1,0 +1,328 @@
+"""`guardian cleanup`: close sessions idle for hours, never a live one, with an exact audit trail.
+
+plan() is pure: (sessions, rules, now) -> one decision per session with its reason. The rest is
+the thin shell around it: list every session, delete the chosen ones with the gateway's own
+guard against a session that woke up since the listing, and record intent and outcome of each
+delete in the audit log before moving on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from guardian import gateway
+from guardian.audit import AuditLog
+from guardian.config import Cleanup, Config, Host
+from guardian.identity import IdentityStore
+
+PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
+DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
+
+# keep reasons, in the order they are checked
+ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
+PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
+NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What cleanup.* says, after the command-line overrides."""
+
+    idle_after: float
+    max_per_run: int
+    protect_agents: tuple[str, ...] = ()
+    protect_keys: tuple[str, ...] = ()
+    protect_labels: tuple[str, ...] = ()
+    agent_idle_after: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cleanup: Cleanup, idle_after: float | None = None, max_per_run: int | None = None):
+        return cls(idle_after=cleanup.idle_after if idle_after is None else idle_after,
+                   max_per_run=cleanup.max_per_run if max_per_run is None else max_per_run,
+                   protect_agents=cleanup.protect.agents, protect_keys=cleanup.protect.keys,
+                   protect_labels=cleanup.protect.labels, agent_idle_after=cleanup.agent_idle_after)
+
+    def threshold(self, agent: str | None) -> float:
+        return self.agent_idle_after.get(agent, self.idle_after)
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str
+    session_id: str | None
+    agent: str | None
+    updated_at: int | None  # as listed: the gateway refuses the delete if it changed since
+    idle_seconds: float | None
+    close: bool
+    reason: str
+
+
+def last_activity(row: dict) -> int | None:
+    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms)."""
+    times = [row.get(k) for k in ("updatedAt", "lastInteractionAt", "endedAt")]
+    times = [t for t in times if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    return int(max(times)) if times else None
+
+
+def agent_of(row: dict) -> str | None:
+    agent = row.get("agentId")
+    if isinstance(agent, str):
+        return agent
+    key = str(row.get("key", ""))
+    return key.split(":")[1] if key.startswith("agent:") and key.count(":") >= 2 else None
+
+
+def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
+    """Why this session must never be closed whatever its idle time, or None."""
+    if row.get("hasActiveRun") is True:
+        return ACTIVE_RUN
+    if row.get("status") == "running":
+        return RUNNING
+    if row.get("isMain") is True or (main_key and row.get("key") == main_key):
+        return MAIN
+    if row.get("pinned") is True:
+        return PINNED
+    if agent_of(row) in rules.protect_agents:
+        return PROTECTED_AGENT
+    if any(fnmatch.fnmatchcase(str(row.get("key", "")), pattern) for pattern in rules.protect_keys):
+        return PROTECTED_KEY
+    if row.get("label") in rules.protect_labels:
+        return PROTECTED_LABEL
+    return None
+
+
+def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Decision]:
+    """One decision per session, most idle first; at most max_per_run are closed."""
+    now_ms = now * 1000
+    decisions = []
+    for row in rows:
+        last = last_activity(row)
+        idle = None if last is None else max(0.0, (now_ms - last) / 1000)
+        agent = agent_of(row)
+        reason = keep_reason(row, rules, main_key)
+        if reason is None:
+            if idle is None:
+                reason = NO_TIME
+            elif idle <= rules.threshold(agent):
+                reason = NOT_IDLE
+        decisions.append(Decision(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
+                                  updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
+                                  reason=reason or "idle"))
+    decisions.sort(key=lambda d: -(d.idle_seconds or 0))
+    closing = 0
+    for index, decision in enumerate(decisions):
+        if decision.close:
+            closing += 1
+            if closing > rules.max_per_run:
+                decisions[index] = replace(decision, close=False, reason=OVER_CAP)
+    return decisions
+
+
+# --- the shell around the plan ---------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    decision: Decision
+    result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
+    error: str | None = None
+
+
+@dataclass
+class HostCleanup:
+    host: Host
+    before: int | None = None
+    after: int | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: str | None = None  # the host could not be cleaned at all (unreachable, unauthorised)
+    unreachable: bool = False
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    @property
+    def closed(self) -> int:
+        return self.count("closed")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed") + self.count("unknown")
+
+    @property
+    def kept(self) -> Counter:
+        return Counter(d.reason for d in self.decisions if not d.close)
+
+
+def list_sessions(connection) -> list[dict]:
+    """Every non-archived session, all pages (one call on releases without paging)."""
+    rows, offset = [], 0
+    while True:
+        page = connection.call("sessions.list", {"limit": PAGE, "offset": offset})
+        batch = page.get("sessions")
+        if not isinstance(batch, list):
+            raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
+        rows.extend(r for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str) and r.get("archived") is not True)
+        if "hasMore" not in page:  # 2026.4: no paging; `limit` may still have cut the list
+            if len(batch) >= PAGE:
+                return [r for r in connection.call("sessions.list", {}).get("sessions", [])
+                        if isinstance(r, dict) and isinstance(r.get("key"), str)]
+            return rows
+        if not page.get("hasMore") or not batch:
+            return rows
+        offset = page.get("nextOffset") if isinstance(page.get("nextOffset"), int) else offset + len(batch)
+
+
+def count_sessions(connection) -> int | None:
+    total = connection.call("sessions.list", {"limit": 1}).get("totalCount")
+    return total if isinstance(total, int) else None
+
+
+class Deleter:
+    """Deletes with the expected* guard; on releases that reject those fields, re-reads the row first."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.guarded = True  # learnt once per connection
+
+    def delete(self, decisions: list[Decision]) -> list[Outcome]:
+        calls = [("sessions.delete", self._params(d)) for d in decisions]
+        answers = self.connection.call_many(calls)
+        if self.guarded and any(_rejects_guard(a) for a in answers):
+            self.guarded = False
+            return self.delete(decisions)
+        return [_outcome(d, a) for d, a in zip(decisions, answers)]
+
+    def _params(self, decision: Decision) -> dict:
+        params = {"key": decision.key}
+        if self.guarded:
+            if decision.session_id:
+                params["expectedSessionId"] = decision.session_id
+            if isinstance(decision.updated_at, int):
+                params["expectedSessionUpdatedAt"] = decision.updated_at
+        return params
+
+    def unchanged(self, decision: Decision) -> bool:
+        """The client-side guard for older releases: the row as listed is still the row now."""
+        rows = [r for r in list_sessions(self.connection) if r.get("key") == decision.key]
+        return bool(rows) and rows[0].get("sessionId") == decision.session_id and rows[0].get("updatedAt") == decision.updated_at
+
+
+def _rejects_guard(answer) -> bool:
+    return isinstance(answer, gateway.GatewayError) and "unexpected property 'expectedSession" in answer.message
+
+
+def _outcome(decision: Decision, answer) -> Outcome:
+    if isinstance(answer, gateway.GatewayError):
+        if answer.details.get("reason") == "session-changed" or "changed before deletion" in answer.message:
+            return Outcome(decision, "skipped: changed")
+        return Outcome(decision, "failed", f"{answer.code}: {answer.message}")
+    return Outcome(decision, "closed" if answer.get("deleted") is True else "already gone")
+
+
+def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: IdentityStore, audit: AuditLog,
+               clock=time.time) -> HostCleanup:
+    result = HostCleanup(host)
+    with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
+        rows = list_sessions(connection)
+        result.before = len(rows)
+        result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
+        chosen = [d for d in result.decisions if d.close]
+        for decision in result.decisions:
+            if not decision.close and decision.reason != NOT_IDLE:
+                audit.write(clock(), "kept", host=host.name, dry_run=dry_run, **_fields(decision))
+        if dry_run:
+            result.outcomes = [Outcome(d, "planned") for d in chosen]
+            for decision in chosen:
+                audit.write(clock(), "planned", host=host.name, dry_run=True, **_fields(decision))
+            result.after = result.before - len(chosen)
+            return result
+        deleter = Deleter(connection)
+        for start in range(0, len(chosen), DELETE_WINDOW):
+            batch = chosen[start:start + DELETE_WINDOW]
+            if not deleter.guarded:
+                batch, stale = [], batch
+                for decision in stale:
+                    if deleter.unchanged(decision):
+                        batch.append(decision)
+                    else:
+                        _record(audit, clock, host, Outcome(decision, "skipped: changed"), result)
+            for decision in batch:
+                audit.write(clock(), "intent", host=host.name, dry_run=False, **_fields(decision))
+            try:
+                outcomes = deleter.delete(batch)
+            except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
+                for decision in batch:
+                    _record(audit, clock, host, Outcome(decision, "unknown", exc.message), result)
+                for decision in chosen[start + len(batch):]:
+                    _record(audit, clock, host, Outcome(decision, "failed", "not attempted: " + exc.message), result)
+                result.error = exc.message
+                return result
+            for outcome in outcomes:
+                _record(audit, clock, host, outcome, result)
+        result.after = count_sessions(connection)
+        if result.after is None:
+            result.after = len(list_sessions(connection))
+    return result
+
+
+def _fields(decision: Decision) -> dict:
+    return {"key": decision.key, "session_id": decision.session_id, "agent": decision.agent,
+            "idle_seconds": None if decision.idle_seconds is None else round(decision.idle_seconds),
+            "decision": "close" if decision.close else "keep", "reason": decision.reason}
+
+
+def _record(audit: AuditLog, clock, host: Host, outcome: Outcome, result: HostCleanup) -> None:
+    result.outcomes.append(outcome)
+    audit.write(clock(), "outcome", host=host.name, dry_run=False, result=outcome.result, error=outcome.error,
+                **_fields(outcome.decision))
+
+
+class CleanupBusy(Exception):
+    """Another cleanup holds the lock."""
+
+
+def lock(state_dir):
+    """The cleanup lock, taken without waiting: a second cleanup exits at once. Released on close."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, "cleanup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CleanupBusy(f"another guardian cleanup is running (lock {state_dir}/cleanup.lock); this one did nothing") from None
+    return os.fdopen(fd)
+
+
+def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bool, audit: AuditLog) -> list[HostCleanup]:
+    identities = IdentityStore(config.state_dir)
+    with lock(config.state_dir):
+        results = gateway.for_each_host(hosts, lambda h: clean_host(h, rules, now, dry_run, identities, audit))
+    reports = []
+    for host, result in zip(hosts, results):
+        if isinstance(result, HostCleanup):
+            reports.append(result)
+            continue
+        message = result.message if isinstance(result, gateway.GatewayError) else f"unexpected {type(result).__name__}: {result}"
+        unreachable = isinstance(result, gateway.GatewayError)
+        audit.write(time.time(), "host failed", host=host.name, dry_run=dry_run, error=message)
+        reports.append(HostCleanup(host, error=message, unreachable=unreachable))
+    return reports
+
+
+def exit_code(reports: list[HostCleanup], reserve: int, dry_run: bool) -> int:
+    """0 done (or dry run), 1 a delete failed or the reserve is not met, 3 a host unreachable/unauthorised."""
+    if any(r.unreachable for r in reports):
+        return 3
+    if dry_run:
+        return 0
+    if any(r.failed or r.error for r in reports):
+        return 1
+    if any(r.after is not None and r.host.limit - r.after < reserve for r in reports):
+        return 1
+    return 0
