@@ -1,0 +1,118 @@
+"""Shared fixtures: fake gateways, a webhook receiver on 127.0.0.1, configs, and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fake_gateway import FakeGateway
+from guardian.cli import main
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_gateway: runs against real OpenClaw gateways (scripts/peer.py)")
+
+
+@pytest.fixture
+def fake():
+    """A started fake gateway with token 'secret'; more via the `fakes` factory."""
+    with FakeGateway("secret") as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def fakes():
+    started = []
+
+    def make(**kwargs):
+        gateway = FakeGateway(kwargs.pop("token", "secret"), **kwargs).start()
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.stop()
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POSTed JSON body; `status` is what it answers."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.requests: list[dict] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw})
+                if receiver.status == 200:
+                    receiver.bodies.append(json.loads(raw))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def write_config(tmp_path, state_dir, monkeypatch):
+    """write_config(hosts={name: {url, limit, ...}}, **top-level sections) -> path; tokens via env."""
+
+    def write(hosts: dict, **sections) -> str:
+        entries = {}
+        for name, host in hosts.items():
+            host = dict(host)
+            if "token" in host:
+                env_name = f"TOKEN_{name.upper().replace('-', '_').replace('.', '_')}"
+                monkeypatch.setenv(env_name, host.pop("token"))
+                host["token_env"] = env_name
+            entries[name] = host
+        path = tmp_path / "guardian.yaml"
+        path.write_text(yaml.safe_dump({"hosts": entries, "state_dir": str(state_dir), **sections}, sort_keys=False))
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def cli():
+    """cli(*args) -> click Result with .exit_code, .stdout, .stderr."""
+
+    def run(*args, env=None):
+        return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return run
+
+
+def read_state(state_dir: Path) -> dict:
+    return json.loads((state_dir / "state.json").read_text())

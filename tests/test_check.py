@@ -1,0 +1,229 @@
+"""`guardian check` through the CLI against fake gateways: outputs, exit codes, state, webhook."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from conftest import read_state
+from guardian import check as checking
+from guardian.config import load
+
+
+def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):
+    now = int(time.time() * 1000)
+    for index in range(count):
+        gateway.add_session(updated_at=now - idle_age_ms if index < idle else now)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_hosts_counts_levels_exit_code_and_json(fakes, write_config, cli, state_dir):
+    pc_a, t440 = fakes(), fakes()
+    fill(pc_a, 16, idle=3)
+    fill(t440, 55, idle=12)
+    config = write_config({"pc-a": {"url": pc_a.url, "token": "secret", "limit": 40},
+                           "t440": {"url": t440.url, "token": "secret", "limit": 60}})
+    result = cli("check", "--config", config, "--json")
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert (hosts["pc-a"]["sessions"], hosts["pc-a"]["level"], hosts["pc-a"]["idle"]) == (16, "ok", 3)
+    assert (hosts["t440"]["sessions"], hosts["t440"]["level"], hosts["t440"]["idle"]) == (55, "critical", 12)
+    assert hosts["t440"]["usage"] == 91.7 and hosts["t440"]["server_version"] == "2026.9.6"
+    assert report["status"] == "critical" and report["exit_code"] == 2
+    assert "guardian alert: CRITICAL t440 92% (55/60), up from ok; 12 idle sessions" in result.stderr
+    state = read_state(state_dir)["subjects"]
+    assert state["host:t440"]["level"] == "critical" and state["host:t440"]["count"] == 55
+    assert state["host:t440"]["channels"]["log"]["level"] == "critical"
+    # the client never sends an Origin header and asks only for the scope check needs
+    assert all("origin" not in {k.lower() for k in c["headers"]} for c in pc_a.connects)
+    assert pc_a.connects[-1]["params"]["scopes"] == ["operator.read"]
+    assert pc_a.connects[-1]["params"]["client"] == {"id": "gateway-client", "version": pc_a.connects[-1]["params"]["client"]["version"],
+                                                      "platform": "linux", "mode": "backend"}
+
+
+def test_nagios_line_and_plain_output(fakes, write_config, cli):
+    pc_a, t440 = fakes(), fakes()
+    fill(pc_a, 16)
+    fill(t440, 55)
+    config = write_config({"pc-a": {"url": pc_a.url, "token": "secret", "limit": 40},
+                           "t440": {"url": t440.url, "token": "secret", "limit": 60}})
+    result = cli("check", "--config", config, "--format", "nagios", "--no-notify")
+    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 't440'=55;39;48;0;60"
+    plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
+    assert plain[0].startswith("pc-a 40% (16/40) ok") and "idle=0" in plain[0]
+    assert plain[1].startswith("t440 92% (55/60) critical")
+
+
+def test_change_since_last_check(fake, write_config, cli):
+    fill(fake, 10)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    cli("check", "--config", config, "-q")
+    fill(fake, 3)
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    assert report["hosts"][0]["change"] == 3
+
+
+def test_webhook_gets_one_escalation_then_nothing_within_cooldown(fake, write_config, cli, receiver, monkeypatch, state_dir):
+    fill(fake, 70)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+    assert cli("check", "--config", config, "-q").exit_code == 0
+    assert cli("check", "--config", config, "-q").exit_code == 0
+    assert len(receiver.bodies) == 1
+    body = receiver.bodies[0]
+    assert body["version"] == "1" and body["status"] == "firing"
+    alert = body["alerts"][0]
+    assert {k: alert[k] for k in ("subject", "level", "previous_level", "reason", "count", "limit", "usage")} == {
+        "subject": "host:a", "level": "notice", "previous_level": "ok", "reason": "escalated", "count": 70,
+        "limit": 100, "usage": 70.0}
+    assert alert["dedup_key"] == "guardian/host/a/usage" and "guardian cleanup --dry-run --hosts a" in alert["action"]
+    fill(fake, 15)  # 85 %: warning, an escalation is sent at once despite the notice cooldown
+    assert cli("check", "--config", config, "-q").exit_code == 1
+    assert [b["alerts"][0]["level"] for b in receiver.bodies] == ["notice", "warning"]
+    assert read_state(state_dir)["subjects"]["host:a"]["channels"]["webhook-1"]["level"] == "warning"
+
+
+def test_failed_webhook_is_sent_again_on_the_next_run(fake, write_config, cli, receiver, monkeypatch, state_dir):
+    fill(fake, 95)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+    receiver.status = 500
+    first = cli("check", "--config", config, "-q")
+    assert "alert channel webhook-1 failed (the webhook (env HOOK_URL) answered HTTP 500)" in first.stderr
+    assert receiver.url not in first.stderr  # the URL is a secret
+    assert read_state(state_dir)["subjects"]["host:a"]["channels"].get("webhook-1", {}).get("level", "ok") == "ok"
+    receiver.status = 200
+    cli("check", "--config", config, "-q")
+    cli("check", "--config", config, "-q")
+    assert [b["alerts"][0]["reason"] for b in receiver.bodies] == ["escalated"]
+
+
+def test_dead_host_is_unknown_while_the_other_is_checked(fake, write_config, cli):
+    fill(fake, 10)
+    config = write_config({"up": {"url": fake.url, "token": "secret", "limit": 100},
+                           "down": {"url": f"ws://127.0.0.1:{closed_port()}", "token": "secret", "limit": 10}})
+    first = cli("check", "--config", config, "--format", "plain")
+    assert first.exit_code == 3
+    assert "up 10% (10/100) ok" in first.stdout
+    assert "down UNKNOWN down at 127.0.0.1:" in first.stdout and "refused the connection" in first.stdout
+    assert "UNREACHABLE" not in first.stderr  # one failed poll is not yet an alert
+    second = cli("check", "--config", config, "--format", "plain")
+    assert "guardian alert: UNREACHABLE down" in second.stderr and "guardian doctor --hosts down" in second.stderr
+
+
+def test_silent_host_times_out_without_costing_the_other(fakes, write_config, cli):
+    up, silent = fakes(), fakes()
+    silent.silent = True
+    fill(up, 5)
+    config = write_config({"up": {"url": up.url, "token": "secret", "limit": 10},
+                           "silent": {"url": silent.url, "token": "secret", "limit": 10, "timeout": "1s"}})
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts["up"]["sessions"] == 5
+    assert hosts["silent"]["reachable"] is False and "no connect challenge within 1s" in hosts["silent"]["error"]
+
+
+def test_events_garbage_and_startup_unavailable_are_survived(fake, write_config, cli):
+    fill(fake, 7)
+    fake.events_before_response = 3
+    fake.garbage_before_response = True
+    fake.unavailable_connects = 2
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    assert report["hosts"][0]["sessions"] == 7 and report["hosts"][0]["level"] == "notice"
+
+
+def test_wrong_token_is_one_sentence(fake, write_config, cli):
+    config = write_config({"a": {"url": fake.url, "token": "wrong", "limit": 10}})
+    result = cli("check", "--config", config, "--format", "plain")
+    assert result.exit_code == 3
+    assert "a: the gateway rejected the token from env TOKEN_A (token mismatch)" in result.stdout
+    assert "wrong" not in result.stdout + result.stderr
+
+
+def test_pools_sum_their_hosts(fakes, write_config, cli):
+    a, b = fakes(), fakes()
+    fill(a, 30)
+    fill(b, 42)
+    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 50}, "b": {"url": b.url, "token": "secret", "limit": 50}},
+                          pools={"shared": {"hosts": ["a", "b"], "limit": 80}})
+    result = cli("check", "--config", config, "--json")
+    pool = json.loads(result.stdout)["pools"][0]
+    assert (pool["sessions"], pool["level"], pool["hosts"]) == (72, "critical", ["a", "b"])
+    assert result.exit_code == 2 and "CRITICAL pool shared 90% (72/80)" in result.stderr
+
+
+def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_config, cli):
+    a, b = fakes(), fakes()
+    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}})
+    report = json.loads(cli("check", "--config", config, "--hosts", "b", "--json").stdout)
+    assert [h["name"] for h in report["hosts"]] == ["b"] and not a.connects
+    bad = cli("check", "--config", config, "--hosts", "b,zz")
+    assert bad.exit_code == 2 and "--hosts names zz" in bad.stderr
+
+
+def test_bad_config_is_one_sentence_and_exit_2(tmp_path, cli):
+    path = tmp_path / "g.yaml"
+    path.write_text("hosts:\n  a:\n    url: ws://127.0.0.1:1\n    limit: -3\n")
+    result = cli("check", "--config", path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"guardian: config error: {path}:4: hosts.a.limit: must be a positive number of sessions, got -3"
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_corrupt_state_is_moved_aside_and_the_run_goes_on(fake, write_config, cli, state_dir):
+    fill(fake, 3)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.json").write_text("{not json")
+    result = cli("check", "--config", config, "-q")
+    assert result.exit_code == 0 and "state.json was corrupt" in result.stderr
+    assert read_state(state_dir)["subjects"]["host:a"]["count"] == 3
+    assert len(list(state_dir.glob("state.json.corrupt-*"))) == 1
+
+
+def test_older_release_without_total_count_is_counted(fakes, write_config, cli):
+    legacy = fakes(legacy=True)
+    fill(legacy, 9, idle=4)
+    config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 10}})
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    assert (report["hosts"][0]["sessions"], report["hosts"][0]["idle"], report["hosts"][0]["level"]) == (9, 4, "critical")
+
+
+def test_remote_gateway_pairing_then_device_token(fakes, write_config, cli, state_dir):
+    remote = fakes(remote=True)
+    fill(remote, 2)
+    config = write_config({"far": {"url": remote.url, "token": "secret", "limit": 10, "device": True}})
+    first = cli("check", "--config", config, "--format", "plain")
+    assert first.exit_code == 3
+    (request_id,) = remote.pending_pairings
+    assert f"pairing required" in first.stdout and f"on far run: openclaw devices approve {request_id}" in first.stdout
+    remote.approve(request_id)
+    second = cli("check", "--config", config, "--json")
+    assert second.exit_code == 0 and json.loads(second.stdout)["hosts"][0]["sessions"] == 2
+    tokens = json.loads((state_dir / "identity" / "device-tokens.json").read_text())
+    assert tokens["far"]["token"] and (state_dir / "identity" / "device.json").stat().st_mode & 0o777 == 0o600
+    # later runs reuse the stored identity: no new pairing request
+    cli("check", "--config", config, "-q")
+    assert not remote.pending_pairings and len(remote.paired_devices) == 1
+
+
+def test_check_over_time_with_now_passed_in(fake, write_config):
+    """The library's run() takes `now`: a cooldown is exercised without a clock."""
+    fill(fake, 66)
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
+    t0 = 1_800_000_000.0
+    reasons = []
+    for minutes in (0, 10, 31):
+        report = checking.run(config, None, now=t0 + minutes * 60)
+        reasons.append([line.reason for d in report.deliveries for line in d.lines])
+    assert reasons == [["escalated"], [], ["repeat"]]
