@@ -19,7 +19,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
-def safe(text: str, limit: int = 200) -> str:
+def safe(text: str, limit: int = 500) -> str:
     """Printable text only, so a session key or error from a gateway cannot move the cursor or forge lines."""
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in str(text))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

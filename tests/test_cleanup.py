@@ -1,0 +1,208 @@
+"""`guardian cleanup`: the planner with `now` passed in, then the CLI against fake gateways."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from guardian import audit
+from guardian.cleanup import Rules, plan
+
+NOW = 1_800_000_000.0
+H = 3600 * 1000  # an hour in ms
+
+
+def row(key, idle_hours, **fields):
+    return {"key": key, "sessionId": f"id-{key}", "agentId": fields.pop("agentId", key.split(":")[1]),
+            "updatedAt": int(NOW * 1000 - idle_hours * H), **fields}
+
+
+RULES = Rules(idle_after=2 * 3600, max_per_run=50, protect_agents=("ops",), protect_keys=("agent:*:telegram:*",),
+              protect_labels=("keep-me",), agent_idle_after={"batch": 1800})
+
+
+@pytest.mark.parametrize("session, close, reason", [
+    (row("agent:main:a", 3), True, "idle"),
+    (row("agent:main:a", 1), False, "not idle long enough"),
+    (row("agent:main:a", 2), False, "not idle long enough"),  # exactly at the threshold is not past it
+    (row("agent:main:a", 3, hasActiveRun=True), False, "active run"),
+    (row("agent:main:a", 3, status="running"), False, "running status"),
+    (row("agent:main:a", 3, status="done"), True, "idle"),
+    (row("agent:main:a", 3, isMain=True), False, "main session"),
+    (row("agent:main:main", 3), False, "main session"),  # by the hello-ok mainSessionKey
+    (row("agent:main:a", 3, pinned=True), False, "pinned"),
+    (row("agent:ops:a", 3), False, "protected agent"),
+    (row("agent:main:telegram:123", 3), False, "protected key pattern"),
+    (row("agent:main:a", 3, label="keep-me"), False, "protected label"),
+    (row("agent:batch:a", 0.6), True, "idle"),  # per-agent threshold: 30 min
+    (row("agent:batch:a", 0.4), False, "not idle long enough"),
+    (row("agent:main:a", 3, lastInteractionAt=int(NOW * 1000 - 0.5 * H)), False, "not idle long enough"),
+    (row("agent:main:a", 3, endedAt=int(NOW * 1000 - 0.5 * H)), False, "not idle long enough"),
+    ({"key": "agent:main:x", "sessionId": "x"}, False, "no activity time"),
+])
+def test_each_rule(session, close, reason):
+    (decision,) = plan([session], RULES, NOW, main_key="agent:main:main")
+    assert (decision.close, decision.reason) == (close, reason)
+
+
+def test_most_idle_first_and_the_cap():
+    rows = [row(f"agent:main:s{h}", h) for h in (3, 9, 5, 1, 7)]
+    decisions = plan(rows, Rules(idle_after=7200, max_per_run=2), NOW)
+    assert [(d.key, d.close, d.reason) for d in decisions] == [
+        ("agent:main:s9", True, "idle"), ("agent:main:s7", True, "idle"),
+        ("agent:main:s5", False, "over the per-run cap"), ("agent:main:s3", False, "over the per-run cap"),
+        ("agent:main:s1", False, "not idle long enough")]
+    assert decisions[0].idle_seconds == 9 * 3600 and decisions[0].session_id == "id-agent:main:s9"
+
+
+# --- against the fake gateway -----------------------------------------------------------------
+
+
+def seed(gateway, idle=0, fresh=0, **extra):
+    now = int(time.time() * 1000)
+    idle_rows = [gateway.add_session(updated_at=now - 3 * H, **extra) for _ in range(idle)]
+    fresh_rows = [gateway.add_session(updated_at=now) for _ in range(fresh)]
+    return idle_rows, fresh_rows
+
+
+def records(state_dir, event=None):
+    return [r for r in audit.read(state_dir) if event is None or r["event"] == event]
+
+
+def test_closes_exactly_the_idle_ones_and_records_intent_and_outcome(fake, write_config, cli, state_dir):
+    idle, fresh = seed(fake, idle=3, fresh=2)
+    protected = fake.add_session("agent:main:telegram:42", updated_at=int(time.time() * 1000) - 5 * H)
+    running = fake.add_session(updated_at=int(time.time() * 1000) - 5 * H, has_active_run=True, status="running")
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          cleanup={"protect": {"keys": ["agent:*:telegram:*"]}})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 0, result.stderr
+    assert set(fake.sessions) == {r["key"] for r in fresh} | {protected["key"], running["key"]}
+    assert "a: 7 -> 4 sessions" in result.stdout and "closed 3" in result.stdout
+    intents, outcomes = records(state_dir, "intent"), records(state_dir, "outcome")
+    assert sorted(r["key"] for r in intents) == sorted(r["key"] for r in idle)
+    assert [r["result"] for r in outcomes] == ["closed"] * 3
+    assert all(r["session_id"] and r["agent"] == "main" and r["idle_seconds"] >= 3 * 3600 - 5 for r in outcomes)
+    kept = {r["reason"] for r in records(state_dir, "kept")}
+    assert kept == {"protected key pattern", "active run"}
+    deletes = [r["params"] for r in fake.requests if r["method"] == "sessions.delete"]
+    assert all({"expectedSessionId", "expectedSessionUpdatedAt"} <= set(p) for p in deletes)
+    assert (state_dir / "audit.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(fake, write_config, cli, state_dir):
+    seed(fake, idle=2, fresh=1)
+    before = dict(fake.sessions)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--dry-run", "--json")
+    assert result.exit_code == 0 and fake.sessions == before
+    assert not [r for r in fake.requests if r["method"] == "sessions.delete"]
+    host = json.loads(result.stdout)["hosts"][0]
+    assert sorted(p["decision"] for p in host["plan"]) == ["close", "close", "keep"]
+    assert all(r["dry_run"] for r in records(state_dir)) and len(records(state_dir, "planned")) == 2
+
+
+def test_a_session_touched_after_the_listing_is_skipped_not_closed(fake, write_config, cli, state_dir):
+    (victim, other), _ = seed(fake, idle=2)
+    touched = []
+
+    def wake_up(method, params):
+        if method == "sessions.delete" and not touched:
+            fake.touch(victim["key"])  # the agent woke up between list and delete
+            touched.append(True)
+
+    fake.on_request = wake_up
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--json")
+    assert victim["key"] in fake.sessions and other["key"] not in fake.sessions
+    results = {r["key"]: r["result"] for r in records(state_dir, "outcome")}
+    assert results == {victim["key"]: "skipped: changed", other["key"]: "closed"}
+    assert json.loads(result.stdout)["hosts"][0]["skipped_changed"] == 1 and result.exit_code == 0
+
+
+def test_older_release_gets_the_same_guarantee_from_a_re_read(fakes, write_config, cli, state_dir):
+    legacy = fakes(legacy=True)
+    (victim, other), _ = seed(legacy, idle=2)
+    woke = []
+
+    def wake_up(method, params):
+        if method == "sessions.delete" and not woke:
+            legacy.touch(victim["key"])
+            woke.append(True)
+
+    legacy.on_request = wake_up
+    config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 100}})
+    cli("cleanup", "--config", config)
+    assert victim["key"] in legacy.sessions and other["key"] not in legacy.sessions
+    deletes = [r["params"] for r in legacy.requests if r["method"] == "sessions.delete"]
+    assert deletes[-1] == {"key": other["key"]}  # learnt to leave out the fields it rejects
+
+
+def test_a_failing_delete_does_not_stop_the_rest(fake, write_config, cli, state_dir):
+    idle, _ = seed(fake, idle=3)
+    fake.fail_deletes = {idle[1]["key"]}
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 1
+    assert list(fake.sessions) == [idle[1]["key"]]
+    results = {r["key"]: r["result"] for r in records(state_dir, "outcome")}
+    assert results[idle[1]["key"]] == "failed" and list(results.values()).count("closed") == 2
+    assert f"failed: {idle[1]['key']}" in result.stdout
+
+
+def test_connection_dropping_mid_run_leaves_an_exact_record(fake, write_config, cli, state_dir):
+    seed(fake, idle=4)
+    fake.drop_after_requests = 3  # list, then two deletes, then the socket dies
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--json")
+    assert result.exit_code == 1
+    outcomes = records(state_dir, "outcome")
+    closed = {r["key"] for r in outcomes if r["result"] == "closed"}
+    assert len(closed) == 2 and not closed & set(fake.sessions)
+    unsure = [r for r in outcomes if r["result"] in ("unknown", "failed")]
+    assert len(unsure) == 2 and {r["key"] for r in unsure} == set(fake.sessions) | ({r["key"] for r in unsure} - set(fake.sessions))
+    assert len(fake.sessions) == 2
+    # a rerun completes the cleanup without closing anything twice
+    fake.drop_after_requests = None
+    cli("cleanup", "--config", config)
+    assert not fake.sessions
+    all_closed = [r["key"] for r in records(state_dir, "outcome") if r["result"] == "closed"]
+    assert len(all_closed) == len(set(all_closed)) == 4
+
+
+def test_reserve_not_met_exits_1_and_says_so(fake, write_config, cli):
+    seed(fake, idle=1, fresh=9)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 1 and "reserve not met: 1 free slots after cleanup, 3 wanted" in result.stdout
+
+
+def test_without_admin_scope_the_host_is_skipped_with_exit_3(fake, write_config, cli):
+    seed(fake, idle=1)
+    fake.remote = True  # scopes cleared for a client without a device: the trap, reported plainly
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 3 and len(fake.sessions) == 1
+    assert "without operator.read and operator.admin" in result.stdout and "device: true" in result.stdout
+
+
+def test_overrides_and_cap_from_the_command_line(fake, write_config, cli):
+    now = int(time.time() * 1000)
+    for minutes in (10, 20, 30, 40):
+        fake.add_session(updated_at=now - minutes * 60 * 1000)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    cli("cleanup", "--config", config, "--idle-after", "15m", "--max-per-run", "2")
+    assert len(fake.sessions) == 2  # the two most idle of the three past 15 min
+    assert cli("cleanup", "--config", config, "--idle-after", "soon").exit_code == 2
+
+
+def test_a_second_cleanup_exits_at_once_while_one_runs(fake, write_config, cli, state_dir):
+    from guardian.cleanup import lock
+
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    with lock(state_dir):
+        result = cli("cleanup", "--config", config)
+    assert result.exit_code == 1 and "another guardian cleanup is running" in result.stderr
+    assert not fake.connects
