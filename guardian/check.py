@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from guardian import gateway, policy
+from guardian.audit import AuditLog, new_run_id
 from guardian.config import Config, Host, Pool
 from guardian.identity import IdentityStore
 from guardian.notify import LOG_CHANNEL, AlertLine, deliver, suggested_action
@@ -42,6 +43,7 @@ class Subject:
     level: str
     previous_count: int | None
     members: tuple[str, ...] = ()
+    closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
     server_version: str | None = None
     elapsed: float | None = None
     url: str | None = None
@@ -147,6 +149,8 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True)
     pools = [p for p in config.pools.values() if set(p.hosts) <= selected]
     identities = IdentityStore(config.state_dir)
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities)}
+    audit = AuditLog(config.state_dir, new_run_id(), "check")
+    closed_now, cleanup_warnings = _cleanup_critical(config, hosts, polls, now, audit) if notify else ({}, [])
 
     store = StateFile(config.state_dir)
     with store.locked() as state:
@@ -154,13 +158,43 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True)
         for host in hosts:
             poll = polls[host.name]
             subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                                   server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
+                                   server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
+                                   closed_now=closed_now.get(host.name)))
         for pool in pools:
             subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                    now, members=pool.hosts))
         deliveries = _notify(state, subjects, config, now, notify)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings]
+        _record_deliveries(audit, deliveries, now)
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings)
+
+
+def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll], now: float, audit: AuditLog):
+    """cleanup.on_critical: clean a host at critical now instead of waiting for cron (same rules, same lock)."""
+    if not config.cleanup.on_critical:
+        return {}, []
+    critical = config.alerts.thresholds["critical"]
+    targets = [h for h in hosts if polls[h.name].reading and polls[h.name].reading.usage >= critical]
+    if not targets:
+        return {}, []
+    from guardian import cleanup
+
+    try:
+        reports = cleanup.run(config, targets, cleanup.Rules.from_config(config.cleanup), now, False, audit)
+    except cleanup.CleanupBusy:
+        return {}, ["a host is critical but a cleanup is already running; it was left to that cleanup"]
+    warnings = [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
+    return {r.host.name: r.closed for r in reports if r.before is not None}, warnings
+
+
+def _record_deliveries(audit: AuditLog, deliveries: list[Delivery], now: float) -> None:
+    for delivery in deliveries:
+        if not delivery.sent:
+            continue
+        audit.write(now, "alert", channel=delivery.channel, result="failed" if delivery.error else "delivered",
+                    error=delivery.error, alerts=[{"subject": line.subject, "reason": line.reason, "level": line.level,
+                                                   "count": line.count, "limit": line.limit, "usage": line.usage}
+                                                  for line in delivery.lines])
 
 
 def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
@@ -215,4 +249,4 @@ def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
-                     action=suggested_action(notice.reason, notice.level, hosts))
+                     action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now)

@@ -191,26 +191,39 @@ class Deleter:
         self.guarded = True  # learnt once per connection
 
     def delete(self, decisions: list[Decision]) -> list[Outcome]:
-        calls = [("sessions.delete", self._params(d)) for d in decisions]
-        answers = self.connection.call_many(calls)
-        if self.guarded and any(_rejects_guard(a) for a in answers):
+        """One outcome per decision, in order; a session changed since the listing is never closed."""
+        if not self.guarded:
+            return self._delete_after_re_read(decisions)
+        answers = self.connection.call_many([("sessions.delete", self._params(d)) for d in decisions])
+        if any(_rejects_guard(a) for a in answers):  # an older release: nothing was deleted
             self.guarded = False
-            return self.delete(decisions)
+            return self._delete_after_re_read(decisions)
         return [_outcome(d, a) for d, a in zip(decisions, answers)]
 
-    def _params(self, decision: Decision) -> dict:
-        params = {"key": decision.key}
-        if self.guarded:
-            if decision.session_id:
-                params["expectedSessionId"] = decision.session_id
-            if isinstance(decision.updated_at, int):
-                params["expectedSessionUpdatedAt"] = decision.updated_at
-        return params
+    def _delete_after_re_read(self, decisions: list[Decision]) -> list[Outcome]:
+        current = {r["key"]: r for r in list_sessions(self.connection)}
+        outcomes: dict[str, Outcome] = {}
+        unchanged = []
+        for d in decisions:
+            row = current.get(d.key)
+            if row is None:
+                outcomes[d.key] = Outcome(d, "already gone")
+            elif row.get("sessionId") != d.session_id or row.get("updatedAt") != d.updated_at:
+                outcomes[d.key] = Outcome(d, "skipped: changed")
+            else:
+                unchanged.append(d)
+        answers = self.connection.call_many([("sessions.delete", {"key": d.key}) for d in unchanged]) if unchanged else []
+        outcomes.update({d.key: _outcome(d, a) for d, a in zip(unchanged, answers)})
+        return [outcomes[d.key] for d in decisions]
 
-    def unchanged(self, decision: Decision) -> bool:
-        """The client-side guard for older releases: the row as listed is still the row now."""
-        rows = [r for r in list_sessions(self.connection) if r.get("key") == decision.key]
-        return bool(rows) and rows[0].get("sessionId") == decision.session_id and rows[0].get("updatedAt") == decision.updated_at
+    @staticmethod
+    def _params(decision: Decision) -> dict:
+        params = {"key": decision.key}
+        if decision.session_id:
+            params["expectedSessionId"] = decision.session_id
+        if isinstance(decision.updated_at, int):
+            params["expectedSessionUpdatedAt"] = decision.updated_at
+        return params
 
 
 def _rejects_guard(answer) -> bool:
@@ -245,13 +258,6 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         deleter = Deleter(connection)
         for start in range(0, len(chosen), DELETE_WINDOW):
             batch = chosen[start:start + DELETE_WINDOW]
-            if not deleter.guarded:
-                batch, stale = [], batch
-                for decision in stale:
-                    if deleter.unchanged(decision):
-                        batch.append(decision)
-                    else:
-                        _record(audit, clock, host, Outcome(decision, "skipped: changed"), result)
             for decision in batch:
                 audit.write(clock(), "intent", host=host.name, dry_run=False, **_fields(decision))
             try:

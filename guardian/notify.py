@@ -33,6 +33,7 @@ class AlertLine:
     idle: int | None
     error: str | None
     action: str
+    closed_now: int | None = None  # closed by the on_critical cleanup in this run
 
     @property
     def usage(self) -> float | None:
@@ -55,6 +56,8 @@ class AlertLine:
             return f"RESOLVED {label} {usage}, back below {'notice' if self.level == 'ok' else self.level} (was {self.previous})"
         why = f"up from {self.previous}" if self.reason == "escalated" else "still"
         idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''} cleanup could close" if self.idle else ""
+        if self.closed_now is not None:
+            idle = f"; the guardian closed {self.closed_now} idle session{'s' if self.closed_now != 1 else ''} at once"
         return f"{self.level.upper()} {label} {usage}, {why}{idle}. {self.action}"
 
     def to_json(self, time: str) -> dict:
@@ -62,7 +65,7 @@ class AlertLine:
                 "name": self.name, "alert": "unreachable" if self.reason == "unreachable" else "usage",
                 "level": self.level, "previous_level": self.previous, "reason": self.reason, "usage": self.usage,
                 "count": self.count, "limit": self.limit, "idle": self.idle, "error": self.error,
-                "action": self.action, "time": time}
+                "action": self.action, "closed_now": self.closed_now, "time": time}
 
 
 def suggested_action(reason: str, level: str, hosts: str) -> str:

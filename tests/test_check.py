@@ -227,3 +227,20 @@ def test_check_over_time_with_now_passed_in(fake, write_config):
         report = checking.run(config, None, now=t0 + minutes * 60)
         reasons.append([line.reason for d in report.deliveries for line in d.lines])
     assert reasons == [["escalated"], [], ["repeat"]]
+
+
+def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
+    from guardian import audit
+
+    fill(fake, 19, idle=4)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 20}},
+                          cleanup={"on_critical": True},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+    result = cli("check", "--config", config, "-q")
+    assert len(fake.sessions) == 15
+    assert "the guardian closed 4 idle sessions at once" in result.stderr
+    assert receiver.bodies[0]["alerts"][0]["closed_now"] == 4
+    events = [r["event"] for r in audit.read(state_dir)]
+    assert events.count("outcome") == 4 and events[-1] == "alert"
+    assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
