@@ -116,3 +116,45 @@ def cli():
 
 def read_state(state_dir: Path) -> dict:
     return json.loads((state_dir / "state.json").read_text())
+
+
+# --- real OpenClaw gateways (scripts/peer.py) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_model():
+    from fake_model import FakeModel
+
+    with FakeModel(trickle_seconds=0.2) as model:
+        yield model
+
+
+@pytest.fixture(scope="session")
+def real_gateways(fake_model):
+    """Three real gateways started at once: pc-a and t440 for check, lab (with a model) for cleanup."""
+    import peer
+
+    specs = [{"name": "pc-a"}, {"name": "t440"}, {"name": "lab", "extra_config": fake_model.provider_config()}]
+    gateways = peer.start_many(specs)
+    yield {gw.name: gw for gw in gateways}
+    peer.stop_many(gateways)
+
+
+def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin")):
+    """An admin connection to a real gateway, through the guardian's own client."""
+    from guardian import gateway
+    from guardian.config import Host, Secret
+
+    host = Host(name=gw.name, url=gw.url, limit=1, token=Secret(gw.token, "test"), timeout=30)
+    return gateway.connect(host, list(scopes))
+
+
+def create_sessions(gw, count, **params) -> list[str]:
+    with rpc(gw) as connection:
+        answers = connection.call_many([("sessions.create", dict(params)) for _ in range(count)])
+    return [a["key"] for a in answers]
+
+
+def list_rows(gw) -> list[dict]:
+    with rpc(gw) as connection:
+        return connection.call("sessions.list", {"limit": 1000})["sessions"]

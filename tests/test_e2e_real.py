@@ -1,0 +1,133 @@
+"""End to end against real OpenClaw gateways (2026.9.6): check, doctor and cleanup.
+
+The gateways are real processes started by scripts/peer.py (session fixture `real_gateways`);
+sessions are made with `sessions.create`, runs with `chat.send` against a fake model on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from conftest import create_sessions, list_rows, rpc
+from guardian import audit
+
+pytestmark = pytest.mark.real_gateway
+
+
+def hosts_config(real_gateways, limits: dict) -> dict:
+    return {name: {"url": real_gateways[name].url, "token": real_gateways[name].token, "limit": limit}
+            for name, limit in limits.items()}
+
+
+def test_check_and_doctor_against_two_real_gateways(real_gateways, write_config, cli, receiver, monkeypatch):
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config(hosts_config(real_gateways, {"pc-a": 10, "t440": 20}),
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+
+    def check():
+        result = cli("check", "--config", config, "--json")
+        return result.exit_code, {h["name"]: h for h in json.loads(result.stdout)["hosts"]}
+
+    doctor = cli("doctor", "--config", config, "--format", "plain")
+    assert doctor.exit_code == 0, doctor.stdout
+    assert doctor.stdout.count("usable") == 2 and "server 2026.9.6, protocol 4" in doctor.stdout
+
+    code, hosts = check()
+    assert code == 0 and (hosts["pc-a"]["sessions"], hosts["t440"]["sessions"]) == (0, 0)
+
+    create_sessions(real_gateways["pc-a"], 7)  # 70 %: notice
+    code, hosts = check()
+    assert code == 0 and (hosts["pc-a"]["sessions"], hosts["pc-a"]["level"]) == (7, "notice")
+    assert [(a["name"], a["level"], a["reason"]) for b in receiver.bodies for a in b["alerts"]] == [("pc-a", "notice", "escalated")]
+
+    create_sessions(real_gateways["t440"], 17)  # 85 %: warning
+    code, hosts = check()
+    assert code == 1 and (hosts["t440"]["sessions"], hosts["t440"]["level"]) == (17, "warning")
+
+    create_sessions(real_gateways["pc-a"], 2)  # 90 %: critical
+    code, hosts = check()
+    assert code == 2 and (hosts["pc-a"]["sessions"], hosts["pc-a"]["level"]) == (9, "critical")
+    assert hosts["pc-a"]["server_version"] == "2026.9.6" and hosts["pc-a"]["change"] == 2
+
+    sent = [(a["name"], a["level"], a["reason"], a["count"], a["limit"]) for b in receiver.bodies for a in b["alerts"]]
+    assert sent == [("pc-a", "notice", "escalated", 7, 10), ("t440", "warning", "escalated", 17, 20),
+                    ("pc-a", "critical", "escalated", 9, 10)]
+    assert all(b["version"] == "1" and b["status"] == "firing" for b in receiver.bodies)
+
+    nagios = cli("check", "--config", config, "--format", "nagios", "--no-notify").stdout.strip()
+    assert nagios == "SESSIONS CRITICAL - pc-a 90% (9/10), t440 85% (17/20) | 'pc-a'=9;7;8;0;10 't440'=17;13;16;0;20"
+
+    # a stopped gateway is unknown at once; the other is still checked (critical outranks unknown)
+    real_gateways["t440"].stop()
+    code, hosts = check()
+    assert code == 2 and hosts["pc-a"]["sessions"] == 9
+    assert hosts["t440"]["reachable"] is False and "refused the connection" in hosts["t440"]["error"]
+    single = cli("check", "--config", config, "--hosts", "t440", "--format", "plain")
+    assert single.exit_code == 3 and "t440 UNKNOWN" in single.stdout
+
+
+def wait_until(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fake_model, write_config, cli, state_dir):
+    lab = real_gateways["lab"]
+    with rpc(lab) as connection:
+        connection.call("sessions.create", {"key": "agent:main:main"})
+        pinned = connection.call("sessions.create", {"label": "pinned"})["key"]
+        connection.call("sessions.patch", {"key": pinned, "pinned": True})
+        labelled = connection.call("sessions.create", {"label": "keep-me"})["key"]
+        telegram = connection.call("sessions.create", {"key": "agent:main:telegram:4242"})["key"]
+    idle = create_sessions(lab, 5)
+    touched, idle = idle[0], idle[1:]
+
+    # a real agent run, kept alive by the fake model until `hold` is set
+    fake_model.hold.clear()
+    running = create_sessions(lab, 1)[0]
+    with rpc(lab) as connection:
+        connection.call("chat.send", {"sessionKey": running, "message": "hello", "idempotencyKey": uuid.uuid4().hex})
+    try:
+        wait_until(lambda: any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab)), what="a running run")
+        old = max(r["updatedAt"] for r in list_rows(lab) if r["key"] != running)
+        # real time must pass for sessions to be idle: wait for the gateway's own clock
+        wait_until(lambda: rpc(lab).call("sessions.list", {"limit": 1})["ts"] > old + 3000, what="3 s on the gateway clock")
+        with rpc(lab) as connection:
+            connection.call("sessions.patch", {"key": touched, "label": "woke up"})
+        recent = create_sessions(lab, 2)
+        fresh = min(r["updatedAt"] for r in list_rows(lab) if r["key"] in recent + [touched])
+        idle_after_ms = int(time.time() * 1000 - (old + fresh) / 2)  # between the idle and the recent ones
+
+        config = write_config(hosts_config(real_gateways, {"lab": 100}),
+                              cleanup={"protect": {"keys": ["agent:*:telegram:*"], "labels": ["keep-me"]}})
+        before = {r["key"]: r["updatedAt"] for r in list_rows(lab)}
+        dry = cli("cleanup", "--config", config, "--dry-run", "--json", "--idle-after", f"{idle_after_ms}ms")
+        assert dry.exit_code == 0, dry.stderr
+        assert {r["key"]: r["updatedAt"] for r in list_rows(lab)} == before  # the dry run changed nothing
+        plan = {p["key"]: p for p in json.loads(dry.stdout)["hosts"][0]["plan"]}
+        predicted = {k for k, p in plan.items() if p["decision"] == "close"}
+        assert predicted == set(idle)
+        assert {plan[k]["reason"] for k in (pinned, labelled, telegram, running, "agent:main:main")} == {
+            "pinned", "protected label", "protected key pattern", "active run", "main session"}
+        assert {plan[k]["reason"] for k in recent + [touched]} == {"not idle long enough"}
+
+        real = cli("cleanup", "--config", config, "--json", "--idle-after", f"{idle_after_ms + 1000}ms")
+        assert real.exit_code == 0, real.stdout + real.stderr
+        survivors = {r["key"] for r in list_rows(lab)}
+        assert survivors == set(before) - predicted
+        assert any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab))  # the run lives on
+        outcomes = [r for r in audit.read(state_dir) if r["event"] == "outcome"]
+        assert {r["key"] for r in outcomes if r["result"] == "closed"} == predicted
+        assert all(r["host"] == "lab" and r["reason"] == "idle" and r["session_id"] for r in outcomes)
+        assert json.loads(real.stdout)["hosts"][0]["closed"] == 4
+    finally:
+        fake_model.hold.set()
