@@ -34,17 +34,16 @@ def fill(gw: peer.Gateway, count: int) -> None:
                 raise SystemExit(f"demo: creating sessions on {gw.name} failed: {answer}")
 
 
-def write_config(workdir: Path, gateways: list[peer.Gateway]) -> Path:
+def write_config(workdir: Path, gateways: list[peer.Gateway], limits: dict, **sections) -> Path:
+    """A guardian config for these gateways, tokens in 0600 files, state under workdir."""
     hosts = {}
     for gw in gateways:
         token_file = workdir / f"{gw.name}.token"
         token_file.write_text(gw.token)
         token_file.chmod(0o600)
-        hosts[gw.name] = {"url": gw.url, "token_file": str(token_file), "limit": HOSTS[gw.name][0]}
-    config = {"hosts": hosts, "pools": {"shared-key": {"hosts": list(hosts), "limit": 90}},
-              "state_dir": str(workdir / "state")}
+        hosts[gw.name] = {"url": gw.url, "token_file": str(token_file), "limit": limits[gw.name]}
     path = workdir / "guardian.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(yaml.safe_dump({"hosts": hosts, **sections, "state_dir": str(workdir / "state")}, sort_keys=False))
     return path
 
 
@@ -67,7 +66,8 @@ def main() -> int:
         for gw in gateways:
             fill(gw, HOSTS[gw.name][1])
             print(f"demo: {gw.name} at {gw.url}: {HOSTS[gw.name][1]} sessions, limit {HOSTS[gw.name][0]}", flush=True)
-        config = write_config(workdir, gateways)
+        config = write_config(workdir, gateways, {name: limit for name, (limit, _) in HOSTS.items()},
+                              pools={"shared-key": {"hosts": list(HOSTS), "limit": 90}})
         show("check", config=config)
         show("doctor", config=config)
         show("cleanup", "--dry-run", "--hosts", "pc-a", "--idle-after", "1s", "--max-per-run", "10", config=config)

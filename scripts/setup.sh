@@ -11,7 +11,8 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   rm -rf .venv
   "$python" -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+  # compat mode: a plain path entry instead of an import hook, ~10 ms less on every start
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 .venv/bin/python scripts/peer.py install

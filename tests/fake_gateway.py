@@ -292,8 +292,9 @@ class FakeGateway:
     """A fake OpenClaw gateway; see the module docstring."""
 
     def __init__(self, token: str = "secret", *, version: str = "2026.9.6", legacy: bool = False,
-                 remote: bool = False, port: int = 0):
+                 remote: bool = False, port: int = 0, ssl_context=None):
         self.token = token
+        self.ssl_context = ssl_context  # an ssl.SSLContext: serve wss:// (TLS) instead of ws://
         if legacy and version == "2026.9.6":
             version = "2026.4.29"  # the legacy release that was measured
         self.version = version
@@ -350,7 +351,7 @@ class FakeGateway:
                                         name=f"FakeGateway-{id(self):x}")
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start_server(), self._loop).result(timeout=10)
-        self.url = f"ws://127.0.0.1:{self.port}"
+        self.url = f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
         return self
 
     async def _start_server(self) -> None:
@@ -360,6 +361,7 @@ class FakeGateway:
             ping_interval=None,        # the real gateway sends ticks, not pings
             max_size=26_214_400,       # policy.maxPayload
             close_timeout=1.0,
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -1,0 +1,205 @@
+"""Benchmarks: figures measured side by side in one run (never timed assertions in tests).
+
+    .venv/bin/python scripts/bench.py [--runs N] [--sessions 200] [--markdown docs/benchmarks.md]
+
+Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and spread:
+- check: `guardian check` over both gateways beside `openclaw gateway call health --json` against
+  one, and a bare Python client doing connect + health (the floor).
+- cleanup: closing N idle sessions with `guardian cleanup`, against the gateway's own serial cost
+  (the same number of bare one-at-a-time `sessions.delete` calls from a minimal client) and
+  `openclaw sessions delete <keys> --yes --json`; plus the guardian's delete window measured at
+  1, 2 and 4 deletes in flight, which is how its default was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import peer
+from demo import write_config
+
+from guardian import cleanup as cleaning
+from guardian import gateway
+from guardian.audit import AuditLog
+from guardian.config import Host, Secret, load
+
+GUARDIAN = [sys.executable, "-m", "guardian"]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def stats(samples: list[float]) -> str:
+    median = statistics.median(samples)
+    return f"median {median:.3f} s (min {min(samples):.3f}, max {max(samples):.3f}, n={len(samples)})"
+
+
+def host_of(gw: peer.Gateway) -> Host:
+    return Host(name=gw.name, url=gw.url, limit=1000, token=Secret(gw.token, "bench"), timeout=60)
+
+
+def bare_connect(gw: peer.Gateway, scope: str):
+    """A minimal client (websocket-client, no guardian code): challenge, then connect."""
+    import websocket
+
+    ws = websocket.create_connection(gw.url, timeout=60, suppress_origin=True)
+    json.loads(ws.recv())
+    ws.send(json.dumps({"type": "req", "id": "c", "method": "connect", "params": {
+        "minProtocol": 3, "maxProtocol": 4, "role": "operator", "scopes": [scope],
+        "client": {"id": "gateway-client", "version": "bench", "platform": "linux", "mode": "backend"},
+        "auth": {"token": gw.token}}}))
+    wait_for(ws, "c")
+    return ws
+
+
+def bare_health(gw: peer.Gateway) -> None:
+    """The floor: a minimal client doing challenge, connect, health."""
+    ws = bare_connect(gw, "operator.read")
+    ws.send(json.dumps({"type": "req", "id": "h", "method": "health", "params": {}}))
+    wait_for(ws, "h")
+    ws.close()
+
+
+def wait_for(ws, request_id: str) -> dict:
+    while True:
+        frame = json.loads(ws.recv())
+        if frame.get("type") == "res" and frame.get("id") == request_id:
+            if not frame.get("ok"):
+                raise RuntimeError(frame.get("error"))
+            return frame
+
+
+def create(gw: peer.Gateway, count: int) -> list[str]:
+    with gateway.connect(host_of(gw), [gateway.WRITE]) as connection:
+        return [a["key"] for a in connection.call_many([("sessions.create", {}) for _ in range(count)])]
+
+
+def bare_serial_deletes(gw: peer.Gateway, keys: list[str]) -> None:
+    """The gateway's own cost: one sessions.delete at a time, each awaited, from a minimal client."""
+    ws = bare_connect(gw, "operator.admin")
+    for index, key in enumerate(keys):
+        ws.send(json.dumps({"type": "req", "id": str(index), "method": "sessions.delete", "params": {"key": key}}))
+        wait_for(ws, str(index))
+    ws.close()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*GUARDIAN, *args], capture_output=True, text=True)
+    if result.returncode not in (0, 1, 2):
+        raise RuntimeError(f"guardian {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def bench_check(gateways, config: Path, runs: int, out: list[str]) -> None:
+    pc_a = gateways[0]
+    cases = {"guardian": lambda: run_cli("check", "--config", str(config), "-q"),
+             "openclaw": lambda: pc_a.openclaw("gateway", "call", "health", "--json"),
+             "bare": lambda: bare_health(pc_a)}
+    samples = {name: [] for name in cases}
+    for run in range(runs + 1):  # interleaved, so every case sees the gateways in the same state
+        for name, case in cases.items():
+            elapsed = timed(case)
+            if run:  # the first round warms caches on both sides and is not counted
+                samples[name].append(elapsed)
+    guardian, openclaw, bare = samples["guardian"], samples["openclaw"], samples["bare"]
+    ratio = statistics.median(guardian) / statistics.median(openclaw)
+    out += ["## check", "",
+            f"- `guardian check` over 2 real gateways (new process each time): {stats(guardian)}",
+            f"- `openclaw gateway call health --json` against 1 gateway: {stats(openclaw)}",
+            f"- bare Python client, connect + health, in-process (the floor): {stats(bare)}",
+            f"- ratio guardian check (2 hosts) / openclaw CLI (1 host): **{ratio:.3f}** (target <= 0.15)", ""]
+
+
+def bench_cleanup(gw: peer.Gateway, config: Path, sessions: int, out: list[str]) -> None:
+    workdir = config.parent
+    create(gw, sessions - len(list_rows(gw)))
+    result = None
+
+    def guardian_cleanup():
+        nonlocal result
+        result = run_cli("cleanup", "--config", str(config), "--hosts", gw.name, "--idle-after", "1ms",
+                         "--max-per-run", str(sessions), "--json")
+
+    guardian = timed(guardian_cleanup)
+    closed = json.loads(result.stdout)["hosts"][0]["closed"]
+    keys = create(gw, sessions)
+    serial = timed(lambda: bare_serial_deletes(gw, keys))
+    keys = create(gw, sessions)
+    openclaw = timed(lambda: gw.openclaw("sessions", "delete", *keys, "--yes", "--json", timeout=1800))
+    overhead = guardian / serial - 1
+    out += ["## cleanup", "",
+            f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default):", "",
+            f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): "
+            f"{guardian:.2f} s, {1000 * guardian / sessions:.0f} ms per session ({closed} closed)",
+            f"- the gateway's own serial cost, {sessions} bare one-at-a-time deletes: {serial:.2f} s, "
+            f"{1000 * serial / sessions:.0f} ms per session",
+            f"- `openclaw sessions delete <{sessions} keys> --yes --json`: {openclaw:.2f} s",
+            f"- guardian overhead over the gateway's serial cost: **{100 * overhead:+.1f} %** (target < 10 %)", ""]
+    out += ["Delete window (deletes in flight at once), in-process library runs:", ""]
+    base = load(str(config))
+    for window in (1, 2, 4):
+        create(gw, sessions)
+        cleaning.DELETE_WINDOW = window
+        rules = cleaning.Rules(idle_after=0.001, max_per_run=sessions)
+        audit = AuditLog(workdir / "state", f"bench-w{window}", "cleanup")
+        elapsed = timed(lambda: cleaning.run(base, [base.hosts[gw.name]], rules, time.time(), False, audit))
+        out.append(f"- window {window}: {elapsed:.2f} s, {1000 * elapsed / sessions:.0f} ms per session")
+    out.append("")
+
+
+def list_rows(gw: peer.Gateway) -> list[dict]:
+    with gateway.connect(host_of(gw), [gateway.READ]) as connection:
+        return connection.call("sessions.list", {"limit": 10000})["sessions"]
+
+
+def machine() -> str:
+    memory = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {memory} memory, Python {platform.python_version()}, OpenClaw {peer.DEFAULT_VERSION}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--markdown", help="also write the figures to this file")
+    args = parser.parse_args()
+    out = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
+           f"Regenerate: `.venv/bin/python scripts/bench.py --markdown docs/benchmarks.md` (after `scripts/setup.sh`).", ""]
+    gateways = peer.start_many([{"name": "pc-a"}, {"name": "t440"}])
+    try:
+        for gw, count in zip(gateways, (16, 55)):
+            create(gw, count)
+        time.sleep(5)  # let the gateways settle after start-up and the creates (their event loop is busy)
+        config = write_config(Path(tempfile.mkdtemp(prefix="guardian-bench-")), gateways,
+                              {gw.name: 1000 for gw in gateways})
+        bench_check(gateways, config, args.runs, out)
+        bench_cleanup(gateways[1], config, args.sessions, out)
+    finally:
+        peer.stop_many(gateways)
+    print("\n".join(out))
+    if args.markdown:
+        Path(args.markdown).write_text("# Benchmarks\n\n" + "\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
