@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from guardian import gateway, policy
@@ -120,7 +119,7 @@ def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore) 
         return read_host(host, idle_after, identities)
 
     polls = []
-    for host, result in zip(hosts, gateway.for_each_host(hosts, poll)):
+    for host, result in zip(hosts, gateway.concurrently(poll, hosts)):
         if isinstance(result, Poll):
             polls.append(result)
         else:
@@ -230,8 +229,8 @@ def _notify(state, subjects: list[Subject], config: Config, now: float, notify: 
         channel, _, lines, _ = plan
         return deliver(channel, lines, now) if lines and notify else None
 
-    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-        errors = list(pool.map(send, plans))
+    errors = [f"unexpected {type(e).__name__}: {e}" if isinstance(e, Exception) else e
+              for e in gateway.concurrently(send, plans)]
     deliveries = []
     for (channel, channel_name, lines, memories), error in zip(plans, errors):
         if notify and error is None:

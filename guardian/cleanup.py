@@ -308,7 +308,7 @@ def lock(state_dir):
 def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bool, audit: AuditLog) -> list[HostCleanup]:
     identities = IdentityStore(config.state_dir)
     with lock(config.state_dir):
-        results = gateway.for_each_host(hosts, lambda h: clean_host(h, rules, now, dry_run, identities, audit))
+        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit), hosts)
     reports = []
     for host, result in zip(hosts, results):
         if isinstance(result, HostCleanup):

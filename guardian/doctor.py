@@ -78,7 +78,7 @@ def run(config: Config, host_names: str | None) -> tuple[list[Diagnosis], list[s
     hosts = config.select(host_names)
     identities = IdentityStore(config.state_dir)
     results = []
-    for host, result in zip(hosts, gateway.for_each_host(hosts, lambda h: diagnose(h, identities))):
+    for host, result in zip(hosts, gateway.concurrently(lambda h: diagnose(h, identities), hosts)):
         if isinstance(result, Exception):
             result = Diagnosis(host=host.name, url=host.url, problems=[f"unexpected {type(result).__name__}: {result}"])
         results.append(result)
