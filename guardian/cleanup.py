@@ -163,7 +163,8 @@ def list_sessions(connection) -> list[dict]:
     """Every non-archived session, all pages (one call on releases without paging)."""
     rows, offset = [], 0
     while True:
-        page = connection.call("sessions.list", {"limit": PAGE, "offset": offset})
+        # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
+        page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
         batch = page.get("sessions")
         if not isinstance(batch, list):
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")

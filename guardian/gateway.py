@@ -198,11 +198,18 @@ def _close_reason(data: bytes) -> tuple[int | None, str]:
     return int.from_bytes(data[:2], "big"), data[2:].decode(errors="replace")
 
 
+DEVICE_SCOPES = [READ, ADMIN]
+
+
 def connect(host: Host, scopes: list[str], identities=None) -> Connection:
     """Open, authenticate and check a connection with `scopes`; retries a gateway still starting up.
 
-    `identities` (an IdentityStore) is needed when the host uses a device identity.
+    `identities` (an IdentityStore) is needed when the host uses a device identity. A device always
+    asks for every scope the guardian uses: a pairing is approved for the scopes asked, so one
+    approval then serves check and cleanup alike (asking less, then more, would need a second one).
     """
+    if host.device:
+        scopes = DEVICE_SCOPES + [s for s in scopes if s not in DEVICE_SCOPES]
     deadline = time.monotonic() + host.timeout
     for attempt in range(UNAVAILABLE_RETRIES + 1):
         try:
@@ -363,10 +370,11 @@ def _explain_connect_error(host: Host, error: GatewayError, identity, device_tok
         reason = {"not-paired": "is not approved yet", "scope-upgrade": "asks for more scopes than approved",
                   "role-upgrade": "asks for a higher role than approved",
                   "metadata-upgrade": "changed and must be approved again"}.get(error.details.get("reason"), "needs approval")
-        fix = (f"on {host.name} run: openclaw devices approve {request_id}" if request_id
-               else f"on {host.name} run: openclaw devices list, then approve the guardian's request")
+        # the command ends the sentence, so a copied request id never carries punctuation with it
+        fix = (f"run on {host.name}, then run the guardian again: openclaw devices approve {request_id}" if request_id
+               else f"on {host.name} run `openclaw devices list` and approve the guardian's request")
         error.message = (f"{host.name}: pairing required: this guardian's device ({identity.device_id[:12] if identity else '?'}...) "
-                         f"{reason}; {fix}; then run the guardian again")
+                         f"{reason}; to approve it, {fix}")
     elif code == "AUTH_TOKEN_MISMATCH":
         error.message = f"{host.name}: the gateway rejected the token from {host.token.source if host.token else 'nowhere'} (token mismatch)"
     elif code == "AUTH_DEVICE_TOKEN_MISMATCH" or (device_token_used and error.code in ("INVALID_REQUEST", "NOT_PAIRED")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -140,21 +141,52 @@ def real_gateways(fake_model):
     peer.stop_many(gateways)
 
 
-def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin")):
-    """An admin connection to a real gateway, through the guardian's own client."""
+def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin"), identities=None):
+    """An admin connection to a real gateway through the guardian's own client (a paired device
+    identity when `identities` is given: a remote gateway clears the scopes of anything else)."""
     from guardian import gateway
     from guardian.config import Host, Secret
 
-    host = Host(name=gw.name, url=gw.url, limit=1, token=Secret(gw.token, "test"), timeout=30)
-    return gateway.connect(host, list(scopes))
+    host = Host(name=gw.name, url=gw.url, limit=1, token=Secret(gw.token, "test"), timeout=30,
+                device=identities is not None, insecure=True)
+    return gateway.connect(host, list(scopes), identities)
 
 
-def create_sessions(gw, count, **params) -> list[str]:
-    with rpc(gw) as connection:
+def create_sessions(gw, count, identities=None, **params) -> list[str]:
+    with rpc(gw, identities=identities) as connection:
         answers = connection.call_many([("sessions.create", dict(params)) for _ in range(count)])
     return [a["key"] for a in answers]
 
 
-def list_rows(gw) -> list[dict]:
-    with rpc(gw) as connection:
+def list_rows(gw, identities=None) -> list[dict]:
+    with rpc(gw, identities=identities) as connection:
         return connection.call("sessions.list", {"limit": 1000})["sessions"]
+
+
+def wait_until(condition, timeout=60.0, what="condition"):
+    """Poll a condition (a real gateway's state), never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def idle_after_between(gw, make_recent, identities=None, gap_ms=3000) -> int:
+    """An idle threshold (ms) that separates the sessions on `gw` now from those `make_recent()` makes.
+
+    Real time must pass for a real session to be idle: this waits until the gateway's own clock
+    is `gap_ms` past the newest existing session, then makes the recent ones.
+    """
+    old = max(r["updatedAt"] for r in list_rows(gw, identities) if not r.get("hasActiveRun"))
+
+    def gateway_clock():
+        with rpc(gw, identities=identities) as connection:
+            return connection.call("sessions.list", {"limit": 1})["ts"]
+
+    wait_until(lambda: gateway_clock() > old + gap_ms, what=f"{gap_ms} ms on the gateway clock")
+    recent = make_recent()
+    fresh = min(r["updatedAt"] for r in list_rows(gw, identities) if r["key"] in recent)
+    return int(time.time() * 1000 - (old + fresh) / 2)

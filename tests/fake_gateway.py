@@ -206,6 +206,9 @@ LIST_PARAMS = _Obj({
     "label": STRING,
 })
 
+# 2026.4.29 rejects `offset` (measured): it has no paging at all.
+LEGACY_LIST_PARAMS = _Obj({k: v for k, v in LIST_PARAMS.props.items() if k != "offset"})
+
 _DELETE_COMMON = {"key": NONEMPTY, "agentId": NONEMPTY, "deleteTranscript": BOOLEAN,
                   "archivedOnly": BOOLEAN}
 DELETE_PARAMS = _Obj({**_DELETE_COMMON, "expectedSessionId": STRING,
@@ -778,8 +781,8 @@ class FakeGateway:
             raise _invalid(f"unknown method: {method}")
         params = {} if params is None else params
         schema = METHOD_PARAMS[method]
-        if method == "sessions.delete" and self.legacy:
-            schema = LEGACY_DELETE_PARAMS
+        if self.legacy:
+            schema = {"sessions.delete": LEGACY_DELETE_PARAMS, "sessions.list": LEGACY_LIST_PARAMS}.get(method, schema)
         error = _schema_error(params, schema)
         if error:
             raise _invalid(f"invalid {method} params: {error}")

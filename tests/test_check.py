@@ -206,7 +206,10 @@ def test_remote_gateway_pairing_then_device_token(fakes, write_config, cli, stat
     first = cli("check", "--config", config, "--format", "plain")
     assert first.exit_code == 3
     (request_id,) = remote.pending_pairings
-    assert f"pairing required" in first.stdout and f"on far run: openclaw devices approve {request_id}" in first.stdout
+    assert "pairing required" in first.stdout
+    # the approve command ends the line, so the request id can be copied without punctuation
+    assert first.stdout.strip().endswith(f"run on far, then run the guardian again: openclaw devices approve {request_id}")
+    assert remote.connects[-1]["params"]["scopes"] == ["operator.read", "operator.admin"]  # one approval for all
     remote.approve(request_id)
     second = cli("check", "--config", config, "--json")
     assert second.exit_code == 0 and json.loads(second.stdout)["hosts"][0]["sessions"] == 2

@@ -7,12 +7,11 @@ sessions are made with `sessions.create`, runs with `chat.send` against a fake m
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 
-from conftest import create_sessions, list_rows, rpc
+from conftest import create_sessions, idle_after_between, list_rows, rpc, wait_until
 from guardian import audit
 
 pytestmark = pytest.mark.real_gateway
@@ -70,16 +69,6 @@ def test_check_and_doctor_against_two_real_gateways(real_gateways, write_config,
     assert single.exit_code == 3 and "t440 UNKNOWN" in single.stdout
 
 
-def wait_until(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fake_model, write_config, cli, state_dir):
     lab = real_gateways["lab"]
     with rpc(lab) as connection:
@@ -98,14 +87,16 @@ def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fak
         connection.call("chat.send", {"sessionKey": running, "message": "hello", "idempotencyKey": uuid.uuid4().hex})
     try:
         wait_until(lambda: any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab)), what="a running run")
-        old = max(r["updatedAt"] for r in list_rows(lab) if r["key"] != running)
-        # real time must pass for sessions to be idle: wait for the gateway's own clock
-        wait_until(lambda: rpc(lab).call("sessions.list", {"limit": 1})["ts"] > old + 3000, what="3 s on the gateway clock")
-        with rpc(lab) as connection:
-            connection.call("sessions.patch", {"key": touched, "label": "woke up"})
-        recent = create_sessions(lab, 2)
-        fresh = min(r["updatedAt"] for r in list_rows(lab) if r["key"] in recent + [touched])
-        idle_after_ms = int(time.time() * 1000 - (old + fresh) / 2)  # between the idle and the recent ones
+
+        recent = []
+
+        def wake_and_create():
+            with rpc(lab) as connection:
+                connection.call("sessions.patch", {"key": touched, "label": "woke up"})
+            recent.extend(create_sessions(lab, 2))
+            return recent + [touched]
+
+        idle_after_ms = idle_after_between(lab, wake_and_create)
 
         config = write_config(hosts_config(real_gateways, {"lab": 100}),
                               cleanup={"protect": {"keys": ["agent:*:telegram:*"], "labels": ["keep-me"]}})

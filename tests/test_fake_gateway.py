@@ -678,3 +678,20 @@ def test_gateways_are_independent(opened):
         assert call(wb, "health")["payload"]["sessions"]["count"] == 0
         assert handshake(b, opened, connect_params(token="a"))[1]["ok"] is False
         close_all(opened)
+
+
+def test_legacy_list_rejects_offset_like_2026_4_29():
+    from fake_gateway import FakeGateway
+
+    with FakeGateway(legacy=True) as gateway:
+        ws = websocket.create_connection(gateway.url, timeout=5, suppress_origin=True)
+        json.loads(ws.recv())
+        ws.send(json.dumps({"type": "req", "id": "c", "method": "connect", "params": {
+            "minProtocol": 3, "maxProtocol": 4, "role": "operator", "scopes": ["operator.read"],
+            "client": {"id": "gateway-client", "version": "t", "platform": "linux", "mode": "backend"},
+            "auth": {"token": "secret"}}}))
+        json.loads(ws.recv())
+        ws.send(json.dumps({"type": "req", "id": "l", "method": "sessions.list", "params": {"limit": 5, "offset": 0}}))
+        reply = json.loads(ws.recv())
+        ws.close()
+    assert reply["error"]["message"] == "invalid sessions.list params: at root: unexpected property 'offset'"
