@@ -283,9 +283,12 @@ def _open_socket(host: Host, deadline: float):
     try:
         ws = websocket.create_connection(host.url, **options)
     except ssl.SSLCertVerificationError as exc:
+        presented = _presented_fingerprint(host, deadline)
+        pin = (f"; it presented sha256 {presented}: if `openssl x509 -noout -fingerprint -sha256 -in <cert>` on "
+               f"{host.name} prints the same, pin it with fingerprint: {presented}") if presented else ""
         raise GatewayError("TLS", f"{host.name}: the TLS certificate of {urlsplit(host.url).netloc} is not trusted "
-                                  f"({exc.verify_message}); set ca_file to the CA that signed it, or pin its "
-                                  f"fingerprint (see `guardian doctor`)") from None
+                                  f"({exc.verify_message}); set ca_file to the CA that signed it{pin}",
+                           {"presentedFingerprint": presented}) from None
     except ssl.SSLError as exc:
         raise GatewayError("TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})") from None
     except (socket.timeout, websocket.WebSocketTimeoutException):
@@ -305,6 +308,21 @@ def _open_socket(host: Host, deadline: float):
             raise GatewayError("TLS", f"{host.name}: the certificate fingerprint of {urlsplit(host.url).netloc} is "
                                       f"sha256:{seen}, not the pinned sha256:{host.fingerprint}; nothing was sent")
     return ws
+
+
+def _presented_fingerprint(host: Host, deadline: float) -> str | None:
+    """The sha256 of the certificate a gateway presents (colon form), fetched without trusting it,
+    only to tell the operator what to compare and pin. Nothing is sent on that connection."""
+    import ssl
+
+    parts = urlsplit(host.url)
+    try:
+        pem = ssl.get_server_certificate((parts.hostname, parts.port or 443),
+                                         timeout=max(0.1, deadline - time.monotonic()))
+    except (OSError, ValueError):
+        return None
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
 
 
 def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, identities) -> tuple[dict, bool]:

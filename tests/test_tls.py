@@ -43,10 +43,15 @@ def test_pinned_fingerprint_verifies(tls_fake, certificate, write_config, cli):
     assert code == 0 and host["sessions"] == 1
 
 
-def test_untrusted_certificate_is_a_sentence_about_the_certificate(tls_fake, write_config, cli):
+def test_untrusted_certificate_is_a_sentence_about_the_certificate(tls_fake, certificate, write_config, cli):
     code, host = check(cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10}}))
     assert code == 3 and "TLS certificate" in host["error"] and "not trusted" in host["error"]
     assert "set ca_file" in host["error"] and not tls_fake.connects
+    # the fingerprint it presented, ready to compare and pin: the pin then works
+    presented = host["error"].rsplit("fingerprint: ", 1)[1]
+    assert presented.replace(":", "").lower() == certificate[2]
+    code, host = check(cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": presented}}))
+    assert code == 0
 
 
 def test_wrong_fingerprint_fails_before_the_token_is_sent(tls_fake, write_config, cli):
