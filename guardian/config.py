@@ -175,6 +175,18 @@ def parse_duration(value) -> float:
     return seconds
 
 
+def duration_text(seconds: float | None) -> str:
+    """Seconds as the operator reads them: 45s, 12m, 2h05m, 1d03h (parse_duration reads them back)."""
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
+            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 # --- YAML with line numbers ------------------------------------------------------------------
 
 

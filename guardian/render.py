@@ -10,6 +10,8 @@ import math
 from datetime import datetime, timezone
 
 from guardian.check import CheckReport, Subject
+from guardian.config import duration_text
+from guardian.forecast import Forecast
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -38,12 +40,45 @@ def subject_label(subject: Subject) -> str:
     return f"pool {subject.name}" if subject.kind == "pool" else subject.name
 
 
+def forecast_text(fit: Forecast | None) -> str:
+    """'critical in 20m, full in 40m (r² 0.97)', 'no upward trend', or '' without enough history."""
+    if fit is None or not fit.enough:
+        return ""
+    if not fit.rising:
+        return "no upward trend"
+    critical = "critical now" if fit.critical_in == 0 else f"critical in {duration_text(fit.critical_in)}"
+    quality = "" if fit.r2 is None else f" (r² {fit.r2:.2f})"
+    return ("full now" if fit.full_in == 0 else f"{critical}, full in {duration_text(fit.full_in)}") + quality
+
+
+def forecast_json(fit: Forecast | None, limit: int) -> dict | None:
+    if fit is None or not fit.enough:
+        return None
+    return {"trend": "rising" if fit.rising else "none", "critical_in_seconds": _round(fit.critical_in),
+            "full_in_seconds": _round(fit.full_in), "usage_points_per_hour": round(fit.slope * 3600, 2),
+            "sessions_per_hour": round(fit.slope * 36 * limit, 2), "r2": None if fit.r2 is None else round(fit.r2, 3),
+            "samples": fit.samples, "span_seconds": round(fit.span)}
+
+
+def forecast_plain(fit: Forecast | None) -> list[str]:
+    if fit is None or not fit.enough:
+        return []
+    if not fit.rising:
+        return ["trend=none"]
+    quality = [] if fit.r2 is None else [f"r2={fit.r2:.2f}"]
+    return [f"critical_in={duration_text(fit.critical_in)}", f"full_in={duration_text(fit.full_in)}", *quality]
+
+
+def _round(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds)
+
+
 def check_json(report: CheckReport) -> dict:
     def entry(s: Subject) -> dict:
         r = s.reading
         data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
                 "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
-                "change": s.change, "idle": r.idle if r else None}
+                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
@@ -75,6 +110,7 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"change={change_text(s.change)}")
         if s.reading.idle is not None:
             parts.append(f"idle={s.reading.idle}")
+        parts += forecast_plain(s.forecast)
         lines.append(" ".join(parts))
     return "\n".join(lines)
 
@@ -102,7 +138,7 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Note"):
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
         table.add_column(column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left")
     for s in report.subjects:
         r = s.reading
@@ -111,7 +147,7 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            Text(note),
+            forecast_text(s.forecast), Text(note),
         )
     return table
 
@@ -132,17 +168,6 @@ def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
 
 
 # --- cleanup ---------------------------------------------------------------------------------
-
-
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
-            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dict:
