@@ -82,6 +82,18 @@ def load_config(config_path, limit):
     return config
 
 
+def write_metrics(path: str, report, state_dir) -> None:
+    """A metrics file that cannot be written is a warning: the check itself was done."""
+    from guardian import metrics
+    from guardian.history import HistoryError
+
+    try:
+        metrics.write(path, report, state_dir)
+    except (OSError, HistoryError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        click.echo(f"guardian: warning: cannot write the metrics file {path} ({reason})", err=True)
+
+
 def output_format(fmt: str | None, as_json: bool) -> str:
     if as_json:
         return "json"
@@ -102,8 +114,9 @@ def main(debug):
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("--no-notify", is_flag=True, help="Decide and show alerts, but send none and remember none.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; alerts and errors still go to stderr.")
+@click.option("--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format).")
 @friendly_errors
-def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
+def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian import check as checking
     from guardian.render import print_check
@@ -116,6 +129,8 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
         if delivery.error:
             click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
                        f"it will be sent again on the next run", err=True)
+    if prom_file:
+        write_metrics(prom_file, report, config.state_dir)
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
     sys.exit(report.exit_code)

@@ -12,12 +12,12 @@ HistoryError, which costs a check its forecast, never its alerts.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from guardian.audit import parse_lines
 from guardian.files import move_aside
 
 SCHEMA_VERSION = 1
@@ -37,7 +37,7 @@ CREATE INDEX samples_by_time ON samples (time);
 CREATE INDEX samples_by_subject ON samples (kind, name, time);
 CREATE TABLE counters (metric TEXT NOT NULL, labels TEXT NOT NULL, value INTEGER NOT NULL,
                        PRIMARY KEY (metric, labels)) WITHOUT ROWID;
-CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL, offset INTEGER NOT NULL);
+CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL, bytes_read INTEGER NOT NULL);
 """
 
 
@@ -89,12 +89,12 @@ class History:
     def audit_counters(self, audit_path: Path, count) -> dict[tuple[str, str], int]:
         """Running totals over the audit log, {(metric, labels json): value}.
 
-        `count(records)` turns new audit records into increments. Only the bytes appended since the
-        last call are read (up to the last whole line); a replaced log (another inode, or shorter
-        than where we stopped) is read from its start and adds to the totals.
+        `count(records)` turns new audit records into increments, {(metric, labels json): n}. Only
+        the bytes appended since the last call are read (up to the last whole line); a replaced log
+        (another inode, or shorter than where we stopped) is read from its start and adds to the totals.
         """
         with self._transaction(write=True) as db:  # two checks at once never count the same lines twice
-            position = db.execute("SELECT inode, offset FROM audit_position").fetchone()
+            position = db.execute("SELECT inode, bytes_read FROM audit_position").fetchone()
             try:
                 with open(audit_path, "rb") as handle:
                     inode, size = os.fstat(handle.fileno()).st_ino, os.fstat(handle.fileno()).st_size
@@ -104,12 +104,9 @@ class History:
             except FileNotFoundError:
                 inode, offset, data = 0, 0, b""
             whole = data[: data.rfind(b"\n") + 1]
-            from guardian.audit import parse_lines
-
             for (metric, labels), increment in count(parse_lines(whole.splitlines())).items():
-                key = json.dumps(labels, sort_keys=True)
                 db.execute("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (metric, labels) "
-                           "DO UPDATE SET value = value + excluded.value", (metric, key, increment))
+                           "DO UPDATE SET value = value + excluded.value", (metric, labels, increment))
             db.execute("INSERT OR REPLACE INTO audit_position VALUES (1, ?, ?)", (inode, offset + len(whole)))
             totals = db.execute("SELECT metric, labels, value FROM counters ORDER BY metric, labels").fetchall()
         return {(metric, labels): value for metric, labels, value in totals}
