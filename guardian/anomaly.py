@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from guardian.audit import CleanupRun
 from guardian.config import Alerts, duration_text
-from guardian.forecast import Forecast, forecast
+from guardian.forecast import Forecast, eta_text, forecast
 from guardian.history import Sample
 
 GROWTH, REBOUND = "growth", "rebound"
@@ -62,7 +62,7 @@ def find(samples: list[Sample], current: Forecast, cleanups: list[CleanupRun], a
     """This subject's anomalies at `now`: {reason: what the alert line says about it}."""
     found = {}
     if growth(samples, current, alerts, window, now):
-        found[GROWTH] = f"forecast to reach critical in {duration_text(current.critical_in)}{fit_text(current, samples)}"
+        found[GROWTH] = f"forecast to reach critical in {eta_text(current.critical_in)}{fit_text(current, samples)}"
     back = rebound(samples, cleanups, alerts.rebound, now)
     if back:
         found[REBOUND] = (f"{back.now} sessions, {back.before} before a cleanup closed {back.cleanup.closed} of them "
