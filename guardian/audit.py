@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 BLOCK = 1 << 16  # read_since reads the file backwards in blocks of this many bytes
 
@@ -109,13 +110,18 @@ class CleanupRun:
         return self.results.get("closed", 0)
 
 
+def events(records: list[dict], event: str) -> Iterator[tuple[float, dict]]:
+    """(time, record) of each record of this event that has a readable time."""
+    for record in records:
+        when = timestamp(record)
+        if record.get("event") == event and when is not None:
+            yield when, record
+
+
 def cleanup_runs(records: list[dict]) -> list[CleanupRun]:
     """The delete outcomes of the records, one CleanupRun per run and host, oldest first."""
     runs: dict[tuple, CleanupRun] = {}
-    for record in records:
-        when = timestamp(record)
-        if record.get("event") != "outcome" or when is None:
-            continue
+    for when, record in events(records, "outcome"):
         key = (record.get("run_id"), record.get("host"))
         run = runs.setdefault(key, CleanupRun(when, str(record.get("host")), str(record.get("run_id")),
                                               str(record.get("command")), {}))

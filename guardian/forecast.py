@@ -42,8 +42,8 @@ def forecast(samples: Iterable[tuple[float, float | None]], critical: float, now
 
     Guards: at least MIN_SAMPLES spanning MIN_SPAN (else not `enough`), and a slope above 0
     (else no ETA: no upward trend).
-    An ETA counts from `now` along the fitted line; a threshold the latest sample already
-    reached is reached now (0).
+    An ETA counts from `now` at the fitted slope; a threshold the latest sample already reached
+    is reached now (0).
     """
     points = sorted((t - now, u) for t, u in samples if u is not None and now - window <= t <= now)
     span = points[-1][0] - points[0][0] if points else 0.0
@@ -56,9 +56,12 @@ def forecast(samples: Iterable[tuple[float, float | None]], critical: float, now
     if slope <= 0:
         return fit
     latest = points[-1][1]
+    # From the lower of the line and the latest reading: sessions a cleanup just closed count at
+    # once, while a burst in the latest check does not bring the ETA forward.
+    start = min(at_now, latest)
 
     def eta(threshold: float) -> float:
-        return 0.0 if latest >= threshold else max(0.0, (threshold - at_now) / slope)
+        return 0.0 if latest >= threshold else (threshold - start) / slope
 
     return replace(fit, critical_in=eta(critical), full_in=eta(100.0))
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from guardian.audit import CleanupRun, cleanup_runs, read_since, timestamp
+from guardian.audit import CleanupRun, cleanup_runs, events, read_since, timestamp
 from guardian.config import Config, parse_duration
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, Sample
@@ -180,10 +180,7 @@ def _heat(subject: SubjectReport) -> tuple:
 def sent_alerts(records: list[dict]) -> list[SentAlert]:
     """The `alert` records, one SentAlert per check and alert line, whatever the channels it went to."""
     lines: dict[tuple, dict] = {}
-    for record in records:
-        when = timestamp(record)
-        if record.get("event") != "alert" or when is None:
-            continue
+    for when, record in events(records, "alert"):
         delivered = record.get("result") == "delivered"
         for line in record.get("alerts") or []:
             key = (record.get("run_id"), line.get("subject"), line.get("reason"), line.get("level"))

@@ -22,9 +22,19 @@ def with_burst(minute):  # the same rise, with a burst of +25 points for one sam
     return rising(minute) + (25 if minute == -30 else 0)
 
 
+def burst_now(minute):  # the same rise, with a burst of +5 points in the latest check
+    return rising(minute) + (5 if minute == 0 else 0)
+
+
+def cleaned_now(minute):  # the same rise, and a cleanup just freed 20 points before the latest check
+    return rising(minute) - (20 if minute == 0 else 0)
+
+
 @pytest.mark.parametrize("name, samples, critical_in, full_in", [
     ("linear rise", series(rising), 1200, 2400),
     ("one outlier burst", series(with_burst), 1200, 2400),
+    ("a burst in the latest check does not bring it forward", series(burst_now), 1200, 2400),
+    ("a cleanup in the latest check counts at once", series(cleaned_now), 3600, 4800),
     ("rise, one unreachable poll", [(t, None if i == 7 else u) for i, (t, u) in enumerate(series(rising))], 1200, 2400),
     ("rise sampled every 5 min", series(rising, every=5), 1200, 2400),
     ("flat", series(lambda m: 70), None, None),
