@@ -4,7 +4,7 @@ Inline CSS and inline SVG only: nothing is fetched when the page is viewed, so i
 file, offline, behind any proxy. Every text that came from a gateway, the config or the audit log
 goes through html.escape. One card per host (then per pool): usage now and its forecast, a chart
 of usage against the thresholds and the limit with alert and cleanup markers, and the dashed
-forecast line; then the alerts and cleanups of the period.
+forecast line; then the cleanups of the period (few, and what was done) and its alerts.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def page(report) -> str:
 <section class="cards">
 {cards}
 </section>
-<h2>Alerts</h2>
-{_alerts_table(report)}
 <h2>Cleanups</h2>
 {_cleanups_table(report)}
+<h2>Alerts</h2>
+{_alerts_table(report)}
 </body></html>
 """
 
