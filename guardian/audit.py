@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
+
+BLOCK = 1 << 16  # read_since reads the file backwards in blocks of this many bytes
 
 
 def new_run_id() -> str:
@@ -39,9 +43,40 @@ class AuditLog:
 def read(state_dir: Path) -> list[dict]:
     """Every record, skipping a torn last line (a crash mid-write) rather than failing."""
     try:
-        lines = (Path(state_dir) / "audit.jsonl").read_text().splitlines()
+        lines = (Path(state_dir) / "audit.jsonl").read_bytes().splitlines()
     except FileNotFoundError:
         return []
+    return parse_lines(lines)
+
+
+def read_since(state_dir: Path, since: float) -> list[dict]:
+    """The records timed from `since` on, read backwards from the end of the file.
+
+    The log only grows, and a check wants its last minutes: this reads a few blocks, not the file.
+    """
+    try:
+        handle = open(Path(state_dir) / "audit.jsonl", "rb")
+    except FileNotFoundError:
+        return []
+    with handle:
+        start = handle.seek(0, os.SEEK_END)
+        data = b""
+        while start > 0:
+            size = min(BLOCK, start)
+            start -= size
+            handle.seek(start)
+            data = handle.read(size) + data
+            lines = data.split(b"\n", 2)
+            earliest = lines[0] if start == 0 else lines[1] if len(lines) == 3 else None  # a whole line
+            records = parse_lines([earliest]) if earliest else []
+            if records and (timestamp(records[0]) or since) < since:
+                break
+        if start > 0:
+            data = data.split(b"\n", 1)[1]  # the first line was cut by the block
+    return [r for r in parse_lines(data.splitlines()) if (timestamp(r) or since - 1) >= since]
+
+
+def parse_lines(lines: list[bytes]) -> list[dict]:
     records = []
     for line in lines:
         try:
@@ -51,3 +86,45 @@ def read(state_dir: Path) -> list[dict]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def timestamp(record: dict) -> float | None:
+    try:
+        return datetime.fromisoformat(record["time"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class CleanupRun:
+    """What one run (a `cleanup`, or a check's on_critical cleanup) did to one host."""
+
+    time: float  # its first action
+    host: str
+    run_id: str
+    command: str
+    results: dict  # outcome result -> sessions (closed, skipped: changed, already gone, failed, unknown)
+
+    @property
+    def closed(self) -> int:
+        return self.results.get("closed", 0)
+
+
+def events(records: list[dict], event: str) -> Iterator[tuple[float, dict]]:
+    """(time, record) of each record of this event that has a readable time."""
+    for record in records:
+        when = timestamp(record)
+        if record.get("event") == event and when is not None:
+            yield when, record
+
+
+def cleanup_runs(records: list[dict]) -> list[CleanupRun]:
+    """The delete outcomes of the records, one CleanupRun per run and host, oldest first."""
+    runs: dict[tuple, CleanupRun] = {}
+    for when, record in events(records, "outcome"):
+        key = (record.get("run_id"), record.get("host"))
+        run = runs.setdefault(key, CleanupRun(when, str(record.get("host")), str(record.get("run_id")),
+                                              str(record.get("command")), {}))
+        result = str(record.get("result"))
+        run.results[result] = run.results.get(result, 0) + 1
+    return sorted(runs.values(), key=lambda run: run.time)

@@ -10,13 +10,18 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from guardian import gateway, policy
-from guardian.audit import AuditLog, new_run_id
+from guardian import anomaly, gateway, policy
+from guardian.audit import AuditLog, cleanup_runs, new_run_id, read_since
 from guardian.config import Config, Host, Pool
+from guardian.forecast import Forecast, forecast
+from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import LOG_CHANNEL, AlertLine, deliver, suggested_action
 from guardian.policy import Reading
 from guardian.state import StateFile
+
+
+REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check that saw it coming
 
 
 @dataclass
@@ -46,6 +51,9 @@ class Subject:
     server_version: str | None = None
     elapsed: float | None = None
     url: str | None = None
+    last_success: float | None = None  # time of the last successful poll, this one or an earlier one
+    forecast: Forecast | None = None  # None: history.db could not be used
+    anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
 
     @property
     def id(self) -> str:
@@ -162,9 +170,10 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True)
         for pool in pools:
             subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                    now, members=pool.hosts))
+        history_warnings = _trends(config, subjects, now)
         deliveries = _notify(state, subjects, config, now, notify)
         _record_deliveries(audit, deliveries, now)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings]
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings)
 
 
@@ -186,13 +195,44 @@ def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll],
     return {r.host.name: r.closed for r in reports if r.before is not None}, warnings
 
 
+def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
+    """Record this check in history.db, then give each subject its forecast and anomalies.
+
+    A history that cannot be used costs the forecast and the anomalies, never the check: warnings.
+    """
+    history = History(config.state_dir)
+    # back far enough for the forecast window, and for the check before the oldest cleanup in question
+    since = now - max(config.history.forecast_window, config.alerts.rebound + REBOUND_LOOKBACK)
+    try:
+        recent = history.record([_sample(s, now) for s in subjects], since, config.history.retention)
+    except HistoryError as exc:
+        return [*history.warnings, f"{exc}; this check has no forecast"]
+    cleanups = cleanup_runs(read_since(config.state_dir, now - config.alerts.rebound)) if config.alerts.rebound else []
+    window = config.history.forecast_window
+    for subject in subjects:
+        samples = [s for s in recent if s.subject == subject.id]
+        subject.forecast = forecast([(s.time, s.usage) for s in samples], config.alerts.thresholds["critical"],
+                                    now, window)
+        if subject.reading is not None:
+            ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
+            subject.anomalies = anomaly.find(samples, subject.forecast, ran_here, config.alerts, window, now)
+    return history.warnings
+
+
+def _sample(subject: Subject, now: float) -> Sample:
+    r = subject.reading
+    return Sample(now, subject.kind, subject.name, r.count if r else None, subject.limit, r.usage if r else None,
+                  subject.level, r.idle if r else None, r is not None)
+
+
 def _record_deliveries(audit: AuditLog, deliveries: list[Delivery], now: float) -> None:
     for delivery in deliveries:
         if not delivery.sent:
             continue
         audit.write(now, "alert", channel=delivery.channel, result="failed" if delivery.error else "delivered",
                     error=delivery.error, alerts=[{"subject": line.subject, "reason": line.reason, "level": line.level,
-                                                   "count": line.count, "limit": line.limit, "usage": line.usage}
+                                                   "count": line.count, "limit": line.limit, "usage": line.usage,
+                                                   "detail": line.detail}
                                                   for line in delivery.lines])
 
 
@@ -205,7 +245,7 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
         current = policy.observe(previous, reading, config.alerts, now)
     state.subjects[subject_id] = current
     return Subject(kind=kind, name=name, limit=limit, reading=reading, error=error, level=current.level,
-                   previous_count=previous.count, **extra)
+                   previous_count=previous.count, last_success=current.checked_at, **extra)
 
 
 def _notify(state, subjects: list[Subject], config: Config, now: float, notify: bool) -> list[Delivery]:
@@ -218,11 +258,15 @@ def _notify(state, subjects: list[Subject], config: Config, now: float, notify: 
         for subject in subjects:
             if subject.kind == "pool" and subject.reading is None:
                 continue
-            decision = policy.decide(state.memory(subject.id, channel_name), state.subject(subject.id),
-                                     config.alerts, now)
-            memories[subject.id] = decision.memory
-            if decision.notice:
-                lines.append(_line(subject, decision.notice, state.subject(subject.id).failures))
+            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel_name), state.subject(subject.id),
+                                                    config.alerts, now))]
+            for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
+                key = f"{subject.id}/{reason}"
+                decisions.append((key, policy.decide_anomaly(state.memory(key, channel_name), reason, config.alerts, now)))
+            for key, decision in decisions:
+                memories[key] = decision.memory
+                if decision.notice:
+                    lines.append(_line(subject, decision.notice, state.subject(subject.id).failures))
         plans.append((channel, channel_name, lines, memories))
 
     def send(plan):
@@ -248,4 +292,5 @@ def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
-                     action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now)
+                     action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
+                     detail=subject.anomalies.get(notice.reason))

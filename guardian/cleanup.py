@@ -306,10 +306,12 @@ def lock(state_dir):
     return os.fdopen(fd)
 
 
-def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bool, audit: AuditLog) -> list[HostCleanup]:
+def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bool, audit: AuditLog,
+        clock=time.time) -> list[HostCleanup]:
+    """Clean every host at once; `clock` times each audit record (tests pass a moved one)."""
     identities = IdentityStore(config.state_dir)
     with lock(config.state_dir):
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit), hosts)
+        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, clock), hosts)
     reports = []
     for host, result in zip(hosts, results):
         if isinstance(result, HostCleanup):
@@ -317,7 +319,7 @@ def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bo
             continue
         message = result.message if isinstance(result, gateway.GatewayError) else f"unexpected {type(result).__name__}: {result}"
         unreachable = isinstance(result, gateway.GatewayError)
-        audit.write(time.time(), "host failed", host=host.name, dry_run=dry_run, error=message)
+        audit.write(clock(), "host failed", host=host.name, dry_run=dry_run, error=message)
         reports.append(HostCleanup(host, error=message, unreachable=unreachable))
     return reports
 

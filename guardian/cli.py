@@ -8,6 +8,7 @@ code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 
@@ -46,13 +47,14 @@ def friendly_errors(command):
         if click.get_current_context().find_root().params.get("debug"):
             return command(*args, **kwargs)
         from guardian.config import ConfigError
+        from guardian.history import HistoryError
         from guardian.state import StateError
 
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
             fail(f"config error: {exc}", 2)
-        except StateError as exc:
+        except (StateError, HistoryError) as exc:
             fail(str(exc), 3)
         except KeyboardInterrupt:
             fail("interrupted", 130)
@@ -82,6 +84,18 @@ def load_config(config_path, limit):
     return config
 
 
+def write_metrics(path: str, report, state_dir) -> None:
+    """A metrics file that cannot be written is a warning: the check itself was done."""
+    from guardian import metrics
+    from guardian.history import HistoryError
+
+    try:
+        metrics.write(path, report, state_dir)
+    except (OSError, HistoryError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        click.echo(f"guardian: warning: cannot write the metrics file {path} ({reason})", err=True)
+
+
 def output_format(fmt: str | None, as_json: bool) -> str:
     if as_json:
         return "json"
@@ -102,8 +116,9 @@ def main(debug):
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("--no-notify", is_flag=True, help="Decide and show alerts, but send none and remember none.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; alerts and errors still go to stderr.")
+@click.option("--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format).")
 @friendly_errors
-def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
+def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian import check as checking
     from guardian.render import print_check
@@ -116,6 +131,8 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet):
         if delivery.error:
             click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
                        f"it will be sent again on the next run", err=True)
+    if prom_file:
+        write_metrics(prom_file, report, config.state_dir)
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
     sys.exit(report.exit_code)
@@ -153,6 +170,31 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
             for line in cleanup_summary(report, config.cleanup.reserve, dry_run)[1:]:
                 click.echo(line, err=True)
     sys.exit(code)
+
+
+@main.command()
+@host_options
+@click.option("--since", default="24h", show_default=True, metavar="24h|7d|ISO",
+              help="Start of the period: a duration back from now, or an ISO date/time (UTC unless it says otherwise).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS + ("html",)),
+              help="Output format (default: from the -o file's extension, else table on a terminal, plain when piped).")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
+@friendly_errors
+def report(config_path, hosts, limit, since, fmt, as_json, output):
+    """Usage over a period per host: levels, alerts, cleanups, and when each host will fill up."""
+    from guardian import report as reporting
+    from guardian.render import print_report
+
+    config = load_config(config_path, limit)
+    now = time.time()
+    try:
+        start = reporting.parse_since(since, now)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    if output and not fmt and not as_json:
+        fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
+    print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
 
 
 @main.command()

@@ -87,12 +87,15 @@ class Channel:
 class Alerts:
     thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
     cooldown: dict = field(
-        default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0}
+        default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0,
+                                 "growth": 1800.0, "rebound": 1800.0}
     )
     margin: float = 5.0
     resolved: bool = True
     unreachable_after: int = 2
     channels: tuple[Channel, ...] = ()
+    predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
+    rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,18 @@ class Cleanup:
 
 
 @dataclass(frozen=True)
+class History:
+    retention: float = 30 * 86400.0  # history.db rows older than this are pruned
+    forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
+
+
+@dataclass(frozen=True)
 class Config:
     hosts: dict  # name -> Host, in file order
     pools: dict = field(default_factory=dict)
     alerts: Alerts = Alerts()
     cleanup: Cleanup = Cleanup()
+    history: History = History()
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     path: str | None = None  # the file it came from; None for the no-file default
     warnings: tuple[str, ...] = ()
@@ -163,6 +173,18 @@ def parse_duration(value) -> float:
     if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"{value!r} is not a duration")
     return seconds
+
+
+def duration_text(seconds: float | None) -> str:
+    """Seconds as the operator reads them: 45s, 12m, 2h05m, 1d03h (parse_duration reads them back)."""
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
+            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -393,6 +415,8 @@ def _alerts(section: _Section, warnings: list) -> Alerts:
         resolved=section.boolean("resolved", True),
         unreachable_after=section.integer("unreachable_after", 2, minimum=1),
         channels=_channels(section, warnings),
+        predict=section.duration("predict", 0) or None,
+        rebound=section.duration("rebound", defaults.rebound),
     )
     section.done()
     return alerts
@@ -463,6 +487,20 @@ def _cleanup(section: _Section) -> Cleanup:
     return cleanup
 
 
+def _history(section: _Section) -> History:
+    from guardian.forecast import MIN_SPAN
+
+    defaults = History()
+    history = History(retention=section.duration("retention", defaults.retention),
+                      forecast_window=section.duration("forecast_window", defaults.forecast_window))
+    if history.retention <= 0:
+        section.fail("retention", "must be more than 0")
+    if history.forecast_window < MIN_SPAN:
+        section.fail("forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long")
+    section.done()
+    return history
+
+
 def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
     """Validate the text of a config file. Raises ConfigError."""
     data = _yaml_load(text)
@@ -494,9 +532,10 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
         pool.done()
     alerts = _alerts(root.section("alerts"), warnings)
     cleanup = _cleanup(root.section("cleanup"))
+    history = _history(root.section("history"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
-    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup,
+    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history,
                   state_dir=Path(state_dir).expanduser(), path=path, warnings=tuple(warnings))
 
 

@@ -8,12 +8,21 @@ from pathlib import Path
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically (temp file, fsync, rename) with mode 0600, so a crash leaves old or new."""
+    """Replace `path` atomically with mode 0600, in a private (0700) directory made if need be."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, text, 0o600)
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Replace `path` (temp file, fsync, rename), so a crash or a reader sees the old or the new, never half.
+
+    The temp file is hidden (`.NAME.PID.tmp`): a collector reading `*.prom` never picks it up.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, mode)  # whatever the umask: a metrics file must stay readable by its collector
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -25,7 +25,7 @@ class AlertLine:
     subject: str  # "host:t440" / "pool:shared-key"
     kind: str  # host | pool
     name: str
-    reason: str  # escalated | repeat | resolved | unreachable
+    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound
     level: str
     previous: str
     count: int | None
@@ -34,6 +34,12 @@ class AlertLine:
     error: str | None
     action: str
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
+    detail: str | None = None  # what a growth or rebound anomaly found
+
+    @property
+    def alert(self) -> str:
+        """The kind of alert, each with its own dedup_key: usage | unreachable | growth | rebound."""
+        return self.reason if self.reason in ("unreachable", "growth", "rebound") else "usage"
 
     @property
     def usage(self) -> float | None:
@@ -45,13 +51,15 @@ class AlertLine:
 
     @property
     def dedup_key(self) -> str:
-        return f"guardian/{self.kind}/{self.name}/{'unreachable' if self.reason == 'unreachable' else 'usage'}"
+        return f"guardian/{self.kind}/{self.name}/{self.alert}"
 
     def text(self) -> str:
         label = f"{self.kind} {self.name}" if self.kind == "pool" else self.name
         if self.reason == "unreachable":
             return f"UNREACHABLE {label}: {self.error}. {self.action}"
         usage = f"{self.usage:.0f}% ({self.count}/{self.limit})"
+        if self.alert in ("growth", "rebound"):
+            return f"NOTICE {label} {usage}, {'growing' if self.alert == 'growth' else 'rebounding'}: {self.detail}. {self.action}"
         if self.reason == "resolved":
             return f"RESOLVED {label} {usage}, back below {'notice' if self.level == 'ok' else self.level} (was {self.previous})"
         why = f"up from {self.previous}" if self.reason == "escalated" else "still"
@@ -62,10 +70,10 @@ class AlertLine:
 
     def to_json(self, time: str) -> dict:
         return {"status": self.status, "dedup_key": self.dedup_key, "subject": self.subject, "kind": self.kind,
-                "name": self.name, "alert": "unreachable" if self.reason == "unreachable" else "usage",
+                "name": self.name, "alert": self.alert,
                 "level": self.level, "previous_level": self.previous, "reason": self.reason, "usage": self.usage,
                 "count": self.count, "limit": self.limit, "idle": self.idle, "error": self.error,
-                "action": self.action, "closed_now": self.closed_now, "time": time}
+                "action": self.action, "closed_now": self.closed_now, "detail": self.detail, "time": time}
 
 
 def suggested_action(reason: str, level: str, hosts: str) -> str:
@@ -73,6 +81,12 @@ def suggested_action(reason: str, level: str, hosts: str) -> str:
         return f"Check the gateway is running and reachable: guardian doctor --hosts {hosts}"
     if reason == "resolved":
         return ""
+    if reason == "growth":
+        return (f"Usage keeps growing toward the limit: see which agent opens sessions (guardian report --hosts {hosts}); "
+                f"close idle ones meanwhile: guardian cleanup --hosts {hosts}")
+    if reason == "rebound":
+        return (f"Cleanup alone will not hold: find the agent or client leaking sessions "
+                f"(guardian report --hosts {hosts})")
     return {
         "notice": f"Nothing urgent; see what could go: guardian cleanup --dry-run --hosts {hosts}",
         "warning": f"Close idle sessions now: guardian cleanup --hosts {hosts}; if usage keeps climbing, look for an agent leaking sessions",

@@ -52,7 +52,7 @@ class ChannelMemory:
 class Notice:
     """One line of an alert: what to tell about one subject, and why."""
 
-    reason: str  # escalated | repeat | resolved | unreachable
+    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound
     level: str
     previous: str  # the level the channel knew before
 
@@ -105,6 +105,18 @@ def decide(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: fl
         notice = Notice("resolved", level, known) if alerts.resolved else None
         return Decision(notice, replace(memory, unreachable=False))
     return Decision(None, memory)
+
+
+def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: float) -> Decision:
+    """An anomaly found this run (growth, rebound): a notice of its own, told again only after its cooldown.
+
+    Its memory is kept apart from the subject's usage memory, under its own key, so the two
+    cooldowns never reset each other.
+    """
+    if now < memory.repeat_after:
+        return Decision(None, memory)
+    return Decision(Notice(reason, "notice", memory.level),
+                    ChannelMemory(level="notice", repeat_after=now + alerts.cooldown[reason]))
 
 
 def _told(level: str, alerts: Alerts, now: float, unreachable: bool = False) -> ChannelMemory:

@@ -10,6 +10,8 @@ import math
 from datetime import datetime, timezone
 
 from guardian.check import CheckReport, Subject
+from guardian.config import duration_text
+from guardian.forecast import Forecast, eta_text
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -38,12 +40,45 @@ def subject_label(subject: Subject) -> str:
     return f"pool {subject.name}" if subject.kind == "pool" else subject.name
 
 
+def forecast_text(fit: Forecast | None) -> str:
+    """'critical in 20m, full in 40m (r² 0.97)', 'no upward trend', or '' without enough history."""
+    if fit is None or not fit.enough:
+        return ""
+    if not fit.rising:
+        return "no upward trend"
+    critical = "critical now" if fit.critical_in == 0 else f"critical in {eta_text(fit.critical_in)}"
+    quality = "" if fit.r2 is None else f" (r² {fit.r2:.2f})"
+    return ("full now" if fit.full_in == 0 else f"{critical}, full in {eta_text(fit.full_in)}") + quality
+
+
+def forecast_json(fit: Forecast | None, limit: int) -> dict | None:
+    if fit is None or not fit.enough:
+        return None
+    return {"trend": "rising" if fit.rising else "none", "critical_in_seconds": _round(fit.critical_in),
+            "full_in_seconds": _round(fit.full_in), "usage_points_per_hour": round(fit.slope * 3600, 2),
+            "sessions_per_hour": round(fit.slope * 36 * limit, 2), "r2": None if fit.r2 is None else round(fit.r2, 3),
+            "samples": fit.samples, "span_seconds": round(fit.span)}
+
+
+def forecast_plain(fit: Forecast | None) -> list[str]:
+    if fit is None or not fit.enough:
+        return []
+    if not fit.rising:
+        return ["trend=none"]
+    quality = [] if fit.r2 is None else [f"r2={fit.r2:.2f}"]
+    return [f"critical_in={eta_text(fit.critical_in)}", f"full_in={eta_text(fit.full_in)}", *quality]
+
+
+def _round(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds)
+
+
 def check_json(report: CheckReport) -> dict:
     def entry(s: Subject) -> dict:
         r = s.reading
         data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
                 "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
-                "change": s.change, "idle": r.idle if r else None}
+                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
@@ -75,6 +110,7 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"change={change_text(s.change)}")
         if s.reading.idle is not None:
             parts.append(f"idle={s.reading.idle}")
+        parts += forecast_plain(s.forecast)
         lines.append(" ".join(parts))
     return "\n".join(lines)
 
@@ -102,7 +138,7 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Note"):
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
         table.add_column(column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left")
     for s in report.subjects:
         r = s.reading
@@ -111,7 +147,7 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            Text(note),
+            forecast_text(s.forecast), Text(note),
         )
     return table
 
@@ -132,17 +168,6 @@ def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
 
 
 # --- cleanup ---------------------------------------------------------------------------------
-
-
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
-            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dict:
@@ -219,3 +244,154 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):
             click.echo(line)
+
+
+# --- report ----------------------------------------------------------------------------------
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(series: list[tuple[float, float | None]], since: float, until: float, width: int = 32) -> str:
+    """Usage over the period, one character per slice of time on a 0-100 % scale (blank: no reading)."""
+    columns: list[float | None] = [None] * width
+    for when, usage in series:
+        if usage is None or until <= since:
+            continue
+        index = min(width - 1, max(0, int((when - since) / (until - since) * width)))
+        columns[index] = max(usage, columns[index] or 0.0)
+    return "".join(" " if u is None else SPARK[min(len(SPARK) - 1, int(u / 100 * len(SPARK)))] for u in columns)
+
+
+def headline(report) -> str:
+    """The answer at a glance: the hottest host, when it fills, what was done about it."""
+    sent = sum(1 for a in report.alerts if a.counted_as)
+    closed = sum(run.closed for run in report.cleanups)
+    done = (f"{sent} alert{'s' if sent != 1 else ''} sent, {closed} session{'s' if closed != 1 else ''} closed "
+            f"by {len(report.cleanups)} cleanup{'s' if len(report.cleanups) != 1 else ''}")
+    hottest = report.hottest
+    if hottest is None:
+        return f"No history for these hosts since {iso(report.since)}; {done}."
+    latest = hottest.latest
+    outlook = forecast_text(hottest.forecast) or "not enough recent history for a forecast"
+    return (f"Hottest: {hottest.name} at {latest.usage:.0f}% ({latest.sessions}/{latest.limit}, {latest.level}); "
+            f"{outlook}. In the period: {done}.")
+
+
+def level_times_text(subject) -> str:
+    spent = subject.time_at_level
+    return " ".join(f"{level}={duration_text(seconds)}" for level, seconds in spent.items() if seconds)
+
+
+def alerts_text(subject) -> str:
+    return ",".join(f"{level}:{n}" for level, n in subject.alerts_sent.items() if n) or "none"
+
+
+def percent(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}%"
+
+
+def report_json(report) -> dict:
+    def entry(s) -> dict:
+        latest = s.latest
+        return {
+            "name": s.name, "limit": s.limit, "samples": len(s.samples),
+            "as_of": iso(latest.time) if latest else None, "sessions_now": latest.sessions if latest else None,
+            "level_now": latest.level if latest else None,
+            "usage": {key: None if value is None else round(value, 1) for key, value in s.usage.items()},
+            "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
+            "alerts_sent": s.alerts_sent, "sessions_closed": s.sessions_closed,
+            "forecast": forecast_json(s.forecast, s.limit),
+            "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series()],
+        }
+
+    hottest = report.hottest
+    return {
+        "version": JSON_VERSION, "time": iso(report.now), "since": iso(report.since), "thresholds": report.thresholds,
+        "hottest": hottest.name if hottest else None, "headline": headline(report),
+        "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
+        "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "alerts": [{"time": iso(a.time), "subject": a.subject, "reason": a.reason, "level": a.level, "count": a.count,
+                    "limit": a.limit, "usage": a.usage, "detail": a.detail, "channels": list(a.channels),
+                    "failed_channels": list(a.failed)} for a in report.alerts],
+        "cleanups": [{"time": iso(run.time), "host": run.host, "command": run.command, "run_id": run.run_id,
+                      "closed": run.closed, "results": run.results} for run in report.cleanups],
+    }
+
+
+def report_plain(report) -> str:
+    lines = [f"report {iso(report.since)} .. {iso(report.now)}", headline(report)]
+    for s in report.subjects:
+        usage = s.usage
+        parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
+                 f"mean={percent(usage['mean'], 1)}", f"max={percent(usage['max'])}", level_times_text(s),
+                 f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *forecast_plain(s.forecast),
+                 f"usage=[{sparkline(s.series(), report.since, report.now)}]"]
+        lines.append(" ".join(p for p in parts if p))
+    for a in report.alerts:
+        lines.append(f"alert {iso(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
+                     f"channels={','.join(map(safe, a.channels)) or 'none'}"
+                     + (f" failed={','.join(map(safe, a.failed))}" if a.failed else ""))
+    for run in report.cleanups:
+        outcomes = " ".join(f"{result.replace(': ', '_').replace(' ', '_')}={n}" for result, n in run.results.items())
+        lines.append(f"cleanup {iso(run.time)} {safe(run.host)} {outcomes} by={run.command}")
+    return "\n".join(lines)
+
+
+def report_tables(report) -> list:
+    from rich.table import Table
+    from rich.text import Text
+
+    colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", None: "magenta"}
+    hosts = Table(title=f"Sessions from {iso(report.since)} to {iso(report.now)}", title_justify="left",
+                  caption=headline(report), caption_justify="left")
+    for column in ("Host", "Now", "Min", "Mean", "Max", "Usage over the period", "Time at level", "Alerts sent",
+                   "Closed", "Forecast"):
+        hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", "Closed") else "left")
+    for s in report.subjects:
+        usage, latest = s.usage, s.latest
+        hosts.add_row(Text(subject_label(s)), Text(percent(usage["now"]), style=colours[latest and latest.level]),
+                      percent(usage["min"]), percent(usage["mean"], 1), percent(usage["max"]),
+                      sparkline(s.series(), report.since, report.now), level_times_text(s), alerts_text(s),
+                      str(s.sessions_closed), forecast_text(s.forecast))
+    alerts = Table(title="Alerts", title_justify="left")
+    for column in ("Time", "Subject", "Level", "Reason", "Usage", "Channels"):
+        alerts.add_column(column)
+    for a in report.alerts:
+        alerts.add_row(iso(a.time), Text(safe(a.subject)), Text(a.level, style=colours.get(a.level, "")), a.reason,
+                       percent(a.usage), Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")))
+    cleanups = Table(title="Cleanups", title_justify="left")
+    for column in ("Time", "Host", "Closed", "Other outcomes", "By"):
+        cleanups.add_column(column, justify="right" if column == "Closed" else "left")
+    for run in report.cleanups:
+        others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
+        cleanups.add_row(iso(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
+    return [hosts, alerts, cleanups]
+
+
+def print_report(report, fmt: str, output: str | None) -> None:
+    """The report to stdout, or to the file `output` (replaced whole)."""
+    import click
+
+    if fmt == "table":
+        import io
+
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=160) if output else Console()
+        for table in report_tables(report):
+            console.print(table)
+        text = console.file.getvalue() if output else None
+    elif fmt == "html":
+        from guardian.dashboard import page
+
+        text = page(report)
+    elif fmt == "json":
+        text = json.dumps(report_json(report), indent=2)
+    else:
+        text = report_plain(report)
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text if text.endswith("\n") else text + "\n")
+    elif text is not None:
+        click.echo(text)

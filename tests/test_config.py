@@ -78,6 +78,11 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels: [{type: pager}]\n", "alerts.channels[0].type: must be one of webhook"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels: [{type: webhook, url: 'http://x'}]\n", "URLs are secrets"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\ncleanup:\n  max_per_run: 0\n", "g.yaml:4: cleanup.max_per_run: must be at least 1"),
+    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  retention: 0\n", "g.yaml:4: history.retention: must be more than 0"),
+    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  forecast_window: 2m\n",
+     "g.yaml:4: history.forecast_window: must be at least 300s"),
+    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  keep: 30d\n", "g.yaml:4: history.keep: is not a known setting"),
+    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  predict: soon\n", "g.yaml:4: alerts.predict: 'soon' is not a duration"),
     ("hosts: {}\n", "hosts: is required"),
     ("nothosts: 1\n", "hosts: is required"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n  a: {url: ws://127.0.0.1:2, limit: 1}\n", "line 3: key 'a' appears twice"),
@@ -86,6 +91,21 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
 ])
 def test_each_error_names_the_key_and_line(text, expected):
     assert expected in error_of(text)
+
+
+def test_history_and_anomaly_settings():
+    defaults = cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n")
+    assert (defaults.history.retention, defaults.history.forecast_window) == (30 * 86400, 3600)
+    assert (defaults.alerts.predict, defaults.alerts.rebound) == (None, 1800)
+    assert defaults.alerts.cooldown["growth"] == defaults.alerts.cooldown["rebound"] == 1800
+    config = cfg("""
+        hosts:
+          a: {url: ws://127.0.0.1:1, limit: 1}
+        history: {retention: 7d, forecast_window: 30m}
+        alerts: {predict: 30m, rebound: 0, cooldown: {growth: 1h}}
+        """)
+    assert (config.history.retention, config.history.forecast_window) == (7 * 86400, 1800)
+    assert (config.alerts.predict, config.alerts.rebound, config.alerts.cooldown["growth"]) == (1800, 0, 3600)
 
 
 def test_loose_token_file_draws_a_warning(tmp_path):

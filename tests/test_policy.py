@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from guardian.config import Alerts
-from guardian.policy import ChannelMemory, Reading, SubjectState, decide, exit_code, level_for, observe
+from guardian.policy import ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for, observe
 
 ALERTS = Alerts()
 MIN = 60.0
@@ -88,3 +88,44 @@ def test_level_holds_a_margin_before_falling(usage, previous, expected):
 ])
 def test_nagios_exit_code_worst_wins_and_critical_outranks_unknown(levels, unknown, code):
     assert exit_code(levels, unknown) == code
+
+
+def replay_anomaly(steps, reason="growth", alerts=ALERTS, delivered=lambda minute: True):
+    """(minute, found) steps through decide_anomaly, as check does: decided only while found."""
+    memory, sent = ChannelMemory(), []
+    for minute, found in steps:
+        if not found:
+            continue
+        decision = decide_anomaly(memory, reason, alerts, minute * MIN)
+        if decision.notice is None:
+            memory = decision.memory
+        elif delivered(minute):
+            memory = decision.memory
+            sent.append((minute, decision.notice.reason, decision.notice.level, decision.notice.previous))
+    return sent
+
+
+@pytest.mark.parametrize("reason, steps, expected", [
+    ("growth", [(0, True)], [(0, "growth", "notice", "ok")]),
+    ("growth", [(0, True), (1, True), (29, True)], [(0, "growth", "notice", "ok")]),
+    ("growth", [(0, True), (1, True), (30, True)], [(0, "growth", "notice", "ok"), (30, "growth", "notice", "notice")]),
+    ("growth", [(0, True), (5, False), (10, True)], [(0, "growth", "notice", "ok")]),  # a new episode waits out the cooldown
+    ("growth", [(0, True), (5, False), (35, True)], [(0, "growth", "notice", "ok"), (35, "growth", "notice", "notice")]),
+    ("growth", [(0, False), (1, False)], []),
+    ("rebound", [(0, True), (0.5, True), (20, True)], [(0, "rebound", "notice", "ok")]),
+    ("rebound", [(0, True), (31, True)], [(0, "rebound", "notice", "ok"), (31, "rebound", "notice", "notice")]),
+])
+def test_anomaly_notices_over_time(reason, steps, expected):
+    assert replay_anomaly(steps, reason) == expected
+
+
+def test_anomalies_have_their_own_cooldown():
+    alerts = replace(ALERTS, cooldown={**ALERTS.cooldown, "growth": 10 * MIN, "rebound": 60 * MIN})
+    steps = [(0, True), (10, True), (40, True), (60, True)]
+    assert [m for m, *_ in replay_anomaly(steps, "growth", alerts)] == [0, 10, 40, 60]
+    assert [m for m, *_ in replay_anomaly(steps, "rebound", alerts)] == [0, 60]
+
+
+def test_failed_anomaly_delivery_is_decided_again_next_run():
+    sent = replay_anomaly([(0, True), (1, True), (2, True)], delivered=lambda minute: minute > 0)
+    assert sent == [(1, "growth", "notice", "ok")]

@@ -1,0 +1,86 @@
+"""When will a subject reach critical, and its limit, at the current rate: a pure function.
+
+The slope is Theil-Sen's: the median of the slopes between every pair of samples in the window.
+One burst of sessions (or a cleanup's drop) moves a least-squares line (Prometheus's
+`predict_linear`) a lot and this one hardly at all. It costs O(n²): ~7 000 pairs for an hour of
+30-second checks, about a millisecond. No numpy, nor `statistics` (3 ms to import): cron starts
+this twice a minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+from guardian.config import duration_text
+
+MIN_SAMPLES = 6
+MIN_SPAN = 300.0  # seconds the samples must span
+
+
+@dataclass(frozen=True)
+class Forecast:
+    samples: int  # reachable samples in the window
+    span: float  # seconds from the first to the last of them
+    slope: float | None = None  # usage points per second (None: not enough history)
+    r2: float | None = None  # fit quality against the robust line, 0..1 (None: a flat series)
+    critical_in: float | None = None  # seconds until usage reaches critical (0: there now); None: no upward trend
+    full_in: float | None = None  # seconds until it reaches 100 % of the limit
+
+    @property
+    def enough(self) -> bool:
+        """Enough history for a fit at all: MIN_SAMPLES spanning MIN_SPAN."""
+        return self.slope is not None
+
+    @property
+    def rising(self) -> bool:
+        return self.critical_in is not None
+
+
+def forecast(samples: Iterable[tuple[float, float | None]], critical: float, now: float, window: float) -> Forecast:
+    """Fit the (time, usage %) samples of the last `window` seconds before `now` (None: unreachable).
+
+    Guards: at least MIN_SAMPLES spanning MIN_SPAN (else not `enough`), and a slope above 0
+    (else no ETA: no upward trend).
+    An ETA counts from `now` at the fitted slope; a threshold the latest sample already reached
+    is reached now (0).
+    """
+    points = sorted((t - now, u) for t, u in samples if u is not None and now - window <= t <= now)
+    span = points[-1][0] - points[0][0] if points else 0.0
+    if len(points) < MIN_SAMPLES or span < MIN_SPAN:
+        return Forecast(len(points), span)
+    slope = median((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
+                   for x2, y2 in points[i + 1:] if x2 != x1)
+    at_now = median(y - slope * x for x, y in points)  # the line's value at `now` (x = 0)
+    fit = Forecast(len(points), span, slope, _r2(points, slope, at_now))
+    if slope <= 0:
+        return fit
+    latest = points[-1][1]
+    # From the lower of the line and the latest reading: sessions a cleanup just closed count at
+    # once, while a burst in the latest check does not bring the ETA forward.
+    start = min(at_now, latest)
+
+    def eta(threshold: float) -> float:
+        return 0.0 if latest >= threshold else (threshold - start) / slope
+
+    return replace(fit, critical_in=eta(critical), full_in=eta(100.0))
+
+
+def _r2(points: list[tuple[float, float]], slope: float, at_now: float) -> float | None:
+    mean = sum(y for _, y in points) / len(points)
+    total = sum((y - mean) ** 2 for _, y in points)
+    if total == 0:
+        return None
+    residual = sum((y - (at_now + slope * x)) ** 2 for x, y in points)
+    return max(0.0, 1 - residual / total)
+
+
+def eta_text(seconds: float) -> str:
+    """An ETA to the minute ('20m', '1h44m'): a forecast is no more precise than that."""
+    return duration_text(round(seconds / 60) * 60) if seconds >= 60 else duration_text(seconds)
+
+
+def median(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

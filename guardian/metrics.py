@@ -1,0 +1,89 @@
+"""`guardian check --prom-file`: this check's numbers in the Prometheus textfile-collector format.
+
+Gauges come from the check itself. The counters (alerts sent, sessions closed) are derived from the
+audit log, the one record of both: history.db keeps their running totals and where in the log it
+stopped, so each check reads only the lines appended since (see History.audit_counters).
+The file is replaced atomically, mode 0644, for node_exporter's textfile collector to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from guardian.check import CheckReport, Subject
+from guardian.files import write_atomic
+from guardian.history import History
+
+LEVEL_VALUE = {"ok": 0, "notice": 1, "warning": 2, "critical": 3}
+
+GAUGES = [  # name, help, value of a subject (None: no sample)
+    ("guardian_sessions", "Non-archived sessions at this check.", lambda s: s.reading and s.reading.count),
+    ("guardian_limit", "Configured session limit.", lambda s: s.limit),
+    ("guardian_usage_ratio", "Sessions divided by the limit.", lambda s: s.reading and round(s.reading.count / s.limit, 4)),
+    ("guardian_level", "Alert level: 0 ok, 1 notice, 2 warning, 3 critical (the last known one when unreachable).",
+     lambda s: LEVEL_VALUE[s.level]),
+    ("guardian_idle_sessions", "Sessions idle past cleanup.idle_after.", lambda s: s.reading and s.reading.idle),
+    ("guardian_reachable", "1 when this check read the subject, else 0.", lambda s: int(s.reading is not None)),
+    ("guardian_last_success_timestamp_seconds", "When the subject was last read successfully.",
+     lambda s: s.last_success),
+    ("guardian_forecast_critical_seconds", "Seconds until usage is forecast to reach critical (rising trend only).",
+     lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
+]
+COUNTERS = [
+    ("guardian_alerts_sent_total", "Alert lines a channel accepted, from the audit log."),
+    ("guardian_sessions_closed_total", "Sessions cleanup closed, from the audit log."),
+]
+
+
+def count(records: list[dict]) -> Counter:
+    """Counter increments in these audit records: {(metric, labels json): n}."""
+    increments = Counter()
+    for record in records:
+        if record.get("event") == "alert" and record.get("result") == "delivered":
+            for line in record.get("alerts") or []:
+                kind, _, name = str(line.get("subject")).partition(":")
+                labels = {"channel": record.get("channel"), "kind": kind, "name": name, "level": line.get("level"),
+                          "reason": line.get("reason")}
+                increments["guardian_alerts_sent_total", json.dumps(labels, sort_keys=True)] += 1
+        elif record.get("event") == "outcome" and record.get("result") == "closed":
+            labels = {"kind": "host", "name": record.get("host")}
+            increments["guardian_sessions_closed_total", json.dumps(labels, sort_keys=True)] += 1
+    return increments
+
+
+def textfile(report: CheckReport, counters: dict) -> str:
+    lines = []
+    for name, help_text, value in GAUGES:
+        samples = [(_labels({"kind": s.kind, "name": s.name}), value(s)) for s in report.subjects]
+        lines += _family(name, "gauge", help_text, [(labels, v) for labels, v in samples if v is not None])
+    for name, help_text in COUNTERS:
+        samples = [(_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name]
+        lines += _family(name, "counter", help_text, samples)
+    lines += _family("guardian_check_timestamp_seconds", "gauge", "When this check ran.", [("", report.time)])
+    return "\n".join(lines) + "\n"
+
+
+def write(path: str, report: CheckReport, state_dir: Path) -> None:
+    """Bring the counters up to date and replace the metrics file. OSError or HistoryError if it cannot."""
+    counters = History(state_dir).audit_counters(Path(state_dir) / "audit.jsonl", count)
+    write_atomic(Path(path), textfile(report, counters), 0o644)
+
+
+def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+            *(f"{name}{labels} {_number(value)}" for labels, value in samples)]
+
+
+def _labels(labels: dict) -> str:
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def _escape(value) -> str:
+    """A label value as the exposition format wants it (a channel name comes from the config)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

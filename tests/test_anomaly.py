@@ -1,0 +1,84 @@
+"""Anomalies that need a person, as pure functions of (samples, cleanups, settings, now)."""
+
+from dataclasses import replace
+
+import pytest
+
+from guardian.anomaly import find, growth, rebound
+from guardian.audit import CleanupRun
+from guardian.config import Alerts
+from guardian.forecast import forecast
+from guardian.history import Sample
+
+MIN = 60.0
+T0 = 1_800_000_000.0
+PREDICT = replace(Alerts(), predict=30 * MIN)
+
+
+def samples(points, limit=100):
+    """(minute, sessions or None) -> Samples of host:a."""
+    return [Sample(T0 + m * MIN, "host", "a", n, limit, None if n is None else 100 * n / limit, "ok", None, n is not None)
+            for m, n in points]
+
+
+def growing(now_minute, eta_minutes):
+    """A check every minute for an hour, +0.5 % a minute, reaching critical (90) `eta_minutes` after the last."""
+    at_now = 90 - 0.5 * eta_minutes
+    return samples([(m, at_now - 0.5 * (now_minute - m)) for m in range(now_minute - 60, now_minute + 1)])
+
+
+def is_growth(series, alerts=PREDICT, now_minute=60):
+    now = T0 + now_minute * MIN
+    current = forecast([(s.time, s.usage) for s in series], alerts.thresholds["critical"], now, 3600)
+    return growth(series, current, alerts, 3600, now)
+
+
+@pytest.mark.parametrize("name, series, alerts, expected", [
+    ("critical in 20m, at this check and the one before", growing(60, 20), PREDICT, True),
+    ("within predict at both checks (29m, 30m)", growing(60, 29), PREDICT, True),
+    ("within predict only at this check (30m, 31m)", growing(60, 30), PREDICT, False),
+    ("critical further off than predict", growing(60, 50), PREDICT, False),
+    ("already critical: the usage alert says it", growing(60, -4), PREDICT, False),
+    ("predict is off", growing(60, 20), Alerts(), False),
+    ("flat", samples([(m, 70) for m in range(61)]), PREDICT, False),
+    ("not enough history", growing(60, 20)[-4:], PREDICT, False),
+])
+def test_growth_needs_two_checks_in_a_row(name, series, alerts, expected):
+    assert is_growth(series, alerts) is expected
+
+
+def cleanup(minute, closed):
+    return CleanupRun(T0 + minute * MIN, "a", "r1", "cleanup", {"closed": closed} if closed else {"skipped: changed": 1})
+
+
+# a cleanup at minute 10.2 closed 12 of the 50 sessions seen at minute 10
+BEFORE = [(0, 45), (5, 48), (10, 50), (10.5, 38), (15, 44)]
+
+
+@pytest.mark.parametrize("name, points, cleanups, now_minute, expected", [
+    ("back to 50 within 30 min", BEFORE + [(20, 50)], [cleanup(10.2, 12)], 20, (50, 50)),
+    ("above where it was", BEFORE + [(20, 53)], [cleanup(10.2, 12)], 20, (50, 53)),
+    ("not back yet", BEFORE + [(20, 49)], [cleanup(10.2, 12)], 20, None),
+    ("back, but after the window", BEFORE + [(41, 50)], [cleanup(10.2, 12)], 41, None),
+    ("the cleanup closed nothing", BEFORE + [(20, 50)], [cleanup(10.2, 0)], 20, None),
+    ("no check since the cleanup", BEFORE[:3], [cleanup(10.2, 12)], 10.2, None),
+    ("no check before the cleanup", [(10.5, 38), (20, 50)], [cleanup(10.2, 12)], 20, None),
+    ("unreachable now: the latest reading is not back", BEFORE + [(20, None)], [cleanup(10.2, 12)], 20, None),
+    ("the later of two cleanups counts", BEFORE + [(20, 40), (20.2, 30), (25, 41)],
+     [cleanup(10.2, 12), cleanup(20.1, 10)], 25, (40, 41)),
+])
+def test_rebound_after_cleanup(name, points, cleanups, now_minute, expected):
+    found = rebound(samples(points), cleanups, 30 * MIN, T0 + now_minute * MIN)
+    assert (found and (found.before, found.now)) == (expected or None)
+
+
+def test_find_words_each_anomaly_for_the_alert_line():
+    # 200 sessions of limit: +1 a minute (30 %/h) to 160 (80 %); a cleanup 30 s ago closed 5 of the 159 seen before it
+    series = samples([(m, 100 + m) for m in range(61)], limit=200)
+    now = T0 + 60 * MIN
+    fit = forecast([(s.time, s.usage) for s in series], 90, now, 3600)
+    found = find(series, fit, [cleanup(59.5, 5)], PREDICT, 3600, now)
+    assert found == {
+        "growth": "forecast to reach critical in 20m at +60.0 sessions/h (fit r² 1.00)",
+        "rebound": "160 sessions, 159 before a cleanup closed 5 of them 30s ago: sessions leak faster than cleanup "
+                   "reclaims them"}
