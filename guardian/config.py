@@ -75,12 +75,69 @@ class Pool:
     limit: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Channel:
+    """Where alerts go, with the filters that choose what it hears about."""
+
     name: str
     type: str
-    url: Secret | None = None
-    timeout: float = 10.0
+    timeout: float = 5.0  # each attempt (connect, request, SMTP session, command run)
+    min_level: str = "notice"  # below this level a subject counts as ok for this channel
+    hosts: tuple[str, ...] = ()  # only these hosts and the pools they belong to; empty: all
+    resolved: bool = True  # send a resolved message (default: alerts.resolved)
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """What must never be shown: every error this channel reports is redacted of these."""
+        return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlChannel(Channel):
+    """webhook, slack, discord and apprise: everything is in one secret URL."""
+
+    url: Secret
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return (self.url,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TelegramChannel(Channel):
+    token: Secret
+    chat_id: str
+    api_url: str = "https://api.telegram.org"
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return (self.token,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailChannel(Channel):
+    smtp_host: str
+    smtp_port: int
+    security: str  # starttls | tls | none
+    sender: str
+    recipients: tuple[str, ...]
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return (self.password,) if self.password else ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertmanagerChannel(Channel):
+    urls: tuple[str, ...]  # base URLs; alerts go to <url>/api/v2/alerts of each
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandChannel(Channel):
+    argv: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -124,16 +181,22 @@ class Config:
 
     def select(self, names: str | None) -> list[Host]:
         """The hosts named in a comma-separated --hosts value, or all of them."""
-        if not names:
-            return list(self.hosts.values())
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in self.hosts]
-        if unknown:
-            raise ConfigError(
-                f"--hosts names {', '.join(unknown)}, which the config does not define "
-                f"(known: {', '.join(self.hosts)})"
-            )
-        return [self.hosts[n] for n in wanted]
+        return _named("--hosts", names, self.hosts)
+
+    def select_channels(self, names: str | None) -> list[Channel]:
+        """The alert channels named in a comma-separated --channels value, or all of them."""
+        return _named("--channels", names, {channel.name: channel for channel in self.alerts.channels})
+
+
+def _named(option: str, names: str | None, known: dict) -> list:
+    if not names:
+        return list(known.values())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"{option} names {', '.join(unknown)}, which the config does not define "
+                          f"(known: {', '.join(known) or 'none'})")
+    return [known[n] for n in wanted]
 
 
 def is_loopback(hostname: str) -> bool:
@@ -300,21 +363,23 @@ def _kind(value) -> str:
 # --- the sections ----------------------------------------------------------------------------
 
 
-def _token(section: _Section, warnings: list) -> Secret | None:
-    if section.has("token"):
-        section.fail("token", "tokens do not go in the config file: use token_env (an environment variable) "
-                              "or token_file (a file readable only by you)")
-    env_name = section.text("token_env")
-    file_name = section.text("token_file")
+def _secret(section: _Section, base: str, what: str, warnings: list, required: bool = False) -> Secret | None:
+    """A secret from `<base>_env` (an environment variable) or `<base>_file`; never from the file itself."""
+    if section.has(base):
+        section.fail(base, f"{what} are secrets and do not go in the config file: use {base}_env "
+                           f"(an environment variable) or {base}_file (a file readable only by you)")
+    env_name, file_name = section.text(f"{base}_env"), section.text(f"{base}_file")
     if env_name and file_name:
-        section.fail("token_file", "give token_env or token_file, not both")
+        section.fail(f"{base}_file", f"give {base}_env or {base}_file, not both")
     if env_name:
         value = os.environ.get(env_name, "").strip()
         if not value:
-            section.fail("token_env", f"the environment variable {env_name} is not set")
+            section.fail(f"{base}_env", f"the environment variable {env_name} is not set")
         return Secret(value, f"env {env_name}")
     if file_name:
-        return Secret(_read_secret_file(section, "token_file", file_name, warnings), f"file {file_name}")
+        return Secret(_read_secret_file(section, f"{base}_file", file_name, warnings), f"file {file_name}")
+    if required:
+        section.fail(None, f"needs {base}_env or {base}_file")
     return None
 
 
@@ -330,6 +395,17 @@ def _read_secret_file(section: _Section, key: str, file_name: str, warnings: lis
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(f"{section.where(key)}: {path} is readable by other users; run: chmod 600 {path}")
     return value
+
+
+def _readable_file(section: _Section, key: str) -> str | None:
+    """A path setting (a CA file): expanded, and readable now rather than at the first alert."""
+    value = section.text(key)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not os.access(path, os.R_OK):
+        section.fail(key, f"cannot read {value}")
+    return str(path)
 
 
 def _host(name: str, section: _Section, warnings: list) -> Host:
@@ -349,9 +425,7 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
     device = section.get("device", None)
     if device is not None and not isinstance(device, bool):
         section.fail("device", f"must be true or false, got {_kind(device)}")
-    ca_file = section.text("ca_file")
-    if ca_file and not os.access(Path(ca_file).expanduser(), os.R_OK):
-        section.fail("ca_file", f"cannot read {ca_file}")
+    ca_file = _readable_file(section, "ca_file")
     fingerprint = section.text("fingerprint")
     if fingerprint is not None:
         digits = fingerprint.lower().removeprefix("sha256:").replace(":", "")
@@ -364,15 +438,15 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
     if timeout <= 0:
         section.fail("timeout", "must be more than 0")
     host = Host(
-        name=name, url=url.rstrip("/"), limit=limit, token=_token(section, warnings), insecure=insecure,
+        name=name, url=url.rstrip("/"), limit=limit, token=_secret(section, "token", "tokens", warnings), insecure=insecure,
         device=(not is_loopback(parts.hostname)) if device is None else device,
-        ca_file=str(Path(ca_file).expanduser()) if ca_file else None, fingerprint=fingerprint, timeout=timeout,
+        ca_file=ca_file, fingerprint=fingerprint, timeout=timeout,
     )
     section.done()
     return host
 
 
-def _alerts(section: _Section, warnings: list) -> Alerts:
+def _alerts(section: _Section, warnings: list, host_names) -> Alerts:
     defaults = Alerts()
     th = section.section("thresholds")
     thresholds = {level: th.number(level, defaults.thresholds[level]) for level in LEVELS[1:]}
@@ -388,20 +462,17 @@ def _alerts(section: _Section, warnings: list) -> Alerts:
     margin = section.number("margin", defaults.margin)
     if not 0 <= margin < 100:
         section.fail("margin", f"must be between 0 and 100 percentage points, got {margin}")
+    resolved = section.boolean("resolved", True)
     alerts = Alerts(
-        thresholds=thresholds, cooldown=cooldown, margin=margin,
-        resolved=section.boolean("resolved", True),
+        thresholds=thresholds, cooldown=cooldown, margin=margin, resolved=resolved,
         unreachable_after=section.integer("unreachable_after", 2, minimum=1),
-        channels=_channels(section, warnings),
+        channels=_channels(section, warnings, host_names, resolved),
     )
     section.done()
     return alerts
 
 
-CHANNEL_TYPES = ("webhook",)
-
-
-def _channels(section: _Section, warnings: list) -> tuple[Channel, ...]:
+def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> tuple[Channel, ...]:
     items = section.get("channels", [])
     if not isinstance(items, list):
         section.fail("channels", f"must be a list, got {_kind(items)}")
@@ -410,34 +481,120 @@ def _channels(section: _Section, warnings: list) -> tuple[Channel, ...]:
         line = getattr(item, "line", section.mapping.lines.get("channels", section.line))
         ch = _Section(section.path, f"alerts.channels[{index}]", item, line)
         kind = ch.text("type", required=True)
-        if kind not in CHANNEL_TYPES:
-            ch.fail("type", f"must be one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
+        if kind not in CHANNEL_READERS:
+            ch.fail("type", f"must be one of {', '.join(CHANNEL_READERS)}, got {kind!r}")
         name = ch.text("name", f"{kind}-{index + 1}")
         if name == "log" or any(c.name == name for c in channels):
             ch.fail("name", f"channel name {name!r} is already taken")
-        url = _secret_url(ch, warnings)
-        channels.append(Channel(name=name, type=kind, url=url, timeout=ch.duration("timeout", 10)))
+        min_level = ch.text("min_level", "notice")
+        if min_level not in LEVELS[1:]:
+            ch.fail("min_level", f"must be one of {', '.join(LEVELS[1:])}, got {min_level!r}")
+        hosts = ch.names("hosts")
+        for host in hosts:
+            if host not in host_names:
+                ch.fail("hosts", f"names {host!r}, which is not a host in this file")
+        timeout = ch.duration("timeout", 5)
+        if timeout <= 0:
+            ch.fail("timeout", "must be more than 0")
+        common = dict(name=name, type=kind, timeout=timeout, min_level=min_level, hosts=hosts,
+                      resolved=ch.boolean("resolved", resolved))
+        channels.append(CHANNEL_READERS[kind](ch, common, warnings))
         ch.done()
     return tuple(channels)
 
 
-def _secret_url(ch: _Section, warnings: list) -> Secret:
-    if ch.has("url"):
-        ch.fail("url", "webhook URLs are secrets: use url_env (an environment variable) or url_file")
-    env_name, file_name = ch.text("url_env"), ch.text("url_file")
-    if bool(env_name) == bool(file_name):
-        ch.fail(None, "needs exactly one of url_env or url_file")
-    if env_name:
-        value = os.environ.get(env_name, "").strip()
-        if not value:
-            ch.fail("url_env", f"the environment variable {env_name} is not set")
-        source = f"env {env_name}"
-    else:
-        value = _read_secret_file(ch, "url_file", file_name, warnings)
-        source = f"file {file_name}"
-    if urlsplit(value).scheme not in ("http", "https"):
-        ch.fail("url_env" if env_name else "url_file", "must hold an http:// or https:// URL")
-    return Secret(value, source)
+def _http_url(ch: _Section, key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        ch.fail(key, "must give an http:// or https:// URL")
+    return value
+
+
+def _url_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    url = _secret(ch, "url", "webhook URLs", warnings, required=True)
+    _http_url(ch, "url_env" if url.source.startswith("env ") else "url_file", url.reveal())
+    return UrlChannel(**common, url=url)
+
+
+def _apprise_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    import importlib.util
+
+    if importlib.util.find_spec("apprise") is None:
+        ch.fail("type", "apprise is not installed: pip install 'session-limit-guardian[apprise]'")
+    return UrlChannel(**common, url=_secret(ch, "url", "apprise URLs", warnings, required=True))
+
+
+def _telegram_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    chat_id = ch.get("chat_id")
+    if isinstance(chat_id, bool) or not isinstance(chat_id, (int, str)) or chat_id == "":
+        ch.fail("chat_id", f"is required: the chat's id (a number) or @channelname, got {_kind(chat_id)}")
+    api_url = _http_url(ch, "api_url", ch.text("api_url", TelegramChannel.api_url))
+    return TelegramChannel(**common, token=_secret(ch, "token", "bot tokens", warnings, required=True),
+                           chat_id=str(chat_id), api_url=api_url.rstrip("/"))
+
+
+SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+def _email_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    smtp_host = ch.text("smtp_host", required=True)
+    security = ch.text("security", "starttls")
+    if security not in SMTP_PORTS:
+        ch.fail("security", f"must be one of {', '.join(SMTP_PORTS)}, got {security!r}")
+    port = ch.integer("smtp_port", SMTP_PORTS[security], minimum=1)
+    username = ch.text("username")
+    password = _secret(ch, "password", "passwords", warnings)
+    if username and not password:
+        ch.fail("username", "needs a password too: password_env or password_file")
+    if password and not username:
+        ch.fail("username", "is required with a password")
+    if password and security == "none" and not is_loopback(smtp_host):
+        ch.fail("security", "the password would cross the network in clear: use starttls or tls")
+    sender = ch.text("from", required=True)
+    recipients = ch.get("to")
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    if not recipients or not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        ch.fail("to", f"must be an address or a list of addresses, got {_kind(recipients)}")
+    for address in [sender, *recipients]:
+        if "@" not in address or any(c.isspace() or not c.isprintable() for c in address):
+            ch.fail("to" if address in recipients else "from", f"{address!r} is not an email address")
+    return EmailChannel(**common, smtp_host=smtp_host, smtp_port=port, security=security, sender=sender,
+                        recipients=tuple(recipients), username=username, password=password,
+                        ca_file=_readable_file(ch, "ca_file"))
+
+
+def _alertmanager_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    urls = ch.names("urls")
+    if not urls:
+        ch.fail("urls", "must list at least one Alertmanager URL (e.g. http://alertmanager:9093)")
+    for url in urls:
+        _http_url(ch, "urls", url)
+        if urlsplit(url).username or urlsplit(url).password:
+            ch.fail("urls", "credentials do not go in the config file; put the Alertmanager behind a "
+                            "proxy that needs none from the guardian, or use a webhook channel")
+    return AlertmanagerChannel(**common, urls=tuple(url.rstrip("/") for url in urls))
+
+
+def _command_channel(ch: _Section, common: dict, warnings: list) -> Channel:
+    import shlex
+    import shutil
+
+    command = ch.get("command")
+    argv = shlex.split(command) if isinstance(command, str) else command
+    if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        ch.fail("command", f"is required: a program and its arguments (a list, or text split like a shell "
+                           f"would, without running one), got {_kind(command)}")
+    if shutil.which(argv[0]) is None:
+        ch.fail("command", f"{argv[0]!r} is not an executable program (give its full path)")
+    return CommandChannel(**common, argv=tuple(argv))
+
+
+CHANNEL_READERS = {
+    "webhook": _url_channel, "slack": _url_channel, "discord": _url_channel, "telegram": _telegram_channel,
+    "email": _email_channel, "alertmanager": _alertmanager_channel, "command": _command_channel,
+    "apprise": _apprise_channel,
+}
 
 
 def _cleanup(section: _Section) -> Cleanup:
@@ -492,7 +649,7 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
             pool.fail("limit", f"must be a positive number of sessions, got {limit}")
         pools[name] = Pool(name=name, hosts=members, limit=limit)
         pool.done()
-    alerts = _alerts(root.section("alerts"), warnings)
+    alerts = _alerts(root.section("alerts"), warnings, hosts)
     cleanup = _cleanup(root.section("cleanup"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
