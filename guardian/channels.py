@@ -12,19 +12,70 @@ them: `guardian check` loads this module only when it has something to send.
 
 from __future__ import annotations
 
-import html
 import re
+import time
+from dataclasses import dataclass
+from typing import Callable
 
 from guardian import __version__
-from guardian.config import (AlertmanagerChannel, Channel, CommandChannel, EmailChannel, TelegramChannel,
-                             UrlChannel)
-from guardian.notify import (ACCEPTED, PRODUCT, AlertLine, Attempt, Backoff, envelope, headline, iso_time,
-                             message_text, safe, tally, with_retries)
+from guardian.channel_settings import (AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel,
+                                       UrlChannel)
+from guardian.config import Channel
+from guardian.notify import PRODUCT, AlertLine, envelope, headline, iso_time, message_text, safe, tally
 
 USER_AGENT = f"session-limit-guardian/{__version__}"
 SYMBOLS = {"notice": "🟡", "warning": "🟠", "critical": "🔴", "resolved": "✅", "unreachable": "❓", "test": "🧪"}
 SLACK_TEXT, SLACK_SECTION, DISCORD_CONTENT, TELEGRAM_TEXT = 40_000, 3_000, 2_000, 4_096
 EX_TEMPFAIL = 75  # sysexits.h: a command's way of saying "try again soon"
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retries within one run: a few attempts, waits doubling from `first`, a server's Retry-After
+    honoured, and at most `max_wait` seconds of waiting per channel, so a run stays bounded (cron
+    starts the next one 30 s later, and the next run retries anyway). Tests pass their own `sleep`.
+    """
+
+    attempts: int = 3
+    first: float = 1.0
+    max_wait: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one try at delivering went: accepted (no error), or why not and whether trying again may help."""
+
+    error: str | None = None
+    retry: bool = False
+    retry_after: float | None = None  # what the service asked for (HTTP 429 Retry-After, Telegram retry_after)
+
+
+ACCEPTED = Attempt()
+
+
+def with_retries(attempt: Callable[[], Attempt], backoff: Backoff) -> str | None:
+    """Run `attempt` until it is accepted, fails for good, or the attempts or the wait budget run out."""
+    waited = 0.0
+    for number in range(1, backoff.attempts + 1):
+        outcome = attempt()
+        if outcome.error is None or not outcome.retry:
+            return outcome.error
+        if number == backoff.attempts:
+            break
+        wait = outcome.retry_after if outcome.retry_after is not None else backoff.first * 2 ** (number - 1)
+        if waited + wait > backoff.max_wait:
+            return (f"{outcome.error}; a retry would wait {wait:g}s, past the {backoff.max_wait:g}s "
+                    f"a run allows a channel")
+        backoff.sleep(wait)
+        waited += wait
+    return f"{outcome.error} ({backoff.attempts} attempts)"
 
 
 # --- text for chat services ------------------------------------------------------------------
@@ -53,8 +104,9 @@ def defuse_mentions(text: str) -> str:
     return text.replace("@", "@\u200b")
 
 
-def slack_escape(text: str) -> str:
-    """Slack's three control characters; without < no <!channel>, <@U123> or <url|link> can form."""
+def escape_angle_brackets(text: str) -> str:
+    """&, < and > as entities: Slack's three control characters (without < no <!channel>, <@U123>
+    or <url|link> can form) and all that Telegram's HTML mode needs escaped outside tags."""
     return defuse_mentions(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -64,10 +116,6 @@ DISCORD_MARKUP = re.compile(r"([\\*_~`|<>\[\]():#@-])")
 def discord_escape(text: str) -> str:
     """A backslash before every markdown or mention character (Discord then shows it as is)."""
     return DISCORD_MARKUP.sub(r"\\\1", defuse_mentions(text))
-
-
-def telegram_escape(text: str) -> str:
-    return html.escape(defuse_mentions(text), quote=False)
 
 
 def symbol(line: AlertLine) -> str:
@@ -82,10 +130,10 @@ def chat_text(lines: list[AlertLine], escape, bold, limit: int) -> str:
 
 def slack_payload(lines: list[AlertLine]) -> dict:
     # `text` is what notifications and old clients show; the section is what Slack renders.
-    plain = [slack_escape(line.text()) for line in lines]
-    return {"text": fit(slack_escape(headline(lines)), plain, SLACK_TEXT),
+    plain = [escape_angle_brackets(line.text()) for line in lines]
+    return {"text": fit(escape_angle_brackets(headline(lines)), plain, SLACK_TEXT),
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": chat_text(
-                lines, slack_escape, lambda text: f"*{text}*", SLACK_SECTION)}}]}
+                lines, escape_angle_brackets, lambda text: f"*{text}*", SLACK_SECTION)}}]}
 
 
 def discord_payload(lines: list[AlertLine]) -> dict:
@@ -95,7 +143,7 @@ def discord_payload(lines: list[AlertLine]) -> dict:
 
 def telegram_payload(channel: TelegramChannel, lines: list[AlertLine]) -> dict:
     return {"chat_id": channel.chat_id, "parse_mode": "HTML", "link_preview_options": {"is_disabled": True},
-            "text": chat_text(lines, telegram_escape, lambda text: f"<b>{text}</b>", TELEGRAM_TEXT)}
+            "text": chat_text(lines, escape_angle_brackets, lambda text: f"<b>{text}</b>", TELEGRAM_TEXT)}
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -145,7 +193,6 @@ def _retry_after(response) -> float | None:
             return max(0.0, float(header))
         except ValueError:
             from email.utils import parsedate_to_datetime
-            import time
 
             try:
                 return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())

@@ -9,14 +9,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from guardian import gateway, policy
 from guardian.audit import AuditLog, new_run_id
 from guardian.config import Channel, Config, Host, Pool
 from guardian.identity import IdentityStore
-from guardian.notify import AlertLine, Backoff, Delivery, deliver_all, log_channel, record, suggested_action
+from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
 from guardian.policy import Reading
 from guardian.state import StateFile
+
+if TYPE_CHECKING:
+    from guardian.channels import Backoff
 
 
 @dataclass

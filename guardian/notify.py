@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from guardian import __version__
 from guardian.config import Channel, Config, Secret
+
+if TYPE_CHECKING:
+    from guardian.channels import Backoff
 
 ENVELOPE_VERSION = "1"
 LOG_CHANNEL = "log"
@@ -154,52 +156,6 @@ def envelope(lines: list[AlertLine], now: float) -> dict:
 # --- delivery --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Retries within one run: a few attempts, waits doubling from `first`, a server's Retry-After
-    honoured, and at most `max_wait` seconds of waiting per channel, so a run stays bounded (cron
-    starts the next one 30 s later, and the next run retries anyway). Tests pass their own `sleep`.
-    """
-
-    attempts: int = 3
-    first: float = 1.0
-    max_wait: float = 10.0
-    sleep: Callable[[float], None] = time.sleep
-
-
-DEFAULT_BACKOFF = Backoff()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """How one try at delivering went: accepted (no error), or why not and whether trying again may help."""
-
-    error: str | None = None
-    retry: bool = False
-    retry_after: float | None = None  # what the service asked for (HTTP 429 Retry-After, Telegram retry_after)
-
-
-ACCEPTED = Attempt()
-
-
-def with_retries(attempt: Callable[[], Attempt], backoff: Backoff) -> str | None:
-    """Run `attempt` until it is accepted, fails for good, or the attempts or the wait budget run out."""
-    waited = 0.0
-    for number in range(1, backoff.attempts + 1):
-        outcome = attempt()
-        if outcome.error is None or not outcome.retry:
-            return outcome.error
-        if number == backoff.attempts:
-            break
-        wait = outcome.retry_after if outcome.retry_after is not None else backoff.first * 2 ** (number - 1)
-        if waited + wait > backoff.max_wait:
-            return (f"{outcome.error}; a retry would wait {wait:g}s, past the {backoff.max_wait:g}s "
-                    f"a run allows a channel")
-        backoff.sleep(wait)
-        waited += wait
-    return f"{outcome.error} ({backoff.attempts} attempts)"
-
-
 def redact(text: str, secrets: tuple[Secret, ...]) -> str:
     """`text` with every secret (and the path of a secret URL, which carries its token) cut out."""
     for secret in secrets:
@@ -231,10 +187,10 @@ def deliver(channel: Channel, lines: list[AlertLine], now: float, backoff: Backo
         for line in lines:
             print(f"guardian alert: {line.text()}", file=sys.stderr)
         return None
-    from guardian.channels import SENDERS
+    from guardian import channels
 
     try:
-        error = SENDERS[channel.type](channel, lines, now, backoff or DEFAULT_BACKOFF)
+        error = channels.SENDERS[channel.type](channel, lines, now, backoff or channels.DEFAULT_BACKOFF)
     except Exception as exc:  # one broken channel never stops the others; it is reported as its error
         error = f"unexpected {type(exc).__name__}: {exc}"
     return redact(error, channel.secrets) if error else None

@@ -202,10 +202,10 @@ def mail_servers(certificate):
 @pytest.fixture(autouse=True)
 def waits(monkeypatch):
     """No test sleeps for a retry: every wait the delivery backoff asks for is recorded here instead."""
-    from guardian import notify
+    from guardian import channels
 
     recorded: list[float] = []
-    monkeypatch.setattr(notify, "DEFAULT_BACKOFF", notify.Backoff(sleep=recorded.append))
+    monkeypatch.setattr(channels, "DEFAULT_BACKOFF", channels.Backoff(sleep=recorded.append))
     return recorded
 
 

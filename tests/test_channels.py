@@ -14,7 +14,8 @@ from guardian import audit
 from guardian import check as checking
 from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
                                fit, slack_payload, telegram_payload, utf16_len)
-from guardian.config import TelegramChannel, Secret, load
+from guardian.channel_settings import TelegramChannel
+from guardian.config import Secret, load
 from guardian.notify import AlertLine
 
 T0 = 1_800_000_000.0
