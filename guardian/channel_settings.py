@@ -61,7 +61,6 @@ class CommandChannel(Channel):
     argv: tuple[str, ...]
 
 
-
 def _http_url(ch: _Section, key: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:

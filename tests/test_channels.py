@@ -120,6 +120,17 @@ def test_each_service_limit_is_kept_with_and_n_more(render, limit):
     assert 0 < shown < 60 and text.endswith(f"... and {60 - shown} more")
 
 
+def test_line_texts():
+    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions cleanup could close. "
+                             "guardian cleanup --hosts t440")
+    assert line(reason="resolved", level="ok", previous="critical").text() == (
+        "RESOLVED t440 92% (55/60), back below notice (was critical)")
+    # the unreachable alert resolved while the usage alert stands
+    assert line(reason="resolved", level="warning", previous="warning").text() == "RESOLVED t440 reachable again, 92% (55/60), warning"
+    assert line(reason="unreachable", error="refused\nforged line").text() == (
+        "UNREACHABLE t440: refused?forged line. guardian cleanup --hosts t440")
+
+
 def test_alertmanager_alerts_state_everything_about_each_subject():
     firing = alertmanager_alerts([line(level="warning", previous="notice", repeat_in=900)], T0)
     by_severity = {a["labels"]["severity"]: a for a in firing if a["labels"]["alertname"] == "SessionUsageHigh"}
@@ -334,6 +345,7 @@ def test_apprise_url(fake, write_config, cli, receiver, monkeypatch):
 @pytest.mark.parametrize("script, waited", [
     ([(429, {"Retry-After": "2"}, b"")], [2.0]),
     ([(503, {}, b""), (502, {}, b"")], [1.0, 2.0]),
+    ([(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b"")], [0.0]),  # an HTTP date already past
     ([(429, {"Content-Type": "application/json"}, b'{"ok": false, "error_code": 429, '
                                                  b'"description": "Too Many Requests: retry after 3", '
                                                  b'"parameters": {"retry_after": 3}}')], [3.0]),
