@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from guardian import anomaly, gateway, policy
 from guardian.audit import AuditLog, cleanup_runs, new_run_id, read_since
-from guardian.config import Config, Host, Pool
+from guardian.config import Channel, Config, Host, Pool
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
-from guardian.notify import LOG_CHANNEL, AlertLine, deliver, suggested_action
+from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
 from guardian.policy import Reading
 from guardian.state import StateFile
+
+if TYPE_CHECKING:
+    from guardian.channels import Backoff
 
 
 REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check that saw it coming
@@ -64,14 +68,6 @@ class Subject:
         if self.reading is None or self.previous_count is None:
             return None
         return self.reading.count - self.previous_count
-
-
-@dataclass
-class Delivery:
-    channel: str
-    lines: list[AlertLine]
-    error: str | None = None  # None: accepted
-    sent: bool = True  # False with --no-notify
 
 
 @dataclass
@@ -150,7 +146,8 @@ def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
 
 
-def run(config: Config, host_names: str | None, now: float, notify: bool = True) -> CheckReport:
+def run(config: Config, host_names: str | None, now: float, notify: bool = True,
+        backoff: Backoff | None = None) -> CheckReport:
     hosts = config.select(host_names)
     selected = {h.name for h in hosts}
     pools = [p for p in config.pools.values() if set(p.hosts) <= selected]
@@ -171,8 +168,8 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True)
             subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                    now, members=pool.hosts))
         history_warnings = _trends(config, subjects, now)
-        deliveries = _notify(state, subjects, config, now, notify)
-        _record_deliveries(audit, deliveries, now)
+        deliveries = _notify(state, subjects, config, now, notify, backoff)
+        record(audit, deliveries, now)
     warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings)
 
@@ -225,17 +222,6 @@ def _sample(subject: Subject, now: float) -> Sample:
                   subject.level, r.idle if r else None, r is not None)
 
 
-def _record_deliveries(audit: AuditLog, deliveries: list[Delivery], now: float) -> None:
-    for delivery in deliveries:
-        if not delivery.sent:
-            continue
-        audit.write(now, "alert", channel=delivery.channel, result="failed" if delivery.error else "delivered",
-                    error=delivery.error, alerts=[{"subject": line.subject, "reason": line.reason, "level": line.level,
-                                                   "count": line.count, "limit": line.limit, "usage": line.usage,
-                                                   "detail": line.detail}
-                                                  for line in delivery.lines])
-
-
 def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
     subject_id = f"{kind}:{name}"
     previous = state.subject(subject_id)
@@ -248,49 +234,56 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
                    previous_count=previous.count, last_success=current.checked_at, **extra)
 
 
-def _notify(state, subjects: list[Subject], config: Config, now: float, notify: bool) -> list[Delivery]:
+def hears(channel: Channel, subject: Subject) -> bool:
+    """The channel's `hosts` filter: a host it names, or a pool with one of them."""
+    if not channel.hosts:
+        return True
+    return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
+
+
+def _notify(state, subjects: list[Subject], config: Config, now: float, send: bool,
+            backoff: Backoff | None) -> list[Delivery]:
     """Decide per channel, send one message per channel (all at once), remember what was accepted."""
-    channels = [None, *config.alerts.channels]  # None: the stderr log line, always there
     plans = []
-    for channel in channels:
-        channel_name = channel.name if channel else LOG_CHANNEL
+    for channel in [log_channel(config), *config.alerts.channels]:
+        alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:
-            if subject.kind == "pool" and subject.reading is None:
+            if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
                 continue
-            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel_name), state.subject(subject.id),
-                                                    config.alerts, now))]
-            for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
-                key = f"{subject.id}/{reason}"
-                decisions.append((key, policy.decide_anomaly(state.memory(key, channel_name), reason, config.alerts, now)))
+            seen = policy.as_seen(state.subject(subject.id), channel.min_level)
+            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), seen, alerts, now))]
+            if policy.RANK[channel.min_level] <= policy.RANK["notice"]:  # anomalies are notices
+                for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
+                    key = f"{subject.id}/{reason}"
+                    decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
             for key, decision in decisions:
                 memories[key] = decision.memory
                 if decision.notice:
-                    lines.append(_line(subject, decision.notice, state.subject(subject.id).failures))
-        plans.append((channel, channel_name, lines, memories))
+                    lines.append(_line(subject, decision, seen.failures, now))
+        plans.append((channel, lines, memories))
 
-    def send(plan):
-        channel, _, lines, _ = plan
-        return deliver(channel, lines, now) if lines and notify else None
-
-    errors = [f"unexpected {type(e).__name__}: {e}" if isinstance(e, Exception) else e
-              for e in gateway.concurrently(send, plans)]
+    messages = [(channel, lines) for channel, lines, _ in plans]
+    errors = deliver_all(messages, now, backoff) if send else [None] * len(plans)
     deliveries = []
-    for (channel, channel_name, lines, memories), error in zip(plans, errors):
-        if notify and error is None:
+    for (channel, lines, memories), error in zip(plans, errors):
+        if send and error is None:
             for subject_id, memory in memories.items():
-                state.memories[(subject_id, channel_name)] = memory
+                state.memories[(subject_id, channel.name)] = memory
         if lines:
-            deliveries.append(Delivery(channel_name, lines, error, sent=notify))
+            deliveries.append(Delivery(channel.name, lines, error, sent=send))
     return deliveries
 
 
-def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
+def _line(subject: Subject, decision: policy.Decision, failures: int, now: float) -> AlertLine:
+    notice = decision.notice
     hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
     reading = subject.reading
     error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
+    repeat_after = (decision.memory.unreachable_repeat_after if notice.reason == "unreachable"
+                    else decision.memory.repeat_after)
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
                      action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     detail=subject.anomalies.get(notice.reason))
+                     repeat_in=max(0.0, repeat_after - now) or None, detail=subject.anomalies.get(notice.reason))

@@ -172,6 +172,35 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
     sys.exit(code)
 
 
+@main.command("notify-test")
+@click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+              help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+@click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@friendly_errors
+def notify_test(config_path, channel_names, as_json):
+    """Send a sample alert to every alert channel and say, per channel, whether it was delivered."""
+    import json
+
+    from guardian import notify
+    from guardian.audit import AuditLog, new_run_id
+
+    config = load_config(config_path, 1)  # no gateway is contacted: the local default needs no real limit
+    channels = config.select_channels(channel_names)
+    if not channels:
+        fail("no alert channels are configured (alerts.channels in the config file; see the README)", 1)
+    now = time.time()
+    deliveries = notify.send_samples(channels, config, now)
+    notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+    if as_json:
+        click.echo(json.dumps({"channels": [{"channel": d.channel, "delivered": d.error is None, "error": d.error}
+                                            for d in deliveries]}, indent=2))
+    else:
+        for d in deliveries:
+            click.echo(f"{d.channel}: {'delivered' if d.error is None else f'failed: {d.error}'}")
+    sys.exit(1 if any(d.error for d in deliveries) else 0)
+
+
 @main.command()
 @host_options
 @click.option("--since", default="24h", show_default=True, metavar="24h|7d|ISO",

@@ -75,12 +75,22 @@ class Pool:
     limit: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Channel:
+    """Where alerts go, with the filters that choose what it hears about. Each type's own settings
+    are in a subclass (guardian.channel_settings)."""
+
     name: str
     type: str
-    url: Secret | None = None
-    timeout: float = 10.0
+    timeout: float = 5.0  # each attempt (connect, request, SMTP session, command run)
+    min_level: str = "notice"  # below this level a subject counts as ok for this channel
+    hosts: tuple[str, ...] = ()  # only these hosts and the pools they belong to; empty: all
+    resolved: bool = True  # send a resolved message (default: alerts.resolved)
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """What must never be shown: every error this channel reports is redacted of these."""
+        return ()
 
 
 @dataclass(frozen=True)
@@ -134,16 +144,22 @@ class Config:
 
     def select(self, names: str | None) -> list[Host]:
         """The hosts named in a comma-separated --hosts value, or all of them."""
-        if not names:
-            return list(self.hosts.values())
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in self.hosts]
-        if unknown:
-            raise ConfigError(
-                f"--hosts names {', '.join(unknown)}, which the config does not define "
-                f"(known: {', '.join(self.hosts)})"
-            )
-        return [self.hosts[n] for n in wanted]
+        return _named("--hosts", names, self.hosts)
+
+    def select_channels(self, names: str | None) -> list[Channel]:
+        """The alert channels named in a comma-separated --channels value, or all of them."""
+        return _named("--channels", names, {channel.name: channel for channel in self.alerts.channels})
+
+
+def _named(option: str, names: str | None, known: dict) -> list:
+    if not names:
+        return list(known.values())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"{option} names {', '.join(unknown)}, which the config does not define "
+                          f"(known: {', '.join(known) or 'none'})")
+    return [known[n] for n in wanted]
 
 
 def is_loopback(hostname: str) -> bool:
@@ -322,21 +338,23 @@ def _kind(value) -> str:
 # --- the sections ----------------------------------------------------------------------------
 
 
-def _token(section: _Section, warnings: list) -> Secret | None:
-    if section.has("token"):
-        section.fail("token", "tokens do not go in the config file: use token_env (an environment variable) "
-                              "or token_file (a file readable only by you)")
-    env_name = section.text("token_env")
-    file_name = section.text("token_file")
+def _secret(section: _Section, base: str, what: str, warnings: list, required: bool = False) -> Secret | None:
+    """A secret from `<base>_env` (an environment variable) or `<base>_file`; never from the file itself."""
+    if section.has(base):
+        section.fail(base, f"{what} are secrets and do not go in the config file: use {base}_env "
+                           f"(an environment variable) or {base}_file (a file readable only by you)")
+    env_name, file_name = section.text(f"{base}_env"), section.text(f"{base}_file")
     if env_name and file_name:
-        section.fail("token_file", "give token_env or token_file, not both")
+        section.fail(f"{base}_file", f"give {base}_env or {base}_file, not both")
     if env_name:
         value = os.environ.get(env_name, "").strip()
         if not value:
-            section.fail("token_env", f"the environment variable {env_name} is not set")
+            section.fail(f"{base}_env", f"the environment variable {env_name} is not set")
         return Secret(value, f"env {env_name}")
     if file_name:
-        return Secret(_read_secret_file(section, "token_file", file_name, warnings), f"file {file_name}")
+        return Secret(_read_secret_file(section, f"{base}_file", file_name, warnings), f"file {file_name}")
+    if required:
+        section.fail(None, f"needs {base}_env or {base}_file")
     return None
 
 
@@ -352,6 +370,17 @@ def _read_secret_file(section: _Section, key: str, file_name: str, warnings: lis
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(f"{section.where(key)}: {path} is readable by other users; run: chmod 600 {path}")
     return value
+
+
+def _readable_file(section: _Section, key: str) -> str | None:
+    """A path setting (a CA file): expanded, and readable now rather than at the first alert."""
+    value = section.text(key)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not os.access(path, os.R_OK):
+        section.fail(key, f"cannot read {value}")
+    return str(path)
 
 
 def _host(name: str, section: _Section, warnings: list) -> Host:
@@ -371,9 +400,7 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
     device = section.get("device", None)
     if device is not None and not isinstance(device, bool):
         section.fail("device", f"must be true or false, got {_kind(device)}")
-    ca_file = section.text("ca_file")
-    if ca_file and not os.access(Path(ca_file).expanduser(), os.R_OK):
-        section.fail("ca_file", f"cannot read {ca_file}")
+    ca_file = _readable_file(section, "ca_file")
     fingerprint = section.text("fingerprint")
     if fingerprint is not None:
         digits = fingerprint.lower().removeprefix("sha256:").replace(":", "")
@@ -386,15 +413,15 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
     if timeout <= 0:
         section.fail("timeout", "must be more than 0")
     host = Host(
-        name=name, url=url.rstrip("/"), limit=limit, token=_token(section, warnings), insecure=insecure,
+        name=name, url=url.rstrip("/"), limit=limit, token=_secret(section, "token", "tokens", warnings), insecure=insecure,
         device=(not is_loopback(parts.hostname)) if device is None else device,
-        ca_file=str(Path(ca_file).expanduser()) if ca_file else None, fingerprint=fingerprint, timeout=timeout,
+        ca_file=ca_file, fingerprint=fingerprint, timeout=timeout,
     )
     section.done()
     return host
 
 
-def _alerts(section: _Section, warnings: list) -> Alerts:
+def _alerts(section: _Section, warnings: list, host_names) -> Alerts:
     defaults = Alerts()
     th = section.section("thresholds")
     thresholds = {level: th.number(level, defaults.thresholds[level]) for level in LEVELS[1:]}
@@ -410,11 +437,11 @@ def _alerts(section: _Section, warnings: list) -> Alerts:
     margin = section.number("margin", defaults.margin)
     if not 0 <= margin < 100:
         section.fail("margin", f"must be between 0 and 100 percentage points, got {margin}")
+    resolved = section.boolean("resolved", True)
     alerts = Alerts(
-        thresholds=thresholds, cooldown=cooldown, margin=margin,
-        resolved=section.boolean("resolved", True),
+        thresholds=thresholds, cooldown=cooldown, margin=margin, resolved=resolved,
         unreachable_after=section.integer("unreachable_after", 2, minimum=1),
-        channels=_channels(section, warnings),
+        channels=_channels(section, warnings, host_names, resolved),
         predict=section.duration("predict", 0) or None,
         rebound=section.duration("rebound", defaults.rebound),
     )
@@ -422,10 +449,10 @@ def _alerts(section: _Section, warnings: list) -> Alerts:
     return alerts
 
 
-CHANNEL_TYPES = ("webhook",)
+CHANNEL_TYPES = ("webhook", "slack", "discord", "telegram", "email", "alertmanager", "command", "apprise")
 
 
-def _channels(section: _Section, warnings: list) -> tuple[Channel, ...]:
+def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> tuple[Channel, ...]:
     items = section.get("channels", [])
     if not isinstance(items, list):
         section.fail("channels", f"must be a list, got {_kind(items)}")
@@ -439,29 +466,23 @@ def _channels(section: _Section, warnings: list) -> tuple[Channel, ...]:
         name = ch.text("name", f"{kind}-{index + 1}")
         if name == "log" or any(c.name == name for c in channels):
             ch.fail("name", f"channel name {name!r} is already taken")
-        url = _secret_url(ch, warnings)
-        channels.append(Channel(name=name, type=kind, url=url, timeout=ch.duration("timeout", 10)))
+        min_level = ch.text("min_level", "notice")
+        if min_level not in LEVELS[1:]:
+            ch.fail("min_level", f"must be one of {', '.join(LEVELS[1:])}, got {min_level!r}")
+        hosts = ch.names("hosts")
+        for host in hosts:
+            if host not in host_names:
+                ch.fail("hosts", f"names {host!r}, which is not a host in this file")
+        timeout = ch.duration("timeout", 5)
+        if timeout <= 0:
+            ch.fail("timeout", "must be more than 0")
+        common = dict(name=name, type=kind, timeout=timeout, min_level=min_level, hosts=hosts,
+                      resolved=ch.boolean("resolved", resolved))
+        from guardian.channel_settings import READERS  # only with channels: their classes cost start-up
+
+        channels.append(READERS[kind](ch, common, warnings))
         ch.done()
     return tuple(channels)
-
-
-def _secret_url(ch: _Section, warnings: list) -> Secret:
-    if ch.has("url"):
-        ch.fail("url", "webhook URLs are secrets: use url_env (an environment variable) or url_file")
-    env_name, file_name = ch.text("url_env"), ch.text("url_file")
-    if bool(env_name) == bool(file_name):
-        ch.fail(None, "needs exactly one of url_env or url_file")
-    if env_name:
-        value = os.environ.get(env_name, "").strip()
-        if not value:
-            ch.fail("url_env", f"the environment variable {env_name} is not set")
-        source = f"env {env_name}"
-    else:
-        value = _read_secret_file(ch, "url_file", file_name, warnings)
-        source = f"file {file_name}"
-    if urlsplit(value).scheme not in ("http", "https"):
-        ch.fail("url_env" if env_name else "url_file", "must hold an http:// or https:// URL")
-    return Secret(value, source)
 
 
 def _cleanup(section: _Section) -> Cleanup:
@@ -530,7 +551,7 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
             pool.fail("limit", f"must be a positive number of sessions, got {limit}")
         pools[name] = Pool(name=name, hosts=members, limit=limit)
         pool.done()
-    alerts = _alerts(root.section("alerts"), warnings)
+    alerts = _alerts(root.section("alerts"), warnings, hosts)
     cleanup = _cleanup(root.section("cleanup"))
     history = _history(root.section("history"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR

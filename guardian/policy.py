@@ -80,6 +80,13 @@ def observe(previous: SubjectState, reading: Reading | None, alerts: Alerts, now
                         count=reading.count, checked_at=now)
 
 
+def as_seen(subject: SubjectState, min_level: str) -> SubjectState:
+    """The subject as a channel with `min_level` sees it: a lower level counts as ok there, so the
+    channel hears an escalation when the subject reaches min_level and a resolved when it drops below.
+    Unreachable alerts are not a level and reach it regardless."""
+    return replace(subject, level="ok") if RANK[subject.level] < RANK[min_level] else subject
+
+
 def decide(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float) -> Decision:
     """Whether this channel must be told about this subject now, and what it will then remember."""
     if subject.failures >= alerts.unreachable_after:

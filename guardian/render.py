@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from guardian.check import CheckReport, Subject
 from guardian.config import duration_text
 from guardian.forecast import Forecast, eta_text
+from guardian.notify import safe
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -19,12 +20,6 @@ JSON_VERSION = 1
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-def safe(text: str, limit: int = 500) -> str:
-    """Printable text only, so a session key or error from a gateway cannot move the cursor or forge lines."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in str(text))
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def usage_text(subject: Subject) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes .venv with the guardian and its test tools installed, and the real OpenClaw peer (cached).
+# Makes .venv with the guardian, its optional apprise channel and its test tools installed, and the real OpenClaw peer (cached).
 # Idempotent and quick on a second run: the venv is rebuilt only when pyproject.toml changes, and the
 # peer lives in ~/.cache/session-limit-guardian (GUARDIAN_PEER_CACHE) once installed.
 set -euo pipefail
@@ -12,7 +12,8 @@ if [ ! -f "$stamp" ]; then
   rm -rf .venv
   "$python" -m venv .venv
   # compat mode: a plain path entry instead of an import hook, ~10 ms less on every start
-  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+  # the apprise extra too, so its channel is tested; the guardian itself never needs it
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,apprise]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 .venv/bin/python scripts/peer.py install

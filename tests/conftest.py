@@ -1,8 +1,10 @@
-"""Shared fixtures: fake gateways, a webhook receiver on 127.0.0.1, configs, and the CLI runner."""
+"""Shared fixtures: fake gateways, HTTP and SMTP receivers on 127.0.0.1, a TLS certificate, configs,
+and the CLI runner."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from certs import make_certificate
 from fake_gateway import FakeGateway
 from guardian.cli import main
 
@@ -42,30 +45,38 @@ def fakes():
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POSTed JSON body; `status` is what it answers."""
+    """An HTTP server on 127.0.0.1 that records every POST: `requests` has each one's path, headers and
+    raw body, `bodies` the JSON of those it accepted. It answers `status`, or the next of `script`:
+    (status, headers, body) tuples, one used up per request (a 429 with Retry-After, then a 200...).
+    """
 
     def __init__(self):
-        self.bodies: list[dict] = []
+        self.bodies: list = []
         self.requests: list[dict] = []
         self.status = 200
+        self.script: list[tuple[int, dict, bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw})
-                if receiver.status == 200:
+                status, headers, body = receiver.script.pop(0) if receiver.script else (receiver.status, {}, b"")
+                if 200 <= status < 300:
                     receiver.bodies.append(json.loads(raw))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -78,6 +89,104 @@ def receiver():
     r = Receiver()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def receivers():
+    """receivers() -> another started Receiver, stopped after the test."""
+    started = []
+
+    def make():
+        started.append(Receiver())
+        return started[-1]
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (cert file, key file, sha256 of its DER)."""
+    return make_certificate(tmp_path_factory.mktemp("tls"), "127.0.0.1")
+
+
+def server_tls(certificate) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate[0], certificate[1])
+    return context
+
+
+class MailServer:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd). `security` is starttls (required, and AUTH only
+    after it), tls (implicit) or none. `messages` holds what it accepted (parsed, with its envelope);
+    `refusals` are SMTP replies it gives instead, one used up per message (e.g. "451 4.3.0 busy")."""
+
+    def __init__(self, certificate, security: str = "starttls", login=("guardian", "pw")):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.messages: list = []
+        self.refusals: list[str] = []
+        self.logins: list[tuple[str, str]] = []
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, smtp, session, envelope):
+                if server.refusals:
+                    return server.refusals.pop(0)
+                import email
+                from email import policy
+
+                content = envelope.content.replace(b"\r\n", b"\n")  # as a mail program would store it
+                message = email.message_from_bytes(content, policy=policy.default)
+                server.messages.append({"from": envelope.mail_from, "to": envelope.rcpt_tos, "message": message})
+                return "250 2.0.0 accepted"
+
+        def authenticate(smtp, session, envelope, mechanism, auth_data):
+            user, password = auth_data.login.decode(), auth_data.password.decode()
+            server.logins.append((user, password))
+            return AuthResult(success=(user, password) == login, handled=False)  # aiosmtpd answers 535
+
+        class LoopbackController(Controller):
+            def _trigger_server(self):
+                self.port = self.server.sockets[0].getsockname()[1]  # bound to port 0: learn which one
+                super()._trigger_server()
+
+        context = server_tls(certificate)
+        options = {"starttls": {"tls_context": context, "require_starttls": True},
+                   "tls": {"ssl_context": context}, "none": {"auth_require_tls": False}}[security]
+        self.controller = LoopbackController(Handler(), hostname="127.0.0.1", port=0, authenticator=authenticate,
+                                             **options)
+        self.controller.start()
+        self.port = self.controller.port
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def mail_servers(certificate):
+    """mail_servers(security="starttls") -> a started MailServer, stopped after the test."""
+    started = []
+
+    def make(security: str = "starttls", **kwargs):
+        started.append(MailServer(certificate, security, **kwargs))
+        return started[-1]
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch):
+    """No test sleeps for a retry: every wait the delivery backoff asks for is recorded here instead."""
+    from guardian import channels
+
+    recorded: list[float] = []
+    monkeypatch.setattr(channels, "DEFAULT_BACKOFF", channels.Backoff(sleep=recorded.append))
+    return recorded
 
 
 @pytest.fixture

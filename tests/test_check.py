@@ -98,7 +98,9 @@ def test_failed_webhook_is_sent_again_on_the_next_run(fake, write_config, cli, r
                           alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
     receiver.status = 500
     first = cli("check", "--config", config, "-q")
-    assert "alert channel webhook-1 failed (the webhook (env HOOK_URL) answered HTTP 500)" in first.stderr
+    assert ("alert channel webhook-1 failed (the webhook (env HOOK_URL) answered HTTP 500 (3 attempts)); "
+            "it will be sent again on the next run") in first.stderr
+    assert len(receiver.requests) == 3  # retried within the run, with backoff
     assert receiver.url not in first.stderr  # the URL is a secret
     assert read_state(state_dir)["subjects"]["host:a"]["channels"].get("webhook-1", {}).get("level", "ok") == "ok"
     receiver.status = 200

@@ -5,20 +5,22 @@ from dataclasses import replace
 import pytest
 
 from guardian.config import Alerts
-from guardian.policy import ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for, observe
+from guardian.policy import (ChannelMemory, Reading, SubjectState, as_seen, decide, decide_anomaly, exit_code,
+                             level_for, observe)
 
 ALERTS = Alerts()
 MIN = 60.0
 
 
-def replay(steps, alerts=ALERTS, delivered=lambda step: True):
-    """Run (minute, usage% or None for a failed poll) steps through observe+decide; the notices sent."""
+def replay(steps, alerts=ALERTS, delivered=lambda step: True, min_level="notice"):
+    """Run (minute, usage% or None for a failed poll) steps through observe+decide; the notices sent
+    to a channel with `min_level`."""
     subject, memory, sent = SubjectState(), ChannelMemory(), []
     for index, (minute, usage) in enumerate(steps):
         now = minute * MIN
         reading = None if usage is None else Reading(count=usage, limit=100)
         subject = observe(subject, reading, alerts, now)
-        decision = decide(memory, subject, alerts, now)
+        decision = decide(memory, as_seen(subject, min_level), alerts, now)
         if decision.notice is None:
             memory = decision.memory
         elif delivered(index):
@@ -71,6 +73,16 @@ def test_failed_delivery_is_decided_again_next_run_not_swallowed_by_cooldown():
 def test_resolved_can_be_switched_off():
     quiet = replace(ALERTS, resolved=False)
     assert replay([(0, 91), (1, 30), (40, 91)], quiet) == [(0, "escalated", "critical"), (40, "escalated", "critical")]
+
+
+@pytest.mark.parametrize("steps, expected", [
+    ([(0, 70), (1, 85), (2, 95)], [(2, "escalated", "critical")]),
+    ([(0, 95), (1, 84), (2, 95)], [(0, "escalated", "critical"), (1, "resolved", "ok"), (2, "escalated", "critical")]),
+    ([(0, 95), (1, 86), (7, 91)], [(0, "escalated", "critical"), (7, "repeat", "critical")]),  # 86: held by the margin
+    ([(0, 80), (1, None), (2, None)], [(2, "unreachable", "ok")]),  # unreachable is not a level: it reaches every channel
+])
+def test_a_channel_with_min_level_critical_sees_lower_levels_as_ok(steps, expected):
+    assert replay(steps, min_level="critical") == expected
 
 
 @pytest.mark.parametrize("usage, previous, expected", [

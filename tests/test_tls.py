@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import ssl
 
 import pytest
 
-from certs import make_certificate
+from conftest import server_tls
 from fake_gateway import FakeGateway
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    return make_certificate(tmp_path_factory.mktemp("tls"), "127.0.0.1")
 
 
 @pytest.fixture
 def tls_fake(certificate):
-    cert_file, key_file, _ = certificate
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    with FakeGateway("secret", ssl_context=context) as gateway:
+    with FakeGateway("secret", ssl_context=server_tls(certificate)) as gateway:
         gateway.add_session()
         yield gateway
 
