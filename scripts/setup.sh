@@ -18,8 +18,6 @@ if [ ! -f "$stamp" ]; then
 fi
 .venv/bin/python scripts/peer.py install
 .venv/bin/python scripts/peer.py install --version 2026.4.29   # the older release the tests also cover
-# Headless Chromium renders the HTML report in the tests (Debian's package; setup runs as root, so does CI).
-command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 # Byte-compile the package as a regular `pip install` does: an editable install leaves that to the
 # first import, which never writes it when PYTHONDONTWRITEBYTECODE is set, so every cron run would
 # compile every module again (~25 ms). Stale files are recompiled in memory, so this is always safe.

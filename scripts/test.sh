@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Headless Chromium renders the HTML report in the tests (Debian's package, so root, as in CI;
+# the demo does not need it).
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 exec .venv/bin/python -m pytest "$@"
