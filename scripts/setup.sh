@@ -17,7 +17,6 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/python scripts/peer.py install
-.venv/bin/python scripts/peer.py install --version 2026.4.29   # the older release the tests also cover
 # Byte-compile the package as a regular `pip install` does: an editable install leaves that to the
 # first import, which never writes it when PYTHONDONTWRITEBYTECODE is set, so every cron run would
 # compile every module again (~25 ms). Stale files are recompiled in memory, so this is always safe.

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+.venv/bin/python scripts/peer.py install --version 2026.4.29   # the older release the tests also cover
 # Headless Chromium renders the HTML report in the tests (Debian's package, so root, as in CI;
 # the demo does not need it).
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
