@@ -211,16 +211,17 @@ def connect(host: Host, scopes: list[str], identities=None) -> Connection:
     if host.device:
         scopes = DEVICE_SCOPES + [s for s in scopes if s not in DEVICE_SCOPES]
     deadline = time.monotonic() + host.timeout
-    for attempt in range(UNAVAILABLE_RETRIES + 1):
+    attempt = 0
+    while True:
         try:
             return _connect_once(host, scopes, identities, deadline)
         except GatewayError as exc:
+            attempt += 1
             wait = (exc.retry_after_ms or 500) / 1000
-            last_try = attempt == UNAVAILABLE_RETRIES or time.monotonic() + wait >= deadline
-            if exc.code != "UNAVAILABLE" or not exc.retryable or last_try:
+            retryable = exc.code == "UNAVAILABLE" and exc.retryable  # a gateway still starting up
+            if not retryable or attempt > UNAVAILABLE_RETRIES or time.monotonic() + wait >= deadline:
                 raise
             time.sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def _connect_once(host: Host, scopes: list[str], identities, deadline: float) -> Connection:
