@@ -247,47 +247,47 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         result.before = len(rows)
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
-        for decision in result.decisions:
-            if not decision.close and decision.reason != NOT_IDLE:
-                audit.write(clock(), "kept", host=host.name, dry_run=dry_run, **_fields(decision))
+        # records wait here and go out in one write and one fsync just before the next delete is
+        # sent: every intent is durable before its request, every outcome before the next request
+        unwritten = [_record(clock, host, "kept", dry_run, d) for d in result.decisions
+                     if not d.close and d.reason != NOT_IDLE]
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
-            for decision in chosen:
-                audit.write(clock(), "planned", host=host.name, dry_run=True, **_fields(decision))
+            audit.write_all(unwritten + [_record(clock, host, "planned", True, d) for d in chosen])
             result.after = result.before - len(chosen)
             return result
         deleter = Deleter(connection)
         for start in range(0, len(chosen), DELETE_WINDOW):
             batch = chosen[start:start + DELETE_WINDOW]
-            for decision in batch:
-                audit.write(clock(), "intent", host=host.name, dry_run=False, **_fields(decision))
+            audit.write_all(unwritten + [_record(clock, host, "intent", False, d) for d in batch])
             try:
                 outcomes = deleter.delete(batch)
             except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
-                for decision in batch:
-                    _record(audit, clock, host, Outcome(decision, "unknown", exc.message), result)
-                for decision in chosen[start + len(batch):]:
-                    _record(audit, clock, host, Outcome(decision, "failed", "not attempted: " + exc.message), result)
+                outcomes = [Outcome(d, "unknown", exc.message) for d in batch]
+                outcomes += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[start + len(batch):]]
                 result.error = exc.message
+            result.outcomes += outcomes
+            unwritten = [_record(clock, host, "outcome", False, o.decision, result=o.result, error=o.error)
+                         for o in outcomes]
+            if result.error:
+                audit.write_all(unwritten)
                 return result
-            for outcome in outcomes:
-                _record(audit, clock, host, outcome, result)
+        audit.write_all(unwritten)
         result.after = count_sessions(connection)
         if result.after is None:
             result.after = len(list_sessions(connection))
     return result
 
 
+def _record(clock, host: Host, event: str, dry_run: bool, decision: Decision, **outcome) -> tuple[float, str, dict]:
+    """An audit record (time, event, fields) of one decision, timed now, written later by write_all."""
+    return clock(), event, {"host": host.name, "dry_run": dry_run, **outcome, **_fields(decision)}
+
+
 def _fields(decision: Decision) -> dict:
     return {"key": decision.key, "session_id": decision.session_id, "agent": decision.agent,
             "idle_seconds": None if decision.idle_seconds is None else round(decision.idle_seconds),
             "decision": "close" if decision.close else "keep", "reason": decision.reason}
-
-
-def _record(audit: AuditLog, clock, host: Host, outcome: Outcome, result: HostCleanup) -> None:
-    result.outcomes.append(outcome)
-    audit.write(clock(), "outcome", host=host.name, dry_run=False, result=outcome.result, error=outcome.error,
-                **_fields(outcome.decision))
 
 
 class CleanupBusy(Exception):
