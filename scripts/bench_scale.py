@@ -1,29 +1,26 @@
-"""Scale benchmarks: start-up, 50 gateways, 10,000 sessions, 1,000 deletes (fake gateways).
+"""The scale section of scripts/bench.py: start-up, 50 gateways, 10,000 sessions, 1,000 deletes.
 
-    .venv/bin/python scripts/bench_scale.py [--runs 7] [--markdown docs/benchmarks.md]
+    .venv/bin/python scripts/bench.py --only scale [--runs 10] [--markdown docs/benchmarks.md]
 
 The guardian runs as a new process (`python -m guardian ...`, as cron starts it) against fake
 gateways served by another process (scripts/fake_fleet.py), so its CPU and memory figures are its
 own. Each case runs several times, interleaved with what it is compared with; median and spread
-are printed, then the ratio against its target. --markdown replaces the "## scale" section of
-that file (or appends one), leaving the other sections as they are.
+are printed, then the ratio against its target.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from bench import bare_serial_deletes, measured, timed
 
 from guardian import cleanup as cleaning
 from guardian import gateway
@@ -80,13 +77,11 @@ def run_process(argv: list[str]) -> Sample:
     return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
 
 
-def interleaved(cases: dict, runs: int, before=None) -> dict[str, list[Sample]]:
+def interleaved(cases: dict, runs: int) -> dict[str, list[Sample]]:
     """Each case once per round, round after round; the first round warms caches and is not kept."""
     samples = {name: [] for name in cases}
     for round_ in range(runs + 1):
         for name, argv in cases.items():
-            if before:
-                before(name)
             sample = run_process(argv)
             if round_:
                 samples[name].append(sample)
@@ -157,11 +152,27 @@ def bench_big_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> N
     big = write_config(workdir, fleet, {"big": BIG_GW})
     samples = interleaved({"small": guardian("check", "--config", str(small), "-q"),
                            "big": guardian("check", "--config", str(big), "-q")}, runs)
+    answer = {name: counts_time(fleet.urls[index], fleet.token) for name, index in (("small", SMALL_GW), ("big", BIG_GW))}
     out += [f"### check against one gateway with {BIG:,} sessions", "",
-            f"- {SMALL} sessions: {spread(samples['small'])}",
-            f"- {BIG:,} sessions: {spread(samples['big'])}",
-            f"- ratio {BIG:,} / {SMALL}: **{median(samples['big']) / median(samples['small']):.2f}x** "
-            f"(target: the same cost; counts come from `totalCount` with `limit: 1`)", ""]
+            f"- {SMALL} sessions: {spread(samples['small'])}; guardian CPU {spread(samples['small'], 'cpu')}",
+            f"- {BIG:,} sessions: {spread(samples['big'])}; guardian CPU {spread(samples['big'], 'cpu')}",
+            f"- ratio {BIG:,} / {SMALL}: wall **{median(samples['big']) / median(samples['small']):.2f}x**, "
+            f"guardian CPU **{median(samples['big'], 'cpu') / median(samples['small'], 'cpu'):.2f}x** "
+            f"(target: the same cost; counts come from `totalCount` with `limit: 1`)",
+            f"- the fake gateway's own time to answer the check's two `sessions.list {{limit: 1}}` calls "
+            f"(it copies and sorts its whole store for each): {1000 * answer['small']:.1f} ms with {SMALL}, "
+            f"{1000 * answer['big']:.1f} ms with {BIG:,}", ""]
+
+
+def counts_time(url: str, token: str) -> float:
+    """The gateway's answer time to the two counting calls of a check, on an open connection."""
+    with gateway.connect(bench_host(url, token), [gateway.READ]) as connection:
+        calls = [("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 1, "activeMinutes": 120})]
+        return statistics.median(timed(lambda: connection.call_many(calls)) for _ in range(5))
+
+
+def bench_host(url: str, token: str) -> Host:
+    return Host(name="bench", url=url, limit=100_000, token=Secret(token, "bench"), timeout=60)
 
 
 def bench_dry_run(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
@@ -186,55 +197,51 @@ def bench_dry_run(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
     out.append("")
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def listing_time(url: str, token: str) -> float:
     """One connect and a full listing of the sessions, the way cleanup lists them."""
-    host = Host(name="bench", url=url, limit=100_000, token=Secret(token, "bench"), timeout=60)
-
     def listing():
-        with gateway.connect(host, [gateway.READ]) as connection:
+        with gateway.connect(bench_host(url, token), [gateway.READ]) as connection:
             cleaning.list_sessions(connection)
     return statistics.median(timed(listing) for _ in range(5))
 
 
 def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
     fleet.set(gateways=[DELETE_GW], sessions=DELETES, delete_latency=DELETE_LATENCY)
+    url = fleet.urls[DELETE_GW]
     config = write_config(workdir, fleet, {"deletes": DELETE_GW})
-    listing = listing_time(fleet.urls[DELETE_GW], fleet.token)
-    floor = DELETES * DELETE_LATENCY + listing
-    samples = interleaved({"cleanup": guardian("cleanup", "--config", str(config), "--idle-after", "2h",
-                                               "--max-per-run", str(DELETES), "-q")},
-                          runs, before=lambda _: fleet.set(gateways=[DELETE_GW], sessions=DELETES))
-    cleanup = samples["cleanup"]
+    listing = listing_time(url, fleet.token)
+    nominal = DELETES * DELETE_LATENCY + listing
+    keys = [f"agent:main:bench:{i}" for i in range(DELETES)]
+    bare, cleanup = [], []
+    for round_ in range(runs + 1):  # interleaved; the first round warms up and is not kept
+        fleet.set(gateways=[DELETE_GW], sessions=DELETES)
+        bare_time = timed(lambda: bare_serial_deletes(url, fleet.token, keys)) + listing
+        fleet.set(gateways=[DELETE_GW], sessions=DELETES)
+        sample = run_process(guardian("cleanup", "--config", str(config), "--idle-after", "2h",
+                                      "--max-per-run", str(DELETES), "-q"))
+        if round_:
+            bare.append(Sample(bare_time, 0.0, 0))
+            cleanup.append(sample)
+    serial_floor = median(bare)
     out += [f"### cleanup closing {DELETES:,} idle sessions, each delete costing the gateway {1000 * DELETE_LATENCY:.0f} ms", "",
-            f"- the floor: {DELETES:,} x {1000 * DELETE_LATENCY:.0f} ms + one listing ({1000 * listing:.0f} ms) = {floor:.3f} s",
-            f"- `guardian cleanup` (new process: list, plan, {DELETES:,} guarded deletes, intent and outcome records): "
-            f"{spread(cleanup)}; guardian CPU {spread(cleanup, 'cpu')}",
-            f"- ratio to the floor: **{median(cleanup) / floor:.3f}x** (target <= 1.15x); "
-            f"{1000 * (median(cleanup) - floor) / DELETES:.2f} ms per session on top of the gateway's "
-            f"{1000 * DELETE_LATENCY:.0f} ms", ""]
-
-
-def machine() -> str:
-    memory = "?"
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            memory = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
-    return f"{os.cpu_count()} cores, {memory} memory, Python {platform.python_version()}"
+            f"- nominal floor: {DELETES:,} x {1000 * DELETE_LATENCY:.0f} ms + one listing ({1000 * listing:.0f} ms) = {nominal:.3f} s",
+            f"- measured floor, the fake's real serial cost: a minimal client (no guardian code) deleting the "
+            f"{DELETES:,} one at a time, plus the listing: {spread(bare)}",
+            f"- `guardian cleanup` (new process: list, plan, {DELETES:,} guarded deletes, intent and outcome records "
+            f"fsynced): {spread(cleanup)}; guardian CPU {spread(cleanup, 'cpu')}",
+            f"- ratio to the nominal floor: **{median(cleanup) / nominal:.3f}x** (target <= 1.15x); "
+            f"the minimal client's: {serial_floor / nominal:.3f}x",
+            f"- ratio to the measured floor: **{median(cleanup) / serial_floor:.3f}x**; the guardian's own cost: "
+            f"{1000 * (median(cleanup) - serial_floor) / DELETES:.2f} ms per session", ""]
 
 
 def scale_section(runs: int) -> list[str]:
     out = ["## scale", "",
-           f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}: a VM whose 2 cores are "
-           f"shared with another engineer's work, so spreads are wide; the ratios compare cases run "
-           f"interleaved, round by round. Fake gateways (tests/fake_gateway.py) served from another "
-           f"process (scripts/fake_fleet.py); the guardian a new process each run, as from cron.",
-           "", "Regenerate: `.venv/bin/python scripts/bench_scale.py --markdown docs/benchmarks.md` (about 3 minutes).", ""]
+           f"{measured()}; spreads are wide when the other tenant is busy, so each ratio compares cases "
+           f"run interleaved, round by round. Fake gateways (tests/fake_gateway.py) served from another "
+           f"process (scripts/fake_fleet.py); the guardian a new process each run, as from cron.", "",
+           "Regenerate this section alone: `.venv/bin/python scripts/bench.py --only scale --markdown "
+           "docs/benchmarks.md` (about 3 minutes, no real gateway).", ""]
     bench_startup(runs, out)
     fleet = Fleet(FLEET + 3)
     try:
@@ -246,32 +253,3 @@ def scale_section(runs: int) -> list[str]:
     finally:
         fleet.stop()
     return out
-
-
-def replace_section(path: Path, section: list[str]) -> None:
-    """Put `section` (starting "## scale") in place of the file's own, or at its end."""
-    lines = path.read_text().splitlines() if path.exists() else ["# Benchmarks", ""]
-    heading = section[0]
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section
-    else:
-        lines += section
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--markdown", help="replace the scale section of this file with the figures")
-    args = parser.parse_args()
-    section = scale_section(args.runs)
-    print("\n".join(section))
-    if args.markdown:
-        replace_section(Path(args.markdown), section)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
