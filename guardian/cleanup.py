@@ -13,7 +13,7 @@ import fnmatch
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from guardian import gateway
 from guardian.audit import AuditLog
@@ -99,7 +99,7 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
 def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Decision]:
     """One decision per session, most idle first; at most max_per_run are closed."""
     now_ms = now * 1000
-    decisions = []
+    judged = []  # (idle seconds, row, agent, keep reason): the cap needs the order before any decision is final
     for row in rows:
         last = last_activity(row)
         idle = None if last is None else max(0.0, (now_ms - last) / 1000)
@@ -110,16 +110,17 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
                 reason = NO_TIME
             elif idle <= rules.threshold(agent):
                 reason = NOT_IDLE
+        judged.append((idle, row, agent, reason))
+    judged.sort(key=lambda j: -(j[0] or 0))
+    decisions, closing = [], 0
+    for idle, row, agent, reason in judged:
+        if reason is None:
+            closing += 1
+            if closing > rules.max_per_run:
+                reason = OVER_CAP
         decisions.append(Decision(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
                                   updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
                                   reason=reason or "idle"))
-    decisions.sort(key=lambda d: -(d.idle_seconds or 0))
-    closing = 0
-    for index, decision in enumerate(decisions):
-        if decision.close:
-            closing += 1
-            if closing > rules.max_per_run:
-                decisions[index] = replace(decision, close=False, reason=OVER_CAP)
     return decisions
 
 
