@@ -94,7 +94,7 @@ def median(samples: list[Sample], what: str = "wall") -> float:
 
 def spread(samples: list[Sample], what: str = "wall", unit: str = "s", scale: float = 1.0) -> str:
     values = [getattr(s, what) * scale for s in samples]
-    digits = 0 if unit in ("MiB", "ms") else 3
+    digits = {"MiB": 0, "ms": 2}.get(unit, 3)
     return (f"median {statistics.median(values):.{digits}f} {unit} (min {min(values):.{digits}f}, "
             f"max {max(values):.{digits}f}, n={len(values)})")
 
@@ -212,7 +212,7 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
     listing = listing_time(url, fleet.token)
     nominal = DELETES * DELETE_LATENCY + listing
     keys = [f"agent:main:bench:{i}" for i in range(DELETES)]
-    bare, cleanup = [], []
+    bare, cleanup, fsyncs = [], [], []
     for round_ in range(runs + 1):  # interleaved; the first round warms up and is not kept
         fleet.set(gateways=[DELETE_GW], sessions=DELETES)
         bare_time = timed(lambda: bare_serial_deletes(url, fleet.token, keys)) + listing
@@ -222,6 +222,7 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
         if round_:
             bare.append(Sample(bare_time, 0.0, 0))
             cleanup.append(sample)
+            fsyncs.append(Sample(fsync_time(workdir / "fsync-probe"), 0.0, 0))
     serial_floor = median(bare)
     out += [f"### cleanup closing {DELETES:,} idle sessions, each delete costing the gateway {1000 * DELETE_LATENCY:.0f} ms", "",
             f"- nominal floor: {DELETES:,} x {1000 * DELETE_LATENCY:.0f} ms + one listing ({1000 * listing:.0f} ms) = {nominal:.3f} s",
@@ -232,7 +233,17 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
             f"- ratio to the nominal floor: **{median(cleanup) / nominal:.3f}x** (target <= 1.15x); "
             f"the minimal client's: {serial_floor / nominal:.3f}x",
             f"- ratio to the measured floor: **{median(cleanup) / serial_floor:.3f}x**; the guardian's own cost: "
-            f"{1000 * (median(cleanup) - serial_floor) / DELETES:.2f} ms per session", ""]
+            f"{1000 * (median(cleanup) - serial_floor) / DELETES:.2f} ms per session, of which one fsync "
+            f"(this disk, during the run: {spread(fsyncs, unit='ms', scale=1000)})", ""]
+
+
+def fsync_time(path: Path) -> float:
+    """This disk's cost of one appended line made durable, as the audit log makes it (median of 50)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        return statistics.median(timed(lambda: (os.write(fd, b"x" * 300 + b"\n"), os.fsync(fd))) for _ in range(50))
+    finally:
+        os.close(fd)
 
 
 def scale_section(runs: int) -> list[str]:
@@ -242,6 +253,7 @@ def scale_section(runs: int) -> list[str]:
            f"process (scripts/fake_fleet.py); the guardian a new process each run, as from cron.", "",
            "Regenerate this section alone: `.venv/bin/python scripts/bench.py --only scale --markdown "
            "docs/benchmarks.md` (about 3 minutes, no real gateway).", ""]
+    load_before = os.getloadavg()[0]
     bench_startup(runs, out)
     fleet = Fleet(FLEET + 3)
     try:
@@ -252,4 +264,6 @@ def scale_section(runs: int) -> list[str]:
             bench_deletes(fleet, Path(workdir), runs, out)
     finally:
         fleet.stop()
+    out.insert(3, f"Load average (1 min) on the 2 cores: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+    out.insert(4, "")
     return out
