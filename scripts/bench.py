@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--only", choices=("check", "cleanup", "scale"),
-                        help="run one part (cleanup ~10 minutes, scale ~3 minutes and no real gateway)")
+                        help="run one part (cleanup ~10 minutes, scale ~6 minutes and no real gateway)")
     parser.add_argument("--markdown", help="also write the figures to this file, each section in place of its own")
     args = parser.parse_args()
     out = []
