@@ -1,8 +1,9 @@
 """audit.jsonl: an append-only record of alerts delivered and cleanup actions.
 
-One JSON object per line, each written with a single write() on an O_APPEND descriptor and
-fsynced before the call returns, so concurrent runs never interleave a line and a crash leaves
-every record up to the last action. The file is created 0600 and never rewritten.
+One JSON object per line, written with a single write() on an O_APPEND descriptor (several lines
+at once when they may share one flush) and fsynced before the call returns, so concurrent runs
+never interleave a line and a crash leaves every record up to the last action. The file is
+created 0600 and never rewritten.
 """
 
 from __future__ import annotations
@@ -28,16 +29,32 @@ class AuditLog:
         self.command = command
 
     def write(self, now: float, event: str, **fields) -> None:
-        record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
-                  "run_id": self.run_id, "command": self.command, "event": event, **fields}
-        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+        self.write_all([(now, event, fields)])
+
+    def write_all(self, records: list[tuple[float, str, dict]]) -> None:
+        """(time, event, fields) records in one write() and one fsync, in order.
+
+        For records that are durable together without losing exactness: decisions made at once
+        (a plan), or one delete's outcome with the next delete's intent, both before that next
+        delete is sent. An fsync costs about as much as a fast gateway's delete.
+        """
+        if not records:
+            return
+        data = b"".join(self._line(now, event, fields) for now, event, fields in records)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
+            written = 0
+            while written < len(data):  # a short write (a signal, a full disk) goes on where it stopped
+                written += os.write(fd, data[written:])
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _line(self, now: float, event: str, fields: dict) -> bytes:
+        record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+                  "run_id": self.run_id, "command": self.command, "event": event, **fields}
+        return (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
 
 
 def read(state_dir: Path) -> list[dict]:

@@ -206,8 +206,11 @@ def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
         return [*history.warnings, f"{exc}; this check has no forecast"]
     cleanups = cleanup_runs(read_since(config.state_dir, now - config.alerts.rebound)) if config.alerts.rebound else []
     window = config.history.forecast_window
+    by_subject: dict[str, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
+    for sample in recent:
+        by_subject.setdefault(sample.subject, []).append(sample)
     for subject in subjects:
-        samples = [s for s in recent if s.subject == subject.id]
+        samples = by_subject.get(subject.id, [])
         subject.forecast = forecast([(s.time, s.usage) for s in samples], config.alerts.thresholds["critical"],
                                     now, window)
         if subject.reading is not None:

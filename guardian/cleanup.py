@@ -13,7 +13,7 @@ import fnmatch
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from guardian import gateway
 from guardian.audit import AuditLog
@@ -99,7 +99,7 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
 def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Decision]:
     """One decision per session, most idle first; at most max_per_run are closed."""
     now_ms = now * 1000
-    decisions = []
+    judged = []  # (idle seconds, row, agent, keep reason): the cap needs the order before any decision is final
     for row in rows:
         last = last_activity(row)
         idle = None if last is None else max(0.0, (now_ms - last) / 1000)
@@ -110,16 +110,17 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
                 reason = NO_TIME
             elif idle <= rules.threshold(agent):
                 reason = NOT_IDLE
+        judged.append((idle, row, agent, reason))
+    judged.sort(key=lambda j: -(j[0] or 0))
+    decisions, closing = [], 0
+    for idle, row, agent, reason in judged:
+        if reason is None:
+            closing += 1
+            if closing > rules.max_per_run:
+                reason = OVER_CAP
         decisions.append(Decision(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
                                   updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
                                   reason=reason or "idle"))
-    decisions.sort(key=lambda d: -(d.idle_seconds or 0))
-    closing = 0
-    for index, decision in enumerate(decisions):
-        if decision.close:
-            closing += 1
-            if closing > rules.max_per_run:
-                decisions[index] = replace(decision, close=False, reason=OVER_CAP)
     return decisions
 
 
@@ -247,47 +248,47 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         result.before = len(rows)
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
-        for decision in result.decisions:
-            if not decision.close and decision.reason != NOT_IDLE:
-                audit.write(clock(), "kept", host=host.name, dry_run=dry_run, **_fields(decision))
+        # records wait here and go out in one write and one fsync just before the next delete is
+        # sent: every intent is durable before its request, every outcome before the next request
+        unwritten = [_record(clock, host, "kept", dry_run, d) for d in result.decisions
+                     if not d.close and d.reason != NOT_IDLE]
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
-            for decision in chosen:
-                audit.write(clock(), "planned", host=host.name, dry_run=True, **_fields(decision))
+            audit.write_all(unwritten + [_record(clock, host, "planned", True, d) for d in chosen])
             result.after = result.before - len(chosen)
             return result
         deleter = Deleter(connection)
         for start in range(0, len(chosen), DELETE_WINDOW):
             batch = chosen[start:start + DELETE_WINDOW]
-            for decision in batch:
-                audit.write(clock(), "intent", host=host.name, dry_run=False, **_fields(decision))
+            audit.write_all(unwritten + [_record(clock, host, "intent", False, d) for d in batch])
             try:
                 outcomes = deleter.delete(batch)
             except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
-                for decision in batch:
-                    _record(audit, clock, host, Outcome(decision, "unknown", exc.message), result)
-                for decision in chosen[start + len(batch):]:
-                    _record(audit, clock, host, Outcome(decision, "failed", "not attempted: " + exc.message), result)
+                outcomes = [Outcome(d, "unknown", exc.message) for d in batch]
+                outcomes += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[start + len(batch):]]
                 result.error = exc.message
+            result.outcomes += outcomes
+            unwritten = [_record(clock, host, "outcome", False, o.decision, result=o.result, error=o.error)
+                         for o in outcomes]
+            if result.error:
+                audit.write_all(unwritten)
                 return result
-            for outcome in outcomes:
-                _record(audit, clock, host, outcome, result)
+        audit.write_all(unwritten)
         result.after = count_sessions(connection)
         if result.after is None:
             result.after = len(list_sessions(connection))
     return result
 
 
+def _record(clock, host: Host, event: str, dry_run: bool, decision: Decision, **outcome) -> tuple[float, str, dict]:
+    """An audit record (time, event, fields) of one decision, timed now, written later by write_all."""
+    return clock(), event, {"host": host.name, "dry_run": dry_run, **outcome, **_fields(decision)}
+
+
 def _fields(decision: Decision) -> dict:
     return {"key": decision.key, "session_id": decision.session_id, "agent": decision.agent,
             "idle_seconds": None if decision.idle_seconds is None else round(decision.idle_seconds),
             "decision": "close" if decision.close else "keep", "reason": decision.reason}
-
-
-def _record(audit: AuditLog, clock, host: Host, outcome: Outcome, result: HostCleanup) -> None:
-    result.outcomes.append(outcome)
-    audit.write(clock(), "outcome", host=host.name, dry_run=False, result=outcome.result, error=outcome.error,
-                **_fields(outcome.decision))
 
 
 class CleanupBusy(Exception):

@@ -1,6 +1,7 @@
 """Benchmarks: figures measured side by side in one run (never timed assertions in tests).
 
-    .venv/bin/python scripts/bench.py [--runs N] [--sessions 200] [--markdown docs/benchmarks.md]
+    .venv/bin/python scripts/bench.py [--runs N] [--sessions 200] [--only check|cleanup|scale]
+                                      [--markdown docs/benchmarks.md]
 
 Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and spread:
 - check: `guardian check` over both gateways beside `openclaw gateway call health --json` against
@@ -9,6 +10,8 @@ Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and 
   (the same number of bare one-at-a-time `sessions.delete` calls from a minimal client) and
   `openclaw sessions delete <keys> --yes --json`; plus the guardian's delete window measured at
   1, 2 and 4 deletes in flight, which is how its default was chosen.
+- scale (scripts/bench_scale.py, fake gateways only): start-up, 50 gateways, 10,000 sessions,
+  1,000 deletes.
 """
 
 from __future__ import annotations
@@ -51,23 +54,24 @@ def host_of(gw: peer.Gateway) -> Host:
     return Host(name=gw.name, url=gw.url, limit=1000, token=Secret(gw.token, "bench"), timeout=60)
 
 
-def bare_connect(gw: peer.Gateway, scope: str):
+def bare_connect(url: str, token: str, scope: str):
     """A minimal client (websocket-client, no guardian code): challenge, then connect."""
     import websocket
 
-    ws = websocket.create_connection(gw.url, timeout=60, suppress_origin=True)
+    # no pure-Python UTF-8 scan of every frame: the guardian skips it too (guardian/gateway.py)
+    ws = websocket.create_connection(url, timeout=60, suppress_origin=True, skip_utf8_validation=True)
     json.loads(ws.recv())
     ws.send(json.dumps({"type": "req", "id": "c", "method": "connect", "params": {
         "minProtocol": 3, "maxProtocol": 4, "role": "operator", "scopes": [scope],
         "client": {"id": "gateway-client", "version": "bench", "platform": "linux", "mode": "backend"},
-        "auth": {"token": gw.token}}}))
+        "auth": {"token": token}}}))
     wait_for(ws, "c")
     return ws
 
 
 def bare_health(gw: peer.Gateway) -> None:
     """The floor: a minimal client doing challenge, connect, health."""
-    ws = bare_connect(gw, "operator.read")
+    ws = bare_connect(gw.url, gw.token, "operator.read")
     ws.send(json.dumps({"type": "req", "id": "h", "method": "health", "params": {}}))
     wait_for(ws, "h")
     ws.close()
@@ -87,9 +91,9 @@ def create(gw: peer.Gateway, count: int) -> list[str]:
         return [a["key"] for a in connection.call_many([("sessions.create", {}) for _ in range(count)])]
 
 
-def bare_serial_deletes(gw: peer.Gateway, keys: list[str]) -> None:
+def bare_serial_deletes(url: str, token: str, keys: list[str]) -> None:
     """The gateway's own cost: one sessions.delete at a time, each awaited, from a minimal client."""
-    ws = bare_connect(gw, "operator.admin")
+    ws = bare_connect(url, token, "operator.admin")
     for index, key in enumerate(keys):
         ws.send(json.dumps({"type": "req", "id": str(index), "method": "sessions.delete", "params": {"key": key}}))
         wait_for(ws, str(index))
@@ -116,7 +120,7 @@ def bench_check(gateways, config: Path, runs: int, out: list[str]) -> None:
                 samples[name].append(elapsed)
     guardian, openclaw, bare = samples["guardian"], samples["openclaw"], samples["bare"]
     ratio = statistics.median(guardian) / statistics.median(openclaw)
-    out += ["## check", "",
+    out += ["## check", "", f"{measured()}, two real OpenClaw {peer.DEFAULT_VERSION} gateways.", "",
             f"- `guardian check` over 2 real gateways (new process each time): {stats(guardian)}",
             f"- `openclaw gateway call health --json` against 1 gateway: {stats(openclaw)}",
             f"- bare Python client, connect + health, in-process (the floor): {stats(bare)}",
@@ -136,11 +140,11 @@ def bench_cleanup(gw: peer.Gateway, config: Path, sessions: int, out: list[str])
     guardian = timed(guardian_cleanup)
     closed = json.loads(result.stdout)["hosts"][0]["closed"]
     keys = create(gw, sessions)
-    serial = timed(lambda: bare_serial_deletes(gw, keys))
+    serial = timed(lambda: bare_serial_deletes(gw.url, gw.token, keys))
     keys = create(gw, sessions)
     openclaw = timed(lambda: gw.openclaw("sessions", "delete", *keys, "--yes", "--json", timeout=1800))
     overhead = guardian / serial - 1
-    out += ["## cleanup", "",
+    out += ["## cleanup", "", f"{measured()}, one real OpenClaw {peer.DEFAULT_VERSION} gateway.", "",
             f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default):", "",
             f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): "
             f"{guardian:.2f} s, {1000 * guardian / sessions:.0f} ms per session ({closed} closed)",
@@ -173,18 +177,52 @@ def machine() -> str:
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {memory} memory, Python {platform.python_version()}, OpenClaw {peer.DEFAULT_VERSION}"
+    return f"{os.cpu_count()} cores, {memory} memory, Python {platform.python_version()}"
+
+
+def measured() -> str:
+    return f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()} (a VM whose 2 cores are shared)"
+
+
+def write_sections(path: Path, out: list[str]) -> None:
+    """Put each "## name" section of `out` in place of the file's section of that name (a heading
+    "## name" or "## name (...)"), or at its end; the file's other sections stay as they are."""
+    lines = path.read_text().splitlines() if path.exists() else ["# Benchmarks", ""]
+    starts = [i for i, line in enumerate(out) if line.startswith("## ")] + [len(out)]
+    for start, end in zip(starts, starts[1:]):
+        section, name = out[start:end], out[start].split()[1]
+        ours = [i for i, line in enumerate(lines) if line.startswith("## ") and line.split()[1] == name]
+        if ours:
+            after = next((i for i in range(ours[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            lines[ours[0]:after] = section
+        else:
+            lines += section
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--only", choices=("check", "cleanup"), help="run one half (the cleanup takes ~10 minutes)")
-    parser.add_argument("--markdown", help="also write the figures to this file")
+    parser.add_argument("--only", choices=("check", "cleanup", "scale"),
+                        help="run one part (cleanup ~10 minutes, scale ~6 minutes and no real gateway)")
+    parser.add_argument("--markdown", help="also write the figures to this file, each section in place of its own")
     args = parser.parse_args()
-    out = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
-           f"Regenerate: `.venv/bin/python scripts/bench.py --markdown docs/benchmarks.md` (after `scripts/setup.sh`).", ""]
+    out = []
+    if args.only != "scale":
+        bench_real(args, out)
+    if args.only in (None, "scale"):
+        from bench_scale import scale_section  # here: bench_scale imports from this module
+
+        out += scale_section(args.runs)
+    print("\n".join(out))
+    if args.markdown:
+        write_sections(Path(args.markdown), out)
+    return 0
+
+
+def bench_real(args, out: list[str]) -> None:
+    """The check and cleanup sections, against two real OpenClaw gateways."""
     gateways = peer.start_many([{"name": "pc-a"}, {"name": "t440"}])
     try:
         for gw, count in zip(gateways, (16, 55)):
@@ -198,10 +236,6 @@ def main() -> int:
             bench_cleanup(gateways[1], config, args.sessions, out)
     finally:
         peer.stop_many(gateways)
-    print("\n".join(out))
-    if args.markdown:
-        Path(args.markdown).write_text("# Benchmarks\n\n" + "\n".join(out) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

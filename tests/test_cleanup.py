@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import random
 import time
 
 import pytest
@@ -57,6 +59,77 @@ def test_most_idle_first_and_the_cap():
     assert decisions[0].idle_seconds == 9 * 3600 and decisions[0].session_id == "id-agent:main:s9"
 
 
+def reference_plan(rows, rules, now, main_key):
+    """The rules of design.md written out plainly, one session at a time: slow, and obviously right."""
+    decided = []
+    for index, r in enumerate(rows):
+        times = [r[k] for k in ("updatedAt", "lastInteractionAt", "endedAt") if k in r]
+        idle = (now * 1000 - max(times)) / 1000 if times else None
+        agent = r.get("agentId") or r["key"].split(":")[1]
+        if r.get("hasActiveRun"):
+            reason = "active run"
+        elif r.get("status") == "running":
+            reason = "running status"
+        elif r.get("isMain") or r["key"] == main_key:
+            reason = "main session"
+        elif r.get("pinned"):
+            reason = "pinned"
+        elif agent in rules.protect_agents:
+            reason = "protected agent"
+        elif any(fnmatch.fnmatchcase(r["key"], p) for p in rules.protect_keys):
+            reason = "protected key pattern"
+        elif r.get("label") in rules.protect_labels:
+            reason = "protected label"
+        elif idle is None:
+            reason = "no activity time"
+        elif idle <= rules.agent_idle_after.get(agent, rules.idle_after):
+            reason = "not idle long enough"
+        else:
+            reason = "idle"
+        decided.append((index, r["key"], idle, reason))
+    decided.sort(key=lambda d: (-(d[2] or 0), d[0]))  # most idle first; a tie keeps the listing's order
+    result, closing = [], 0
+    for _, key, idle, reason in decided:
+        if reason == "idle":
+            closing += 1
+            if closing > rules.max_per_run:
+                reason = "over the per-run cap"
+        result.append((key, reason == "idle", reason))
+    return result
+
+
+def random_store(count, seed):
+    """`count` sessions with every feature the rules look at, some of them sharing an activity time."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        agent = rng.choice(["main", "main", "ops", "batch", "sales"])
+        kind = rng.choice(["dashboard", "dashboard", "telegram", "cron"])
+        r = {"key": f"agent:{agent}:{kind}:{i}", "sessionId": f"s{i}", "agentId": agent,
+             "updatedAt": int(NOW * 1000 - rng.choice([rng.randrange(0, 12 * H), 3 * H]))}
+        for field_name, chance, value in (("hasActiveRun", 0.05, True), ("status", 0.05, "running"),
+                                          ("status", 0.1, "done"), ("pinned", 0.03, True),
+                                          ("isMain", 0.01, True), ("label", 0.05, "keep-me"),
+                                          ("lastInteractionAt", 0.2, int(NOW * 1000 - rng.randrange(0, 4 * H))),
+                                          ("endedAt", 0.1, int(NOW * 1000 - rng.randrange(0, 4 * H)))):
+            if rng.random() < chance:
+                r[field_name] = value
+        if rng.random() < 0.01:
+            del r["updatedAt"]
+        rows.append(r)
+    return rows
+
+
+@pytest.mark.parametrize("count, cap", [(10, 3), (10_000, 3_000)])
+def test_a_big_store_gets_the_same_decisions_as_the_plain_rules(count, cap):
+    rows = random_store(count, seed=count)
+    rules = Rules(idle_after=2 * 3600, max_per_run=cap, protect_agents=("ops",), protect_keys=("agent:*:telegram:*",),
+                  protect_labels=("keep-me",), agent_idle_after={"batch": 1800})
+    decisions = plan(rows, rules, NOW, main_key="agent:main:main")
+    assert [(d.key, d.close, d.reason) for d in decisions] == reference_plan(rows, rules, NOW, "agent:main:main")
+    assert sum(d.close for d in decisions) == cap  # the store is big enough to reach the cap
+
+
 # --- against the fake gateway -----------------------------------------------------------------
 
 
@@ -102,6 +175,26 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fake, write_config, cli, st
     host = json.loads(result.stdout)["hosts"][0]
     assert sorted(p["decision"] for p in host["plan"]) == ["close", "close", "keep"]
     assert all(r["dry_run"] for r in records(state_dir)) and len(records(state_dir, "planned")) == 2
+
+
+def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_before_the_next(fake, write_config, cli, state_dir):
+    idle, _ = seed(fake, idle=4)
+    seen_at_each_delete = []
+
+    def look_at_the_log(method, params):
+        if method == "sessions.delete":  # the gateway has the request: what does the log hold by now?
+            seen_at_each_delete.append((params["key"], [(r["event"], r["key"]) for r in records(state_dir)
+                                                         if r["event"] in ("intent", "outcome")]))
+
+    fake.on_request = look_at_the_log
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    assert cli("cleanup", "--config", config).exit_code == 0
+    assert len(seen_at_each_delete) == 4
+    done = []
+    for key, logged in seen_at_each_delete:
+        assert logged == [*done, ("intent", key)]  # every earlier delete complete, this one announced
+        done += [("intent", key), ("outcome", key)]
+    assert [(r["event"], r["key"]) for r in records(state_dir) if r["event"] in ("intent", "outcome")] == done
 
 
 def test_a_session_touched_after_the_listing_is_skipped_not_closed(fake, write_config, cli, state_dir):
