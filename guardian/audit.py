@@ -7,12 +7,15 @@ every record up to the last action. The file is created 0600 and never rewritten
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from guardian.state import StateError
 
 BLOCK = 1 << 16  # read_since reads the file backwards in blocks of this many bytes
 
@@ -31,13 +34,19 @@ class AuditLog:
         record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
                   "run_id": self.run_id, "command": self.command, "event": event, **fields}
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a short write is a full disk
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # the caller must not act without its record (a delete waits for its intent line)
+            raise StateError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting "
+                             f"without a record") from None
 
 
 def read(state_dir: Path) -> list[dict]:

@@ -19,6 +19,10 @@ from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
 
 VERSION = 1
+# Free space a run needs in the state dir (state.json, audit lines, history rows), checked before
+# anything is decided: a run that delivered and then could not remember it would deliver again
+# on every run, an alert storm on a full disk.
+MIN_FREE = 1 << 20
 
 
 class StateError(Exception):
@@ -86,6 +90,7 @@ class StateFile:
             raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
         try:
             self._acquire(fd)
+            self._check_room()
             state = self._read()
             yield state
             try:
@@ -106,6 +111,16 @@ class StateFile:
                     raise StateError(f"another guardian run has held {self.lock_path} for over "
                                      f"{self.lock_timeout:g}s; giving up this run") from None
                 time.sleep(0.05)
+
+    def _check_room(self) -> None:
+        try:
+            disk = os.statvfs(self.dir)
+        except OSError as exc:
+            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE:
+            raise StateError(f"cannot use the state dir {self.dir}: only {free // 1024} KiB free (No space left "
+                             f"on device, {MIN_FREE // 1024} KiB needed); alerts go to stderr only until there is room")
 
     def _read(self) -> State:
         try:
