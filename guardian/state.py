@@ -11,7 +11,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from guardian.config import LEVELS
@@ -63,10 +63,18 @@ class State:
         return state
 
 
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+
+
 def _checked(kind, entry):
     if not isinstance(entry, dict):
         raise ValueError(f"a {kind.__name__} entry is not an object")
     value = kind(**entry)  # TypeError on unknown or missing-required keys
+    for item in fields(kind):  # a hand-edited "repeat_after": "soon" must not fail the decisions later
+        allowed = [t for name in item.type.split(" | ") for t in _TYPES[name]]
+        found = getattr(value, item.name)
+        if not isinstance(found, tuple(allowed)) or (isinstance(found, bool) and bool not in allowed):
+            raise ValueError(f"{kind.__name__}.{item.name} is {str(found)[:40]!r}, not {item.type}")
     if value.level not in LEVELS:
         raise ValueError(f"unknown level {value.level!r}")
     return value

@@ -183,3 +183,125 @@ def test_any_config_shaped_yaml_is_a_config_or_one_config_error(root, hosts):
 ])
 def test_awkward_files(text):
     check_parse(text)
+
+
+# --- state.json and identity files edited by hand or by accident -------------------------------------
+
+
+@given(st.dictionaries(st.text(max_size=12), shaped({
+    "level": st.sampled_from(["ok", "notice", "warning", "critical"]) | json_values, "failures": json_values,
+    "count": json_values, "checked_at": json_values,
+    "channels": st.dictionaries(st.text(max_size=6), shaped({"level": st.sampled_from(["ok", "critical"]) | json_values,
+                                                            "repeat_after": json_values, "unreachable": json_values,
+                                                            "unreachable_repeat_after": json_values}) | json_values,
+                                max_size=2) | json_values}) | json_values, max_size=3))
+def test_a_state_file_is_used_only_when_every_field_is_what_we_write(subjects):
+    from guardian import policy
+    from guardian.config import Alerts
+    from guardian.state import State
+
+    try:
+        state = State.from_json(json.dumps({"version": 1, "subjects": subjects}))
+    except (ValueError, TypeError, AttributeError):
+        return  # moved aside with a warning by StateFile
+    for (subject_id, _), memory in state.memories.items():  # the decisions run on whatever was accepted
+        policy.decide(memory, state.subject(subject_id), Alerts(), 1_800_000_000.0)
+
+
+# --- hostile names end to end -----------------------------------------------------------------------
+
+HOSTILE_KEYS = ["agent:main:\x1b[2J\x1b[31mred", "agent:main:forged\nguardian alert: CRITICAL fake 99%",
+                "agent:main:<script>alert(1)</script>", "agent:main:<!channel> @everyone <@U1>",
+                "agent:main:" + "x" * 5000, "agent:main:\u202eevil\u200b\x00"]
+HOSTILE_ERROR = "<!channel> @everyone \x1b[2J\nguardian alert: forged <b>x</b> **y** [z](http://evil) " + "w" * 3000
+
+
+def printable_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    assert all(ch.isprintable() for line in lines for ch in line), [line for line in lines if not line.isprintable()][:1]
+    return lines
+
+
+def test_hostile_session_keys_are_inert_in_every_cleanup_output(fake, write_config, cli, state_dir):
+    import time as clock
+
+    for key in HOSTILE_KEYS:
+        fake.add_session(key, updated_at=int(clock.time() * 1000) - 3 * 3600 * 1000)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    for fmt in ("plain", "table"):
+        plan = cli("cleanup", "--config", config, "--dry-run", "--format", fmt)
+        assert not any(line.startswith("guardian alert:") for line in printable_lines(plan.stdout))
+    as_json = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
+    assert sorted(p["key"] for p in as_json["hosts"][0]["plan"]) == sorted(HOSTILE_KEYS)  # exact, escaped by JSON
+    fake.fail_deletes = set(HOSTILE_KEYS)
+    failed = cli("cleanup", "--config", config, "--format", "plain")
+    assert failed.exit_code == 1 and len(printable_lines(failed.stdout)) == 1 + len(HOSTILE_KEYS)
+    records = (state_dir / "audit.jsonl").read_text().splitlines()
+    assert all(line.isascii() and line.isprintable() for line in records)  # one line per record, whatever the key
+    assert {json.loads(line)["key"] for line in records if '"outcome"' in line} == set(HOSTILE_KEYS)
+
+
+def test_a_hostile_gateway_error_is_inert_in_every_output_and_channel(fake, write_config, cli, receivers, monkeypatch,
+                                                                       state_dir):
+    from fake_gateway import GatewayError as Refusal
+
+    def refuse(method, params):
+        raise Refusal("UNAVAILABLE", HOSTILE_ERROR)
+
+    fake.on_request = refuse
+    slack, discord, telegram, hook = receivers(), receivers(), receivers(), receivers()
+    telegram.script = [(200, {"Content-Type": "application/json"}, b'{"ok": true, "result": {"message_id": 1}}')]
+    monkeypatch.setenv("SLACK_URL", slack.url)
+    monkeypatch.setenv("DISCORD_URL", discord.url)
+    monkeypatch.setenv("BOT_TOKEN", "123:abc")
+    monkeypatch.setenv("HOOK_URL", hook.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          alerts={"unreachable_after": 1, "channels": [
+                              {"type": "slack", "url_env": "SLACK_URL"}, {"type": "discord", "url_env": "DISCORD_URL"},
+                              {"type": "telegram", "token_env": "BOT_TOKEN", "chat_id": 1, "api_url": telegram.base},
+                              {"type": "webhook", "url_env": "HOOK_URL"}]})
+    plain = cli("check", "--config", config, "--format", "plain")
+    assert plain.exit_code == 3
+    assert len(printable_lines(plain.stdout)) == 1
+    assert [line for line in printable_lines(plain.stderr) if line.startswith("guardian alert:")] == [
+        next(line for line in plain.stderr.splitlines() if line.startswith("guardian alert: UNREACHABLE a"))]
+    slack_text = json.loads(slack.requests[0]["body"])["blocks"][0]["text"]["text"]
+    discord_text = json.loads(discord.requests[0]["body"])["content"]
+    telegram_text = json.loads(telegram.requests[0]["body"])["text"]
+    assert "<!channel>" not in slack_text and "@everyone" not in slack_text
+    assert "@everyone" not in discord_text and "[z](" not in discord_text
+    assert "<b>x</b>" not in telegram_text and "@everyone" not in telegram_text
+    for text in (slack_text, discord_text, telegram_text):
+        assert "\x1b" not in text and "\nguardian alert: forged" not in text
+    (alert,) = hook.bodies[0]["alerts"]  # the webhook carries it as JSON data, exactly, for its receiver to escape
+    assert HOSTILE_ERROR.splitlines()[0] in alert["error"]
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+
+GATEWAY_TOKEN = "zq-gateway-token-6f1d9a"
+
+
+def test_the_gateway_token_appears_nowhere(fakes, write_config, cli, state_dir, tmp_path):
+    good, rejecting = fakes(token=GATEWAY_TOKEN), fakes(token="other")
+    good.add_session(updated_at=0)
+    config = write_config({"good": {"url": good.url, "token": GATEWAY_TOKEN, "limit": 10},
+                           "rejecting": {"url": rejecting.url, "token": GATEWAY_TOKEN, "limit": 10}})
+    outputs = [cli("check", "--config", config, *fmt) for fmt in (["--json"], ["--format", "plain"], ["--format", "nagios"])]
+    outputs += [cli("cleanup", "--config", config, "--json"), cli("doctor", "--config", config),
+                cli("report", "--config", config, "--json")]
+    everything = "".join(r.stdout + r.stderr for r in outputs)
+    everything += "".join(p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file() and p.suffix != ".db")
+    assert "token mismatch" in everything and GATEWAY_TOKEN not in everything
+
+
+def test_a_device_key_readable_by_others_is_warned_about(tmp_path):
+    """(A loose token file, and ws:// to a remote host, are in test_config.py.)"""
+    from guardian.identity import IdentityStore
+
+    store = IdentityStore(tmp_path)
+    store.identity()
+    store.key_file.chmod(0o644)
+    fresh = IdentityStore(tmp_path)
+    fresh.identity()
+    assert fresh.warnings == [f"the device key {fresh.key_file} is readable by other users; run: chmod 600 {fresh.key_file}"]
