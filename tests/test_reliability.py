@@ -335,3 +335,38 @@ def test_cleanup_refuses_when_the_gateway_clock_is_far_from_ours(fake, write_con
 ])
 def test_clock_skew_bound(gateway_ms, now, refused):
     assert bool(cleaning.clock_skew_refusal(gateway_ms, now)) is refused
+
+
+@pytest.mark.real_gateway
+def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_config, state_dir):
+    """SIGTERM to a real gateway while a cleanup deletes: the run ends at once with an exact record,
+    and after the restart (same port, same state) a rerun closes the rest, nothing twice."""
+    import peer
+
+    from conftest import create_sessions, list_rows, wait_until
+
+    gw = peer.start("restarting", state_root=tmp_path / "gateway-state")
+    try:
+        keys = set(create_sessions(gw, 150))
+        config = write_config({"restarting": {"url": gw.url, "token": gw.token, "limit": 1000}},
+                              cleanup={"max_per_run": 1000})
+        command = guardian("cleanup", "--config", config, "--idle-after", "1ms", "--json")
+        running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: len(closed_keys(state_dir)) >= 3, timeout=60, what="the first deletes")
+        gw.stop()  # SIGTERM: a shutdown event, then close 1012
+        stdout, _ = running.communicate(timeout=60)
+        assert running.returncode == 1
+        (host,) = json.loads(stdout)["hosts"]
+        assert host["error"] and 3 <= host["closed"] < len(keys)
+        first = set(closed_keys(state_dir))
+
+        gw = peer.start("restarting", port=gw.port, token=gw.token, state_root=tmp_path / "gateway-state")
+        left = {r["key"] for r in list_rows(gw)}
+        assert not first & left  # what the audit says was closed is gone
+        again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert not {r["key"] for r in list_rows(gw)} & keys
+        closed = closed_keys(state_dir)
+        assert len(closed) == len(set(closed)) and set(closed) <= keys
+    finally:
+        gw.stop()
