@@ -19,7 +19,7 @@ from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
 from guardian.policy import Reading
-from guardian.state import State, StateError, StateFile
+from guardian.state import State, StateBusy, StateError, StateFile
 
 if TYPE_CHECKING:
     from guardian.channels import Backoff
@@ -168,7 +168,7 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
             record(audit, deliveries, now)
     except StateError as exc:
         error = str(exc)
-        if subjects is None:
+        if subjects is None and not isinstance(exc, StateBusy):  # busy: the runs holding the lock tell
             # Nothing was decided. Without the memory the channels would hear every alert again on
             # every run, so only the stderr line (cron mails it) says what this run saw.
             state = State()

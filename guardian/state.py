@@ -29,6 +29,10 @@ class StateError(Exception):
     """The state dir cannot be used (permissions, full disk, lock held too long): one sentence."""
 
 
+class StateBusy(StateError):
+    """Other runs held the state lock past the lock timeout: they are the ones deciding and telling."""
+
+
 @dataclass
 class State:
     subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
@@ -116,7 +120,7 @@ class StateFile:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise StateError(f"another guardian run has held {self.lock_path} for over "
+                    raise StateBusy(f"another guardian run has held {self.lock_path} for over "
                                      f"{self.lock_timeout:g}s; giving up this run") from None
                 time.sleep(0.05)
 

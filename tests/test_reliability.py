@@ -209,8 +209,13 @@ def test_sigkill_of_cleanup_closes_only_what_the_plan_chose(fake, write_config, 
 
 def test_overlapping_checks_lose_nothing_and_send_each_alert_once(fake, write_config, state_dir, receiver, monkeypatch):
     """cron catching up after a suspend: all runs start together. Run i checks host i % hosts (all
-    served by one fake gateway), so each host is checked by two runs at once."""
-    runs = trials(60, 200)
+    served by one fake gateway), so each host is checked by two runs at once.
+
+    Every run either completes, or gives up at the lock timeout with one sentence, exit 3 and
+    nothing sent (on 2 busy cores, 200 Python start-ups starve the runs holding the lock). What a
+    completed run decided is all kept: its sample, its host's state, its alert, each exactly once.
+    """
+    runs = trials(40, 200)
     hosts = runs // 2
     seed(fake, fresh=85)
     monkeypatch.setenv("HOOK_URL", receiver.url)
@@ -218,18 +223,23 @@ def test_overlapping_checks_lose_nothing_and_send_each_alert_once(fake, write_co
                           alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
     processes = [subprocess.Popen(guardian("check", "--config", config, "--hosts", f"h{i % hosts}", "-q"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(runs)]
-    finished = [(p.wait(), p.stderr.read()) for p in processes]
-    assert [code for code, _ in finished] == [1] * runs, [err for _, err in finished if err.count("\n") > 1][:3]
+    finished = [(i % hosts, p.wait(), p.stderr.read()) for i, p in enumerate(processes)]
+    completed = [(host, err) for host, code, err in finished if code == 1]
+    gave_up = [err for _, code, err in finished if code == 3]
+    assert len(completed) + len(gave_up) == runs, [err for _, code, err in finished if code not in (1, 3)][:2]
+    assert all(err.startswith("guardian: another guardian run has held") and err.count("\n") == 1 for err in gave_up)
+    alerted = {host for host, _ in completed}
     subjects = read_state(state_dir)["subjects"]
-    assert {s: (e["level"], e["count"]) for s, e in subjects.items()} == {f"host:h{i}": ("warning", 85) for i in range(hosts)}
+    assert {s: (e["level"], e["count"]) for s, e in subjects.items()} == {f"host:h{i}": ("warning", 85) for i in alerted}
     delivered = [a["subject"] for body in receiver.bodies for a in body["alerts"]]
-    assert sorted(delivered) == sorted(f"host:h{i}" for i in range(hosts))  # each once
-    stderr_alerts = [line for _, err in finished for line in err.splitlines() if line.startswith("guardian alert:")]
-    assert len(stderr_alerts) == hosts
+    assert sorted(delivered) == sorted(f"host:h{i}" for i in alerted)  # each once
+    stderr_alerts = [line for _, err in completed for line in err.splitlines() if line.startswith("guardian alert:")]
+    assert len(stderr_alerts) == len(alerted)
     recorded = [r for r in audit_lines(state_dir) if r["event"] == "alert" and r["channel"] == "webhook-1"]
-    assert len(recorded) == hosts
+    assert len(recorded) == len(alerted)
     with sqlite3.connect(state_dir / "history.db") as db:
-        assert db.execute("select count(*) from samples").fetchone()[0] == runs  # every run's sample
+        assert db.execute("select count(*) from samples").fetchone()[0] == len(completed)  # every sample kept
+    print(f"overlapping checks: {runs} runs, {len(completed)} completed, {len(gave_up)} gave up at the lock timeout")
 
 
 # --- a state dir that cannot be written -------------------------------------------------------------
