@@ -142,7 +142,8 @@ class Connection:
             if frame is None:
                 self.frames_skipped += 1
                 continue
-            if frame.get("type") == "res" and frame.get("id") in waiting:
+            request_id = frame.get("id")
+            if frame.get("type") == "res" and isinstance(request_id, str) and request_id in waiting:
                 waiting.discard(frame["id"])
                 if frame.get("ok") is True:
                     payload = frame.get("payload")

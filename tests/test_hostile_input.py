@@ -81,7 +81,9 @@ def text_frame(value) -> tuple[int, bytes]:
 
 
 raw_frames = st.tuples(st.sampled_from([ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE]), st.binary(max_size=64))
-any_frames = st.lists(raw_frames | json_values.map(text_frame), max_size=6)
+frame_like = shaped({"type": st.sampled_from(["res", "event"]) | json_values, "id": st.just("$ID") | json_values,
+                     "ok": json_values, "payload": json_values, "error": json_values, "event": json_values})
+any_frames = st.lists(raw_frames | (json_values | frame_like).map(text_frame), max_size=6)
 
 
 @given(raw_frames)
