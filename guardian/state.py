@@ -105,6 +105,8 @@ class StateFile:
             self._check_room()
             state = self._read()
             yield state
+            for stale in self.dir.glob(f".{self.path.name}.*.tmp"):  # a killed run's; under the lock none is live
+                stale.unlink(missing_ok=True)
             try:
                 write_private(self.path, state.to_json())
             except OSError as exc:

@@ -176,6 +176,7 @@ def test_sigkill_of_check_never_leaves_corrupt_state(fake, write_config, state_d
     # and a run after all that is a normal run
     assert subprocess.run(guardian("check", "--config", config, "-q"), capture_output=True).returncode == 1
     assert read_state(state_dir)["subjects"]["host:a"]["count"] == len(fake.sessions)
+    assert not list(state_dir.glob(".state.json.*.tmp"))  # what killed runs left half-written is cleared
 
 
 def test_sigkill_of_cleanup_closes_only_what_the_plan_chose(fake, write_config, state_dir):
