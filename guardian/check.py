@@ -168,12 +168,13 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
             record(audit, deliveries, now)
     except StateError as exc:
         error = str(exc)
-        if subjects is None and not isinstance(exc, StateBusy):  # busy: the runs holding the lock tell
-            # Nothing was decided. Without the memory the channels would hear every alert again on
-            # every run, so only the stderr line (cron mails it) says what this run saw.
+        if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
             subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
-            deliveries = _notify(state, subjects, (), config, now, notify, backoff)
+            if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
+                # Without the memory the channels would hear every alert again on every run, so
+                # only the stderr line (cron mails it) says what this run saw.
+                deliveries = _notify(state, subjects, (), config, now, notify, backoff)
     warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error)
 

@@ -19,6 +19,7 @@ from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
 
 VERSION = 1
+LOCK_TIMEOUT = 20.0  # seconds a run waits for the state lock before giving up (cron runs every 30 s)
 # Free space a run needs in the state dir (state.json, audit lines, history rows), checked before
 # anything is decided: a run that delivered and then could not remember it would deliver again
 # on every run, an alert storm on a full disk.
@@ -85,11 +86,11 @@ def _checked(kind, entry):
 
 
 class StateFile:
-    def __init__(self, state_dir: Path, lock_timeout: float = 20.0):
+    def __init__(self, state_dir: Path, lock_timeout: float | None = None):
         self.dir = Path(state_dir)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
         self.warnings: list[str] = []
 
     @contextmanager
