@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from guardian.state import StateError
+
 BLOCK = 1 << 16  # read_since reads the file backwards in blocks of this many bytes
 
 
@@ -41,15 +43,20 @@ class AuditLog:
         if not records:
             return
         data = b"".join(self._line(now, event, fields) for now, event, fields in records)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            written = 0
-            while written < len(data):  # a short write (a signal, a full disk) goes on where it stopped
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                written = 0
+                while written < len(data):  # a short write (a signal) goes on; a full disk raises ENOSPC
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # the caller must not act without its record (a delete waits for its intent line)
+            raise StateError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting "
+                             f"without a record") from None
 
     def _line(self, now: float, event: str, fields: dict) -> bytes:
         record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from guardian.config import Channel, Secret, _kind, _readable_file, _secret, _Section, is_loopback
+from guardian.config import Channel, Secret, _kind, _readable_file, _secret, _Section, is_loopback, split_url
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,8 +62,7 @@ class CommandChannel(Channel):
 
 
 def _http_url(ch: _Section, key: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if split_url(value, ("http", "https")) is None:
         ch.fail(key, "must give an http:// or https:// URL")
     return value
 

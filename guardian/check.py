@@ -19,7 +19,7 @@ from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
 from guardian.policy import Reading
-from guardian.state import StateFile
+from guardian.state import State, StateBusy, StateError, StateFile
 
 if TYPE_CHECKING:
     from guardian.channels import Backoff
@@ -76,11 +76,13 @@ class CheckReport:
     subjects: list[Subject]
     deliveries: list[Delivery] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the state dir could not be used: this run's alerts reached only stderr
 
     @property
     def exit_code(self) -> int:
         reachable = [s.level for s in self.subjects if s.reading is not None]
-        return policy.exit_code(reachable, unknown=any(s.kind == "host" and s.reading is None for s in self.subjects))
+        unknown = self.error is not None or any(s.kind == "host" and s.reading is None for s in self.subjects)
+        return policy.exit_code(reachable, unknown=unknown)
 
 
 def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
@@ -157,21 +159,38 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     closed_now, cleanup_warnings = _cleanup_critical(config, hosts, polls, now, audit) if notify else ({}, [])
 
     store = StateFile(config.state_dir)
-    with store.locked() as state:
-        subjects = []
-        for host in hosts:
-            poll = polls[host.name]
-            subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                                   server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
-                                   closed_now=closed_now.get(host.name)))
-        for pool in pools:
-            subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
-                                   now, members=pool.hosts))
-        history_warnings = _trends(config, subjects, now)
-        deliveries = _notify(state, subjects, config, now, notify, backoff)
-        record(audit, deliveries, now)
+    subjects, deliveries, history_warnings, error = None, [], [], None
+    try:
+        with store.locked() as state:
+            subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
+            history_warnings = _trends(config, subjects, now)
+            deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)
+            record(audit, deliveries, now)
+    except StateError as exc:
+        error = str(exc)
+        if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
+            state = State()
+            subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
+            if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
+                # Without the memory the channels would hear every alert again on every run, so
+                # only the stderr line (cron mails it) says what this run saw.
+                deliveries = _notify(state, subjects, (), config, now, notify, backoff)
     warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings]
-    return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings)
+    return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error)
+
+
+def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], closed_now: dict,
+               config: Config, now: float) -> list[Subject]:
+    subjects = []
+    for host in hosts:
+        poll = polls[host.name]
+        subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
+                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
+                               closed_now=closed_now.get(host.name)))
+    for pool in pools:
+        subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
+                               now, members=pool.hosts))
+    return subjects
 
 
 def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll], now: float, audit: AuditLog):
@@ -188,6 +207,8 @@ def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll],
         reports = cleanup.run(config, targets, cleanup.Rules.from_config(config.cleanup), now, False, audit)
     except cleanup.CleanupBusy:
         return {}, ["a host is critical but a cleanup is already running; it was left to that cleanup"]
+    except StateError as exc:  # no audit record, no delete: the alert still goes out
+        return {}, [f"a host is critical but it could not be cleaned: {exc}"]
     warnings = [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
     return {r.host.name: r.closed for r in reports if r.before is not None}, warnings
 
@@ -244,11 +265,12 @@ def hears(channel: Channel, subject: Subject) -> bool:
     return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
 
 
-def _notify(state, subjects: list[Subject], config: Config, now: float, send: bool,
+def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
             backoff: Backoff | None) -> list[Delivery]:
-    """Decide per channel, send one message per channel (all at once), remember what was accepted."""
+    """Decide per channel (the log line and `channels`), send one message per channel (all at once),
+    remember what was accepted."""
     plans = []
-    for channel in [log_channel(config), *config.alerts.channels]:
+    for channel in [log_channel(config), *channels]:
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:

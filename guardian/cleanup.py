@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from guardian import gateway
 from guardian.audit import AuditLog
-from guardian.config import Cleanup, Config, Host
+from guardian.config import Cleanup, Config, Host, duration_text
 from guardian.identity import IdentityStore
+from guardian.state import StateError
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
@@ -27,6 +28,9 @@ DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see
 ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
 PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
 NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
+# Idle times are the gateway's timestamps read against our clock: past this difference between the
+# two clocks a session may only look idle, so nothing is closed.
+MAX_CLOCK_SKEW = 300.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,21 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
     return None
 
 
+def clock_skew_refusal(gateway_ms, now: float) -> str | None:
+    """Why idle times read against `now` cannot be trusted (the gateway's clock is far from ours), or None.
+
+    `gateway_ms` is sessions.list's `ts`; a gateway that sends none is taken at its word.
+    """
+    if type(gateway_ms) is not int:
+        return None
+    skew = gateway_ms / 1000 - now
+    if abs(skew) <= MAX_CLOCK_SKEW:
+        return None
+    return (f"the gateway's clock is {duration_text(abs(skew))} {'ahead of' if skew > 0 else 'behind'} this machine's "
+            f"(more than {duration_text(MAX_CLOCK_SKEW)}), so idle times cannot be trusted; nothing was closed: "
+            f"fix the clock on one side (NTP)")
+
+
 def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Decision]:
     """One decision per session, most idle first; at most max_per_run are closed."""
     now_ms = now * 1000
@@ -162,10 +181,16 @@ class HostCleanup:
 
 def list_sessions(connection) -> list[dict]:
     """Every non-archived session, all pages (one call on releases without paging)."""
-    rows, offset = [], 0
+    return listing(connection)[0]
+
+
+def listing(connection) -> tuple[list[dict], int | None]:
+    """Every non-archived session, and the gateway's clock (`ts`, epoch ms) when it listed them."""
+    rows, offset, clock = [], 0, None
     while True:
         # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
         page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
+        clock = page.get("ts") if clock is None else clock
         batch = page.get("sessions")
         if not isinstance(batch, list):
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
@@ -173,10 +198,10 @@ def list_sessions(connection) -> list[dict]:
         if "hasMore" not in page:  # 2026.4: no paging; `limit` may still have cut the list
             if len(batch) >= PAGE:
                 return [r for r in connection.call("sessions.list", {}).get("sessions", [])
-                        if isinstance(r, dict) and isinstance(r.get("key"), str)]
-            return rows
+                        if isinstance(r, dict) and isinstance(r.get("key"), str)], clock
+            return rows, clock
         if not page.get("hasMore") or not batch:
-            return rows
+            return rows, clock
         offset = page.get("nextOffset") if isinstance(page.get("nextOffset"), int) else offset + len(batch)
 
 
@@ -244,8 +269,13 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
                clock=time.time) -> HostCleanup:
     result = HostCleanup(host)
     with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
-        rows = list_sessions(connection)
+        rows, gateway_clock = listing(connection)
         result.before = len(rows)
+        refusal = clock_skew_refusal(gateway_clock, now)
+        if refusal:
+            result.error = f"{host.name}: {refusal}"
+            audit.write(clock(), "host refused", host=host.name, dry_run=dry_run, error=result.error)
+            return result
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
         # records wait here and go out in one write and one fsync just before the next delete is
@@ -297,8 +327,11 @@ class CleanupBusy(Exception):
 
 def lock(state_dir):
     """The cleanup lock, taken without waiting: a second cleanup exits at once. Released on close."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, "cleanup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(state_dir, "cleanup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot use the state dir {state_dir} ({exc.strerror}); nothing was closed") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

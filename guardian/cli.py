@@ -135,6 +135,8 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
         write_metrics(prom_file, report, config.state_dir)
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
+    if report.error:
+        click.echo(f"guardian: {report.error}", err=True)
     sys.exit(report.exit_code)
 
 

@@ -173,6 +173,16 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
+def split_url(value: str, schemes: tuple[str, ...]):
+    """urlsplit's parts when `value` is a URL of one of `schemes` with a host and a valid port, else None."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number up to 65535
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return parts if parts.scheme in schemes and parts.hostname else None
+
+
 def parse_duration(value) -> float:
     """'90s', '30m', '2h', '1d', '1h30m' or a number of seconds -> seconds. ValueError if not."""
     if isinstance(value, bool):
@@ -244,6 +254,8 @@ def _yaml_load(text: str):
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError("the YAML is nested too deeply to be a guardian config") from None
 
 
 class _Section:
@@ -388,8 +400,8 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
     if not NAME_RE.match(name):
         section.fail(None, "host names may use letters, digits, '.', '_' and '-' (at most 64)")
     url = section.text("url", required=True)
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+    parts = split_url(url, ("ws", "wss"))
+    if parts is None:
         section.fail("url", f"must be a ws:// or wss:// address with a host, got {url!r}")
     insecure = section.boolean("insecure", False)
     if parts.scheme == "ws" and not is_loopback(parts.hostname) and not insecure:
@@ -590,8 +602,8 @@ def _local_default(limit: int | None, env_state_dir: str | None) -> Config:
     if limit <= 0:
         raise ConfigError(f"--limit must be a positive whole number, got {limit}")
     url = os.environ.get("OPENCLAW_GATEWAY_URL", DEFAULT_URL)
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+    parts = split_url(url, ("ws", "wss"))
+    if parts is None:
         raise ConfigError(f"OPENCLAW_GATEWAY_URL must be a ws:// or wss:// address, got {url!r}")
     if parts.scheme == "ws" and not is_loopback(parts.hostname):
         raise ConfigError("OPENCLAW_GATEWAY_URL is plain ws:// to a non-loopback address; write a config file "

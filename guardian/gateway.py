@@ -44,6 +44,9 @@ class GatewayError(Exception):
         self.retryable = retryable
         self.retry_after_ms = retry_after_ms
 
+    def __str__(self) -> str:
+        return self.message  # the sentence, also after _explain_connect_error has rewritten it
+
     @property
     def detail_code(self) -> str | None:
         return self.details.get("code") if isinstance(self.details, dict) else None
@@ -54,8 +57,10 @@ class GatewayError(Exception):
             return cls("PROTOCOL", f"the gateway sent a malformed error: {str(error)[:200]}")
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
         retry_after = error.get("retryAfterMs", details.get("retryAfterMs"))
+        # a wait is only honoured as a whole, non-negative number of ms (true is no wait; -5 cannot be slept)
+        wait_ms = retry_after if type(retry_after) is int and retry_after >= 0 else None
         return cls(str(error.get("code", "UNKNOWN")), str(error.get("message", "no message")), details,
-                   retryable=bool(error.get("retryable")), retry_after_ms=retry_after if isinstance(retry_after, int) else None)
+                   retryable=error.get("retryable") is True, retry_after_ms=wait_ms)
 
     @property
     def missing_scope(self) -> str | None:
@@ -137,7 +142,8 @@ class Connection:
             if frame is None:
                 self.frames_skipped += 1
                 continue
-            if frame.get("type") == "res" and frame.get("id") in waiting:
+            request_id = frame.get("id")
+            if frame.get("type") == "res" and isinstance(request_id, str) and request_id in waiting:
                 waiting.discard(frame["id"])
                 if frame.get("ok") is True:
                     payload = frame.get("payload")
@@ -231,7 +237,9 @@ def _connect_once(host: Host, scopes: list[str], identities, deadline: float) ->
         while challenge is None:
             frame = receive(ws, deadline, host, "connect challenge")
             if frame and frame.get("type") == "event" and frame.get("event") == "connect.challenge":
-                challenge = frame.get("payload") or {}
+                challenge = frame.get("payload")
+                if not isinstance(challenge, dict) or not isinstance(challenge.get("nonce"), str):
+                    raise GatewayError("PROTOCOL", f"{host.name}: the gateway's connect challenge has no nonce")
         identity = identities.identity() if host.device else None
         params, device_token_used = _connect_params(host, scopes, challenge, identity, identities)
         request_id = os.urandom(8).hex()
@@ -243,7 +251,7 @@ def _connect_once(host: Host, scopes: list[str], identities, deadline: float) ->
         if frame.get("ok") is not True:
             raise _explain_connect_error(host, GatewayError.from_frame(frame.get("error")), identity, device_token_used)
         hello = _read_hello(host, frame.get("payload"), identity)
-        token = (frame.get("payload") or {}).get("auth", {}).get("deviceToken")
+        token = _object(_object(frame["payload"], "auth"), "deviceToken")
         if identity and isinstance(token, str) and token:
             identities.save_device_token(host.name, identity.device_id, token, hello.scopes)
             hello.device_token_issued = True
@@ -339,8 +347,9 @@ def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, id
     if identity:
         from guardian.identity import signature_payload
 
-        signed_at = int(challenge.get("ts") or time.time() * 1000)
-        nonce = str(challenge.get("nonce", ""))
+        ts = challenge.get("ts")
+        signed_at = ts if type(ts) is int and ts > 0 else int(time.time() * 1000)
+        nonce = challenge["nonce"]
         payload = signature_payload(identity.device_id, CLIENT["id"], CLIENT["mode"], ROLE, params["scopes"],
                                     signed_at, signed_token, nonce, CLIENT["platform"])
         params["device"] = {"id": identity.device_id, "publicKey": identity.public_key,
@@ -351,20 +360,25 @@ def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, id
 def _read_hello(host: Host, payload, identity) -> Hello:
     if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
         raise GatewayError("PROTOCOL", f"{host.name}: the gateway's answer to connect is not hello-ok")
-    auth = payload.get("auth") if isinstance(payload.get("auth"), dict) else {}
-    scopes = auth.get("scopes") if isinstance(auth.get("scopes"), list) else []
-    policy = payload.get("policy") if isinstance(payload.get("policy"), dict) else {}
-    snapshot = payload.get("snapshot") if isinstance(payload.get("snapshot"), dict) else {}
-    defaults = snapshot.get("sessionDefaults") if isinstance(snapshot.get("sessionDefaults"), dict) else {}
-    features = payload.get("features") if isinstance(payload.get("features"), dict) else {}
-    server = payload.get("server") if isinstance(payload.get("server"), dict) else {}
+    auth = _object(payload, "auth")
+    scopes, methods = _object(auth, "scopes"), _object(_object(payload, "features"), "methods")
+    max_payload, main_key = _object(_object(payload, "policy"), "maxPayload"), _object(
+        _object(_object(payload, "snapshot"), "sessionDefaults"), "mainSessionKey")
+    version, method = _object(_object(payload, "server"), "version"), _object(auth, "method")
     protocol = payload.get("protocol")
-    if protocol not in (3, 4):
-        raise GatewayError("PROTOCOL", f"{host.name}: the gateway speaks protocol {protocol}; the guardian speaks 3 and 4")
-    return Hello(protocol=protocol, server_version=str(server.get("version", "unknown")),
-                 scopes=[str(s) for s in scopes], max_payload=policy.get("maxPayload"),
-                 methods=list(features.get("methods") or []), main_session_key=defaults.get("mainSessionKey"),
-                 device_id=identity.device_id if identity else None, auth_method=auth.get("method"))
+    if type(protocol) is not int or protocol not in (3, 4):
+        raise GatewayError("PROTOCOL", f"{host.name}: the gateway speaks protocol {str(protocol)[:20]}; the guardian speaks 3 and 4")
+    return Hello(protocol=protocol, server_version=version if isinstance(version, str) else "unknown",
+                 scopes=[s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else [],
+                 max_payload=max_payload if type(max_payload) is int else None,
+                 methods=[m for m in methods if isinstance(m, str)] if isinstance(methods, list) else [],
+                 main_session_key=main_key if isinstance(main_key, str) else None,
+                 device_id=identity.device_id if identity else None, auth_method=method if isinstance(method, str) else None)
+
+
+def _object(value, key: str):
+    """value[key] when value is a JSON object, else None: a gateway's answer is read, never trusted."""
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def _missing_scope_sentence(host: Host, missing: list[str], hello: Hello) -> str:

@@ -60,6 +60,9 @@ class IdentityStore:
             identity = _from_private(private)
             if identity.device_id != data.get("deviceId"):
                 raise ValueError("deviceId does not match the key")
+            if self.key_file.stat().st_mode & 0o077:
+                self.warnings.append(f"the device key {self.key_file} is readable by other users; "
+                                     f"run: chmod 600 {self.key_file}")
             return identity
         except FileNotFoundError:
             pass
@@ -95,7 +98,8 @@ class IdentityStore:
 
     def save_device_token(self, host: str, device_id: str, token: str, scopes: list[str]) -> None:
         tokens = self._tokens()
-        if tokens.get(host, {}).get("token") == token:
+        entry = tokens.get(host)
+        if isinstance(entry, dict) and entry.get("token") == token:
             return
         tokens[host] = {"deviceId": device_id, "token": token, "scopes": scopes}
         write_private(self.token_file, json.dumps(tokens, indent=2))

@@ -89,6 +89,7 @@ def as_seen(subject: SubjectState, min_level: str) -> SubjectState:
 
 def decide(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float) -> Decision:
     """Whether this channel must be told about this subject now, and what it will then remember."""
+    memory = _clock_moved_back(memory, alerts, now)
     if subject.failures >= alerts.unreachable_after:
         if memory.unreachable and now < memory.unreachable_repeat_after:
             return Decision(None, memory)
@@ -121,9 +122,21 @@ def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: floa
     cooldowns never reset each other.
     """
     if now < memory.repeat_after:
-        return Decision(None, memory)
+        return Decision(None, replace(memory, repeat_after=min(memory.repeat_after, now + alerts.cooldown[reason])))
     return Decision(Notice(reason, "notice", memory.level),
                     ChannelMemory(level="notice", repeat_after=now + alerts.cooldown[reason]))
+
+
+def _clock_moved_back(memory: ChannelMemory, alerts: Alerts, now: float) -> ChannelMemory:
+    """A cooldown never ends further ahead than one full cooldown from now.
+
+    After the clock went back by hours, a stored repeat time would otherwise hold a critical
+    reminder back for those hours too; a jump forward needs nothing: each level repeats once.
+    """
+    if memory.level == "ok" and not memory.unreachable:
+        return memory
+    return replace(memory, repeat_after=min(memory.repeat_after, now + alerts.cooldown.get(memory.level, 0.0)),
+                   unreachable_repeat_after=min(memory.unreachable_repeat_after, now + alerts.cooldown["unreachable"]))
 
 
 def _told(level: str, alerts: Alerts, now: float, unreachable: bool = False) -> ChannelMemory:

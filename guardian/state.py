@@ -11,7 +11,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from guardian.config import LEVELS
@@ -19,10 +19,19 @@ from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
 
 VERSION = 1
+LOCK_TIMEOUT = 20.0  # seconds a run waits for the state lock before giving up (cron runs every 30 s)
+# Free space a run needs in the state dir (state.json, audit lines, history rows), checked before
+# anything is decided: a run that delivered and then could not remember it would deliver again
+# on every run, an alert storm on a full disk.
+MIN_FREE = 1 << 20
 
 
 class StateError(Exception):
     """The state dir cannot be used (permissions, full disk, lock held too long): one sentence."""
+
+
+class StateBusy(StateError):
+    """Other runs held the state lock past the lock timeout: they are the ones deciding and telling."""
 
 
 @dataclass
@@ -59,21 +68,29 @@ class State:
         return state
 
 
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+
+
 def _checked(kind, entry):
     if not isinstance(entry, dict):
         raise ValueError(f"a {kind.__name__} entry is not an object")
     value = kind(**entry)  # TypeError on unknown or missing-required keys
+    for item in fields(kind):  # a hand-edited "repeat_after": "soon" must not fail the decisions later
+        allowed = [t for name in item.type.split(" | ") for t in _TYPES[name]]
+        found = getattr(value, item.name)
+        if not isinstance(found, tuple(allowed)) or (isinstance(found, bool) and bool not in allowed):
+            raise ValueError(f"{kind.__name__}.{item.name} is {str(found)[:40]!r}, not {item.type}")
     if value.level not in LEVELS:
         raise ValueError(f"unknown level {value.level!r}")
     return value
 
 
 class StateFile:
-    def __init__(self, state_dir: Path, lock_timeout: float = 20.0):
+    def __init__(self, state_dir: Path, lock_timeout: float | None = None):
         self.dir = Path(state_dir)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
         self.warnings: list[str] = []
 
     @contextmanager
@@ -86,8 +103,11 @@ class StateFile:
             raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
         try:
             self._acquire(fd)
+            self._check_room()
             state = self._read()
             yield state
+            for stale in self.dir.glob(f".{self.path.name}.*.tmp"):  # a killed run's; under the lock none is live
+                stale.unlink(missing_ok=True)
             try:
                 write_private(self.path, state.to_json())
             except OSError as exc:
@@ -103,9 +123,19 @@ class StateFile:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise StateError(f"another guardian run has held {self.lock_path} for over "
+                    raise StateBusy(f"another guardian run has held {self.lock_path} for over "
                                      f"{self.lock_timeout:g}s; giving up this run") from None
                 time.sleep(0.05)
+
+    def _check_room(self) -> None:
+        try:
+            disk = os.statvfs(self.dir)
+        except OSError as exc:
+            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE:
+            raise StateError(f"cannot use the state dir {self.dir}: only {free // 1024} KiB free (No space left "
+                             f"on device, {MIN_FREE // 1024} KiB needed); alerts go to stderr only until there is room")
 
     def _read(self) -> State:
         try:

@@ -4,6 +4,7 @@ and the CLI runner."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import threading
 import time
@@ -13,10 +14,23 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import settings
 
 from certs import make_certificate
 from fake_gateway import FakeGateway
 from guardian.cli import main
+
+
+# GUARDIAN_SOAK=1: the reliability suite's long variants (many more trials; see docs/reliability.md)
+SOAK = os.environ.get("GUARDIAN_SOAK") == "1"
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile("soak", max_examples=2000, deadline=None)
+settings.load_profile("soak" if SOAK else "ci")
+
+
+def trials(ci: int, soak: int) -> int:
+    """How many times a reliability test repeats its fault: a representative number, or the soak's."""
+    return soak if SOAK else ci
 
 
 def pytest_configure(config):

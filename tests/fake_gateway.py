@@ -35,6 +35,10 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
 ``retry_after_ms``         the ``retryAfterMs`` of that error
 ``fail_deletes``           keys whose ``sessions.delete`` fails with a non-retryable
                            ``UNAVAILABLE``
+``clock``                  the gateway's own clock (epoch ms): ``sessions.list``'s ``ts`` and
+                           its ``activeMinutes`` cutoff (a gateway whose clock is off)
+``truncate_responses``     send only the first half of every response frame (a torn frame;
+                           the whole one never comes)
 =========================  =================================================================
 
 Recordings for assertions: ``requests`` (every request after ``connect``, in order) and
@@ -323,6 +327,8 @@ class FakeGateway:
         self.unavailable_connects = 0
         self.retry_after_ms = 50
         self.fail_deletes: set[str] = set()
+        self.clock: Callable[[], int] = _now_ms
+        self.truncate_responses = False
         # called as on_request(method, params) before each request after connect is handled
         # (runs on the server's thread): lets a test change the store between two calls
         self.on_request: Callable[[str, Any], None] | None = None
@@ -598,7 +604,8 @@ class FakeGateway:
             frame["payload"] = payload
         else:
             frame["error"] = error.shape()
-        await conn.ws.send(json.dumps(frame))
+        text = json.dumps(frame)
+        await conn.ws.send(text[:len(text) // 2] if self.truncate_responses else text)
 
     async def _send_event(self, conn: _Conn, event: str, payload: dict) -> None:
         conn.seq += 1
@@ -823,7 +830,7 @@ class FakeGateway:
         }
 
     def _sessions_list(self, params: dict) -> dict:
-        now = _now_ms()
+        now = self.clock()
         rows = self._rows()
         archived = params.get("archived", False)
         if archived != "all":
