@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from html import escape
 
 from guardian.config import duration_text
-from guardian.render import forecast_text, headline, iso, percent, subject_label
+from guardian.notify import iso_time
+from guardian.render import forecast_text, headline, percent, subject_label
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
            "unreachable": "#bc8cff", "limit": "#e6edf3"}
@@ -135,7 +136,7 @@ def _chart(subject, report) -> str:
     parts += _forecast_line(subject, report.now, end, x, y)
     for run in subject.cleanups:
         cx = x(run.time)
-        parts.append(f'<g class="cleanup-marker"><title>{escape(iso(run.time))}: cleanup ({escape(run.command)}) '
+        parts.append(f'<g class="cleanup-marker"><title>{escape(iso_time(run.time))}: cleanup ({escape(run.command)}) '
                      f'closed {run.closed}</title><line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" '
                      f'stroke="#58a6ff" stroke-width="1.5" stroke-dasharray="1 3"/>'
                      f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" fill="#58a6ff"/>'
@@ -144,7 +145,7 @@ def _chart(subject, report) -> str:
         if not alert.channels:
             continue
         ax, colour = x(alert.time), COLOURS.get(alert.level if alert.reason != "unreachable" else "unreachable", "#8b949e")
-        label = f"{iso(alert.time)}: {alert.level} {alert.reason}" + (f" at {alert.usage:.0f}%" if alert.usage else "")
+        label = f"{iso_time(alert.time)}: {alert.level} {alert.reason}" + (f" at {alert.usage:.0f}%" if alert.usage else "")
         parts.append(f'<g class="alert-marker"><title>{escape(label)}</title>'
                      f'<path d="M{ax - 6:.1f},{TOP + 1} L{ax + 6:.1f},{TOP + 1} L{ax:.1f},{TOP + 11} Z" fill="{colour}" '
                      f'stroke="#0d1117"/></g>')

@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 
 from guardian.check import CheckReport, Subject
 from guardian.config import duration_text
 from guardian.forecast import Forecast, eta_text
-from guardian.notify import safe
+from guardian.notify import iso_time, safe
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
 def usage_text(subject: Subject) -> str:
@@ -85,11 +80,11 @@ def check_json(report: CheckReport) -> dict:
     levels = [s.level for s in report.subjects if s.reading]
     status = "unknown" if code == 3 else max(levels, key=["ok", "notice", "warning", "critical"].index, default="ok")
     return {
-        "version": JSON_VERSION, "time": iso(report.time), "status": status, "exit_code": code,
+        "version": JSON_VERSION, "time": iso_time(report.time), "status": status, "exit_code": code,
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
         "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
-                    "lines": [line.to_json(iso(report.time)) for line in d.lines]} for d in report.deliveries],
+                    "lines": [line.to_json(iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
         "warnings": report.warnings,
     }
 
@@ -132,7 +127,7 @@ def check_table(report: CheckReport):
     from rich.text import Text
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
-    table = Table(title=f"Sessions at {iso(report.time)}", title_justify="left")
+    table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
     for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
         table.add_column(column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left")
     for s in report.subjects:
@@ -183,7 +178,7 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
                      for d in r.decisions] if dry_run else None,
         }
 
-    return {"version": JSON_VERSION, "time": iso(now), "dry_run": dry_run, "idle_after_seconds": rules.idle_after,
+    return {"version": JSON_VERSION, "time": iso_time(now), "dry_run": dry_run, "idle_after_seconds": rules.idle_after,
             "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
 
 
@@ -265,7 +260,7 @@ def headline(report) -> str:
             f"by {len(report.cleanups)} cleanup{'s' if len(report.cleanups) != 1 else ''}")
     hottest = report.hottest
     if hottest is None:
-        return f"No history for these hosts since {iso(report.since)}; {done}."
+        return f"No history for these hosts since {iso_time(report.since)}; {done}."
     latest = hottest.latest
     outlook = forecast_text(hottest.forecast) or "not enough recent history for a forecast"
     return (f"Hottest: {hottest.name} at {latest.usage:.0f}% ({latest.sessions}/{latest.limit}, {latest.level}); "
@@ -290,7 +285,7 @@ def report_json(report) -> dict:
         latest = s.latest
         return {
             "name": s.name, "limit": s.limit, "samples": len(s.samples),
-            "as_of": iso(latest.time) if latest else None, "sessions_now": latest.sessions if latest else None,
+            "as_of": iso_time(latest.time) if latest else None, "sessions_now": latest.sessions if latest else None,
             "level_now": latest.level if latest else None,
             "usage": {key: None if value is None else round(value, 1) for key, value in s.usage.items()},
             "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
@@ -301,20 +296,20 @@ def report_json(report) -> dict:
 
     hottest = report.hottest
     return {
-        "version": JSON_VERSION, "time": iso(report.now), "since": iso(report.since), "thresholds": report.thresholds,
+        "version": JSON_VERSION, "time": iso_time(report.now), "since": iso_time(report.since), "thresholds": report.thresholds,
         "hottest": hottest.name if hottest else None, "headline": headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
-        "alerts": [{"time": iso(a.time), "subject": a.subject, "reason": a.reason, "level": a.level, "count": a.count,
+        "alerts": [{"time": iso_time(a.time), "subject": a.subject, "reason": a.reason, "level": a.level, "count": a.count,
                     "limit": a.limit, "usage": a.usage, "detail": a.detail, "channels": list(a.channels),
                     "failed_channels": list(a.failed)} for a in report.alerts],
-        "cleanups": [{"time": iso(run.time), "host": run.host, "command": run.command, "run_id": run.run_id,
+        "cleanups": [{"time": iso_time(run.time), "host": run.host, "command": run.command, "run_id": run.run_id,
                       "closed": run.closed, "results": run.results} for run in report.cleanups],
     }
 
 
 def report_plain(report) -> str:
-    lines = [f"report {iso(report.since)} .. {iso(report.now)}", headline(report)]
+    lines = [f"report {iso_time(report.since)} .. {iso_time(report.now)}", headline(report)]
     for s in report.subjects:
         usage = s.usage
         parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
@@ -323,12 +318,12 @@ def report_plain(report) -> str:
                  f"usage=[{sparkline(s.series(), report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
     for a in report.alerts:
-        lines.append(f"alert {iso(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
+        lines.append(f"alert {iso_time(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
                      f"channels={','.join(map(safe, a.channels)) or 'none'}"
                      + (f" failed={','.join(map(safe, a.failed))}" if a.failed else ""))
     for run in report.cleanups:
         outcomes = " ".join(f"{result.replace(': ', '_').replace(' ', '_')}={n}" for result, n in run.results.items())
-        lines.append(f"cleanup {iso(run.time)} {safe(run.host)} {outcomes} by={run.command}")
+        lines.append(f"cleanup {iso_time(run.time)} {safe(run.host)} {outcomes} by={run.command}")
     return "\n".join(lines)
 
 
@@ -337,7 +332,7 @@ def report_tables(report) -> list:
     from rich.text import Text
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", None: "magenta"}
-    hosts = Table(title=f"Sessions from {iso(report.since)} to {iso(report.now)}", title_justify="left",
+    hosts = Table(title=f"Sessions from {iso_time(report.since)} to {iso_time(report.now)}", title_justify="left",
                   caption=headline(report), caption_justify="left")
     for column in ("Host", "Now", "Min", "Mean", "Max", "Usage over the period", "Time at level", "Alerts sent",
                    "Closed", "Forecast"):
@@ -352,14 +347,14 @@ def report_tables(report) -> list:
     for column in ("Time", "Subject", "Level", "Reason", "Usage", "Channels"):
         alerts.add_column(column)
     for a in report.alerts:
-        alerts.add_row(iso(a.time), Text(safe(a.subject)), Text(a.level, style=colours.get(a.level, "")), a.reason,
+        alerts.add_row(iso_time(a.time), Text(safe(a.subject)), Text(a.level, style=colours.get(a.level, "")), a.reason,
                        percent(a.usage), Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")))
     cleanups = Table(title="Cleanups", title_justify="left")
     for column in ("Time", "Host", "Closed", "Other outcomes", "By"):
         cleanups.add_column(column, justify="right" if column == "Closed" else "left")
     for run in report.cleanups:
         others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
-        cleanups.add_row(iso(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
+        cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
     return [hosts, alerts, cleanups]
 
 
