@@ -21,8 +21,9 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
 =========================  =================================================================
 ``latency``                seconds to wait before every response (asyncio.sleep: connections
                            overlap)
-``delete_latency``         extra seconds per ``sessions.delete``; deletes run one at a time per
-                           gateway, like the real one
+``delete_latency``         seconds each ``sessions.delete`` takes, from its request's arrival
+                           (or the end of the delete queued before it) to its answer, to within
+                           microseconds; deletes run one at a time per gateway, like the real one
 ``silent``                 accept the WebSocket, then never send anything (a hung gateway)
 ``challenge_timeout``      seconds a client may take to send ``connect`` (15 s, close 1000)
 ``close_after_challenge``  send the challenge, then drop the TCP connection (no close frame)
@@ -56,6 +57,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -77,6 +79,10 @@ CLIENT_IDS = ("cli", "gateway-client", "openclaw-linux", "test", "webchat",
               "openclaw-control-ui", "openclaw-probe", "node-host", "openclaw-tui")
 CLIENT_MODES = ("backend", "cli", "node", "probe", "test", "ui", "webchat", "worker")
 EVENTS = ["tick", "health", "presence", "sessions.changed", "shutdown"]
+# when the request being handled reached the socket (time.perf_counter()); one per connection's task
+_ARRIVED: ContextVar[float] = ContextVar("arrived")
+# asyncio's timers wake up to a millisecond late (epoll rounds its timeout up to whole ms)
+_TIMER_SLACK = 0.0015
 
 # Scope each method needs; None = no scope. A method missing here needs admin (the real
 # gateway's default-deny), which is why an unknown method is FORBIDDEN for a non-admin.
@@ -89,6 +95,14 @@ METHOD_SCOPES: dict[str, str | None] = {
     "sessions.abort": WRITE,
     "sessions.delete": ADMIN,
 }
+
+
+async def _sleep_until(deadline: float) -> None:
+    """Wake at `deadline` (time.perf_counter()): sleep short of it, then yield to the loop until it."""
+    while (remaining := deadline - time.perf_counter()) > _TIMER_SLACK:
+        await asyncio.sleep(remaining - _TIMER_SLACK)
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0)
 
 
 def _now_ms() -> int:
@@ -282,6 +296,16 @@ class _HeaderDict(dict):
         return super().get(key.lower(), default)
 
 
+class _TimedConnection(ServerConnection):
+    """Notes when bytes last reached the socket: a request's cost is timed from there."""
+
+    received_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.received_at = time.perf_counter()
+        super().data_received(data)
+
+
 @dataclass(eq=False)  # hashable by identity: kept in a set
 class _Conn:
     ws: ServerConnection
@@ -371,6 +395,7 @@ class FakeGateway:
             max_size=26_214_400,       # policy.maxPayload
             close_timeout=1.0,
             ssl=self.ssl_context,
+            create_connection=_TimedConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -554,6 +579,7 @@ class FakeGateway:
             await self._drop(conn.ws)
             return
         async for raw in conn.ws:
+            _ARRIVED.set(conn.ws.received_at)
             try:
                 frame = json.loads(raw)
             except ValueError:
@@ -900,9 +926,11 @@ class FakeGateway:
     async def _sessions_delete(self, params: dict) -> dict:
         key = params["key"]
         # The real gateway serialises deletes: one at a time per gateway.
+        queued = self._delete_lock.locked()
         async with self._delete_lock:
-            if self.delete_latency > 0:
-                await asyncio.sleep(self.delete_latency)
+            if self.delete_latency > 0:  # a fixed cost: the parsing above is part of it
+                started = time.perf_counter() if queued else _ARRIVED.get()
+                await _sleep_until(started + self.delete_latency)
             if key in self.fail_deletes:
                 raise GatewayError("UNAVAILABLE", "delete failed", retryable=False)
             with self._lock:
