@@ -1,9 +1,9 @@
 """audit.jsonl: an append-only record of alerts delivered and cleanup actions.
 
 One JSON object per line, written with a single write() on an O_APPEND descriptor (several lines
-at once when they may share one flush) and fsynced before the call returns, so concurrent runs
-never interleave a line and a crash leaves every record up to the last action. The file is
-created 0600 and never rewritten.
+at once when they may share one flush), so concurrent runs never interleave a line, and fsynced
+before the call returns unless the caller has a later fsync coming (a delete's outcome). The file
+is created 0600 and never rewritten.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ class AuditLog:
     def write(self, now: float, event: str, **fields) -> None:
         self.write_all([(now, event, fields)])
 
-    def write_all(self, records: list[tuple[float, str, dict]]) -> None:
-        """(time, event, fields) records in one write() and one fsync, in order.
+    def write_all(self, records: list[tuple[float, str, dict]], sync: bool = True) -> None:
+        """(time, event, fields) records in one write() and, with `sync`, one fsync, in order.
 
         For records that are durable together without losing exactness: decisions made at once
-        (a plan), or one delete's outcome with the next delete's intent, both before that next
-        delete is sent. An fsync costs about as much as a fast gateway's delete.
+        (a plan, the intents of a batch of deletes). Without `sync` the records are in the kernel,
+        safe from a crash of this process but not of the machine, until the next fsync: for a
+        delete's outcome, whose loss would only leave its intent saying "may or may not be gone".
+        An fsync costs about as much as a fast gateway's delete.
         """
         if not records:
             return
@@ -50,7 +52,8 @@ class AuditLog:
                 written = 0
                 while written < len(data):  # a short write (a signal) goes on; a full disk raises ENOSPC
                     written += os.write(fd, data[written:])
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:

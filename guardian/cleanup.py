@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import functools
 import os
 import time
 from collections import Counter
@@ -217,11 +218,15 @@ class Deleter:
         self.connection = connection
         self.guarded = True  # learnt once per connection
 
-    def delete(self, decisions: list[Decision]) -> list[Outcome]:
-        """One outcome per decision, in order; a session changed since the listing is never closed."""
+    def delete(self, decisions: list[Decision], while_waiting=lambda: None) -> list[Outcome]:
+        """One outcome per decision, in order; a session changed since the listing is never closed.
+
+        `while_waiting` runs once, while the gateway works on the deletes (see Connection.call_many).
+        """
         if not self.guarded:
+            while_waiting()  # the re-read comes first: nothing to overlap with
             return self._delete_after_re_read(decisions)
-        answers = self.connection.call_many([("sessions.delete", self._params(d)) for d in decisions])
+        answers = self.connection.call_many([("sessions.delete", self._params(d)) for d in decisions], while_waiting)
         if any(_rejects_guard(a) for a in answers):  # an older release: nothing was deleted
             self.guarded = False
             return self._delete_after_re_read(decisions)
@@ -278,39 +283,71 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
             return result
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
-        # records wait here and go out in one write and one fsync just before the next delete is
-        # sent: every intent is durable before its request, every outcome before the next request
-        unwritten = [_record(clock, host, "kept", dry_run, d) for d in result.decisions
-                     if not d.close and d.reason != NOT_IDLE]
+        record = functools.partial(_record, clock, host, dry_run)
+        # they go out in one write and one fsync with the plan or the first intents
+        kept = [record("kept", d) for d in result.decisions if not d.close and d.reason != NOT_IDLE]
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
-            audit.write_all(unwritten + [_record(clock, host, "planned", True, d) for d in chosen])
+            audit.write_all(kept + [record("planned", d) for d in chosen])
             result.after = result.before - len(chosen)
             return result
-        deleter = Deleter(connection)
-        for start in range(0, len(chosen), DELETE_WINDOW):
-            batch = chosen[start:start + DELETE_WINDOW]
-            audit.write_all(unwritten + [_record(clock, host, "intent", False, d) for d in batch])
-            try:
-                outcomes = deleter.delete(batch)
-            except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
-                outcomes = [Outcome(d, "unknown", exc.message) for d in batch]
-                outcomes += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[start + len(batch):]]
-                result.error = exc.message
-            result.outcomes += outcomes
-            unwritten = [_record(clock, host, "outcome", False, o.decision, result=o.result, error=o.error)
-                         for o in outcomes]
-            if result.error:
-                audit.write_all(unwritten)
-                return result
-        audit.write_all(unwritten)
+        result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, record)
+        if result.error:
+            return result
         result.after = count_sessions(connection)
         if result.after is None:
             result.after = len(list_sessions(connection))
     return result
 
 
-def _record(clock, host: Host, event: str, dry_run: bool, decision: Decision, **outcome) -> tuple[float, str, dict]:
+def delete_chosen(deleter: Deleter, chosen: list[Decision], kept: list, audit: AuditLog, record) -> tuple[list[Outcome], str | None]:
+    """Delete the chosen sessions, DELETE_WINDOW at a time: their outcomes, and the error that stopped them.
+
+    Every intent is on disk (fsynced) before its request is sent: the first batch's with the kept
+    records, each later batch's while the batch before it is in flight, so the fsync overlaps the
+    gateway's work instead of adding to it. Each outcome is written before the next request is
+    sent, so a crash of this process leaves an exact record, and reaches the disk with the next
+    fsync: a crash of the machine can at most leave the intents of the last two batches saying
+    "may or may not be gone".
+    """
+    batches = [chosen[start:start + DELETE_WINDOW] for start in range(0, len(chosen), DELETE_WINDOW)]
+    audit.write_all(kept + [record("intent", d) for d in (batches[0] if batches else [])])
+    outcomes: list[Outcome] = []
+    for index, batch in enumerate(batches):
+        ahead = _IntentsAhead(audit, record, batches[index + 1] if index + 1 < len(batches) else [])
+        error = None
+        try:
+            answered = deleter.delete(batch, ahead.write)
+        except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
+            answered = [Outcome(d, "unknown", exc.message) for d in batch]
+            answered += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[len(outcomes) + len(batch):]]
+            error = exc.message
+        outcomes += answered
+        stopping = error is not None or ahead.failure is not None or index + 1 == len(batches)
+        audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered], sync=stopping)
+        if ahead.failure:
+            raise ahead.failure  # the next batch has no intent on disk: it is not sent
+        if error:
+            return outcomes, error
+    return outcomes, None
+
+
+class _IntentsAhead:
+    """The intents of the next batch, written while the current one is in flight (never raises there)."""
+
+    def __init__(self, audit: AuditLog, record, batch: list[Decision]):
+        self.audit, self.record, self.batch = audit, record, batch
+        self.failure: StateError | None = None
+
+    def write(self) -> None:
+        if self.failure is None and self.batch:
+            try:
+                self.audit.write_all([self.record("intent", d) for d in self.batch])
+            except StateError as exc:
+                self.failure = exc
+
+
+def _record(clock, host: Host, dry_run: bool, event: str, decision: Decision, **outcome) -> tuple[float, str, dict]:
     """An audit record (time, event, fields) of one decision, timed now, written later by write_all."""
     return clock(), event, {"host": host.name, "dry_run": dry_run, **outcome, **_fields(decision)}
 
@@ -351,7 +388,12 @@ def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bo
         if isinstance(result, HostCleanup):
             reports.append(result)
             continue
-        message = result.message if isinstance(result, gateway.GatewayError) else f"unexpected {type(result).__name__}: {result}"
+        if isinstance(result, gateway.GatewayError):
+            message = result.message
+        elif isinstance(result, StateError):  # the audit log failed mid-run: what it stopped is recorded
+            message = str(result)
+        else:
+            message = f"unexpected {type(result).__name__}: {result}"
         unreachable = isinstance(result, gateway.GatewayError)
         audit.write(clock(), "host failed", host=host.name, dry_run=dry_run, error=message)
         reports.append(HostCleanup(host, error=message, unreachable=unreachable))

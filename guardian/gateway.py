@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -103,16 +104,18 @@ class Connection:
             raise result
         return result
 
-    def call_many(self, calls: list[tuple[str, dict | None]]) -> list:
+    def call_many(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None = None) -> list:
         """Send every request at once, then read answers until all are in: payloads or GatewayErrors.
 
+        `while_waiting` (which must not raise) runs once, after the requests are sent and before
+        the answers are read: work that overlaps the gateway's.
         A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times.
         A timeout or a closed socket raises, since the remaining answers will not come.
         """
         results: list = [None] * len(calls)
         pending = list(range(len(calls)))
         for attempt in range(UNAVAILABLE_RETRIES + 1):
-            answers = self._round([calls[i] for i in pending])
+            answers = self._round([calls[i] for i in pending], None if attempt else while_waiting)
             retry, wait = [], 0.0
             for index, answer in zip(pending, answers):
                 results[index] = answer
@@ -125,7 +128,7 @@ class Connection:
             pending = retry
         return results
 
-    def _round(self, calls: list[tuple[str, dict | None]]) -> list:
+    def _round(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None) -> list:
         ids = []
         for method, params in calls:
             request_id = os.urandom(8).hex()
@@ -134,6 +137,8 @@ class Connection:
                 frame["params"] = params
             self._send(frame)
             ids.append(request_id)
+        if while_waiting:
+            while_waiting()
         answers: dict[str, object] = {}
         deadline = time.monotonic() + self.timeout
         waiting = set(ids)

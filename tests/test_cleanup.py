@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import random
 import time
 
@@ -177,24 +178,66 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fake, write_config, cli, st
     assert all(r["dry_run"] for r in records(state_dir)) and len(records(state_dir, "planned")) == 2
 
 
-def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_before_the_next(fake, write_config, cli, state_dir):
-    idle, _ = seed(fake, idle=4)
-    seen_at_each_delete = []
+def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_written_before_the_next(
+        fake, write_config, cli, state_dir, monkeypatch):
+    """On disk means fsynced: the log's size at its last fsync is what a crash of the machine keeps."""
+    seed(fake, idle=4)
+    log = state_dir / "audit.jsonl"
+    synced = [0]
+    real_fsync = os.fsync
 
-    def look_at_the_log(method, params):
-        if method == "sessions.delete":  # the gateway has the request: what does the log hold by now?
-            seen_at_each_delete.append((params["key"], [(r["event"], r["key"]) for r in records(state_dir)
-                                                         if r["event"] in ("intent", "outcome")]))
+    def fsync(fd):
+        real_fsync(fd)
+        if os.readlink(f"/proc/self/fd/{fd}") == str(log):
+            synced.append(os.fstat(fd).st_size)
 
-    fake.on_request = look_at_the_log
+    def events(data: bytes):
+        return [(r["event"], r["key"]) for r in audit.parse_lines(data.splitlines()) if r["event"] in ("intent", "outcome")]
+
+    seen_at_each_delete = []  # (key, records written, records on disk) when the gateway has the request
+    fake.on_request = lambda method, params: method == "sessions.delete" and seen_at_each_delete.append(
+        (params["key"], events(log.read_bytes()), events(log.read_bytes()[:synced[-1]])))
+    monkeypatch.setattr(os, "fsync", fsync)
     config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
     assert cli("cleanup", "--config", config).exit_code == 0
-    assert len(seen_at_each_delete) == 4
-    done = []
-    for key, logged in seen_at_each_delete:
-        assert logged == [*done, ("intent", key)]  # every earlier delete complete, this one announced
-        done += [("intent", key), ("outcome", key)]
-    assert [(r["event"], r["key"]) for r in records(state_dir) if r["event"] in ("intent", "outcome")] == done
+    keys = [key for key, _, _ in seen_at_each_delete]
+    assert len(keys) == 4 and not fake.sessions
+    for n, (key, written, on_disk) in enumerate(seen_at_each_delete):
+        assert ("intent", key) in on_disk  # its intent is durable before the request
+        assert all(("outcome", k) in written for k in keys[:n])  # every earlier outcome survives a kill
+        assert all(("outcome", k) in on_disk for k in keys[:max(0, n - 1)])  # on disk a delete later
+        assert not [k for k in keys[n + 2:] if ("intent", k) in written]  # at most the next one announced
+    assert synced[-1] == log.stat().st_size  # the run ends with everything on disk
+    # the next intent is written while a delete is in flight, before that delete's outcome
+    assert events(log.read_bytes()) == [("intent", keys[0]), ("intent", keys[1]), ("outcome", keys[0]),
+                                        ("intent", keys[2]), ("outcome", keys[1]), ("intent", keys[3]),
+                                        ("outcome", keys[2]), ("outcome", keys[3])]
+
+
+def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, state_dir):
+    from guardian import cleanup as cleaning
+    from guardian.config import load
+    from guardian.state import StateError
+
+    seed(fake, idle=3)
+
+    class FullAfterThreeWrites(audit.AuditLog):
+        """The disk fills up while the second delete is in flight: the third intent cannot be written."""
+        writes = 0
+
+        def write_all(self, records, sync=True):
+            self.writes += 1
+            if self.writes == 4:
+                raise StateError("cannot append to audit.jsonl (No space left on device)")
+            super().write_all(records, sync)
+
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
+    (report,) = cleaning.run(config, list(config.hosts.values()), Rules.from_config(config.cleanup), time.time(), False,
+                             FullAfterThreeWrites(state_dir, "r", "cleanup"))
+    closed = [r["key"] for r in records(state_dir, "outcome") if r["result"] == "closed"]
+    assert [r["key"] for r in records(state_dir, "intent")] == closed and len(closed) == 2
+    assert len(fake.sessions) == 1 and not set(closed) & set(fake.sessions)  # the third was never sent
+    assert report.error == "cannot append to audit.jsonl (No space left on device)"
 
 
 def test_a_session_touched_after_the_listing_is_skipped_not_closed(fake, write_config, cli, state_dir):
