@@ -8,6 +8,7 @@ is created 0600 and never rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class AuditLog:
         self.path = Path(state_dir) / "audit.jsonl"
         self.run_id = run_id
         self.command = command
+        self._fd: int | None = None  # open for the length of kept_open()
 
     def write(self, now: float, event: str, **fields) -> None:
         self.write_all([(now, event, fields)])
@@ -46,8 +48,7 @@ class AuditLog:
             return
         data = b"".join(self._line(now, event, fields) for now, event, fields in records)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._fd if self._fd is not None else self._open()
             try:
                 written = 0
                 while written < len(data):  # a short write (a signal) goes on; a full disk raises ENOSPC
@@ -55,11 +56,31 @@ class AuditLog:
                 if sync:
                     os.fsync(fd)
             finally:
-                os.close(fd)
+                if fd != self._fd:
+                    os.close(fd)
         except OSError as exc:
-            # the caller must not act without its record (a delete waits for its intent line)
-            raise StateError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting "
-                             f"without a record") from None
+            raise self._error(exc) from None
+
+    @contextlib.contextmanager
+    def kept_open(self):
+        """One descriptor for a run of many writes (a cleanup's deletes) instead of an open() per write."""
+        try:
+            self._fd = self._open()
+        except OSError as exc:
+            raise self._error(exc) from None
+        try:
+            yield self
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def _error(self, exc: OSError) -> StateError:
+        # the caller must not act without its record (a delete waits for its intent line)
+        return StateError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting without a record")
 
     def _line(self, now: float, event: str, fields: dict) -> bytes:
         record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
