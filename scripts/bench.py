@@ -1,6 +1,6 @@
 """Benchmarks: figures measured side by side in one run (never timed assertions in tests).
 
-    .venv/bin/python scripts/bench.py [--runs N] [--sessions 200] [--only check|cleanup|scale]
+    .venv/bin/python scripts/bench.py [--runs N] [--sessions 100] [--only check|cleanup|scale]
                                       [--markdown docs/benchmarks.md]
 
 Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and spread:
@@ -45,9 +45,11 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def stats(samples: list[float]) -> str:
-    median = statistics.median(samples)
-    return f"median {median:.3f} s (min {min(samples):.3f}, max {max(samples):.3f}, n={len(samples)})"
+def stats(samples: list[float], unit: str = "s", scale: float = 1.0) -> str:
+    values = [scale * sample for sample in samples]
+    digits = 0 if unit == "ms" else 3
+    return (f"median {statistics.median(values):.{digits}f} {unit} (min {min(values):.{digits}f}, "
+            f"max {max(values):.{digits}f}, n={len(values)})")
 
 
 def host_of(gw: peer.Gateway) -> Host:
@@ -127,40 +129,55 @@ def bench_check(gateways, config: Path, runs: int, out: list[str]) -> None:
             f"- ratio guardian check (2 hosts) / openclaw CLI (1 host): **{ratio:.3f}** (target <= 0.15)", ""]
 
 
+CLEANUP_ROUNDS = 3  # a real delete takes ~0.3 s: a few rounds of N, interleaved, median per case
+SETTLE = 2.0  # seconds after creating sessions, so the gateway has finished writing them
+
+
 def bench_cleanup(gw: peer.Gateway, config: Path, sessions: int, out: list[str]) -> None:
-    workdir = config.parent
-    create(gw, sessions - len(list_rows(gw)))
-    result = None
-
-    def guardian_cleanup():
-        nonlocal result
-        result = run_cli("cleanup", "--config", str(config), "--hosts", gw.name, "--idle-after", "1ms",
-                         "--max-per-run", str(sessions), "--json")
-
-    guardian = timed(guardian_cleanup)
-    closed = json.loads(result.stdout)["hosts"][0]["closed"]
-    keys = create(gw, sessions)
-    serial = timed(lambda: bare_serial_deletes(gw.url, gw.token, keys))
-    keys = create(gw, sessions)
-    openclaw = timed(lambda: gw.openclaw("sessions", "delete", *keys, "--yes", "--json", timeout=1800))
-    overhead = guardian / serial - 1
-    out += ["## cleanup", "", f"{measured()}, one real OpenClaw {peer.DEFAULT_VERSION} gateway.", "",
-            f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default):", "",
-            f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): "
-            f"{guardian:.2f} s, {1000 * guardian / sessions:.0f} ms per session ({closed} closed)",
-            f"- the gateway's own serial cost, {sessions} bare one-at-a-time deletes: {serial:.2f} s, "
-            f"{1000 * serial / sessions:.0f} ms per session",
-            f"- `openclaw sessions delete <{sessions} keys> --yes --json`: {openclaw:.2f} s",
-            f"- guardian overhead over the gateway's serial cost: **{100 * overhead:+.1f} %** (target < 10 %)", ""]
-    out += ["Delete window (deletes in flight at once), in-process library runs:", ""]
     base = load(str(config))
+    rules = cleaning.Rules(idle_after=0.001, max_per_run=sessions)
+
+    def store_of(count: int) -> list[str]:
+        """The gateway's store topped up to `count` idle sessions: the keys a case must close."""
+        create(gw, count - len(list_rows(gw)))
+        time.sleep(SETTLE)
+        return [r["key"] for r in list_rows(gw)]
+
+    def guardian_cleanup(keys):
+        closed = json.loads(run_cli("cleanup", "--config", str(config), "--hosts", gw.name, "--idle-after", "1ms",
+                                    "--max-per-run", str(sessions), "--json").stdout)["hosts"][0]["closed"]
+        if closed != len(keys):
+            raise RuntimeError(f"guardian cleanup closed {closed} of {len(keys)}")
+
+    cases = {"guardian": guardian_cleanup,
+             "bare": lambda keys: bare_serial_deletes(gw.url, gw.token, keys),
+             "openclaw": lambda keys: gw.openclaw("sessions", "delete", *keys, "--yes", "--json", timeout=1800)}
+    per_delete = {name: [] for name in cases}
+    for _ in range(CLEANUP_ROUNDS):
+        for name, case in cases.items():
+            keys = store_of(sessions)
+            per_delete[name].append(timed(lambda: case(keys)) / len(keys))
+    guardian, bare, openclaw = (statistics.median(per_delete[name]) for name in cases)
+    out += ["## cleanup", "", f"{measured()}, one real OpenClaw {peer.DEFAULT_VERSION} gateway.", "",
+            f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default); "
+            f"{CLEANUP_ROUNDS} rounds, the cases interleaved in each, the store refilled and left to settle "
+            f"{SETTLE:g} s before every case. Per session:", "",
+            f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): {stats(per_delete['guardian'], 'ms', 1000)}",
+            f"- the gateway's own serial cost, bare one-at-a-time deletes from a minimal client: {stats(per_delete['bare'], 'ms', 1000)}",
+            f"- `openclaw sessions delete <{sessions} keys> --yes --json`: {stats(per_delete['openclaw'], 'ms', 1000)}",
+            f"- guardian overhead over the gateway's serial cost: **{100 * (guardian / bare - 1):+.1f} %** (target < 10 %); "
+            f"the OpenClaw CLI's: {100 * (openclaw / bare - 1):+.1f} %", ""]
+    out += ["Delete window (deletes in flight at once), in-process library runs:", ""]
     for window in (1, 2, 4):
-        create(gw, sessions)
+        keys = store_of(sessions)
         cleaning.DELETE_WINDOW = window
-        rules = cleaning.Rules(idle_after=0.001, max_per_run=sessions)
-        audit = AuditLog(workdir / "state", f"bench-w{window}", "cleanup")
-        elapsed = timed(lambda: cleaning.run(base, [base.hosts[gw.name]], rules, time.time(), False, audit))
-        out.append(f"- window {window}: {elapsed:.2f} s, {1000 * elapsed / sessions:.0f} ms per session")
+        audit = AuditLog(Path(base.state_dir), f"bench-w{window}", "cleanup")
+        reports = []
+        elapsed = timed(lambda: reports.extend(cleaning.run(base, [base.hosts[gw.name]], rules, time.time(), False, audit)))
+        if reports[0].closed != len(keys):
+            raise RuntimeError(f"window {window}: closed {reports[0].closed} of {len(keys)} ({reports[0].error})")
+        out.append(f"- window {window}: {elapsed:.2f} s, {1000 * elapsed / len(keys):.0f} ms per session")
+    cleaning.DELETE_WINDOW = 1
     out.append("")
 
 
@@ -203,7 +220,7 @@ def write_sections(path: Path, out: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--only", choices=("check", "cleanup", "scale"),
                         help="run one part (cleanup ~10 minutes, scale ~6 minutes and no real gateway)")
     parser.add_argument("--markdown", help="also write the figures to this file, each section in place of its own")
