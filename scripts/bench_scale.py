@@ -257,8 +257,8 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
             f"- an fsync of an appended line on this disk, {DELETES:,} in a row after each round (as many as the run "
             f"makes): median {1000 * statistics.median(fsyncs):.2f} ms, 99th percentile "
             f"{1000 * sorted(fsyncs)[int(0.99 * (len(fsyncs) - 1))]:.2f} ms, max {1000 * max(fsyncs):.1f} ms; "
-            f"{sum(1 for f in fsyncs if f > DELETE_LATENCY) / len(fsyncs):.1%} take longer than a delete, so they "
-            f"cannot all hide behind one", ""]
+            f"{sum(1 for f in fsyncs if f > DELETE_LATENCY) / len(fsyncs):.1%} take longer than a delete and cannot "
+            f"hide behind it", ""]
 
 
 def fsync_times(path: Path, count: int) -> list[float]:
