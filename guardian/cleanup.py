@@ -284,7 +284,7 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
         record = functools.partial(_record, clock, host, dry_run)
-        # they go out in one write and one fsync with the plan or the first intents
+        # the kept records go out with the plan (dry run) or the first intents, in one write and one fsync
         kept = [record("kept", d) for d in result.decisions if not d.close and d.reason != NOT_IDLE]
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
