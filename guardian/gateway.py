@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from guardian import __version__
@@ -63,15 +63,6 @@ class GatewayError(Exception):
         return cls(str(error.get("code", "UNKNOWN")), str(error.get("message", "no message")), details,
                    retryable=error.get("retryable") is True, retry_after_ms=wait_ms)
 
-    @property
-    def missing_scope(self) -> str | None:
-        """The scope a call lacked, from either error shape (2026.9 FORBIDDEN or 2026.4 INVALID_REQUEST)."""
-        if self.detail_code == "MISSING_SCOPE":
-            return self.details.get("missingScope")
-        if self.message.startswith("missing scope: "):
-            return self.message.removeprefix("missing scope: ").strip()
-        return None
-
 
 @dataclass
 class Hello:
@@ -80,12 +71,7 @@ class Hello:
     protocol: int
     server_version: str
     scopes: list[str]
-    max_payload: int | None
-    methods: list[str]
     main_session_key: str | None
-    device_id: str | None = None
-    device_token_issued: bool = False
-    auth_method: str | None = None
 
 
 @dataclass
@@ -96,7 +82,6 @@ class Connection:
     ws: object
     hello: Hello
     timeout: float
-    frames_skipped: int = field(default=0)
 
     def call(self, method: str, params: dict | None = None) -> dict:
         result = self.call_many([(method, params)])[0]
@@ -145,7 +130,6 @@ class Connection:
         while waiting:
             frame = receive(self.ws, deadline, self.host, f"answers to {calls[0][0]}")
             if frame is None:
-                self.frames_skipped += 1
                 continue
             request_id = frame.get("id")
             if frame.get("type") == "res" and isinstance(request_id, str) and request_id in waiting:
@@ -155,8 +139,7 @@ class Connection:
                     answers[frame["id"]] = payload if isinstance(payload, dict) else {}
                 else:
                     answers[frame["id"]] = GatewayError.from_frame(frame.get("error"))
-            else:
-                self.frames_skipped += 1  # an event (tick, health, presence, ...) or a stray answer
+            # anything else is an event (tick, health, presence, ...) or a stray answer: skipped
         return [answers[i] for i in ids]
 
     def _send(self, frame: dict) -> None:
@@ -255,11 +238,10 @@ def _connect_once(host: Host, scopes: list[str], identities, deadline: float) ->
                 break
         if frame.get("ok") is not True:
             raise _explain_connect_error(host, GatewayError.from_frame(frame.get("error")), identity, device_token_used)
-        hello = _read_hello(host, frame.get("payload"), identity)
+        hello = _read_hello(host, frame.get("payload"))
         token = _object(_object(frame["payload"], "auth"), "deviceToken")
         if identity and isinstance(token, str) and token:
             identities.save_device_token(host.name, identity.device_id, token, hello.scopes)
-            hello.device_token_issued = True
     except BaseException:
         try:
             ws.close(timeout=0.2)
@@ -362,23 +344,18 @@ def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, id
     return params, bool(device_token and not host.token)
 
 
-def _read_hello(host: Host, payload, identity) -> Hello:
+def _read_hello(host: Host, payload) -> Hello:
     if not isinstance(payload, dict) or payload.get("type") != "hello-ok":
         raise GatewayError("PROTOCOL", f"{host.name}: the gateway's answer to connect is not hello-ok")
-    auth = _object(payload, "auth")
-    scopes, methods = _object(auth, "scopes"), _object(_object(payload, "features"), "methods")
-    max_payload, main_key = _object(_object(payload, "policy"), "maxPayload"), _object(
-        _object(_object(payload, "snapshot"), "sessionDefaults"), "mainSessionKey")
-    version, method = _object(_object(payload, "server"), "version"), _object(auth, "method")
+    scopes = _object(_object(payload, "auth"), "scopes")
+    main_key = _object(_object(_object(payload, "snapshot"), "sessionDefaults"), "mainSessionKey")
+    version = _object(_object(payload, "server"), "version")
     protocol = payload.get("protocol")
     if type(protocol) is not int or protocol not in (3, 4):
         raise GatewayError("PROTOCOL", f"{host.name}: the gateway speaks protocol {str(protocol)[:20]}; the guardian speaks 3 and 4")
     return Hello(protocol=protocol, server_version=version if isinstance(version, str) else "unknown",
                  scopes=[s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else [],
-                 max_payload=max_payload if type(max_payload) is int else None,
-                 methods=[m for m in methods if isinstance(m, str)] if isinstance(methods, list) else [],
-                 main_session_key=main_key if isinstance(main_key, str) else None,
-                 device_id=identity.device_id if identity else None, auth_method=method if isinstance(method, str) else None)
+                 main_session_key=main_key if isinstance(main_key, str) else None)
 
 
 def _object(value, key: str):

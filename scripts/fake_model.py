@@ -19,8 +19,7 @@ Knobs
     a non-streaming reply waits.  ``hold.set()`` releases every held reply.
     ``reply``: the text answered.
 
-``requests`` records every request received (method, path, parsed JSON body, time);
-``completions_started`` / ``completions_finished`` / ``completions_aborted`` count replies.
+``requests`` records every request received (method, path, parsed JSON body, time).
 
 CLI: ``python scripts/fake_model.py [--port P] [--trickle S]`` serves until Ctrl-C and prints
 the provider config as JSON.
@@ -55,9 +54,6 @@ class FakeModel:
         self.hold = threading.Event()
         self.hold.set()
         self.requests: list[dict[str, Any]] = []
-        self.completions_started = 0
-        self.completions_finished = 0
-        self.completions_aborted = 0
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -177,20 +173,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._json(404, {"error": {"message": f"not found: {self.path}", "type": "not_found"}})
             return
-        with m.lock:
-            m.completions_started += 1
         try:
             if isinstance(body, dict) and body.get("stream"):
                 self._stream(body)
             else:
                 self._complete(body if isinstance(body, dict) else {})
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            with m.lock:
-                m.completions_aborted += 1
-            self.close_connection = True
-            return
-        with m.lock:
-            m.completions_finished += 1
+            self.close_connection = True  # the gateway gave up on the reply (an aborted run)
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()

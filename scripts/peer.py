@@ -351,10 +351,6 @@ class Gateway:
     _helpers: dict = field(repr=False, default_factory=dict)  # pid -> start time
 
     # -- info -------------------------------------------------------------------------------
-    @property
-    def http_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{_host_for_url(self.host)}:{self.port}"
-
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

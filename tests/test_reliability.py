@@ -105,7 +105,7 @@ def test_a_restart_in_the_middle_of_a_cleanup(fakes, write_config, cli, state_di
     host is cleaned, the audit says what was closed, and the rerun closes the rest, nothing twice."""
     restarting, other = fakes(), fakes()
     idle, keep = seed(restarting, idle=6, fresh=2)
-    other_idle, _ = seed(other, idle=3)
+    seed(other, idle=3)
     deletes, stopping = [], []
 
     def restart_on_the_third_delete(method, params):
