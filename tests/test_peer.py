@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 websocket = pytest.importorskip("websocket")
 
@@ -78,17 +79,6 @@ class Client:
 def _row(client: Client, key: str) -> dict | None:
     rows = client.ok("sessions.list", {"limit": 1000})["sessions"]
     return next((r for r in rows if r["key"] == key), None)
-
-
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -270,11 +260,11 @@ def test_real_agent_run_is_active_while_model_holds(gateways, model):
         sent = c.ok("chat.send", {"sessionKey": key, "message": "Say hello.", "idempotencyKey": idem})
         assert sent["status"] == "started" and sent["runId"]
 
-        row = _wait_for(lambda: (r := _row(c, key)) and r.get("hasActiveRun") and r, 30,
-                        "hasActiveRun on the new session")
+        row = wait_until(lambda: (r := _row(c, key)) and r.get("hasActiveRun") and r, 30,
+                         "hasActiveRun on the new session")
         assert row["status"] == "running"
         # the run really reached the model and is held there
-        _wait_for(lambda: len(model.chat_requests()) > before, 60, "a chat completion request")
+        wait_until(lambda: len(model.chat_requests()) > before, 60, "a chat completion request")
         request = model.chat_requests()[-1]["body"]
         assert request["model"] == model.model_id and request.get("stream") is True
         # the model holds its reply now: the run must still be active on the gateway
@@ -282,8 +272,8 @@ def test_real_agent_run_is_active_while_model_holds(gateways, model):
         assert row["hasActiveRun"] is True and row["status"] == "running"
 
         model.hold.set()
-        row = _wait_for(lambda: (r := _row(c, key)) and not r.get("hasActiveRun") and r, 60,
-                        "the run to end after hold.set()")
+        row = wait_until(lambda: (r := _row(c, key)) and not r.get("hasActiveRun") and r, 60,
+                         "the run to end after hold.set()")
         assert row["status"] == "done"
         history = c.ok("chat.history", {"sessionKey": key, "limit": 20})
         assert model.reply in json.dumps(history)
