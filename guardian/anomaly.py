@@ -3,7 +3,7 @@
 - growth: usage keeps climbing: the forecast says critical within `alerts.predict`, at this check
   and at the one before (one noisy check is not a trend);
 - rebound: within `alerts.rebound` of a cleanup that closed sessions on a host, its sessions are
-  back to where they were before it: they leak faster than cleanup reclaims them.
+  back to where they were before it, and at or above notice: they leak faster than cleanup reclaims them.
 
 Pure functions of (samples, cleanups, settings, now). Whom to tell, and when again, is the
 policy's (`policy.decide_anomaly`), through the same per-channel memory as the usage alerts.
@@ -42,14 +42,15 @@ def growth(samples: list[Sample], current: Forecast, alerts: Alerts, window: flo
     return before.rising and before.critical_in <= alerts.predict
 
 
-def rebound(samples: list[Sample], cleanups: list[CleanupRun], window: float, now: float) -> Rebound | None:
-    """The latest cleanup within `window` before `now` that closed sessions and that usage has undone."""
+def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, now: float) -> Rebound | None:
+    """The latest cleanup within `alerts.rebound` before `now` that closed sessions and that usage has undone,
+    back at or above notice: below it, sessions coming back are the normal churn of a host with room to spare."""
     readings = [s for s in samples if s.sessions is not None and s.time <= now]
-    if not window or not readings:
+    if not alerts.rebound or not readings or readings[-1].usage < alerts.thresholds["notice"]:
         return None
     latest = readings[-1]
     for cleanup in sorted(cleanups, key=lambda c: -c.time):
-        if cleanup.closed <= 0 or not now - window <= cleanup.time < latest.time:
+        if cleanup.closed <= 0 or not now - alerts.rebound <= cleanup.time < latest.time:
             continue
         before = [s for s in readings if s.time <= cleanup.time]
         if before and latest.sessions >= before[-1].sessions:
@@ -63,7 +64,7 @@ def find(samples: list[Sample], current: Forecast, cleanups: list[CleanupRun], a
     found = {}
     if growth(samples, current, alerts, window, now):
         found[GROWTH] = f"forecast to reach critical in {eta_text(current.critical_in)}{fit_text(current, samples)}"
-    back = rebound(samples, cleanups, alerts.rebound, now)
+    back = rebound(samples, cleanups, alerts, now)
     if back:
         found[REBOUND] = (f"{back.now} sessions, {back.before} before a cleanup closed {back.cleanup.closed} of them "
                           f"{duration_text(now - back.cleanup.time)} ago: sessions leak faster than cleanup reclaims them")

@@ -3,6 +3,8 @@
 from dataclasses import replace
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from guardian.anomaly import find, growth, rebound
 from guardian.audit import CleanupRun
@@ -51,25 +53,42 @@ def cleanup(minute, closed):
     return CleanupRun(T0 + minute * MIN, "a", "r1", "cleanup", {"closed": closed} if closed else {"skipped: changed": 1})
 
 
-# a cleanup at minute 10.2 closed 12 of the 50 sessions seen at minute 10
-BEFORE = [(0, 45), (5, 48), (10, 50), (10.5, 38), (15, 44)]
+# a cleanup at minute 10.2 closed 12 of the 75 sessions seen at minute 10 (limit 100, notice 65)
+BEFORE = [(0, 70), (5, 73), (10, 75), (10.5, 63), (15, 69)]
+# the same at 12 %: normal churn, nowhere near a level
+CHURN = [(0, 10), (5, 11), (10, 12), (10.5, 9), (15, 11)]
 
 
 @pytest.mark.parametrize("name, points, cleanups, now_minute, expected", [
-    ("back to 50 within 30 min", BEFORE + [(20, 50)], [cleanup(10.2, 12)], 20, (50, 50)),
-    ("above where it was", BEFORE + [(20, 53)], [cleanup(10.2, 12)], 20, (50, 53)),
-    ("not back yet", BEFORE + [(20, 49)], [cleanup(10.2, 12)], 20, None),
-    ("back, but after the window", BEFORE + [(41, 50)], [cleanup(10.2, 12)], 41, None),
-    ("the cleanup closed nothing", BEFORE + [(20, 50)], [cleanup(10.2, 0)], 20, None),
+    ("back to 75 within 30 min", BEFORE + [(20, 75)], [cleanup(10.2, 12)], 20, (75, 75)),
+    ("above where it was", BEFORE + [(20, 78)], [cleanup(10.2, 12)], 20, (75, 78)),
+    ("not back yet", BEFORE + [(20, 74)], [cleanup(10.2, 12)], 20, None),
+    ("back, but after the window", BEFORE + [(41, 75)], [cleanup(10.2, 12)], 41, None),
+    ("the cleanup closed nothing", BEFORE + [(20, 75)], [cleanup(10.2, 0)], 20, None),
     ("no check since the cleanup", BEFORE[:3], [cleanup(10.2, 12)], 10.2, None),
-    ("no check before the cleanup", [(10.5, 38), (20, 50)], [cleanup(10.2, 12)], 20, None),
+    ("no check before the cleanup", [(10.5, 63), (20, 75)], [cleanup(10.2, 12)], 20, None),
     ("unreachable now: the latest reading is not back", BEFORE + [(20, None)], [cleanup(10.2, 12)], 20, None),
-    ("the later of two cleanups counts", BEFORE + [(20, 40), (20.2, 30), (25, 41)],
-     [cleanup(10.2, 12), cleanup(20.1, 10)], 25, (40, 41)),
+    ("the later of two cleanups counts", BEFORE + [(20, 66), (20.2, 55), (25, 67)],
+     [cleanup(10.2, 12), cleanup(20.1, 10)], 25, (66, 67)),
+    ("back where it was, but at 12 %: churn, not a rebound", CHURN + [(20, 12)], [cleanup(10.2, 3)], 20, None),
+    ("back where it was, just under notice", [(10, 64), (10.5, 50), (20, 64)], [cleanup(10.2, 14)], 20, None),
+    ("back where it was, at notice exactly", [(10, 65), (10.5, 50), (20, 65)], [cleanup(10.2, 15)], 20, (65, 65)),
 ])
 def test_rebound_after_cleanup(name, points, cleanups, now_minute, expected):
-    found = rebound(samples(points), cleanups, 30 * MIN, T0 + now_minute * MIN)
+    found = rebound(samples(points), cleanups, PREDICT, T0 + now_minute * MIN)
     assert (found and (found.before, found.now)) == (expected or None)
+
+
+@given(counts=st.lists(st.integers(0, 100), min_size=2, max_size=20), cleaned_after=st.integers(0, 18),
+       closed=st.integers(1, 50))
+@example(counts=[12, 9, 12], cleaned_after=0, closed=3)  # main: a rebound at 12 %
+def test_a_rebound_is_back_at_or_above_notice_and_where_it_was(counts, cleaned_after, closed):
+    # issue 12: rebound only when it matters: back at or above notice within `rebound` of a cleanup
+    series = samples(list(enumerate(counts)))
+    cleaned_after = min(cleaned_after, len(counts) - 2)
+    found = rebound(series, [cleanup(cleaned_after + 0.5, closed)], PREDICT, series[-1].time)
+    before = counts[cleaned_after]
+    assert bool(found) == (counts[-1] >= PREDICT.thresholds["notice"] and counts[-1] >= before)
 
 
 def test_find_words_each_anomaly_for_the_alert_line():
