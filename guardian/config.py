@@ -504,10 +504,11 @@ def _cleanup(section: _Section) -> Cleanup:
     protected = Protect(agents=protect.names("agents"), keys=protect.names("keys"), labels=protect.names("labels"))
     protect.done()
     agents = section.section("agents")
-    agent_idle = {}
+    agent_idle = {}  # only the agents that set their own: the others follow cleanup.idle_after and --idle-after
     for agent_id in list(agents.mapping):
         per_agent = agents.section(agent_id)
-        agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
+        if per_agent.has("idle_after"):
+            agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
         per_agent.done()
     cleanup = Cleanup(
         idle_after=section.duration("idle_after", defaults.idle_after),

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from guardian.cleanup import Rules
 from guardian.config import ConfigError, load, parse, parse_duration
 
 
@@ -244,3 +245,17 @@ def test_apprise_channel_without_apprise_installed_is_a_config_error(monkeypatch
     text = "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels:\n    - {type: apprise, url_env: HOOK}\n"
     assert error_of(text) == ("g.yaml:5: alerts.channels[0].type: apprise is not installed: "
                               "pip install 'session-limit-guardian[apprise]'")
+
+
+@pytest.mark.parametrize("agent_section", ["{}", "null", "{idle_after: 10m}"])
+def test_an_agent_without_idle_after_inherits_the_global_one_and_the_command_line(agent_section):
+    # issue 12: cleanup.agents.<id> without idle_after inherits cleanup.idle_after and --idle-after, never the built-in 2h
+    config = cfg(f"""
+        hosts: {{a: {{url: "ws://127.0.0.1:1", limit: 10}}}}
+        cleanup:
+          idle_after: 30m
+          agents: {{batch: {agent_section}}}
+        """)
+    own = 600 if "idle_after" in agent_section else None
+    assert Rules.from_config(config.cleanup).threshold("batch") == (own or 1800)
+    assert Rules.from_config(config.cleanup, idle_after=45).threshold("batch") == (own or 45)
