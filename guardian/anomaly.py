@@ -84,7 +84,8 @@ def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, n
     return None
 
 
-def find(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, window: float, now: float) -> dict[str, str]:
+def find(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, window: float,
+         now: float) -> dict[str, str]:
     """This subject's anomalies at `now`: {reason: what the alert line says about it}."""
     found = {}
     growing = growth(samples, alerts, window, now)
