@@ -82,6 +82,7 @@ def climbs(draw):
 
 
 @given(climbs())
+@example(climb=(32, 17.0, 15.0, 0.5))  # five one-session rises: taking out a whole rise lost a fifth of the slope
 def test_a_steady_climb_toward_critical_is_growth(climb):
     # a climb in whole sessions (a staircase of small steps), checked every `every` minutes for an hour
     limit, per_hour, eta, every = climb
