@@ -529,8 +529,9 @@ def _cleanup(section: _Section) -> Cleanup:
     agent_idle = {}  # only the agents that set their own: the others follow cleanup.idle_after and --idle-after
     for agent_id in list(agents.mapping):
         per_agent = agents.section(agent_id)
-        if per_agent.has("idle_after"):
-            agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
+        own = per_agent.duration("idle_after", None)
+        if own is not None:
+            agent_idle[agent_id] = own
         per_agent.done()
     cleanup = Cleanup(
         idle_after=section.duration("idle_after", defaults.idle_after),
