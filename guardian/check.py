@@ -236,7 +236,7 @@ def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
                                     now, window)
         if subject.reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
-            subject.anomalies = anomaly.find(samples, subject.forecast, ran_here, config.alerts, window, now)
+            subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now)
     return history.warnings
 
 

@@ -29,8 +29,6 @@ class Duration(click.ParamType):
             seconds = parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail("must be more than 0", param, ctx)
         return seconds
 
 

@@ -183,21 +183,26 @@ def split_url(value: str, schemes: tuple[str, ...]):
     return parts if parts.scheme in schemes and parts.hostname else None
 
 
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
 def parse_duration(value) -> float:
-    """'90s', '30m', '2h', '1d', '1h30m' or a number of seconds -> seconds. ValueError if not."""
-    if isinstance(value, bool):
-        raise ValueError("not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        parts = re.fullmatch(r"((\d+(\.\d+)?)(ms|s|m|h|d|w))+", text)
-        if not parts:
-            raise ValueError(f"{value!r} is not a duration (e.g. 45s, 30m, 2h, 1d)")
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-        seconds = sum(float(n) * units[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h|d|w)", text))
-    if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"{value!r} is not a duration")
+    """'90s', '30m', '2h', '1d', '1h30m' -> seconds, more than 0. ValueError if not.
+
+    A bare number is refused, not read as seconds: `idle_after: 2` meant hours as often as seconds.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{_kind(value)} is not a duration (e.g. 45s, 30m, 2h, 1d)")
+    text = str(value).strip().lower()
+    if isinstance(value, (int, float)) or re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", text):
+        raise ValueError(f"{text} has no unit: write the unit after the number (e.g. 45s, 30m, 2h, 1d)")
+    if not re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h|d|w))+", text):
+        raise ValueError(f"{value!r} is not a duration (e.g. 45s, 30m, 2h, 1d)")
+    seconds = sum(float(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", text))
+    if seconds == 0:
+        raise ValueError(f"{value!r} is zero: a duration must be more than 0")
+    if math.isinf(seconds):
+        raise ValueError(f"{value!r} is too long to be a duration")
     return seconds
 
 
@@ -321,12 +326,18 @@ class _Section:
             self.fail(key, f"must be a number, got {_kind(value)}")
         return float(value)
 
-    def duration(self, key: str, default) -> float:
-        value = self.get(key, default)
+    def duration(self, key: str, default: float | None, can_be_off: bool = False) -> float | None:
+        """A duration with a unit, or `default` (seconds) when the key is absent; None for `off` if it `can_be_off`."""
+        if not self.has(key):
+            self.used.add(key)
+            return default
+        value = self.get(key)
+        if can_be_off and (value is None or value is False):  # YAML reads `off` and `false` as false, `null` as nothing
+            return None
         try:
             return parse_duration(value)
         except ValueError as exc:
-            self.fail(key, str(exc))
+            self.fail(key, f"{exc}{'; write off to switch it off' if can_be_off else ''}")
 
     def names(self, key: str) -> tuple[str, ...]:
         value = self.get(key, [])
@@ -422,9 +433,7 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
         fingerprint = digits
     if (ca_file or fingerprint) and parts.scheme != "wss":
         section.fail("url", "ca_file and fingerprint need a wss:// address")
-    timeout = section.duration("timeout", 10)
-    if timeout <= 0:
-        section.fail("timeout", "must be more than 0")
+    timeout = section.duration("timeout", 10.0)
     host = Host(
         name=name, url=url.rstrip("/"), limit=limit, token=_secret(section, "token", "tokens", warnings), insecure=insecure,
         device=(not is_loopback(parts.hostname)) if device is None else device,
@@ -447,19 +456,34 @@ def _alerts(section: _Section, warnings: list, host_names) -> Alerts:
     cd = section.section("cooldown")
     cooldown = {kind: cd.duration(kind, defaults.cooldown[kind]) for kind in defaults.cooldown}
     cd.done()
-    margin = section.number("margin", defaults.margin)
-    if not 0 <= margin < 100:
-        section.fail("margin", f"must be between 0 and 100 percentage points, got {margin}")
+    margin = _margin(section, thresholds, defaults.margin)
     resolved = section.boolean("resolved", True)
     alerts = Alerts(
         thresholds=thresholds, cooldown=cooldown, margin=margin, resolved=resolved,
         unreachable_after=section.integer("unreachable_after", 2, minimum=1),
         channels=_channels(section, warnings, host_names, resolved),
-        predict=section.duration("predict", 0) or None,
-        rebound=section.duration("rebound", defaults.rebound),
+        predict=section.duration("predict", None, can_be_off=True),
+        rebound=section.duration("rebound", defaults.rebound, can_be_off=True) or 0.0,
     )
     section.done()
     return alerts
+
+
+def _margin(section: _Section, thresholds: dict, default: float) -> float:
+    """Points below a threshold before its level is left: less than notice (else ok is never reached again),
+    and no more than the gap between two thresholds (else a level is held past the one below it)."""
+    margin = section.number("margin", default)
+    said = f"{margin:g}" if section.has("margin") else f"{margin:g} (the default)"
+    if margin < 0:
+        section.fail("margin", f"must be 0 or more percentage points, got {margin:g}")
+    if margin >= thresholds["notice"]:
+        section.fail("margin", f"must be below the notice threshold ({thresholds['notice']:g}), got {said}")
+    for lower, upper in zip(LEVELS[1:], LEVELS[2:]):
+        gap = thresholds[upper] - thresholds[lower]
+        if margin > gap:
+            section.fail("margin", f"{said} is more than the {gap:g} points between {lower} ({thresholds[lower]:g}) "
+                                   f"and {upper} ({thresholds[upper]:g})")
+    return margin
 
 
 CHANNEL_TYPES = ("webhook", "slack", "discord", "telegram", "email", "alertmanager", "command", "apprise")
@@ -486,9 +510,7 @@ def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> 
         for host in hosts:
             if host not in host_names:
                 ch.fail("hosts", f"names {host!r}, which is not a host in this file")
-        timeout = ch.duration("timeout", 5)
-        if timeout <= 0:
-            ch.fail("timeout", "must be more than 0")
+        timeout = ch.duration("timeout", 5.0)
         common = dict(name=name, type=kind, timeout=timeout, min_level=min_level, hosts=hosts,
                       resolved=ch.boolean("resolved", resolved))
         from guardian.channel_settings import READERS  # only with channels: their classes cost start-up
@@ -504,10 +526,12 @@ def _cleanup(section: _Section) -> Cleanup:
     protected = Protect(agents=protect.names("agents"), keys=protect.names("keys"), labels=protect.names("labels"))
     protect.done()
     agents = section.section("agents")
-    agent_idle = {}
+    agent_idle = {}  # only the agents that set their own: the others follow cleanup.idle_after and --idle-after
     for agent_id in list(agents.mapping):
         per_agent = agents.section(agent_id)
-        agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
+        own = per_agent.duration("idle_after", None)
+        if own is not None:
+            agent_idle[agent_id] = own
         per_agent.done()
     cleanup = Cleanup(
         idle_after=section.duration("idle_after", defaults.idle_after),
@@ -527,8 +551,6 @@ def _history(section: _Section) -> History:
     defaults = History()
     history = History(retention=section.duration("retention", defaults.retention),
                       forecast_window=section.duration("forecast_window", defaults.forecast_window))
-    if history.retention <= 0:
-        section.fail("retention", "must be more than 0")
     if history.forecast_window < MIN_SPAN:
         section.fail("forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long")
     section.done()
@@ -554,9 +576,11 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
         members = pool.names("hosts")
         if not members:
             pool.fail("hosts", "must name at least one host")
-        for member in members:
+        for index, member in enumerate(members):
             if member not in hosts:
                 pool.fail("hosts", f"names {member!r}, which is not a host in this file")
+            if member in members[:index]:
+                pool.fail("hosts", f"names {member!r} twice: each host counts once towards the pool")
         if name in hosts:
             pool.fail(None, "a pool may not have the same name as a host")
         limit = pool.integer("limit", required=True)

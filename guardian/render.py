@@ -12,6 +12,7 @@ from guardian.check import CheckReport, Subject
 from guardian.config import duration_text
 from guardian.forecast import Forecast, eta_text
 from guardian.notify import iso_time, safe
+from guardian.policy import Reading
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -106,20 +107,32 @@ def check_plain(report: CheckReport) -> str:
 
 
 def check_nagios(report: CheckReport, thresholds: dict) -> str:
-    """`SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 ...`.
+    """`SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 ...`.
 
-    Worst first in the text; perfdata in config order, warn/crit at the notice/warning counts.
+    Worst first in the text; perfdata in config order, warn/crit at the counts where the exit code turns
+    WARNING and CRITICAL, so a graph's lines and the states agree.
     """
     rank = {"unknown": 3.5, "critical": 4, "warning": 2, "notice": 1, "ok": 0}
     ordered = sorted(report.subjects, key=lambda s: -rank[s.level if s.reading else "unknown"])
     text = ", ".join(f"{subject_label(s)} {usage_text(s)}" for s in ordered)
     perf = []
     for s in report.subjects:
-        warn, crit = (math.ceil(s.limit * thresholds[level] / 100 - 1e-9) for level in ("notice", "warning"))
+        warn, crit = (threshold_count(s.limit, thresholds[level]) for level in ("warning", "critical"))
         value = s.reading.count if s.reading else "U"
         label = s.name if s.kind == "host" else f"pool:{s.name}"
         perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
     return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
+
+
+def threshold_count(limit: int, percent: float) -> int:
+    """The fewest sessions whose usage reaches `percent` of `limit`, by the usage the levels are judged on."""
+    count = math.ceil(limit * percent / 100)
+    # the float division can land a count either side of the exact threshold: step to the one the levels see
+    while count > 0 and Reading(count - 1, limit).usage >= percent:
+        count -= 1
+    while Reading(count, limit).usage < percent:
+        count += 1
+    return count
 
 
 def check_table(report: CheckReport):

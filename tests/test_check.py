@@ -6,9 +6,14 @@ import json
 import socket
 import time
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from conftest import read_state
 from guardian import check as checking
-from guardian.config import load
+from guardian.config import Alerts, load
+from guardian.policy import RANK, Reading, level_for
+from guardian.render import threshold_count
 
 
 def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):
@@ -55,10 +60,24 @@ def test_nagios_line_and_plain_output(fakes, write_config, cli):
     config = write_config({"pc-a": {"url": pc_a.url, "token": "secret", "limit": 40},
                            "t440": {"url": t440.url, "token": "secret", "limit": 60}})
     result = cli("check", "--config", config, "--format", "nagios", "--no-notify")
-    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 't440'=55;39;48;0;60"
+    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 't440'=55;48;54;0;60"
     plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
     assert plain[0].startswith("pc-a 40% (16/40) ok") and "idle=0" in plain[0]
     assert plain[1].startswith("t440 92% (55/60) critical")
+
+
+@given(limit=st.integers(1, 10_000), percents=st.lists(st.floats(0.01, 100), min_size=3, max_size=3, unique=True))
+@example(limit=60, percents=[65.0, 80.0, 90.0])  # main gave the notice and warning counts, 39 and 48
+@example(limit=3, percents=[10.0, 100 / 3 * 2, 100.0])  # thresholds that land on a count exactly
+def test_nagios_warn_and_crit_are_the_counts_where_the_exit_code_turns(limit, percents):
+    # design.md: perfdata warn/crit at the warning and critical counts, so a graph's lines and the state agree
+    alerts = Alerts(thresholds=dict(zip(("notice", "warning", "critical"), sorted(percents))), margin=0)
+    for level in ("warning", "critical"):
+        count = threshold_count(limit, alerts.thresholds[level])
+        assert 0 <= count <= limit
+        assert RANK[level_for(Reading(count, limit).usage, alerts)] >= RANK[level]
+        if count:
+            assert RANK[level_for(Reading(count - 1, limit).usage, alerts)] < RANK[level]
 
 
 def test_change_since_last_check(fake, write_config, cli):

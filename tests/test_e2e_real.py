@@ -58,7 +58,7 @@ def test_check_and_doctor_against_two_real_gateways(real_gateways, write_config,
     assert all(b["version"] == "1" and b["status"] == "firing" for b in receiver.bodies)
 
     nagios = cli("check", "--config", config, "--format", "nagios", "--no-notify").stdout.strip()
-    assert nagios == "SESSIONS CRITICAL - pc-a 90% (9/10), t440 85% (17/20) | 'pc-a'=9;7;8;0;10 't440'=17;13;16;0;20"
+    assert nagios == "SESSIONS CRITICAL - pc-a 90% (9/10), t440 85% (17/20) | 'pc-a'=9;8;9;0;10 't440'=17;16;18;0;20"
 
     # a stopped gateway is unknown at once; the other is still checked (critical outranks unknown)
     real_gateways["t440"].stop()
