@@ -196,7 +196,7 @@ def fit(peaks: list[DailyPeak]) -> tuple[PeakModel, dict[str, list[DailyPeak]]]:
         apart = {"weekday": weekdays, "weekend": weekends}
         (t1, u1), (t2, u2) = ((circular_median([p.seconds for p in g]), median(p.usage for p in g))
                               for g in apart.values())
-        if abs(u1 - u2) >= DIFFER_POINTS or _circular_distance(t1, t2) >= DIFFER_SECONDS:
+        if abs(u1 - u2) >= DIFFER_POINTS or circular_distance(t1, t2) >= DIFFER_SECONDS:
             groups = apart
     slope = theil_sen([[((p.day - EPOCH_DAY).days, p.usage) for p in group] for group in groups.values()])
     kinds = {kind: (circular_median([p.seconds for p in group]),
@@ -247,10 +247,11 @@ def quantile(values: list[float], q: float) -> float:
 
 def circular_median(seconds: list[float]) -> float:
     """The time of day closest, summed around the clock, to all the others: 23:50 and 00:10 are 20 minutes apart."""
-    return min(sorted(seconds), key=lambda s: sum(_circular_distance(s, other) for other in seconds))
+    return min(sorted(seconds), key=lambda s: sum(circular_distance(s, other) for other in seconds))
 
 
-def _circular_distance(a: float, b: float) -> float:
+def circular_distance(a: float, b: float) -> float:
+    """Seconds between two times of day, the short way around the clock."""
     difference = abs(a - b) % DAY
     return min(difference, DAY - difference)
 

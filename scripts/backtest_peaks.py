@@ -22,7 +22,7 @@ from statistics import median
 from zoneinfo import ZoneInfo
 
 from guardian import peaks
-from guardian.peaks import DAY, PeakModel, circular_median, daily_peaks, fit, local_days, quantile, theil_sen
+from guardian.peaks import DAY, PeakModel, circular_distance, circular_median, daily_peaks, fit, local_days, quantile, theil_sen
 
 ZONES = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo", "Australia/Sydney"]
 STEP = 30.0  # seconds between checks
@@ -89,19 +89,18 @@ def hour_of_week(days: dict[date, peaks.DayBins]):
     """The baseline: per weekday and hour, the median over the weeks of that hour's highest smoothed bin;
     a day's peak is its weekday's highest hour (at its middle), moved along a Theil-Sen line of all
     daily peaks from the middle of the fitted days of that weekday."""
+    per_hour = 3600 // peaks.BIN
     cells = [[[] for _ in range(24)] for _ in range(7)]
     for day, bins in days.items():
-        for b, point in enumerate(bins.smoothed()):
-            if point:
-                cell = cells[day.weekday()][b * peaks.BIN // 3600]
-                if len(cell) and cell[-1][0] == day:
-                    cell[-1] = (day, max(cell[-1][1], point[1]))
-                else:
-                    cell.append((day, point[1]))
+        smoothed = bins.smoothed()
+        for hour in range(24):
+            values = [point[1] for point in smoothed[hour * per_hour:(hour + 1) * per_hour] if point]
+            if values:
+                cells[day.weekday()][hour].append(max(values))
     slope = theil_sen([[((p.day - peaks.EPOCH_DAY).days, p.usage) for p in daily_peaks(days)]])
 
     def predict(day: date) -> tuple[float, float]:
-        row = [median(v for _, v in cell) if cell else -1.0 for cell in cells[day.weekday()]]
+        row = [median(cell) if cell else -1.0 for cell in cells[day.weekday()]]
         hour = max(range(24), key=lambda h: row[h])
         fitted = [d for d in days if d.weekday() == day.weekday()]
         middle = sum((d - day).days for d in fitted) / len(fitted)
@@ -153,7 +152,7 @@ def backtest(months: int, seed: int) -> None:
             predict = method(days) if method else lambda day: month.true_peak(day, jittered=False)
             for day in month.days[21:]:
                 (seconds, usage), (true_seconds, true_usage) = predict(day), month.true_peak(day)
-                errors[name][0].append(peaks._circular_distance(seconds, true_seconds) / 60)
+                errors[name][0].append(circular_distance(seconds, true_seconds) / 60)
                 errors[name][1].append(abs(usage - true_usage))
     print(f"{months} synthetic months, seed {seed}: fit on weeks 1-3, predict the {months * 7} daily peaks of week 4")
     print(f"{'method':54} {'time min p50':>12} {'p90':>6} {'height pt p50':>13} {'p90':>6}")
