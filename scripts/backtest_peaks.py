@@ -22,7 +22,8 @@ from statistics import median
 from zoneinfo import ZoneInfo
 
 from guardian import peaks
-from guardian.peaks import DAY, PeakModel, circular_distance, circular_median, daily_peaks, fit, local_days, quantile, theil_sen
+from guardian.peaks import (DAY, EPOCH_DAY, PeakModel, circular_distance, circular_median, daily_peaks, fit, local_days,
+                            quantile, theil_sen)
 
 ZONES = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo", "Australia/Sydney"]
 STEP = 30.0  # seconds between checks
@@ -97,7 +98,7 @@ def hour_of_week(days: dict[date, peaks.DayBins]):
             values = [point[1] for point in smoothed[hour * per_hour:(hour + 1) * per_hour] if point]
             if values:
                 cells[day.weekday()][hour].append(max(values))
-    slope = theil_sen([[((p.day - peaks.EPOCH_DAY).days, p.usage) for p in daily_peaks(days)]])
+    slope = theil_sen([[((p.day - EPOCH_DAY).days, p.usage) for p in daily_peaks(days)]])
 
     def predict(day: date) -> tuple[float, float]:
         row = [median(cell) if cell else -1.0 for cell in cells[day.weekday()]]
@@ -111,12 +112,12 @@ def hour_of_week(days: dict[date, peaks.DayBins]):
 def per_weekday(days: dict[date, peaks.DayBins]):
     """Daily peaks by weekday (Monday with Mondays): median time and a Theil-Sen line per weekday."""
     by_weekday = {w: [p for p in daily_peaks(days) if p.day.weekday() == w] for w in range(7)}
-    slope = theil_sen([[((p.day - peaks.EPOCH_DAY).days, p.usage) for p in group] for group in by_weekday.values()])
+    slope = theil_sen([[((p.day - EPOCH_DAY).days, p.usage) for p in group] for group in by_weekday.values()])
 
     def predict(day: date) -> tuple[float, float]:
         group = by_weekday[day.weekday()]
-        level = median(p.usage - slope * (p.day - peaks.EPOCH_DAY).days for p in group)
-        return circular_median([p.seconds for p in group]), level + slope * (day - peaks.EPOCH_DAY).days
+        level = median(p.usage - slope * (p.day - EPOCH_DAY).days for p in group)
+        return circular_median([p.seconds for p in group]), level + slope * (day - EPOCH_DAY).days
     return predict
 
 
@@ -128,7 +129,8 @@ def day_kinds(days: dict[date, peaks.DayBins]):
 def day_kinds_flat(days: dict[date, peaks.DayBins]):
     """The same without growth: each kind's median peak."""
     model, groups = fit(daily_peaks(days))
-    flat = PeakModel(0.0, {kind: (model.kinds[kind][0], median(p.usage for p in group)) for kind, group in groups.items()})
+    flat = PeakModel(0.0, {kind: (model.kinds[kind][0], median(p.usage for p in group))
+                           for kind, group in groups.items()})
     return flat.expected
 
 

@@ -1,9 +1,10 @@
-"""The peak forecast (issue 15): the typical daily peak, the next one and the growth of peaks, in the operator's zone."""
+"""The peak forecast (issue 15): the typical daily peak, the next one and the growth of peaks, in the operator's
+zone."""
 
 import ast
 import math
 import sys
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,7 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/
          "America/St_Johns", "Australia/Sydney"]
 FIXED_ZONES = ["UTC", "Asia/Kolkata", "Asia/Tokyo", "Pacific/Honolulu"]  # no DST: a week is always 7 x 24 h
 ONE_BIN = timedelta(seconds=BIN)  # the resolution of a peak's time with samples at least that often
-START = datetime(2026, 3, 2).timestamp()  # early March 2026: the northern DST start is within reach
+START = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()  # early March 2026: the northern DST start is within reach
 
 
 def series(usage_at, zone, start, days, step=60.0):
@@ -88,6 +89,7 @@ def test_a_flat_series_has_no_growth_and_no_critical_peak(level, zone, days, ste
        step=st.sampled_from([60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0]),
        start=st.floats(0, 300 * DAY))
 @example(zone="UTC", peak_minute=1439, days=4, step=3600.0, start=0.0)  # a peak at midnight: around the clock
+@example(zone="Asia/Kolkata", peak_minute=0, days=4, step=3600.0, start=0.0)  # checks at :30, half a step off
 @example(zone="America/New_York", peak_minute=150, days=4, step=60.0, start=5 * DAY)  # 02:30 on the day it is skipped
 def test_a_daily_sine_peak_is_found_within_the_sampling_resolution_in_any_zone(zone, peak_minute, days, step, start):
     tz = ZoneInfo(zone)
@@ -147,6 +149,13 @@ def test_growing_peaks_give_the_first_day_a_peak_is_expected_at_critical():
     assert result.next_expected_usage == pytest.approx(74, abs=0.3)
     falling = peak_forecast([(t, u - 4 * (t - start) / WEEK) for t, u in samples], samples[-1][0], zone, CRITICAL)
     assert falling.critical_peak_on is None and falling.growth_points_per_week < 0
+
+
+def test_peaks_already_at_critical_make_the_next_one_the_critical_one():
+    zone = ZoneInfo("UTC")
+    samples = series(lambda local: bump(local, 15, 95), zone, START, 5, 300.0)
+    result = peak_forecast(samples, samples[-1][0], zone, CRITICAL)
+    assert result.critical_peak_on == result.next_at.date() == date(2026, 3, 7)
 
 
 def test_weekday_and_weekend_profiles_when_they_differ():
