@@ -187,6 +187,23 @@ def test_weekday_and_weekend_profiles_when_they_differ():
     assert same.profiles == {} and same.next_at == datetime(2026, 6, 13, 10, tzinfo=zone)
 
 
+def test_a_holiday_moves_neither_the_weekday_peak_nor_the_growth():
+    zone = ZoneInfo("Europe/Berlin")
+    start = datetime(2026, 11, 30, tzinfo=zone).timestamp()  # a Monday
+    holiday = date(2026, 12, 9)  # a Wednesday as quiet as a Sunday
+
+    def week(local):
+        quiet = local.weekday() >= 5 or local.date() == holiday
+        return bump(local, 14, 35) if quiet else bump(local, 10, 80)
+
+    samples = series(week, zone, start, 21, 300.0)
+    result = peak_forecast(samples, samples[-1][0], zone, CRITICAL)
+    assert result.growth_points_per_week == pytest.approx(0, abs=0.01)
+    assert result.profiles["weekday"].typical_usage == pytest.approx(80, abs=0.5)
+    assert clock_distance(result.profiles["weekday"].typical_time, time(10)) <= BIN / 60
+    assert result.next_expected_usage == pytest.approx(80, abs=0.5)  # Monday's
+
+
 @pytest.mark.parametrize("first, short_or_long, offset_after", [
     (datetime(2026, 3, 4), date(2026, 3, 8), timedelta(hours=-4)),  # 23 hours: clocks go forward
     (datetime(2026, 10, 28), date(2026, 11, 1), timedelta(hours=-5)),  # 25 hours: clocks go back
