@@ -230,7 +230,7 @@ def peak_forecast(samples: Iterable[tuple[float, float | None]], now: float, zon
 
 
 def theil_sen(groups: list[list[tuple[float, float]]]) -> float:
-    """The median slope over pairs of points within the same group (0: fewer than one pair)."""
+    """The median slope over pairs of points within the same group (0: no such pair)."""
     slopes = [(y2 - y1) / (x2 - x1) for points in groups for i, (x1, y1) in enumerate(points)
               for x2, y2 in points[i + 1:] if x2 != x1]
     return median(slopes) if slopes else 0.0
