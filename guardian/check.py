@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from guardian import anomaly, gateway, policy
+from guardian import alertmanager_state, anomaly, gateway, policy
 from guardian.audit import AuditLog, cleanup_runs, new_run_id, read_since
 from guardian.config import Channel, Config, Host, Pool
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
-from guardian.policy import Reading
+from guardian.policy import Reading, SubjectState
 from guardian.state import State, StateBusy, StateError, StateFile
 
 if TYPE_CHECKING:
@@ -271,6 +271,9 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
     remember what was accepted."""
     plans = []
     for channel in [log_channel(config), *channels]:
+        if channel.type == "alertmanager":
+            plans.append((channel, *_alertmanager_plan(state, subjects, channel, config)))
+            continue
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:
@@ -285,30 +288,62 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
             for key, decision in decisions:
                 memories[key] = decision.memory
                 if decision.notice:
-                    lines.append(_line(subject, decision, seen.failures, now))
-        plans.append((channel, lines, memories))
+                    lines.append(_line(subject, decision, seen.failures))
+        plans.append((channel, lines, lines, {(key, channel.name): memory for key, memory in memories.items()},
+                      state.memories))
 
-    messages = [(channel, lines) for channel, lines, _ in plans]
+    messages = [(channel, message) for channel, message, *_ in plans]
     errors = deliver_all(messages, now, backoff) if send else [None] * len(plans)
     deliveries = []
-    for (channel, lines, memories), error in zip(plans, errors):
+    for (channel, _, told, memories, store), error in zip(plans, errors):
         if send and error is None:
-            for subject_id, memory in memories.items():
-                state.memories[(subject_id, channel.name)] = memory
-        if lines:
-            deliveries.append(Delivery(channel.name, lines, error, sent=send))
+            store.update(memories)
+        if told or error:
+            deliveries.append(Delivery(channel.name, told, error, sent=send))
     return deliveries
 
 
-def _line(subject: Subject, decision: policy.Decision, failures: int, now: float) -> AlertLine:
+def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config: Config):
+    """(message, told, memories, store) for an Alertmanager channel: the message is every subject it
+    hears with something firing or left to resolve, posted on every run; told is what changed since
+    the channel last accepted a post (what the audit log and the metrics count)."""
+    message, told, memories = [], [], {}
+    for subject in subjects:
+        if not hears(channel, subject):
+            continue
+        held = state.subject(subject.id)
+        before = state.posted.get((subject.id, channel.name), alertmanager_state.NOTHING)
+        after = alertmanager_state.holds(held, channel.min_level, config.alerts.unreachable_after)
+        if before == after == alertmanager_state.NOTHING:
+            continue
+        reason = alertmanager_state.change(before, after)
+        line = _state_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
+                           before.level, held)
+        message.append(line)
+        if reason:
+            told.append(line)
+        memories[(subject.id, channel.name)] = after
+    return message, told, memories, state.posted
+
+
+def _state_line(subject: Subject, reason: str, level: str, previous: str, held: SubjectState) -> AlertLine:
+    """A subject's line as Alertmanager is posted it: while the subject is dark, its last reading."""
+    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
+    count = subject.reading.count if subject.reading else held.count
+    error = f"{subject.error} ({held.failures} failed polls in a row)" if reason == "unreachable" else None
+    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
+                     previous=previous, count=count, limit=subject.limit,
+                     idle=subject.reading.idle if subject.reading else None, error=error,
+                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now)
+
+
+def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLine:
     notice = decision.notice
     hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
     reading = subject.reading
     error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
-    repeat_after = (decision.memory.unreachable_repeat_after if notice.reason == "unreachable"
-                    else decision.memory.repeat_after)
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
                      action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     repeat_in=max(0.0, repeat_after - now) or None, detail=subject.anomalies.get(notice.reason))
+                     detail=subject.anomalies.get(notice.reason))

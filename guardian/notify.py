@@ -39,7 +39,7 @@ class AlertLine:
     subject: str  # "host:t440" / "pool:shared-key"
     kind: str  # host | pool
     name: str
-    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound | test
+    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound | test | lowered (Alertmanager's)
     level: str
     previous: str
     count: int | None
@@ -48,7 +48,6 @@ class AlertLine:
     error: str | None
     action: str
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
-    repeat_in: float | None = None  # seconds until this is sent again if it still holds; None: never
     detail: str | None = None  # what a growth or rebound anomaly found
 
     @property
@@ -89,7 +88,7 @@ class AlertLine:
             if self.level != "ok":  # the unreachable alert resolved; the usage alert stands
                 return f"{label} reachable again, {usage}, {self.level}"
             return f"{label} {usage}, back below notice (was {self.previous})"
-        why = f"up from {self.previous}" if self.reason == "escalated" else "still"
+        why = {"escalated": f"up from {self.previous}", "lowered": f"down from {self.previous}"}.get(self.reason, "still")
         idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''} cleanup could close" if self.idle else ""
         if self.closed_now is not None:
             idle = f"; the guardian closed {self.closed_now} idle session{'s' if self.closed_now != 1 else ''} at once"

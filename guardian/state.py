@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from guardian.alertmanager_state import Posted
 from guardian.config import LEVELS
 from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
@@ -38,6 +39,7 @@ class StateBusy(StateError):
 class State:
     subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
     memories: dict = field(default_factory=dict)  # (subject id, channel name) -> ChannelMemory
+    posted: dict = field(default_factory=dict)  # (subject id, Alertmanager channel name) -> Posted
 
     def subject(self, subject_id: str) -> SubjectState:
         return self.subjects.get(subject_id, SubjectState())
@@ -51,6 +53,9 @@ class State:
             subjects[subject_id] = {**asdict(subject), "channels": {}}
         for (subject_id, channel), memory in sorted(self.memories.items()):
             subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})["channels"][channel] = asdict(memory)
+        for (subject_id, channel), posted in sorted(self.posted.items()):
+            entry = subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})
+            entry.setdefault("alertmanager", {})[channel] = asdict(posted)
         return json.dumps({"version": VERSION, "subjects": subjects}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
@@ -62,9 +67,12 @@ class State:
         state = cls()
         for subject_id, entry in data["subjects"].items():
             channels = entry.pop("channels", {})
+            posted = entry.pop("alertmanager", {})
             state.subjects[subject_id] = _checked(SubjectState, entry)
             for channel, memory in channels.items():
                 state.memories[(subject_id, channel)] = _checked(ChannelMemory, memory)
+            for channel, held in posted.items():
+                state.posted[(subject_id, channel)] = _checked(Posted, held)
         return state
 
 
