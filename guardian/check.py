@@ -51,6 +51,7 @@ class Subject:
     level: str
     previous_count: int | None
     members: tuple[str, ...] = ()
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: its reading is a lower bound
     closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
     server_version: str | None = None
     elapsed: float | None = None
@@ -64,10 +65,16 @@ class Subject:
         return f"{self.kind}:{self.name}"
 
     @property
+    def full_reading(self) -> Reading | None:
+        """The reading when it counts every session, not a pool's lower bound: what changes, history and
+        trends are made of."""
+        return None if self.unreachable_members else self.reading
+
+    @property
     def change(self) -> int | None:
-        if self.reading is None or self.previous_count is None:
+        if self.full_reading is None or self.previous_count is None:
             return None
-        return self.reading.count - self.previous_count
+        return self.full_reading.count - self.previous_count
 
 
 @dataclass
@@ -140,9 +147,10 @@ def _sentence(host: Host, exc: Exception) -> str:
 
 
 def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
-    """A pool's reading is the sum of its hosts'; unknown while any member is."""
-    members = [polls[name].reading for name in pool.hosts]
-    if any(m is None for m in members):
+    """A pool's reading is the sum of its reachable hosts': a lower bound while a member is unreachable
+    (the others alone may reach a level); unknown when none is reachable."""
+    members = [polls[name].reading for name in pool.hosts if polls[name].reading is not None]
+    if not members:
         return None
     idle = None if any(m.idle is None for m in members) else sum(m.idle for m in members)
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
@@ -188,8 +196,9 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
                                server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
                                closed_now=closed_now.get(host.name)))
     for pool in pools:
+        unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
-                               now, members=pool.hosts))
+                               now, members=pool.hosts, unreachable_members=unread))
     return subjects
 
 
@@ -234,14 +243,14 @@ def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
         samples = by_subject.get(subject.id, [])
         subject.forecast = forecast([(s.time, s.usage) for s in samples], config.alerts.thresholds["critical"],
                                     now, window)
-        if subject.reading is not None:
+        if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
             subject.anomalies = anomaly.find(samples, subject.forecast, ran_here, config.alerts, window, now)
     return history.warnings
 
 
 def _sample(subject: Subject, now: float) -> Sample:
-    r = subject.reading
+    r = subject.full_reading
     return Sample(now, subject.kind, subject.name, r.count if r else None, subject.limit, r.usage if r else None,
                   subject.level, r.idle if r else None, r is not None)
 
@@ -250,7 +259,11 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
     subject_id = f"{kind}:{name}"
     previous = state.subject(subject_id)
     if reading is None and kind == "pool":
-        current = previous  # a member is down: that host alerts; the pool waits for a full reading
+        current = previous  # every member is down: those hosts alert; the pool keeps what it knew
+    elif extra.get("unreachable_members"):
+        # A lower bound can raise the pool's level, never lower it: a member going dark is no resolve.
+        seen = policy.observe(previous, reading, config.alerts, now)
+        current = replace(previous, level=max(seen.level, previous.level, key=policy.RANK.get))
     else:
         current = policy.observe(previous, reading, config.alerts, now)
     state.subjects[subject_id] = current
@@ -334,7 +347,8 @@ def _state_line(subject: Subject, reason: str, level: str, previous: str, held: 
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
                      previous=previous, count=count, limit=subject.limit,
                      idle=subject.reading.idle if subject.reading else None, error=error,
-                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now)
+                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now,
+                     unreachable_members=subject.unreachable_members)
 
 
 def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLine:
@@ -346,4 +360,4 @@ def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLi
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
                      action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     detail=subject.anomalies.get(notice.reason))
+                     detail=subject.anomalies.get(notice.reason), unreachable_members=subject.unreachable_members)

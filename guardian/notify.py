@@ -49,6 +49,7 @@ class AlertLine:
     action: str
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
     detail: str | None = None  # what a growth or rebound anomaly found
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
 
     @property
     def usage(self) -> float | None:
@@ -82,6 +83,8 @@ class AlertLine:
         if self.reason == "unreachable":
             return safe(f"{label}: {self.error}. {self.action}")
         usage = f"{self.usage:.0f}% ({self.count}/{self.limit})"
+        if self.unreachable_members:
+            usage = f"at least {usage}, {', '.join(self.unreachable_members)} unreachable"
         if self.alert in ("growth", "rebound"):
             return safe(f"{label} {usage}, {'growing' if self.alert == 'growth' else 'rebounding'}: {self.detail}. {self.action}")
         if self.reason == "resolved":
@@ -102,7 +105,7 @@ class AlertLine:
                 "name": self.name, "alert": self.alert, "level": self.level, "previous_level": self.previous,
                 "reason": self.reason, "usage": self.usage, "count": self.count, "limit": self.limit,
                 "idle": self.idle, "error": self.error, "action": self.action, "closed_now": self.closed_now,
-                "detail": self.detail, "time": time}
+                "detail": self.detail, "unreachable_hosts": list(self.unreachable_members), "time": time}
 
 
 def suggested_action(reason: str, level: str, hosts: str) -> str:

@@ -164,6 +164,37 @@ def test_pools_sum_their_hosts(fakes, write_config, cli):
     assert result.exit_code == 2 and "CRITICAL pool shared 90% (72/80)" in result.stderr
 
 
+def test_a_pool_with_a_member_down_alerts_on_what_the_others_hold(fakes, write_config, cli):
+    """The reachable members' sum is a lower bound: the pool still rises on it, says so, and a member
+    going dark never resolves it."""
+    a, b = fakes(), fakes()
+    fill(a, 60)
+    fill(b, 5)
+    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                           "b": {"url": b.url, "token": "secret", "limit": 100}},
+                          pools={"shared": {"hosts": ["a", "b"], "limit": 80}})
+    first = cli("check", "--config", config, "-q")
+    assert "WARNING pool shared 81% (65/80), up from ok" in first.stderr
+    b.stop()
+    fill(a, 14)  # a alone: 74 of the pool's 80
+    second = cli("check", "--config", config, "--json")
+    assert ("guardian alert: CRITICAL pool shared at least 92% (74/80), b unreachable, up from warning"
+            in second.stderr)
+    pool = json.loads(second.stdout)["pools"][0]
+    assert (pool["sessions"], pool["usage"], pool["level"], pool["unreachable_hosts"]) == (74, 92.5, "critical", ["b"])
+    assert json.loads(second.stdout)["alerts"][0]["lines"][-1]["unreachable_hosts"] == ["b"]
+    plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
+    assert plain[2].startswith("pool shared at least 92% (74/80) critical") and "unreachable=b" in plain[2]
+    table = cli("check", "--config", config, "--format", "table", "--no-notify", env={"COLUMNS": "200"}).stdout
+    assert "at least: b unreachable" in table
+
+    a.sessions.clear()
+    fill(a, 10)  # a alone is far below notice now; b, dark, may hold anything
+    third = cli("check", "--config", config, "--json")
+    assert json.loads(third.stdout)["pools"][0]["level"] == "critical"
+    assert "RESOLVED pool" not in third.stderr and "pool shared" not in third.stderr
+
+
 def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_config, cli):
     a, b = fakes(), fakes()
     config = write_config({"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}})
