@@ -170,6 +170,9 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     subjects, deliveries, history_warnings, error = None, [], [], None
     try:
         with store.locked() as state:
+            configured = {*(f"host:{name}" for name in config.hosts), *(f"pool:{name}" for name in config.pools)}
+            state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
+                                  now)
             subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
             history_warnings = _trends(config, subjects, now)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)

@@ -265,6 +265,35 @@ def test_check_over_time_with_now_passed_in(fake, write_config):
     assert reasons == [["escalated"], [], ["repeat"]]
 
 
+def test_hosts_and_channels_that_left_the_config_are_forgotten_after_a_day(fakes, write_config, receiver,
+                                                                          monkeypatch, state_dir):
+    """Back within a day (a typo fixed) a host is remembered, so nobody is told again; gone for a day,
+    its state and its channels' memories are pruned, and a host that comes back later starts fresh."""
+    a, b = fakes(), fakes()
+    fill(a, 95)
+    fill(b, 95)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    both = {"a": {"url": a.url, "token": "secret", "limit": 100}, "b": {"url": b.url, "token": "secret", "limit": 100}}
+    hook = {"channels": [{"type": "webhook", "url_env": "HOOK_URL", "name": "hook"}]}
+    t0, day = 1_800_000_000.0, 86400.0
+
+    def run(hosts, alerts, at) -> list[str]:
+        report = checking.run(load(write_config(hosts, alerts=alerts)), None, now=at)
+        return [line.subject for d in report.deliveries if d.channel == "hook" for line in d.lines]
+
+    assert run(both, hook, t0) == ["host:a", "host:b"]
+    assert run({"a": both["a"]}, hook, t0 + 60) == []  # b left the config by mistake...
+    assert run(both, hook, t0 + 120) == []  # ...and is back: still within its critical cooldown, not told again
+    run({"a": both["a"]}, {}, t0 + 180)  # b and the channel leave the config
+    run({"a": both["a"]}, {}, t0 + 180 + day - 1)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" in subjects and "hook" in subjects["host:a"]["channels"]  # not yet a day gone
+    run({"a": both["a"]}, {}, t0 + 180 + day)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" not in subjects and set(subjects["host:a"]["channels"]) == {"log"}
+    assert run(both, hook, t0 + 240 + day) == ["host:a", "host:b"]  # the channel and b start fresh
+
+
 def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
     from guardian import audit
 
