@@ -44,7 +44,7 @@ class AlertLine:
     previous: str
     count: int | None
     limit: int
-    idle: int | None
+    idle: int | None  # sessions idle past cleanup.idle_after (some may be kept: pinned, protected, main, running)
     error: str | None
     action: str
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
@@ -92,7 +92,9 @@ class AlertLine:
                 return f"{label} reachable again, {usage}, {self.level}"
             return f"{label} {usage}, back below notice (was {self.previous})"
         why = {"escalated": f"up from {self.previous}", "lowered": f"down from {self.previous}"}.get(self.reason, "still")
-        idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''} cleanup could close" if self.idle else ""
+        # The cheap count cannot see pinned, protected, main or running sessions, which cleanup keeps:
+        # "idle", never "cleanup could close" (a dry run knows that number).
+        idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''}" if self.idle else ""
         if self.closed_now is not None:
             idle = f"; the guardian closed {self.closed_now} idle session{'s' if self.closed_now != 1 else ''} at once"
         return f"{label} {usage}, {why}{idle}. {self.action}"

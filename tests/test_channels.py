@@ -120,7 +120,7 @@ def test_each_service_limit_is_kept_with_and_n_more(render, limit):
 
 
 def test_line_texts():
-    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions cleanup could close. "
+    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions. "
                              "guardian cleanup --hosts t440")
     assert line(reason="resolved", level="ok", previous="critical").text() == (
         "RESOLVED t440 92% (55/60), back below notice (was critical)")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
+
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from conftest import read_state
 from guardian import check as checking
 from guardian.config import load
+from fake_gateway import FakeGateway
 
 
 def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):
@@ -309,3 +314,42 @@ def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cl
     events = [r["event"] for r in audit.read(state_dir)]
     assert events.count("outcome") == 4 and events[-1] == "alert"
     assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
+
+
+IDLE_KINDS = ("closable", "pinned", "running", "protected_agent", "protected_label", "main", "recent")
+
+
+def add_idle_mix(gateway, mix: dict) -> None:
+    """Sessions idle for 3 h (but `recent`) that cleanup closes (`closable`) or keeps, and why."""
+    idle_since = int(time.time() * 1000) - 3 * 3600 * 1000
+    for kind, count in mix.items():
+        for _ in range(count):
+            options = {"closable": {}, "pinned": {"pinned": True}, "running": {"has_active_run": True},
+                       "protected_agent": {"agent": "ops"}, "protected_label": {"label": "keep"},
+                       "main": {"key": "agent:main:main"}, "recent": {"updated_at": None}}[kind]
+            gateway.add_session(**{"updated_at": idle_since, **options})
+
+
+def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_config, cli):
+    """The cheap count (sessions.list activeMinutes) cannot see pinned, protected, main or running
+    sessions: an alert says "cleanup could close" only of a number a dry run would close."""
+    with FakeGateway("secret") as gateway:
+        config = write_config({"a": {"url": gateway.url, "token": "secret", "limit": 1}},
+                              cleanup={"protect": {"agents": ["ops"], "labels": ["keep"]}})
+
+        @given(st.fixed_dictionaries({kind: st.integers(0, 1 if kind == "main" else 3) for kind in IDLE_KINDS}))
+        @example(dict.fromkeys(IDLE_KINDS, 0) | {"closable": 1, "pinned": 1})
+        def words_hold(mix):
+            gateway.sessions.clear()
+            add_idle_mix(gateway, mix | {"recent": mix["recent"] + 1})  # at least one session: an alert
+            report = checking.run(load(config), None, now=time.time(), notify=False)
+            (line,) = [line for d in report.deliveries if d.channel == "log" for line in d.lines]
+            dry_run = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
+            would_close = len(dry_run["hosts"][0]["actions"])
+            assert would_close == mix["closable"]
+            promised = re.search(r"(\d+) idle sessions? cleanup could close", line.text())
+            assert promised is None or int(promised[1]) <= would_close
+            idle = sum(mix.values()) - mix["recent"]
+            assert (f"; {idle} idle session" in line.text()) == (idle > 0)  # the cheap count, called what it is
+
+        words_hold()
