@@ -18,7 +18,7 @@ from guardian.forecast import Forecast, forecast
 from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
-from guardian.policy import Reading, SubjectState
+from guardian.policy import Reading
 from guardian.state import State, StateBusy, StateError, StateFile
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
             backoff: Backoff | None) -> list[Delivery]:
     """Decide per channel (the log line and `channels`), send one message per channel (all at once),
     remember what was accepted."""
-    plans = []
+    plans = []  # (channel, the message sent, the lines told, memories kept once it is accepted, where they are kept)
     for channel in [log_channel(config), *channels]:
         if channel.type == "alertmanager":
             plans.append((channel, *_alertmanager_plan(state, subjects, channel, config)))
@@ -333,8 +333,8 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
         if before == after == alertmanager_state.NOTHING:
             continue
         reason = alertmanager_state.change(before, after)
-        line = _state_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
-                           before.level, held)
+        line = _subject_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
+                             before.level, held.failures, last_count=held.count)
         message.append(line)
         if reason:
             told.append(line)
@@ -342,25 +342,20 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
     return message, told, memories, state.posted
 
 
-def _state_line(subject: Subject, reason: str, level: str, previous: str, held: SubjectState) -> AlertLine:
-    """A subject's line as Alertmanager is posted it: while the subject is dark, its last reading."""
-    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
-    count = subject.reading.count if subject.reading else held.count
-    error = f"{subject.error} ({held.failures} failed polls in a row)" if reason == "unreachable" else None
-    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
-                     previous=previous, count=count, limit=subject.limit,
-                     idle=subject.reading.idle if subject.reading else None, error=error,
-                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now,
-                     unreachable_members=subject.unreachable_members)
-
-
 def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLine:
     notice = decision.notice
+    return _subject_line(subject, notice.reason, notice.level, notice.previous, failures,
+                         detail=subject.anomalies.get(notice.reason))
+
+
+def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
+                  last_count: int | None = None, detail: str | None = None) -> AlertLine:
+    """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
     hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
     reading = subject.reading
-    error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
-    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
-                     level=notice.level, previous=notice.previous, count=reading.count if reading else None,
-                     limit=subject.limit, idle=reading.idle if reading else None, error=error,
-                     action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     detail=subject.anomalies.get(notice.reason), unreachable_members=subject.unreachable_members)
+    error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
+    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
+                     previous=previous, count=reading.count if reading else last_count, limit=subject.limit,
+                     idle=reading.idle if reading else None, error=error,
+                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now, detail=detail,
+                     unreachable_members=subject.unreachable_members)
