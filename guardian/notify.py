@@ -91,7 +91,8 @@ class AlertLine:
             if self.level != "ok":  # the unreachable alert resolved; the usage alert stands
                 return f"{label} reachable again, {usage}, {self.level}"
             return f"{label} {usage}, back below notice (was {self.previous})"
-        why = {"escalated": f"up from {self.previous}", "lowered": f"down from {self.previous}"}.get(self.reason, "still")
+        why = {"escalated": f"up from {self.previous}",
+               "lowered": f"down from {self.previous}"}.get(self.reason, "still")
         # The cheap count cannot see pinned, protected, main or running sessions, which cleanup keeps:
         # "idle", never "cleanup could close" (a dry run knows that number).
         idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''}" if self.idle else ""

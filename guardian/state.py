@@ -44,7 +44,7 @@ class State:
     subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
     memories: dict = field(default_factory=dict)  # (subject id, channel name) -> ChannelMemory
     posted: dict = field(default_factory=dict)  # (subject id, Alertmanager channel name) -> Posted
-    departed: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" / "channel:NAME" -> when it left the config
+    departed: dict = field(default_factory=dict)  # "host:NAME", "pool:NAME", "channel:NAME" -> when it left the config
 
     def subject(self, subject_id: str) -> SubjectState:
         return self.subjects.get(subject_id, SubjectState())

@@ -8,15 +8,19 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import read_state
 from guardian import audit
+from guardian.alertmanager_state import Posted, change
 from guardian import check as checking
 from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
                                fit, slack_payload, telegram_payload, utf16_len)
 from guardian.channel_settings import TelegramChannel
 from guardian.config import Secret, load
 from guardian.notify import AlertLine
+from guardian.policy import RANK
 
 T0 = 1_800_000_000.0
 SLACK_SECRET = "/services/T000/B000/zq-slack-secret"
@@ -255,6 +259,24 @@ def iso_seconds(text: str) -> float:
 def alertmanager_records(state_dir, channel="alertmanager-1") -> list[tuple[str, str, str]]:
     return [(r["result"], line["reason"], line["level"]) for r in audit.read(state_dir)
             if r["event"] == "alert" and r["channel"] == channel for line in r["alerts"]]
+
+
+@given(st.lists(st.tuples(st.sampled_from(("ok", "notice", "warning", "critical")), st.booleans()), max_size=30))
+def test_alertmanager_records_exactly_what_changed_there(walk):
+    """Whatever the walk of levels and outages, a post is recorded (has a reason) exactly when what the
+    channel must hold differs from what it holds, and the reason names the change."""
+    held = Posted()
+    for level, unreachable in walk:
+        now = Posted(level, unreachable)
+        reason = change(held, now)
+        assert (reason is None) == (now == held)
+        if reason == "unreachable":
+            assert now.unreachable and not held.unreachable
+        elif reason == "resolved":
+            assert now.level == "ok" or (held.unreachable and not now.unreachable)
+        elif reason in ("escalated", "lowered"):
+            assert (RANK[now.level] > RANK[held.level]) == (reason == "escalated") and now.level != "ok"
+        held = now
 
 
 def test_alertmanager_is_posted_the_current_state_every_run(fake, write_config, receiver, state_dir):

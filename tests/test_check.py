@@ -299,6 +299,17 @@ def test_hosts_and_channels_that_left_the_config_are_forgotten_after_a_day(fakes
     assert run(both, hook, t0 + 240 + day) == ["host:a", "host:b"]  # the channel and b start fresh
 
 
+def test_a_host_left_out_by_hosts_is_not_forgotten(fakes, write_config, state_dir):
+    a, b = fakes(), fakes()
+    fill(b, 95)
+    config = load(write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                                "b": {"url": b.url, "token": "secret", "limit": 100}}))
+    checking.run(config, None, now=1_800_000_000.0)
+    checking.run(config, "a", now=1_800_000_000.0 + 60)
+    checking.run(config, "a", now=1_800_000_000.0 + 3 * 86400)  # still in the config: only not selected
+    assert read_state(state_dir)["subjects"]["host:b"]["level"] == "critical"
+
+
 def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
     from guardian import audit
 
