@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from guardian import anomaly, gateway, policy
+from guardian import alertmanager_state, anomaly, gateway, policy
 from guardian.audit import AuditLog, cleanup_runs, new_run_id, read_since
 from guardian.config import Channel, Config, Host, Pool
 from guardian.forecast import Forecast, forecast
@@ -51,6 +51,7 @@ class Subject:
     level: str
     previous_count: int | None
     members: tuple[str, ...] = ()
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: its reading is a lower bound
     closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
     server_version: str | None = None
     elapsed: float | None = None
@@ -64,10 +65,16 @@ class Subject:
         return f"{self.kind}:{self.name}"
 
     @property
+    def full_reading(self) -> Reading | None:
+        """The reading when it counts every session, not a pool's lower bound: what changes, history and
+        trends are made of."""
+        return None if self.unreachable_members else self.reading
+
+    @property
     def change(self) -> int | None:
-        if self.reading is None or self.previous_count is None:
+        if self.full_reading is None or self.previous_count is None:
             return None
-        return self.reading.count - self.previous_count
+        return self.full_reading.count - self.previous_count
 
 
 @dataclass
@@ -140,9 +147,10 @@ def _sentence(host: Host, exc: Exception) -> str:
 
 
 def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
-    """A pool's reading is the sum of its hosts'; unknown while any member is."""
-    members = [polls[name].reading for name in pool.hosts]
-    if any(m is None for m in members):
+    """A pool's reading is the sum of its reachable hosts': a lower bound while a member is unreachable
+    (the others alone may reach a level); unknown when none is reachable."""
+    members = [polls[name].reading for name in pool.hosts if polls[name].reading is not None]
+    if not members:
         return None
     idle = None if any(m.idle is None for m in members) else sum(m.idle for m in members)
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
@@ -162,6 +170,9 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     subjects, deliveries, history_warnings, error = None, [], [], None
     try:
         with store.locked() as state:
+            configured = {*(f"host:{name}" for name in config.hosts), *(f"pool:{name}" for name in config.pools)}
+            state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
+                                  now)
             subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
             history_warnings = _trends(config, subjects, now)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)
@@ -188,8 +199,9 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
                                server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
                                closed_now=closed_now.get(host.name)))
     for pool in pools:
+        unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
-                               now, members=pool.hosts))
+                               now, members=pool.hosts, unreachable_members=unread))
     return subjects
 
 
@@ -234,14 +246,14 @@ def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
         samples = by_subject.get(subject.id, [])
         subject.forecast = forecast([(s.time, s.usage) for s in samples], config.alerts.thresholds["critical"],
                                     now, window)
-        if subject.reading is not None:
+        if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
             subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now)
     return history.warnings
 
 
 def _sample(subject: Subject, now: float) -> Sample:
-    r = subject.reading
+    r = subject.full_reading
     return Sample(now, subject.kind, subject.name, r.count if r else None, subject.limit, r.usage if r else None,
                   subject.level, r.idle if r else None, r is not None)
 
@@ -250,7 +262,11 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
     subject_id = f"{kind}:{name}"
     previous = state.subject(subject_id)
     if reading is None and kind == "pool":
-        current = previous  # a member is down: that host alerts; the pool waits for a full reading
+        current = previous  # every member is down: those hosts alert; the pool keeps what it knew
+    elif extra.get("unreachable_members"):
+        # A lower bound can raise the pool's level, never lower it: a member going dark is no resolve.
+        seen = policy.observe(previous, reading, config.alerts, now)
+        current = replace(previous, level=max(seen.level, previous.level, key=policy.RANK.get))
     else:
         current = policy.observe(previous, reading, config.alerts, now)
     state.subjects[subject_id] = current
@@ -269,8 +285,11 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
             backoff: Backoff | None) -> list[Delivery]:
     """Decide per channel (the log line and `channels`), send one message per channel (all at once),
     remember what was accepted."""
-    plans = []
+    plans = []  # (channel, the message sent, the lines told, memories kept once it is accepted, where they are kept)
     for channel in [log_channel(config), *channels]:
+        if channel.type == "alertmanager":
+            plans.append((channel, *_alertmanager_plan(state, subjects, channel, config)))
+            continue
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:
@@ -285,30 +304,58 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
             for key, decision in decisions:
                 memories[key] = decision.memory
                 if decision.notice:
-                    lines.append(_line(subject, decision, seen.failures, now))
-        plans.append((channel, lines, memories))
+                    lines.append(_line(subject, decision, seen.failures))
+        plans.append((channel, lines, lines, {(key, channel.name): memory for key, memory in memories.items()},
+                      state.memories))
 
-    messages = [(channel, lines) for channel, lines, _ in plans]
+    messages = [(channel, message) for channel, message, *_ in plans]
     errors = deliver_all(messages, now, backoff) if send else [None] * len(plans)
     deliveries = []
-    for (channel, lines, memories), error in zip(plans, errors):
+    for (channel, _, told, memories, store), error in zip(plans, errors):
         if send and error is None:
-            for subject_id, memory in memories.items():
-                state.memories[(subject_id, channel.name)] = memory
-        if lines:
-            deliveries.append(Delivery(channel.name, lines, error, sent=send))
+            store.update(memories)
+        if told or error:
+            deliveries.append(Delivery(channel.name, told, error, sent=send))
     return deliveries
 
 
-def _line(subject: Subject, decision: policy.Decision, failures: int, now: float) -> AlertLine:
+def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config: Config):
+    """(message, told, memories, store) for an Alertmanager channel: the message is every subject it
+    hears with something firing or left to resolve, posted on every run; told is what changed since
+    the channel last accepted a post (what the audit log and the metrics count)."""
+    message, told, memories = [], [], {}
+    for subject in subjects:
+        if not hears(channel, subject):
+            continue
+        held = state.subject(subject.id)
+        before = state.posted.get((subject.id, channel.name), alertmanager_state.NOTHING)
+        after = alertmanager_state.holds(held, channel.min_level, config.alerts.unreachable_after)
+        if before == after == alertmanager_state.NOTHING:
+            continue
+        reason = alertmanager_state.change(before, after)
+        line = _subject_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
+                             before.level, held.failures, last_count=held.count)
+        message.append(line)
+        if reason:
+            told.append(line)
+        memories[(subject.id, channel.name)] = after
+    return message, told, memories, state.posted
+
+
+def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLine:
     notice = decision.notice
+    return _subject_line(subject, notice.reason, notice.level, notice.previous, failures,
+                         detail=subject.anomalies.get(notice.reason))
+
+
+def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
+                  last_count: int | None = None, detail: str | None = None) -> AlertLine:
+    """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
     hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
     reading = subject.reading
-    error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
-    repeat_after = (decision.memory.unreachable_repeat_after if notice.reason == "unreachable"
-                    else decision.memory.repeat_after)
-    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
-                     level=notice.level, previous=notice.previous, count=reading.count if reading else None,
-                     limit=subject.limit, idle=reading.idle if reading else None, error=error,
-                     action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     repeat_in=max(0.0, repeat_after - now) or None, detail=subject.anomalies.get(notice.reason))
+    error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
+    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
+                     previous=previous, count=reading.count if reading else last_count, limit=subject.limit,
+                     idle=reading.idle if reading else None, error=error,
+                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now, detail=detail,
+                     unreachable_members=subject.unreachable_members)

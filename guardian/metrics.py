@@ -32,7 +32,7 @@ GAUGES = [  # name, help, value of a subject (None: no sample)
      lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
 ]
 COUNTERS = [
-    ("guardian_alerts_sent_total", "Alert lines a channel accepted, from the audit log."),
+    ("guardian_alerts_sent_total", "Alert lines a channel accepted (Alertmanager: what changed), from the audit log."),
     ("guardian_sessions_closed_total", "Sessions cleanup closed, from the audit log."),
 ]
 

@@ -20,7 +20,17 @@ JSON_VERSION = 1
 
 def usage_text(subject: Subject) -> str:
     r = subject.reading
-    return f"{r.usage:.0f}% ({r.count}/{r.limit})" if r else "unknown"
+    return f"{lower_bound(subject)}{r.usage:.0f}% ({r.count}/{r.limit})" if r else "unknown"
+
+
+def lower_bound(subject: Subject) -> str:
+    """What goes before a pool's usage while a member is unreachable: the rest only count so far."""
+    return "at least " if subject.unreachable_members else ""
+
+
+def unreachable_text(subject: Subject) -> str:
+    """The table's note for a pool read in part: its sessions and usage are a lower bound."""
+    return f"at least: {', '.join(subject.unreachable_members)} unreachable" if subject.unreachable_members else ""
 
 
 def change_text(change: int | None) -> str:
@@ -74,7 +84,7 @@ def check_json(report: CheckReport) -> dict:
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
         else:
-            data["hosts"] = list(s.members)
+            data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
 
     code = report.exit_code
@@ -101,6 +111,8 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"change={change_text(s.change)}")
         if s.reading.idle is not None:
             parts.append(f"idle={s.reading.idle}")
+        if s.unreachable_members:
+            parts.append(f"unreachable={','.join(s.unreachable_members)}")
         parts += forecast_plain(s.forecast)
         lines.append(" ".join(parts))
     return "\n".join(lines)
@@ -146,7 +158,7 @@ def check_table(report: CheckReport):
     for s in report.subjects:
         r = s.reading
         level = s.level if r else "unknown"
-        note = safe(s.error or "") if r is None else (s.server_version or "")
+        note = safe(s.error or "") if r is None else (s.server_version or unreachable_text(s))
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),

@@ -7,4 +7,6 @@ scripts/setup.sh
 # Headless Chromium renders the HTML report in the tests (Debian's package, so root, as in CI;
 # the demo does not need it).
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+# A real Alertmanager for the Alertmanager channel's end-to-end test (Debian's package, likewise).
+command -v prometheus-alertmanager >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus-alertmanager >/dev/null; }
 exec .venv/bin/python -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -14,6 +15,7 @@ from guardian import check as checking
 from guardian.config import Alerts, load
 from guardian.policy import RANK, Reading, level_for
 from guardian.render import threshold_count
+from fake_gateway import FakeGateway
 
 
 def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):
@@ -183,6 +185,37 @@ def test_pools_sum_their_hosts(fakes, write_config, cli):
     assert result.exit_code == 2 and "CRITICAL pool shared 90% (72/80)" in result.stderr
 
 
+def test_a_pool_with_a_member_down_alerts_on_what_the_others_hold(fakes, write_config, cli):
+    """The reachable members' sum is a lower bound: the pool still rises on it, says so, and a member
+    going dark never resolves it."""
+    a, b = fakes(), fakes()
+    fill(a, 60)
+    fill(b, 5)
+    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                           "b": {"url": b.url, "token": "secret", "limit": 100}},
+                          pools={"shared": {"hosts": ["a", "b"], "limit": 80}})
+    first = cli("check", "--config", config, "-q")
+    assert "WARNING pool shared 81% (65/80), up from ok" in first.stderr
+    b.stop()
+    fill(a, 14)  # a alone: 74 of the pool's 80
+    second = cli("check", "--config", config, "--json")
+    assert ("guardian alert: CRITICAL pool shared at least 92% (74/80), b unreachable, up from warning"
+            in second.stderr)
+    pool = json.loads(second.stdout)["pools"][0]
+    assert (pool["sessions"], pool["usage"], pool["level"], pool["unreachable_hosts"]) == (74, 92.5, "critical", ["b"])
+    assert json.loads(second.stdout)["alerts"][0]["lines"][-1]["unreachable_hosts"] == ["b"]
+    plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
+    assert plain[2].startswith("pool shared at least 92% (74/80) critical") and "unreachable=b" in plain[2]
+    table = cli("check", "--config", config, "--format", "table", "--no-notify", env={"COLUMNS": "200"}).stdout
+    assert "at least: b unreachable" in table
+
+    a.sessions.clear()
+    fill(a, 10)  # a alone is far below notice now; b, dark, may hold anything
+    third = cli("check", "--config", config, "--json")
+    assert json.loads(third.stdout)["pools"][0]["level"] == "critical"
+    assert "RESOLVED pool" not in third.stderr and "pool shared" not in third.stderr
+
+
 def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_config, cli):
     a, b = fakes(), fakes()
     config = write_config({"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}})
@@ -253,6 +286,46 @@ def test_check_over_time_with_now_passed_in(fake, write_config):
     assert reasons == [["escalated"], [], ["repeat"]]
 
 
+def test_hosts_and_channels_that_left_the_config_are_forgotten_after_a_day(fakes, write_config, receiver,
+                                                                          monkeypatch, state_dir):
+    """Back within a day (a typo fixed) a host is remembered, so nobody is told again; gone for a day,
+    its state and its channels' memories are pruned, and a host that comes back later starts fresh."""
+    a, b = fakes(), fakes()
+    fill(a, 95)
+    fill(b, 95)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    both = {"a": {"url": a.url, "token": "secret", "limit": 100}, "b": {"url": b.url, "token": "secret", "limit": 100}}
+    hook = {"channels": [{"type": "webhook", "url_env": "HOOK_URL", "name": "hook"}]}
+    t0, day = 1_800_000_000.0, 86400.0
+
+    def run(hosts, alerts, at) -> list[str]:
+        report = checking.run(load(write_config(hosts, alerts=alerts)), None, now=at)
+        return [line.subject for d in report.deliveries if d.channel == "hook" for line in d.lines]
+
+    assert run(both, hook, t0) == ["host:a", "host:b"]
+    assert run({"a": both["a"]}, hook, t0 + 60) == []  # b left the config by mistake...
+    assert run(both, hook, t0 + 120) == []  # ...and is back: still within its critical cooldown, not told again
+    run({"a": both["a"]}, {}, t0 + 180)  # b and the channel leave the config
+    run({"a": both["a"]}, {}, t0 + 180 + day - 1)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" in subjects and "hook" in subjects["host:a"]["channels"]  # not yet a day gone
+    run({"a": both["a"]}, {}, t0 + 180 + day)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" not in subjects and set(subjects["host:a"]["channels"]) == {"log"}
+    assert run(both, hook, t0 + 240 + day) == ["host:a", "host:b"]  # the channel and b start fresh
+
+
+def test_a_host_left_out_by_hosts_is_not_forgotten(fakes, write_config, state_dir):
+    a, b = fakes(), fakes()
+    fill(b, 95)
+    config = load(write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                                "b": {"url": b.url, "token": "secret", "limit": 100}}))
+    checking.run(config, None, now=1_800_000_000.0)
+    checking.run(config, "a", now=1_800_000_000.0 + 60)
+    checking.run(config, "a", now=1_800_000_000.0 + 3 * 86400)  # still in the config: only not selected
+    assert read_state(state_dir)["subjects"]["host:b"]["level"] == "critical"
+
+
 def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
     from guardian import audit
 
@@ -268,3 +341,42 @@ def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cl
     events = [r["event"] for r in audit.read(state_dir)]
     assert events.count("outcome") == 4 and events[-1] == "alert"
     assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
+
+
+IDLE_KINDS = ("closable", "pinned", "running", "protected_agent", "protected_label", "main", "recent")
+
+
+def add_idle_mix(gateway, mix: dict) -> None:
+    """Sessions idle for 3 h (but `recent`) that cleanup closes (`closable`) or keeps, and why."""
+    idle_since = int(time.time() * 1000) - 3 * 3600 * 1000
+    for kind, count in mix.items():
+        for _ in range(count):
+            options = {"closable": {}, "pinned": {"pinned": True}, "running": {"has_active_run": True},
+                       "protected_agent": {"agent": "ops"}, "protected_label": {"label": "keep"},
+                       "main": {"key": "agent:main:main"}, "recent": {"updated_at": None}}[kind]
+            gateway.add_session(**{"updated_at": idle_since, **options})
+
+
+def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_config, cli):
+    """The cheap count (sessions.list activeMinutes) cannot see pinned, protected, main or running
+    sessions: an alert says "cleanup could close" only of a number a dry run would close."""
+    with FakeGateway("secret") as gateway:
+        config = write_config({"a": {"url": gateway.url, "token": "secret", "limit": 1}},
+                              cleanup={"protect": {"agents": ["ops"], "labels": ["keep"]}})
+
+        @given(st.fixed_dictionaries({kind: st.integers(0, 1 if kind == "main" else 3) for kind in IDLE_KINDS}))
+        @example(dict.fromkeys(IDLE_KINDS, 0) | {"closable": 1, "pinned": 1})
+        def words_hold(mix):
+            gateway.sessions.clear()
+            add_idle_mix(gateway, mix | {"recent": mix["recent"] + 1})  # at least one session: an alert
+            report = checking.run(load(config), None, now=time.time(), notify=False)
+            (line,) = [line for d in report.deliveries if d.channel == "log" for line in d.lines]
+            dry_run = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
+            would_close = len(dry_run["hosts"][0]["actions"])
+            assert would_close == mix["closable"]
+            promised = re.search(r"(\d+) idle sessions? cleanup could close", line.text())
+            assert promised is None or int(promised[1]) <= would_close
+            idle = sum(mix.values()) - mix["recent"]
+            assert (f"; {idle} idle session" in line.text()) == (idle > 0)  # the cheap count, called what it is
+
+        words_hold()

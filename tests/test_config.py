@@ -185,7 +185,7 @@ def test_every_channel_type_loads_with_its_defaults(tmp_path, monkeypatch):
             - {{type: email, smtp_host: smtp.example, username: g, password_env: MAILPW, from: g@example.org,
                 to: ops@example.org}}
             - {{type: email, smtp_host: smtp.example, security: tls, from: g@example.org, to: [a@example.org, b@example.org]}}
-            - {{type: alertmanager, urls: ["http://am1:9093/", "http://am2:9093"]}}
+            - {{type: alertmanager, urls: ["http://am1:9093/", "http://am2:9093"], check_interval: 1m}}
             - {{type: command, command: "{sys.executable} -c 'pass'"}}
             - {{type: apprise, url_env: APPRISE}}
         """)
@@ -197,7 +197,7 @@ def test_every_channel_type_loads_with_its_defaults(tmp_path, monkeypatch):
     assert (telegram.chat_id, telegram.api_url, telegram.token.reveal()) == ("-1001234", "https://api.telegram.org", "123:abc")
     assert (mail.smtp_port, mail.security, mail.recipients, mail.password.reveal()) == (587, "starttls", ("ops@example.org",), "pw")
     assert (mail_tls.smtp_port, mail_tls.username, mail_tls.recipients) == (465, None, ("a@example.org", "b@example.org"))
-    assert am.urls == ("http://am1:9093", "http://am2:9093")
+    assert am.urls == ("http://am1:9093", "http://am2:9093") and am.check_interval == 60.0
     assert command.argv == (sys.executable, "-c", "pass") and apprise.url.reveal() == "tgram://123:abc/456"
     assert all("123:abc" not in repr(c) and "pw" not in repr(c.secrets) for c in config.alerts.channels)
 
@@ -226,6 +226,8 @@ CHANNEL_ERRORS = [
     ("{type: email, smtp_host: m, from: a@b.c, to: d@e.f, ca_file: /nonexistent/ca.pem}", "ca_file: cannot read /nonexistent/ca.pem"),
     ("{type: alertmanager, urls: []}", "alerts.channels[0].urls: must list at least one Alertmanager URL"),
     ("{type: alertmanager, urls: ['http://u:p@am:9093']}", "alerts.channels[0].urls: credentials do not go in the config file"),
+    ("{type: alertmanager, urls: ['http://am:9093'], check_interval: 0s}",
+     "alerts.channels[0].check_interval: must be more than 0"),
     ("{type: command, command: /nonexistent/notify-me}", "alerts.channels[0].command: '/nonexistent/notify-me' is not an executable"),
     ("{type: command}", "alerts.channels[0].command: is required"),
     ("{type: pager}", "alerts.channels[0].type: must be one of webhook, slack, discord, telegram, email, alertmanager, command, apprise"),
