@@ -132,8 +132,6 @@ def _alertmanager_channel(ch: _Section, common: dict, warnings: list) -> Channel
             ch.fail("urls", "credentials do not go in the config file; put the Alertmanager behind a "
                             "proxy that needs none from the guardian, or use a webhook channel")
     check_interval = ch.duration("check_interval", AlertmanagerChannel.check_interval)
-    if check_interval <= 0:
-        ch.fail("check_interval", "must be more than 0: how often guardian check runs (e.g. 30s)")
     return AlertmanagerChannel(**common, urls=tuple(url.rstrip("/") for url in urls), check_interval=check_interval)
 
 

@@ -227,7 +227,7 @@ CHANNEL_ERRORS = [
     ("{type: alertmanager, urls: []}", "alerts.channels[0].urls: must list at least one Alertmanager URL"),
     ("{type: alertmanager, urls: ['http://u:p@am:9093']}", "alerts.channels[0].urls: credentials do not go in the config file"),
     ("{type: alertmanager, urls: ['http://am:9093'], check_interval: 0s}",
-     "alerts.channels[0].check_interval: must be more than 0"),
+     "alerts.channels[0].check_interval: '0s' is zero"),
     ("{type: command, command: /nonexistent/notify-me}", "alerts.channels[0].command: '/nonexistent/notify-me' is not an executable"),
     ("{type: command}", "alerts.channels[0].command: is required"),
     ("{type: pager}", "alerts.channels[0].type: must be one of webhook, slack, discord, telegram, email, alertmanager, command, apprise"),
