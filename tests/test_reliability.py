@@ -405,3 +405,53 @@ def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_co
         assert len(closed) == len(set(closed)) and set(closed) <= keys
     finally:
         gw.stop()
+
+
+# --- several device hosts on the first run -----------------------------------------------------------
+
+
+def test_device_hosts_polled_at_once_on_a_fresh_state_dir_share_one_identity(fakes, tmp_path, monkeypatch):
+    """Many gateways with `device: true`, a state dir without an identity, every host polled at once:
+    every gateway is shown the same device, and every device token a gateway issued is kept."""
+    gateways = [fakes() for _ in range(8)]
+    for index in range(trials(6, 50)):
+        state_dir = tmp_path / f"state{index}"
+        monkeypatch.setenv("TOKEN", "secret")
+        config_path = tmp_path / f"guardian{index}.yaml"
+        config_path.write_text(json.dumps({
+            "state_dir": str(state_dir),
+            "hosts": {f"h{n}": {"url": g.url, "token_env": "TOKEN", "limit": 10, "device": True}
+                      for n, g in enumerate(gateways)}}))
+        report = checking.run(load(str(config_path)), None, now=time.time(), notify=False)
+        assert [s.error for s in report.subjects] == [None] * len(gateways)
+        (device_id,) = {g.connects[-1]["params"]["device"]["id"] for g in gateways}
+        assert json.loads((state_dir / "identity" / "device.json").read_text())["deviceId"] == device_id
+        tokens = json.loads((state_dir / "identity" / "device-tokens.json").read_text())
+        assert {host: entry["token"] for host, entry in tokens.items()} == {
+            f"h{n}": g.paired_devices[device_id]["deviceToken"] for n, g in enumerate(gateways)}
+        assert not list((state_dir / "identity").glob(".*.tmp"))
+
+
+def test_threads_replacing_one_file_at_once_each_write_it_whole(tmp_path):
+    """files.write_private from many threads at once: no thread fails, the file is one of theirs, whole."""
+    from guardian import gateway
+    from guardian.files import write_private
+
+    path = tmp_path / "private" / "shared.json"
+    texts = [json.dumps({"writer": n, "padding": "x" * 10_000}) for n in range(16)]
+    for _ in range(trials(5, 50)):
+        results = gateway.concurrently(lambda text: write_private(path, text), texts)
+        assert results == [None] * len(texts)
+        assert path.read_text() in texts and path.stat().st_mode & 0o777 == 0o600
+        assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_runs_making_the_identity_at_once_agree_on_one(tmp_path):
+    """A check and a cleanup (two stores on one state dir) on the first run: one identity, made once."""
+    from guardian import gateway
+    from guardian.identity import IdentityStore
+
+    for index in range(trials(5, 50)):
+        stores = [IdentityStore(tmp_path / f"state{index}") for _ in range(8)]
+        identities = gateway.concurrently(lambda store: store.identity(), stores)
+        assert len({identity.device_id for identity in identities}) == 1, identities
