@@ -17,6 +17,8 @@ import click
 from guardian import __version__
 
 FORMATS = ("table", "plain", "json")
+USAGE_ERROR = 2  # a config or usage error, for every command but check
+UNKNOWN = 3  # check's every failure to give a verdict, as a Nagios plugin must
 
 
 class Duration(click.ParamType):
@@ -33,8 +35,36 @@ class Duration(click.ParamType):
 
 
 def fail(message: str, code: int):
+    """One sentence on stderr, and the exit code; check's is always UNKNOWN (see NagiosPlugin)."""
     click.echo(f"guardian: {message}", err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.command, NagiosPlugin):
+        if ctx.params.get("fmt") == "nagios" and not ctx.params.get("as_json"):
+            click.echo(nagios_unknown(message))
+        code = UNKNOWN
     sys.exit(code)
+
+
+def nagios_unknown(sentence: str) -> str:
+    # a "|" would start the perfdata
+    return f"SESSIONS UNKNOWN - {sentence.replace('|', '/')}"
+
+
+class NagiosPlugin(click.Command):
+    """`check`: whatever keeps it from a verdict (a usage or config error, an unexpected failure) exits
+    3, UNKNOWN, with `SESSIONS UNKNOWN - <sentence>` on stdout under --format nagios. click would exit 2
+    on its own usage errors (a bad option or value), which a Nagios plugin must not."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        asked = list(args)  # parsing uses the list up
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = UNKNOWN
+            if any(arg == "--format=nagios" or (arg, value) == ("--format", "nagios")
+                   for arg, value in zip(asked, asked[1:] + [""])):
+                click.echo(nagios_unknown(exc.format_message()))
+            raise
 
 
 def friendly_errors(command):
@@ -51,7 +81,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            fail(f"config error: {exc}", 2)
+            fail(f"config error: {exc}", USAGE_ERROR)
         except (StateError, HistoryError) as exc:
             fail(str(exc), 3)
         except KeyboardInterrupt:
@@ -107,7 +137,7 @@ def main(debug):
     """Session Limit Guardian: keeps OpenClaw gateways from running out of sessions."""
 
 
-@main.command()
+@main.command(cls=NagiosPlugin)
 @host_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS + ("nagios",)),
               help="Output format (default: table on a terminal, plain when piped).")
@@ -220,7 +250,7 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
     try:
         start = reporting.parse_since(since, now)
     except ValueError as exc:
-        fail(f"--since: {exc}", 2)
+        fail(f"--since: {exc}", USAGE_ERROR)
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
     print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
