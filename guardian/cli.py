@@ -39,15 +39,18 @@ def fail(message: str, code: int):
     click.echo(f"guardian: {message}", err=True)
     ctx = click.get_current_context(silent=True)
     if ctx is not None and isinstance(ctx.command, NagiosPlugin):
-        if ctx.params.get("fmt") == "nagios" and not ctx.params.get("as_json"):
+        if ctx.params.get("fmt") == "nagios" and not (ctx.params.get("as_json") or ctx.params.get("quiet")):
             click.echo(nagios_unknown(message))
         code = UNKNOWN
     sys.exit(code)
 
 
 def nagios_unknown(sentence: str) -> str:
-    # a "|" would start the perfdata
-    return f"SESSIONS UNKNOWN - {sentence.replace('|', '/')}"
+    """The Nagios line of a check without a verdict: one line, and no "|", which would start perfdata.
+
+    Here, not in guardian.render: the last line of defence must not need the imports that may have failed.
+    """
+    return f"SESSIONS UNKNOWN - {' '.join(sentence.split()).replace('|', '/')}"
 
 
 class NagiosPlugin(click.Command):
@@ -68,7 +71,7 @@ class NagiosPlugin(click.Command):
 
 
 def friendly_errors(command):
-    """Turn every failure into one sentence and an exit code (2 config, 3 anything else)."""
+    """Turn every failure into one sentence and an exit code (2 config, 3 anything else; check: 3 for all)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):

@@ -235,6 +235,7 @@ def test_bad_config_is_one_sentence_and_unknown_for_check_exit_2_for_the_rest(tm
     assert result.stderr == f"guardian: {sentence}\n" and result.stdout == ""
     nagios = cli("check", "--config", path, "--format", "nagios")
     assert nagios.exit_code == 3 and nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    assert cli("check", "--config", path, "--format", "nagios", "-q").stdout == ""
     for command in (["cleanup"], ["doctor"], ["report"], ["notify-test"]):
         other = cli(*command, "--config", path)
         assert other.exit_code == 2 and other.stderr == f"guardian: {sentence}\n", command
@@ -257,6 +258,12 @@ def test_a_usage_error_of_check_is_unknown(args, sentence, cli, fake, write_conf
         assert nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
     assert not fake.connects  # nothing was checked
     assert cli("cleanup", "--config", config, "--bogus").exit_code == 2  # the other commands keep click's 2
+
+
+def test_the_unknown_line_is_one_line_without_perfdata():
+    from guardian.cli import nagios_unknown
+
+    assert nagios_unknown("hosts.a|b: bad\n  here") == "SESSIONS UNKNOWN - hosts.a/b: bad here"
 
 
 def test_an_unexpected_failure_of_check_is_unknown(fake, write_config, cli, monkeypatch):
