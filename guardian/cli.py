@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 import time
+import traceback
 
 import click
 
@@ -68,6 +69,15 @@ class NagiosPlugin(click.Command):
                    for arg, value in zip(asked, asked[1:] + [""])):
                 click.echo(nagios_unknown(exc.format_message()))
             raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception:  # only with --debug does one get here: the traceback, and still UNKNOWN
+            traceback.print_exc()
+            sys.exit(UNKNOWN)
 
 
 def friendly_errors(command):

@@ -278,6 +278,8 @@ def test_an_unexpected_failure_of_check_is_unknown(fake, write_config, cli, monk
     sentence = "unexpected RuntimeError: a bug (run with --debug for the traceback)"
     assert result.exit_code == 3 and result.stderr == f"guardian: {sentence}\n"
     assert result.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    debug = cli("--debug", "check", "--config", config, "--format", "nagios")
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr and "RuntimeError: a bug" in debug.stderr
 
 
 def test_corrupt_state_is_moved_aside_and_the_run_goes_on(fake, write_config, cli, state_dir):
