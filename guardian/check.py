@@ -6,13 +6,14 @@ load (the caller) -> observe (poll_hosts) -> decide + act + record (run, under t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from guardian import alertmanager_state, anomaly, gateway, policy
-from guardian.audit import AuditLog, cleanup_runs, new_run_id, read_since
+from guardian.audit import AuditError, AuditLog, cleanup_runs, new_run_id
 from guardian.config import Channel, Config, Host, Pool
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, HistoryError, Sample
@@ -174,9 +175,10 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
             subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
-            history_warnings = _trends(config, subjects, now)
+            history_warnings = _trends(config, subjects, now, audit)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)
-            record(audit, deliveries, now)
+            with contextlib.suppress(AuditError):  # delivered is remembered all the same; said once below
+                record(audit, deliveries, now)
     except StateError as exc:
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
@@ -186,7 +188,8 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
                 deliveries = _notify(state, subjects, (), config, now, notify, backoff)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings]
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings,
+                *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error)
 
 
@@ -219,13 +222,25 @@ def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll],
         reports = cleanup.run(config, targets, cleanup.Rules.from_config(config.cleanup), now, False, audit)
     except cleanup.CleanupBusy:
         return {}, ["a host is critical but a cleanup is already running; it was left to that cleanup"]
+    except AuditError:  # nothing was closed without its record; the run's one audit warning says why
+        return {}, []
     except StateError as exc:  # no audit record, no delete: the alert still goes out
         return {}, [f"a host is critical but it could not be cleaned: {exc}"]
     warnings = [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
     return {r.host.name: r.closed for r in reports if r.before is not None}, warnings
 
 
-def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
+def _audit_warning(failures: list[AuditError]) -> list[str]:
+    """What an audit log this run could not use cost it, in one sentence however often it failed."""
+    if not failures:
+        return []
+    cost = ("this run's alerts were still sent and remembered but are not recorded there, and no cleanup closes "
+            "a session until it can be written" if any(f.writing for f in failures)
+            else "rebound notices wait until it can be read")
+    return [f"cannot use the audit log {failures[0].path} ({failures[0].reason}): {cost}"]
+
+
+def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog) -> list[str]:
     """Record this check in history.db, then give each subject its forecast and anomalies.
 
     A history that cannot be used costs the forecast and the anomalies, never the check: warnings.
@@ -237,7 +252,7 @@ def _trends(config: Config, subjects: list[Subject], now: float) -> list[str]:
         recent = history.record([_sample(s, now) for s in subjects], since, config.history.retention)
     except HistoryError as exc:
         return [*history.warnings, f"{exc}; this check has no forecast"]
-    cleanups = cleanup_runs(read_since(config.state_dir, now - config.alerts.rebound)) if config.alerts.rebound else []
+    cleanups = cleanup_runs(audit.records_since(now - config.alerts.rebound)) if config.alerts.rebound else []
     window = config.history.forecast_window
     by_subject: dict[str, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
     for sample in recent:

@@ -11,12 +11,15 @@ import functools
 import os
 import sys
 import time
+import traceback
 
 import click
 
 from guardian import __version__
 
 FORMATS = ("table", "plain", "json")
+USAGE_ERROR = 2  # a config or usage error, for every command but check
+UNKNOWN = 3  # check's every failure to give a verdict, as a Nagios plugin must
 
 
 class Duration(click.ParamType):
@@ -33,12 +36,52 @@ class Duration(click.ParamType):
 
 
 def fail(message: str, code: int):
+    """One sentence on stderr, and the exit code; check's is always UNKNOWN (see NagiosPlugin)."""
     click.echo(f"guardian: {message}", err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.command, NagiosPlugin):
+        if ctx.params.get("fmt") == "nagios" and not (ctx.params.get("as_json") or ctx.params.get("quiet")):
+            click.echo(nagios_unknown(message))
+        code = UNKNOWN
     sys.exit(code)
 
 
+def nagios_unknown(sentence: str) -> str:
+    """The Nagios line of a check without a verdict: one line, and no "|", which would start perfdata.
+
+    Here, not in guardian.render: the last line of defence must not need the imports that may have failed.
+    """
+    return f"SESSIONS UNKNOWN - {' '.join(sentence.split()).replace('|', '/')}"
+
+
+class NagiosPlugin(click.Command):
+    """`check`: whatever keeps it from a verdict (a usage or config error, an unexpected failure) exits
+    3, UNKNOWN, with `SESSIONS UNKNOWN - <sentence>` on stdout under --format nagios. click would exit 2
+    on its own usage errors (a bad option or value), which a Nagios plugin must not."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        asked = list(args)  # parsing uses the list up
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = UNKNOWN
+            if any(arg == "--format=nagios" or (arg, value) == ("--format", "nagios")
+                   for arg, value in zip(asked, asked[1:] + [""])):
+                click.echo(nagios_unknown(exc.format_message()))
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception:  # only with --debug does one get here: the traceback, and still UNKNOWN
+            traceback.print_exc()
+            sys.exit(UNKNOWN)
+
+
 def friendly_errors(command):
-    """Turn every failure into one sentence and an exit code (2 config, 3 anything else)."""
+    """Turn every failure into one sentence and an exit code (2 config, 3 anything else; check: 3 for all)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -51,7 +94,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            fail(f"config error: {exc}", 2)
+            fail(f"config error: {exc}", USAGE_ERROR)
         except (StateError, HistoryError) as exc:
             fail(str(exc), 3)
         except KeyboardInterrupt:
@@ -107,7 +150,7 @@ def main(debug):
     """Session Limit Guardian: keeps OpenClaw gateways from running out of sessions."""
 
 
-@main.command()
+@main.command(cls=NagiosPlugin)
 @host_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS + ("nagios",)),
               help="Output format (default: table on a terminal, plain when piped).")
@@ -183,7 +226,7 @@ def notify_test(config_path, channel_names, as_json):
     import json
 
     from guardian import notify
-    from guardian.audit import AuditLog, new_run_id
+    from guardian.audit import AuditError, AuditLog, new_run_id
 
     config = load_config(config_path, 1)  # no gateway is contacted: the local default needs no real limit
     channels = config.select_channels(channel_names)
@@ -191,7 +234,11 @@ def notify_test(config_path, channel_names, as_json):
         fail("no alert channels are configured (alerts.channels in the config file; see the README)", 1)
     now = time.time()
     deliveries = notify.send_samples(channels, config, now)
-    notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+    try:
+        notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+    except AuditError as exc:  # the samples went out all the same: say what each channel did
+        click.echo(f"guardian: warning: cannot append to {exc.path} ({exc.reason}); the test is not in the audit log",
+                   err=True)
     if as_json:
         click.echo(json.dumps({"channels": [{"channel": d.channel, "delivered": d.error is None, "error": d.error}
                                             for d in deliveries]}, indent=2))
@@ -220,7 +267,7 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
     try:
         start = reporting.parse_since(since, now)
     except ValueError as exc:
-        fail(f"--since: {exc}", 2)
+        fail(f"--since: {exc}", USAGE_ERROR)
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
     print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)

@@ -670,3 +670,15 @@ def test_notify_test_reports_each_channel_and_fails_when_one_does(write_config, 
 def test_notify_test_without_channels_says_so(write_config, cli):
     result = cli("notify-test", "--config", write_config({"a": {"url": "ws://127.0.0.1:1", "limit": 5}}))
     assert result.exit_code == 1 and "no alert channels are configured" in result.stderr
+
+
+def test_notify_test_with_an_audit_log_it_cannot_append_to_still_says_what_each_channel_did(write_config, cli, receiver,
+                                                                                         monkeypatch, state_dir):
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": "ws://127.0.0.1:1", "limit": 5}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL", "name": "hook"}]})
+    (state_dir / "audit.jsonl").mkdir(parents=True)
+    result = cli("notify-test", "--config", config)
+    assert result.exit_code == 0 and result.stdout == "hook: delivered\n" and len(receiver.bodies) == 1
+    assert result.stderr == (f"guardian: warning: cannot append to {state_dir / 'audit.jsonl'} (Is a directory); "
+                             f"the test is not in the audit log\n")

@@ -7,6 +7,7 @@ import re
 import socket
 import time
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -222,16 +223,63 @@ def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_co
     report = json.loads(cli("check", "--config", config, "--hosts", "b", "--json").stdout)
     assert [h["name"] for h in report["hosts"]] == ["b"] and not a.connects
     bad = cli("check", "--config", config, "--hosts", "b,zz")
-    assert bad.exit_code == 2 and "--hosts names zz" in bad.stderr
+    assert bad.exit_code == 3 and "--hosts names zz" in bad.stderr  # no verdict: UNKNOWN
 
 
-def test_bad_config_is_one_sentence_and_exit_2(tmp_path, cli):
+def test_bad_config_is_one_sentence_and_unknown_for_check_exit_2_for_the_rest(tmp_path, cli):
     path = tmp_path / "g.yaml"
     path.write_text("hosts:\n  a:\n    url: ws://127.0.0.1:1\n    limit: -3\n")
+    sentence = f"config error: {path}:4: hosts.a.limit: must be a positive number of sessions, got -3"
     result = cli("check", "--config", path)
-    assert result.exit_code == 2
-    assert result.stderr.strip() == f"guardian: config error: {path}:4: hosts.a.limit: must be a positive number of sessions, got -3"
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.exit_code == 3  # check is a Nagios plugin: no verdict is UNKNOWN
+    assert result.stderr == f"guardian: {sentence}\n" and result.stdout == ""
+    nagios = cli("check", "--config", path, "--format", "nagios")
+    assert nagios.exit_code == 3 and nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    assert cli("check", "--config", path, "--format", "nagios", "-q").stdout == ""
+    for command in (["cleanup"], ["doctor"], ["report"], ["notify-test"]):
+        other = cli(*command, "--config", path)
+        assert other.exit_code == 2 and other.stderr == f"guardian: {sentence}\n", command
+
+
+@pytest.mark.parametrize("args, sentence", [
+    (["--bogus"], "No such option '--bogus'."),
+    (["--format", "xml"], "Invalid value for '--format': 'xml' is not one of 'table', 'plain', 'json', 'nagios'."),
+    (["--limit", "0"], "Invalid value for '--limit': 0 is not in the range x>=1."),
+    (["extra"], "Got unexpected extra argument (extra)"),
+])
+def test_a_usage_error_of_check_is_unknown(args, sentence, cli, fake, write_config):
+    """click's own usage errors exit 2; a Nagios plugin's must be UNKNOWN, with its line under --format nagios."""
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    plain = cli("check", "--config", config, *args)
+    assert plain.exit_code == 3 and plain.stdout == "" and f"Error: {sentence}" in plain.stderr
+    nagios = cli("check", "--config", config, "--format", "nagios", *args)
+    assert nagios.exit_code == 3
+    if "--format" not in args:
+        assert nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    assert not fake.connects  # nothing was checked
+    assert cli("cleanup", "--config", config, "--bogus").exit_code == 2  # the other commands keep click's 2
+
+
+def test_the_unknown_line_is_one_line_without_perfdata():
+    from guardian.cli import nagios_unknown
+
+    assert nagios_unknown("hosts.a|b: bad\n  here") == "SESSIONS UNKNOWN - hosts.a/b: bad here"
+
+
+def test_an_unexpected_failure_of_check_is_unknown(fake, write_config, cli, monkeypatch):
+    from guardian import render
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(render, "print_check", broken)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    result = cli("check", "--config", config, "--format", "nagios")
+    sentence = "unexpected RuntimeError: a bug (run with --debug for the traceback)"
+    assert result.exit_code == 3 and result.stderr == f"guardian: {sentence}\n"
+    assert result.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    debug = cli("--debug", "check", "--config", config, "--format", "nagios")
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr and "RuntimeError: a bug" in debug.stderr
 
 
 def test_corrupt_state_is_moved_aside_and_the_run_goes_on(fake, write_config, cli, state_dir):

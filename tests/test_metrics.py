@@ -99,3 +99,25 @@ def test_channel_names_are_escaped_as_label_values():
     families = list(text_string_to_metric_families(metrics.textfile(report, counters)))
     (sample,) = [s for f in families for s in f.samples if s.name == "guardian_alerts_sent_total"]
     assert sample.labels["channel"] == 'we"b\\hook\n' and sample.value == 1
+
+
+def test_an_audit_log_that_cannot_be_read_costs_the_metrics_file_nothing(fake, write_config, cli, state_dir, tmp_path):
+    """The counters stand where they were; the gauges are this check's; the check's one audit warning says why."""
+    for _ in range(9):
+        fake.add_session()
+    path = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    prom = tmp_path / "guardian.prom"
+    assert cli("check", "--config", path, "--prom-file", prom, "-q").exit_code == 2
+    told = frozenset({"channel": "log", "kind": "host", "name": "a", "level": "critical",
+                      "reason": "escalated"}.items())
+    counted = parse(prom)["guardian_alerts_sent_total", told]
+    (state_dir / "audit.jsonl").rename(state_dir / "audit.jsonl.moved")
+    (state_dir / "audit.jsonl").mkdir()
+    fake.add_session()
+    result = cli("check", "--config", path, "--prom-file", prom, "-q")
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if not line.startswith("guardian alert: ")] == [
+        f"guardian: warning: cannot use the audit log {state_dir / 'audit.jsonl'} (Is a directory): rebound notices "
+        f"wait until it can be read"]  # nothing to tell in this run: only the reading failed
+    again = parse(prom)
+    assert again["guardian_sessions", host("a")] == 10 and again["guardian_alerts_sent_total", told] == counted == 1
