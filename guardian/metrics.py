@@ -5,8 +5,8 @@ audit log, the one record of both: history.db keeps their running totals and whe
 stopped, so each check reads only the lines appended since (see History.audit_counters).
 The file is replaced atomically, mode 0644, for node_exporter's textfile collector to read.
 
-The thresholds are written too (contrib/prometheus/guardian-rules.yml decides on them), already in
-the ratio the rules compare: c/l >= t/100 decides as the guardian's 100*c/l >= t does, while a rule
+The thresholds are written too, for contrib/prometheus/guardian-rules.yml to decide on, already as
+the ratios the rules compare: c/l >= t/100 decides as the guardian's 100*c/l >= t does, while a rule
 computing t/100 - m/100 itself would not always.
 A collector error is a host this check could not read (connect, auth, timeout, protocol: one per host
 per check); its counter is kept with the audit counters, so only the checks that write this file count.
@@ -38,12 +38,12 @@ GAUGES = [  # name, help, value of a subject (None: no sample)
     ("guardian_forecast_critical_seconds", "Seconds until usage is forecast to reach critical (rising trend only).",
      lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
 ]
+COLLECTOR_ERRORS = "guardian_collector_errors_total"  # not from the audit log: from this check's polls
 COUNTERS = [
     ("guardian_alerts_sent_total", "Alert lines a channel accepted (Alertmanager: what changed), from the audit log."),
     ("guardian_sessions_closed_total", "Sessions cleanup closed, from the audit log."),
-    ("guardian_collector_errors_total", "Polls of a host that failed (connect, auth, timeout, protocol)."),
+    (COLLECTOR_ERRORS, "Polls of a host that failed (connect, auth, timeout, protocol)."),
 ]
-COLLECTOR_ERRORS = "guardian_collector_errors_total"
 
 
 def count(records: list[dict]) -> Counter:
@@ -65,8 +65,11 @@ def count(records: list[dict]) -> Counter:
 def collector_errors(report: CheckReport) -> Counter:
     """This check's counter increments for its failed polls, and a 0 for every host it read, so the
     series exists before its first error (a rule's increase() then sees that first one)."""
-    return Counter({(COLLECTOR_ERRORS, json.dumps({"kind": s.kind, "name": s.name}, sort_keys=True)): int(s.reading is None)
-                    for s in report.subjects if s.kind == "host"})
+    increments = Counter()
+    for host in (s for s in report.subjects if s.kind == "host"):
+        labels = json.dumps({"kind": "host", "name": host.name}, sort_keys=True)
+        increments[COLLECTOR_ERRORS, labels] = int(host.reading is None)
+    return increments
 
 
 def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
@@ -77,7 +80,8 @@ def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
     for name, help_text in COUNTERS:
         samples = [(_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name]
         lines += _family(name, "counter", help_text, samples)
-    lines += _family("guardian_level_threshold_ratio", "gauge", "Usage ratio at which a level is reached (alerts.thresholds).",
+    lines += _family("guardian_level_threshold_ratio", "gauge",
+                     "Usage ratio at which a level is reached (alerts.thresholds).",
                      [(_labels({"level": level}), threshold / 100) for level, threshold in alerts.thresholds.items()])
     lines += _family("guardian_level_hold_ratio", "gauge",
                      "Usage ratio above which a level already reached is kept (its threshold minus alerts.margin).",

@@ -62,12 +62,11 @@ def test_rules_read_the_metrics_the_guardian_writes(fakes, write_config, state_d
     families = text_string_to_metric_families((tmp_path / "guardian.prom").read_text())
     series = [{"series": sample.name + "{" + ",".join(f'{k}="{v}"' for k, v in sample.labels.items()) + "}",
                "values": f"{sample.value!r}x6"}
-              for family in families for sample in family.samples if sample.name != "guardian_check_timestamp_seconds"]
-
-    firing = [{"labels": 'ALERTS{alertname="SessionHostUnreachable",alertstate="firing",host="down",severity="warning"}',
-               "value": 1},
-              {"labels": 'ALERTS{alertname="SessionUsageHigh",alertstate="firing",host="full",severity="critical"}',
-               "value": 1}]
+              for family in families for sample in family.samples]
+    alert = 'ALERTS{{alertname="{}",alertstate="firing",host="{}",severity="{}"}}'
+    firing = [{"labels": alert.format(name, host, severity), "value": 1}
+              for name, host, severity in [("SessionHostUnreachable", "down", "warning"),
+                                           ("SessionUsageHigh", "full", "critical")]]
     test = {"rule_files": [str(RULES)], "evaluation_interval": "30s", "tests": [{
         "interval": "30s", "input_series": series,
         "promql_expr_test": [{"expr": 'ALERTS{alertname=~"Session.*",alertstate="firing"}', "eval_time": "2m",

@@ -131,7 +131,8 @@ def test_thresholds_margin_and_duration_are_written(fake, write_config, state_di
     metrics.write(str(tmp_path / "g.prom"), report, config.alerts, state_dir)
     samples = parse(tmp_path / "g.prom")
     level = lambda name: frozenset({"level": name}.items())  # noqa: E731
-    assert [samples["guardian_level_threshold_ratio", level(n)] for n in ("notice", "warning", "critical")] == [0.5, 0.7, 0.85]
+    thresholds = [samples["guardian_level_threshold_ratio", level(n)] for n in ("notice", "warning", "critical")]
+    assert thresholds == [0.5, 0.7, 0.85]
     assert samples["guardian_level_hold_ratio", level("critical")] == 0.82
     assert samples["guardian_check_duration_seconds", frozenset()] == report.duration > 0
 
@@ -145,7 +146,8 @@ def test_the_written_ratios_decide_levels_as_the_guardian_does(count, limit, thr
     alerts = Alerts(thresholds={"notice": threshold, "warning": 99.5, "critical": 99.9}, margin=margin)
     subject = checking.Subject("host", "a", limit, Reading(count, limit), None, "ok", None)
     text = metrics.textfile(checking.CheckReport(time=T0, subjects=[subject]), {}, alerts)
-    written = {(s.name, s.labels.get("level")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    written = {(s.name, s.labels.get("level")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
     usage, ratio = Reading(count, limit).usage, written["guardian_usage_ratio", None]  # the guardian's; the file's
     assert (ratio >= written["guardian_level_threshold_ratio", "notice"]) == (usage >= threshold)
     assert (ratio > written["guardian_level_hold_ratio", "notice"]) == (usage > threshold - margin)
