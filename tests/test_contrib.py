@@ -116,3 +116,10 @@ def test_systemd_services_get_the_shared_sandbox(service, tmp_path):
                  cwd=root / "etc/systemd/system")
     assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr
     assert "Service runs under a static non-root user identity" in scored.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers is not installed")
+def test_sysusers_file_creates_the_units_user(tmp_path):
+    (tmp_path / "etc").mkdir()
+    created = run("systemd-sysusers", f"--root={tmp_path}", "--dry-run", UNITS / "guardian.sysusers")
+    assert created.returncode == 0 and "Creating user 'guardian'" in created.stdout + created.stderr, created.stderr
