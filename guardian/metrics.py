@@ -35,6 +35,8 @@ GAUGES = [  # name, help, value of a subject (None: no sample)
     ("guardian_reachable", "1 when this check read the subject, else 0.", lambda s: int(s.reading is not None)),
     ("guardian_last_success_timestamp_seconds", "When the subject was last read successfully.",
      lambda s: s.last_success),
+    ("guardian_unreachable_members", "A pool's members this check could not read: its sessions and usage are then "
+     "a lower bound, from the others.", lambda s: len(s.unreachable_members) if s.kind == "pool" else None),
     ("guardian_forecast_critical_seconds", "Seconds until usage is forecast to reach critical (rising trend only).",
      lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
 ]

@@ -109,19 +109,26 @@ def test_channel_names_are_escaped_as_label_values():
     assert sample.labels["channel"] == 'we"b\\hook\n' and sample.value == 1
 
 
-def test_failed_polls_count_as_collector_errors_from_zero(fakes, write_config, state_dir, tmp_path):
+def test_failed_polls_are_collector_errors_from_zero_and_leave_a_pool_a_lower_bound(fakes, write_config, state_dir,
+                                                                                    tmp_path):
     up, down = fakes(), fakes()
     config = load(write_config({"up": {"url": up.url, "token": "secret", "limit": 10},
-                                "down": {"url": down.url, "token": "secret", "limit": 10}}))
+                                "down": {"url": down.url, "token": "secret", "limit": 10}},
+                               pools={"both": {"hosts": ["up", "down"], "limit": 20}}))
     prom = tmp_path / "g.prom"
     metrics.write(str(prom), checking.run(config, None, now=T0), config.alerts, state_dir)
-    assert parse(prom)["guardian_collector_errors_total", host("down")] == 0  # there before the first error
+    first = parse(prom)
+    assert first["guardian_collector_errors_total", host("down")] == 0  # there before the first error
+    assert first["guardian_unreachable_members", host("both", "pool")] == 0
     down.stop()
     for run in range(1, 3):
         metrics.write(str(prom), checking.run(config, None, now=T0 + 30 * run), config.alerts, state_dir)
     samples = parse(prom)
     assert samples["guardian_collector_errors_total", host("down")] == 2
     assert samples["guardian_collector_errors_total", host("up")] == 0
+    assert ("guardian_collector_errors_total", host("both", "pool")) not in samples  # a pool is not polled
+    assert samples["guardian_unreachable_members", host("both", "pool")] == 1  # its usage: a lower bound
+    assert ("guardian_unreachable_members", host("up")) not in samples
 
 
 def test_thresholds_margin_and_duration_are_written(fake, write_config, state_dir, tmp_path):
