@@ -85,6 +85,7 @@ class CheckReport:
     deliveries: list[Delivery] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # the state dir could not be used: this run's alerts reached only stderr
+    duration: float | None = None  # seconds from the first poll to the state saved
 
     @property
     def exit_code(self) -> int:
@@ -159,7 +160,7 @@ def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
 
 def run(config: Config, host_names: str | None, now: float, notify: bool = True,
         backoff: Backoff | None = None) -> CheckReport:
-    hosts = config.select(host_names)
+    started, hosts = time.monotonic(), config.select(host_names)
     selected = {h.name for h in hosts}
     pools = [p for p in config.pools.values() if set(p.hosts) <= selected]
     identities = IdentityStore(config.state_dir)
@@ -190,7 +191,8 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
                 deliveries = _notify(state, subjects, (), config, now, notify, backoff)
     warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings,
                 *_audit_warning(audit.failures)]
-    return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error)
+    return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
+                       duration=time.monotonic() - started)
 
 
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], closed_now: dict,

@@ -125,13 +125,13 @@ def load_config(config_path, limit):
     return config
 
 
-def write_metrics(path: str, report, state_dir) -> None:
+def write_metrics(path: str, report, config) -> None:
     """A metrics file that cannot be written is a warning: the check itself was done."""
     from guardian import metrics
     from guardian.history import HistoryError
 
     try:
-        metrics.write(path, report, state_dir)
+        metrics.write(path, report, config.alerts, config.state_dir)
     except (OSError, HistoryError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         click.echo(f"guardian: warning: cannot write the metrics file {path} ({reason})", err=True)
@@ -173,7 +173,7 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
             click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
                        f"it will be sent again on the next run", err=True)
     if prom_file:
-        write_metrics(prom_file, report, config.state_dir)
+        write_metrics(prom_file, report, config)
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
     if report.error:
