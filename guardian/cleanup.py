@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import functools
+import math
 import os
 import time
 from collections import Counter
@@ -29,6 +30,10 @@ DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see
 ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
 PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
 NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
+BAD_TIME = "unreadable activity time"
+ACTIVITY_FIELDS = ("updatedAt", "lastInteractionAt", "endedAt")
+# Earlier than this (2001-09-09) is no OpenClaw time in epoch ms: zero, negative, or seconds sent as milliseconds.
+EARLIEST_MS = 1_000_000_000_000
 # Idle times are the gateway's timestamps read against our clock: past this difference between the
 # two clocks a session may only look idle, so nothing is closed.
 MAX_CLOCK_SKEW = 300.0
@@ -67,11 +72,20 @@ class Decision:
     reason: str
 
 
+def readable_time(value) -> bool:
+    """Whether a listed time is a plausible epoch-ms time (not text, a bool, NaN, infinite, or before 2001)."""
+    return type(value) in (int, float) and math.isfinite(value) and value >= EARLIEST_MS
+
+
 def last_activity(row: dict) -> int | None:
-    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms)."""
-    times = [row.get(k) for k in ("updatedAt", "lastInteractionAt", "endedAt")]
-    times = [t for t in times if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms), of those the row has and that are readable."""
+    times = [row[k] for k in ACTIVITY_FIELDS if readable_time(row.get(k))]
     return int(max(times)) if times else None
+
+
+def unreadable_time(row: dict) -> bool:
+    """A time is there but unreadable: the session's idle time is unknown, whatever its other times say."""
+    return any(row.get(k) is not None and not readable_time(row[k]) for k in ACTIVITY_FIELDS)
 
 
 def agent_of(row: dict) -> str | None:
@@ -126,7 +140,9 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
         agent = agent_of(row)
         reason = keep_reason(row, rules, main_key)
         if reason is None:
-            if idle is None:
+            if unreadable_time(row):
+                reason, idle = BAD_TIME, None
+            elif idle is None:
                 reason = NO_TIME
             elif idle <= rules.threshold(agent):
                 reason = NOT_IDLE

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import random
 import time
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from guardian import audit
 from guardian.cleanup import Rules, plan
@@ -342,3 +345,27 @@ def test_a_second_cleanup_exits_at_once_while_one_runs(fake, write_config, cli, 
         result = cli("cleanup", "--config", config)
     assert result.exit_code == 1 and "another guardian cleanup is running" in result.stderr
     assert not fake.connects
+
+
+# --- odd activity times -------------------------------------------------------------------------
+
+IDLE_MS = int(NOW * 1000 - 5 * H)  # a good time, idle well past every threshold
+ODD_TIMES = [math.nan, math.inf, -math.inf, 0, -1, -IDLE_MS, int(NOW) - 5 * 3600, float(int(NOW)),  # seconds, not ms
+             "1799982000000", True, False, [IDLE_MS], {"ms": IDLE_MS}]
+
+
+@example(field_name="updatedAt", odd=math.nan, position=0)
+@example(field_name="updatedAt", odd=math.inf, position=0)
+@example(field_name="updatedAt", odd=0, position=0)
+@example(field_name="lastInteractionAt", odd=int(NOW) - 5 * 3600, position=1)  # seconds: reads as 1970
+@example(field_name="endedAt", odd=-IDLE_MS, position=2)
+@example(field_name="lastInteractionAt", odd="1799982000000", position=0)
+@given(field_name=st.sampled_from(["updatedAt", "lastInteractionAt", "endedAt"]), odd=st.sampled_from(ODD_TIMES),
+       position=st.integers(0, 3))
+def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(field_name, odd, position):
+    """Whatever else the row says, a time that is there but is no epoch-ms time means its idle time is unknown."""
+    idle = [row(f"agent:main:idle{i}", 5) for i in range(3)]
+    odd_row = {**row("agent:main:odd", 5), field_name: odd}
+    decisions = {d.key: d for d in plan(idle[:position] + [odd_row] + idle[position:], RULES, NOW)}
+    assert (decisions["agent:main:odd"].close, decisions["agent:main:odd"].reason) == (False, "unreadable activity time")
+    assert all(decisions[r["key"]].close for r in idle)
