@@ -106,13 +106,20 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
         return MAIN
     if row.get("pinned") is True:
         return PINNED
-    if agent_of(row) in rules.protect_agents:
+    if _folded(agent_of(row)) in map(str.casefold, rules.protect_agents):
         return PROTECTED_AGENT
-    if any(fnmatch.fnmatchcase(str(row.get("key", "")), pattern) for pattern in rules.protect_keys):
+    key = str(row.get("key", "")).casefold()
+    if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect_keys)):
         return PROTECTED_KEY
-    if row.get("label") in rules.protect_labels:
+    if _folded(row.get("label")) in map(str.casefold, rules.protect_labels):
         return PROTECTED_LABEL
     return None
+
+
+def _folded(name) -> str | None:
+    """Protect entries match whatever their case: OpenClaw folds agent ids and most keys to lower case, and
+    a protection that misses by a capital letter would close what the operator meant to keep."""
+    return name.casefold() if isinstance(name, str) else None
 
 
 def clock_skew_refusal(gateway_ms, now: float) -> str | None:

@@ -369,3 +369,26 @@ def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(f
     decisions = {d.key: d for d in plan(idle[:position] + [odd_row] + idle[position:], RULES, NOW)}
     assert (decisions["agent:main:odd"].close, decisions["agent:main:odd"].reason) == (False, "unreadable activity time")
     assert all(decisions[r["key"]].close for r in idle)
+
+
+# --- protect: a key, agent or label named in cleanup.protect is never closed ----------------------
+
+
+@example(key="agent:main:slack:channel:[C123]")
+@example(key="agent:main:what?")
+@example(key="agent:main:[!x]")
+@given(key=st.text(min_size=1))
+def test_a_key_named_literally_in_protect_keys_is_protected_whatever_characters_it_has(key):
+    session = {"key": key, "sessionId": "s", "agentId": "main", "updatedAt": int(NOW * 1000 - 5 * H)}
+    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, protect_keys=(key,)), NOW)
+    assert (decision.close, decision.reason) == (False, "protected key pattern")
+
+
+@pytest.mark.parametrize("protect, session, reason", [
+    ({"protect_agents": ("Sales",)}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids to lower case
+    ({"protect_labels": ("Keep-Me",)}, row("agent:main:a", 5, label="keep-me"), "protected label"),
+    ({"protect_keys": ("agent:*:Telegram:*",)}, row("agent:main:telegram:42", 5), "protected key pattern"),
+])
+def test_protect_entries_match_whatever_their_case(protect, session, reason):
+    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, **protect), NOW)
+    assert (decision.close, decision.reason) == (False, reason)
