@@ -27,6 +27,7 @@ PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than man
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
 
 # keep reasons, in the order they are checked
+ARCHIVED = "archived"  # never listed for cleanup; the planner keeps them too, whoever hands it the rows
 ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
 PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
 NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
@@ -96,13 +97,21 @@ def agent_of(row: dict) -> str | None:
     return key.split(":")[1] if key.startswith("agent:") and key.count(":") >= 2 else None
 
 
+def is_agent_main(key) -> bool:
+    """`agent:<id>:main` is every agent's main session, whatever the row or hello-ok say (2026.4 rows carry no isMain)."""
+    parts = key.casefold().split(":") if isinstance(key, str) else []
+    return len(parts) == 3 and parts[0] == "agent" and parts[1] != "" and parts[2] == "main"
+
+
 def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
     """Why this session must never be closed whatever its idle time, or None."""
+    if row.get("archived") is True:
+        return ARCHIVED
     if row.get("hasActiveRun") is True:
         return ACTIVE_RUN
     if row.get("status") == "running":
         return RUNNING
-    if row.get("isMain") is True or (main_key and row.get("key") == main_key):
+    if row.get("isMain") is True or (main_key and row.get("key") == main_key) or is_agent_main(row.get("key")):
         return MAIN
     if row.get("pinned") is True:
         return PINNED
@@ -209,24 +218,34 @@ def list_sessions(connection) -> list[dict]:
 
 
 def listing(connection) -> tuple[list[dict], int | None]:
-    """Every non-archived session, and the gateway's clock (`ts`, epoch ms) when it listed them."""
-    rows, offset, clock = [], 0, None
+    """Every non-archived session once, and the gateway's clock (`ts`, epoch ms) when it listed them.
+
+    A key on two pages (the store moved between the calls) counts once, as the later page shows it.
+    """
+    by_key: dict[str, dict] = {}
+    offset, clock = 0, None
     while True:
         # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
         page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
         clock = page.get("ts") if clock is None else clock
-        batch = page.get("sessions")
-        if not isinstance(batch, list):
-            raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
-        rows.extend(r for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str) and r.get("archived") is not True)
-        if "hasMore" not in page:  # 2026.4: no paging; `limit` may still have cut the list
-            if len(batch) >= PAGE:
-                return [r for r in connection.call("sessions.list", {}).get("sessions", [])
-                        if isinstance(r, dict) and isinstance(r.get("key"), str)], clock
-            return rows, clock
+        batch = _sessions_of(connection, page)
+        if "hasMore" not in page and len(batch) >= PAGE:  # 2026.4: no paging, and `limit` may have cut the list
+            batch, by_key = _sessions_of(connection, connection.call("sessions.list", {})), {}
+        by_key.update((r["key"], r) for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str))
         if not page.get("hasMore") or not batch:
-            return rows, clock
-        offset = page.get("nextOffset") if isinstance(page.get("nextOffset"), int) else offset + len(batch)
+            return [r for r in by_key.values() if r.get("archived") is not True], clock
+        next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
+        if next_offset <= offset:
+            raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "
+                                                   f"(nextOffset {next_offset} after offset {offset}); nothing was closed")
+        offset = next_offset
+
+
+def _sessions_of(connection, page: dict) -> list:
+    batch = page.get("sessions")
+    if not isinstance(batch, list):
+        raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
+    return batch
 
 
 def count_sessions(connection) -> int | None:

@@ -392,3 +392,78 @@ def test_a_key_named_literally_in_protect_keys_is_protected_whatever_characters_
 def test_protect_entries_match_whatever_their_case(protect, session, reason):
     (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, **protect), NOW)
     assert (decision.close, decision.reason) == (False, reason)
+
+
+# --- main sessions, archived rows and paging ------------------------------------------------------
+
+
+@example(agent="sales", main_key="agent:main:main")
+@example(agent="main", main_key=None)  # a release whose hello-ok names no main session
+@given(agent=st.sampled_from(["main", "sales", "ops-2", "Work"]), main_key=st.sampled_from([None, "agent:main:main"]))
+def test_no_agents_main_session_is_closed_even_when_the_row_does_not_say_it_is_main(agent, main_key):
+    (decision,) = plan([{"key": f"agent:{agent}:main", "sessionId": "s", "updatedAt": int(NOW * 1000 - 5 * H)}],
+                       Rules(idle_after=7200, max_per_run=50), NOW, main_key=main_key)
+    assert (decision.close, decision.reason) == (False, "main session")
+
+
+def test_an_archived_row_is_never_planned():
+    (decision,) = plan([row("agent:main:a", 5, archived=True)], RULES, NOW)
+    assert (decision.close, decision.reason) == (False, "archived")
+
+
+class Pages:
+    """A connection whose sessions.list answers are scripted, one per call; one call too many is a failure."""
+
+    def __init__(self, *answers):
+        self.answers, self.params = list(answers), []
+        self.host = type("Host", (), {"name": "a"})
+
+    def call(self, method, params):
+        assert method == "sessions.list" and self.answers, "listed again: the paging did not end"
+        self.params.append(params)
+        return self.answers.pop(0)
+
+
+def page(keys, next_offset, total, **fields):
+    return {"ts": int(NOW * 1000), "totalCount": total, "hasMore": next_offset is not None, "nextOffset": next_offset,
+            "sessions": [row(k, 5, **fields) for k in keys]}
+
+
+@pytest.mark.parametrize("next_offset", [0, 1, 2])  # 2 does not advance past the page at offset 2; 0 and 1 go back
+def test_a_next_offset_that_does_not_advance_is_an_error_not_a_loop(next_offset):
+    from guardian.cleanup import listing
+    from guardian.gateway import GatewayError
+
+    stuck = page(["agent:main:c", "agent:main:d"], next_offset, 6)
+    connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 6), *[stuck] * 5)
+    with pytest.raises(GatewayError, match="sessions.list paging did not advance"):
+        listing(connection)
+
+
+def test_a_key_listed_on_two_pages_is_counted_and_planned_once():
+    from guardian.cleanup import listing
+
+    # a session created between the two calls pushed b onto the second page as well
+    connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 4), page(["agent:main:b", "agent:main:c"], None, 4))
+    rows, _ = listing(connection)
+    assert sorted(r["key"] for r in rows) == ["agent:main:a", "agent:main:b", "agent:main:c"]
+
+
+def test_the_fallback_for_a_release_without_paging_keeps_the_archived_filter():
+    from guardian.cleanup import PAGE, listing
+
+    full = {"ts": int(NOW * 1000), "sessions": [row(f"agent:main:s{i}", 5) for i in range(PAGE)]}
+    everything = {"sessions": full["sessions"] + [row("agent:main:gone", 5, archived=True)]}
+    rows, _ = listing(Pages(full, everything))  # a full first page: the limit may have cut the list
+    assert len(rows) == PAGE and "agent:main:gone" not in {r["key"] for r in rows}
+
+
+def test_an_older_release_never_loses_an_agents_main_session(fakes, write_config, cli):
+    legacy = fakes(legacy=True)
+    hours_ago = int(time.time() * 1000) - 5 * H
+    for agent in ("main", "sales"):
+        legacy.add_session(f"agent:{agent}:main", agent=agent, updated_at=hours_ago)
+    idle = legacy.add_session(updated_at=hours_ago)
+    config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 100}})
+    assert cli("cleanup", "--config", config).exit_code == 0
+    assert set(legacy.sessions) == {"agent:main:main", "agent:sales:main"} and idle["key"] not in legacy.sessions
