@@ -179,11 +179,21 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
 # --- the shell around the plan ---------------------------------------------------------------
 
 
+NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
+# how far a host's run got
+CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+
+
 @dataclass
 class Outcome:
     decision: Decision
     result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
     error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """The gateway answered this delete (an unknown one was sent and never answered)."""
+        return self.result != "unknown" and not (self.error or "").startswith(NOT_ATTEMPTED)
 
 
 @dataclass
@@ -193,8 +203,9 @@ class HostCleanup:
     after: int | None = None
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
-    error: str | None = None  # the host could not be cleaned at all (unreachable, unauthorised)
-    unreachable: bool = False
+    error: str | None = None  # what stopped the run on this host, or went wrong after it
+    unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
+    status: str = NOT_CLEANED
 
     def count(self, result: str) -> int:
         return sum(1 for o in self.outcomes if o.result == result)
@@ -331,19 +342,24 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
             audit.write_all(kept + [record("planned", d) for d in chosen])
-            result.after = result.before - len(chosen)
+            result.after, result.status = result.before - len(chosen), PLANNED
             return result
         result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, record)
+        result.status = CLEANED if all(o.settled for o in result.outcomes) else PARTLY_CLEANED
         if result.error:
             return result
-        result.after = count_sessions(connection)
-        if result.after is None:
-            result.after = len(list_sessions(connection))
+        try:
+            result.after = count_sessions(connection)
+            if result.after is None:
+                result.after = len(list_sessions(connection))
+        except gateway.GatewayError as exc:  # every delete is done and on record; only the count is missing
+            result.error = f"the sessions left could not be counted: {exc.message}"
     return result
 
 
 def delete_chosen(deleter: Deleter, chosen: list[Decision], kept: list, audit: AuditLog, record) -> tuple[list[Outcome], str | None]:
-    """Delete the chosen sessions, DELETE_WINDOW at a time: their outcomes, and the error that stopped them.
+    """Delete the chosen sessions, DELETE_WINDOW at a time: one outcome for each (those after a stop: failed, not
+    attempted), and the error that stopped them. Once a delete is sent, nothing raises: the caller reports the outcomes.
 
     Every intent is on disk (fsynced) before its request is sent: the first batch's with the kept
     records, each later batch's while the batch before it is in flight, so the fsync overlaps the
@@ -361,17 +377,26 @@ def delete_chosen(deleter: Deleter, chosen: list[Decision], kept: list, audit: A
         try:
             answered = deleter.delete(batch, ahead.write)
         except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
-            answered = [Outcome(d, "unknown", exc.message) for d in batch]
-            answered += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[len(outcomes) + len(batch):]]
-            error = exc.message
+            answered, error = [Outcome(d, "unknown", exc.message) for d in batch], exc.message
+        if ahead.failure:  # the next batch has no intent on disk: it is not sent
+            error = error or str(ahead.failure)
+        if error:
+            answered += _not_attempted(chosen[len(outcomes) + len(answered):], error)
         outcomes += answered
-        stopping = error is not None or ahead.failure is not None or index + 1 == len(batches)
-        audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered], sync=stopping)
-        if ahead.failure:
-            raise ahead.failure  # the next batch has no intent on disk: it is not sent
+        try:
+            audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered],
+                            sync=error is not None or index + 1 == len(batches))
+        except StateError as exc:  # nothing more is sent without a record; the report still has every outcome
+            if error is None:
+                error = str(exc)
+                outcomes += _not_attempted(chosen[len(outcomes):], error)
         if error:
             return outcomes, error
     return outcomes, None
+
+
+def _not_attempted(decisions: list[Decision], error: str) -> list[Outcome]:
+    return [Outcome(d, "failed", NOT_ATTEMPTED + error) for d in decisions]
 
 
 class _IntentsAhead:

@@ -164,7 +164,7 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
     def host(r) -> dict:
         limit = r.host.limit
         return {
-            "name": r.host.name, "error": r.error, "before": r.before, "after": r.after, "limit": limit,
+            "name": r.host.name, "status": r.status, "error": r.error, "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
             "closed": r.closed, "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
@@ -182,6 +182,10 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
             "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
 
 
+# how the line with a host's error starts, by how far its run got (guardian.cleanup's statuses)
+STOPPED = {"not cleaned": "not cleaned: ", "partly cleaned": "partly cleaned, stopped early: ", "cleaned": "cleaned, but "}
+
+
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
@@ -197,7 +201,7 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
                                     f"{r.count('already gone')}; failed {r.failed}")]
     if r.error:
-        lines.append(f"{name}: stopped early: {safe(r.error)}")
+        lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
     for o in r.outcomes:
         if o.result in ("failed", "unknown"):
             lines.append(f"{name}: {o.result}: {safe(o.decision.key)}: {safe(o.error or '')}")

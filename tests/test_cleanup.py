@@ -241,6 +241,7 @@ def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, s
     assert [r["key"] for r in records(state_dir, "intent")] == closed and len(closed) == 2
     assert len(fake.sessions) == 1 and not set(closed) & set(fake.sessions)  # the third was never sent
     assert report.error == "cannot append to audit.jsonl (No space left on device)"
+    assert (report.closed, report.status) == (2, "partly cleaned")  # the report counts what was closed
 
 
 def test_a_session_touched_after_the_listing_is_skipped_not_closed(fake, write_config, cli, state_dir):
@@ -309,6 +310,25 @@ def test_connection_dropping_mid_run_leaves_an_exact_record(fake, write_config, 
     assert not fake.sessions
     all_closed = [r["key"] for r in records(state_dir, "outcome") if r["result"] == "closed"]
     assert len(all_closed) == len(set(all_closed)) == 4
+
+
+@pytest.mark.parametrize("fmt", ["json", "plain"])
+@pytest.mark.parametrize("answered", [1, 3, 5])  # the listing, then 0, 2 or all 4 deletes answered before the socket dies
+def test_a_connection_lost_mid_run_reports_what_was_closed_and_how_far_it_got(fake, write_config, cli, answered, fmt):
+    seed(fake, idle=4)
+    fake.drop_after_requests = answered
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--format", fmt)
+    closed = 4 - len(fake.sessions)
+    assert closed == answered - 1 and result.exit_code == 1  # a host partly cleaned, or not counted after, is a failure
+    if fmt == "json":
+        (host,) = json.loads(result.stdout)["hosts"]
+        assert host["closed"] == closed and host["error"]
+        assert host["status"] == ("cleaned" if closed == 4 else "partly cleaned")
+    else:
+        assert f"closed {closed};" in result.stdout
+        assert ("a: cleaned, but the sessions left could not be counted" if closed == 4
+                else "a: partly cleaned, stopped early: ") in result.stdout
 
 
 def test_reserve_not_met_exits_1_and_says_so(fake, write_config, cli):
