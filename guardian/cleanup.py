@@ -98,7 +98,7 @@ def agent_of(row: dict) -> str | None:
 
 
 def is_agent_main(key) -> bool:
-    """`agent:<id>:main` is every agent's main session, whatever the row or hello-ok say (2026.4 rows carry no isMain)."""
+    """`agent:<id>:main` is an agent's main session, whatever the row or hello-ok say (2026.4 rows have no isMain)."""
     parts = key.casefold().split(":") if isinstance(key, str) else []
     return len(parts) == 3 and parts[0] == "agent" and parts[1] != "" and parts[2] == "main"
 
@@ -248,14 +248,15 @@ def listing(connection) -> tuple[list[dict], int | None]:
         next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
         if next_offset <= offset:
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "
-                                                   f"(nextOffset {next_offset} after offset {offset}); nothing was closed")
+                                                   f"(nextOffset {next_offset} after {offset}); nothing was closed")
         offset = next_offset
 
 
 def _sessions_of(connection, page: dict) -> list:
     batch = page.get("sessions")
     if not isinstance(batch, list):
-        raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
+        raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions "
+                                               "list")
     return batch
 
 

@@ -313,7 +313,7 @@ def test_connection_dropping_mid_run_leaves_an_exact_record(fake, write_config, 
 
 
 @pytest.mark.parametrize("fmt", ["json", "plain"])
-@pytest.mark.parametrize("answered", [1, 3, 5])  # the listing, then 0, 2 or all 4 deletes answered before the socket dies
+@pytest.mark.parametrize("answered", [1, 3, 5])  # the listing, then 0, 2 or all 4 deletes answered; then the drop
 def test_a_connection_lost_mid_run_reports_what_was_closed_and_how_far_it_got(fake, write_config, cli, answered, fmt):
     seed(fake, idle=4)
     fake.drop_after_requests = answered
@@ -331,11 +331,27 @@ def test_a_connection_lost_mid_run_reports_what_was_closed_and_how_far_it_got(fa
                 else "a: partly cleaned, stopped early: ") in result.stdout
 
 
-def test_reserve_not_met_exits_1_and_says_so(fake, write_config, cli):
-    seed(fake, idle=1, fresh=9)
-    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
+def test_reserve_not_met_exits_1_and_names_the_sessions_in_use(fake, write_config, cli):
+    seed(fake, idle=1, fresh=8)
+    fake.add_session(label="keep-me", updated_at=int(time.time() * 1000) - 5 * H)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}},
+                          cleanup={"reserve": 3, "protect": {"labels": ["keep-me"]}})
     result = cli("cleanup", "--config", config, "--format", "plain")
-    assert result.exit_code == 1 and "reserve not met: 1 free slots after cleanup, 3 wanted" in result.stdout
+    assert result.exit_code == 1
+    assert ("a: reserve not met: 1 free slot after cleanup, 3 wanted; the other sessions are in use or protected "
+            "(8 not idle long enough, 1 protected label): for a person to look at") in result.stdout
+    assert "per-run cap" not in result.stdout
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_reserve_not_met_because_of_the_cap_says_the_cap_held_them_back(fake, write_config, cli, dry_run):
+    seed(fake, idle=9, fresh=1)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
+    result = cli("cleanup", "--config", config, "--format", "plain", "--max-per-run", "2", *["--dry-run"] * dry_run)
+    assert ("a: reserve not met: 2 free slots after cleanup, 3 wanted; the per-run cap held 7 idle sessions back "
+            "(the next run closes them, or raise max_per_run); the other sessions are in use or protected "
+            "(1 not idle long enough)") in result.stdout
+    assert "for a person to look at" not in result.stdout  # the next run gets there on its own
 
 
 def test_without_admin_scope_the_host_is_skipped_with_exit_3(fake, write_config, cli):
@@ -387,7 +403,8 @@ def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(f
     idle = [row(f"agent:main:idle{i}", 5) for i in range(3)]
     odd_row = {**row("agent:main:odd", 5), field_name: odd}
     decisions = {d.key: d for d in plan(idle[:position] + [odd_row] + idle[position:], RULES, NOW)}
-    assert (decisions["agent:main:odd"].close, decisions["agent:main:odd"].reason) == (False, "unreadable activity time")
+    odd_decision = decisions["agent:main:odd"]
+    assert (odd_decision.close, odd_decision.reason) == (False, "unreadable activity time")
     assert all(decisions[r["key"]].close for r in idle)
 
 
@@ -405,7 +422,7 @@ def test_a_key_named_literally_in_protect_keys_is_protected_whatever_characters_
 
 
 @pytest.mark.parametrize("protect, session, reason", [
-    ({"protect_agents": ("Sales",)}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids to lower case
+    ({"protect_agents": ("Sales",)}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids
     ({"protect_labels": ("Keep-Me",)}, row("agent:main:a", 5, label="keep-me"), "protected label"),
     ({"protect_keys": ("agent:*:Telegram:*",)}, row("agent:main:telegram:42", 5), "protected key pattern"),
 ])
