@@ -97,6 +97,11 @@ def agent_of(row: dict) -> str | None:
     return key.split(":")[1] if key.startswith("agent:") and key.count(":") >= 2 else None
 
 
+def flagged(row: dict, name: str) -> bool:
+    """A flag that keeps a session: anything but false or absent (a 1 or "yes" is no reason to close it)."""
+    return row.get(name) not in (None, False)
+
+
 def is_agent_main(key) -> bool:
     """`agent:<id>:main` is an agent's main session, whatever the row or hello-ok say (2026.4 rows have no isMain)."""
     parts = key.casefold().split(":") if isinstance(key, str) else []
@@ -105,15 +110,15 @@ def is_agent_main(key) -> bool:
 
 def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
     """Why this session must never be closed whatever its idle time, or None."""
-    if row.get("archived") is True:
+    if flagged(row, "archived"):
         return ARCHIVED
-    if row.get("hasActiveRun") is True:
+    if flagged(row, "hasActiveRun"):
         return ACTIVE_RUN
     if row.get("status") == "running":
         return RUNNING
-    if row.get("isMain") is True or (main_key and row.get("key") == main_key) or is_agent_main(row.get("key")):
+    if flagged(row, "isMain") or (main_key and row.get("key") == main_key) or is_agent_main(row.get("key")):
         return MAIN
-    if row.get("pinned") is True:
+    if flagged(row, "pinned"):
         return PINNED
     if _folded(agent_of(row)) in map(str.casefold, rules.protect_agents):
         return PROTECTED_AGENT

@@ -7,10 +7,11 @@ import json
 import math
 import os
 import random
+import re
 import time
 
 import pytest
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from guardian import audit
@@ -504,3 +505,124 @@ def test_an_older_release_never_loses_an_agents_main_session(fakes, write_config
     config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 100}})
     assert cli("cleanup", "--config", config).exit_code == 0
     assert set(legacy.sessions) == {"agent:main:main", "agent:sales:main"} and idle["key"] not in legacy.sessions
+
+
+# --- the promise itself: never a live session, over random stores and rules -----------------------
+
+AGENT_IDS = ["main", "sales", "ops", "Batch"]
+GOOD_TIME = st.integers(int(NOW * 1000) - 12 * H, int(NOW * 1000) + 60_000)
+ODD_TIME = st.sampled_from([math.nan, math.inf, 0, -5, int(NOW) - 3 * 3600, "1799990000000", True])
+FLAG = st.sampled_from([True, False, None, 1, 0, "yes"])
+
+
+def random_row(key_and_index):
+    key, index = key_and_index
+    times = st.one_of(GOOD_TIME, GOOD_TIME, GOOD_TIME, ODD_TIME, st.none())
+    return st.fixed_dictionaries({"key": st.just(key), "sessionId": st.just(f"s{index}")}, optional={
+        "agentId": st.sampled_from(AGENT_IDS), "updatedAt": times, "lastInteractionAt": times, "endedAt": times,
+        "hasActiveRun": FLAG, "status": st.sampled_from(["running", "done", "failed", "killed", None]),
+        "isMain": FLAG, "pinned": FLAG, "archived": FLAG, "label": st.sampled_from(["keep-me", "Keep-Me", "chat", None])})
+
+
+KEYS = st.one_of(st.builds("agent:{}:{}:{}".format, st.sampled_from(AGENT_IDS), st.sampled_from(["dashboard", "telegram"]),
+                           st.sampled_from(["1", "2", "[C123]", "x*"])),
+                 st.builds("agent:{}:main".format, st.sampled_from(AGENT_IDS + ["MAIN", "lab"])), st.text(max_size=12))
+STORES = st.lists(KEYS, unique=True, max_size=12).flatmap(
+    lambda keys: st.tuples(*[random_row((key, i)) for i, key in enumerate(keys)]).map(list))
+RULES_DRAWN = st.builds(
+    Rules, idle_after=st.floats(60, 6 * 3600), max_per_run=st.integers(1, 8),
+    protect_agents=st.lists(st.sampled_from(AGENT_IDS + ["SALES"]), max_size=2).map(tuple),
+    protect_keys=st.lists(st.sampled_from(["agent:*:telegram:*", "agent:main:dashboard:[C123]", "agent:sales:*"]),
+                          max_size=2).map(tuple),
+    protect_labels=st.lists(st.sampled_from(["keep-me", "KEEP-ME"]), max_size=1).map(tuple),
+    agent_idle_after=st.dictionaries(st.sampled_from(AGENT_IDS), st.floats(60, 6 * 3600), max_size=2))
+
+
+def may_close(r, rules, now, main_key) -> bool:
+    """design.md's rules for one listed row, written out plainly: may cleanup close it?"""
+    key = r["key"]
+    times = [r[name] for name in ("updatedAt", "lastInteractionAt", "endedAt") if r.get(name) is not None]
+    if not times or not all(type(t) in (int, float) and math.isfinite(t) and t >= 10 ** 12 for t in times):
+        return False  # no activity time, or one that cannot be read: the idle time is unknown
+    from_key = re.match(r"agent:([^:]*):", key)
+    agent = r["agentId"] if isinstance(r.get("agentId"), str) else from_key and from_key.group(1)
+    agent_main = re.fullmatch(r"agent:[^:]+:main", key, re.IGNORECASE) is not None
+    protected = (str(agent).casefold() in [a.casefold() for a in rules.protect_agents]
+                 or any(key.casefold() == p.casefold() or fnmatch.fnmatchcase(key.casefold(), p.casefold())
+                        for p in rules.protect_keys)
+                 or str(r.get("label")).casefold() in [label.casefold() for label in rules.protect_labels])
+    live = any(r.get(flag) not in (None, False) for flag in ("hasActiveRun", "isMain", "pinned", "archived"))
+    idle = now - max(times) / 1000
+    return (not live and r.get("status") != "running" and key != main_key and not agent_main and not protected
+            and idle > rules.agent_idle_after.get(agent, rules.idle_after))
+
+
+@example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "hasActiveRun": 1}],
+         rules=Rules(idle_after=7200, max_per_run=5))  # a flag that is not plainly false keeps the session
+@example(rows=[{"key": "agent:lab:main", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
+         rules=Rules(idle_after=7200, max_per_run=5))
+@example(rows=[{"key": "agent:main:dashboard:[C123]", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
+         rules=Rules(idle_after=7200, max_per_run=5, protect_keys=("agent:main:dashboard:[C123]",)))
+@example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "endedAt": math.nan}],
+         rules=Rules(idle_after=7200, max_per_run=5))
+@given(rows=STORES, rules=RULES_DRAWN)
+def test_no_planned_delete_is_of_a_session_the_rules_keep(rows, rules):
+    decisions = plan(rows, rules, NOW, main_key="agent:main:main")
+    by_key = {r["key"]: r for r in rows}
+    closing = [d.key for d in decisions if d.close]
+    assert [k for k in closing if not may_close(by_key[k], rules, NOW, "agent:main:main")] == []
+    assert len(closing) <= rules.max_per_run and len(decisions) == len(rows)
+
+
+def fake_store_rows(rows):
+    """The drawn rows as a fake gateway's store holds them: an agent and an integer updatedAt (it sorts by that)."""
+    return [{"agentId": "main", **r, "updatedAt": r["updatedAt"] if type(r.get("updatedAt")) is int else int(NOW * 1000 - 5 * H)}
+            for r in rows]
+
+
+@pytest.fixture(scope="module")
+def both_releases(tmp_path_factory):
+    from fake_gateway import FakeGateway
+
+    with FakeGateway("secret") as current, FakeGateway("secret", legacy=True) as legacy:
+        current.clock = legacy.clock = lambda: int(NOW * 1000)  # the planner's now: no clock skew to refuse
+        yield {"2026.9": current, "2026.4": legacy}, tmp_path_factory.mktemp("state")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # the gateways are the module's, reset here
+@example(release="2026.9", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[0])
+@example(release="2026.4", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[1])
+@example(release="2026.4", rows=[row("agent:sales:main", 5)], rules=Rules(7200, 5), touched=[])
+@given(release=st.sampled_from(["2026.9", "2026.4"]), rows=STORES.map(fake_store_rows), rules=RULES_DRAWN,
+       touched=st.lists(st.integers(0, 11), max_size=4))
+def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_touched_after_the_listing(
+        both_releases, release, rows, rules, touched):
+    """Through the client and a fake gateway of each release: the rules hold for the rows as the gateway lists them
+    (2026.4 lists only key, sessionId, updatedAt), and a session that wakes up between list and delete stays."""
+    from fake_gateway import FakeGateway
+    from guardian.cleanup import clean_host
+    from guardian.config import Host, Secret
+    from guardian.identity import IdentityStore
+
+    gateways, state = both_releases
+    fake = gateways[release]
+    fake.sessions = {r["key"]: dict(r) for r in rows}
+    fake.requests.clear()
+    woken = {rows[i]["key"] for i in touched if i < len(rows)}
+    listed = {r["key"]: (FakeGateway._legacy_row(r) if fake.legacy else r) for r in rows if r.get("archived") is not True}
+
+    def wake_up(method, params):
+        if method == "sessions.delete" and woken and not fake.on_request.done:
+            fake.on_request.done = True
+            for key in woken:
+                fake.touch(key)
+
+    wake_up.done = False
+    fake.on_request = wake_up
+    host = Host(name=release, url=fake.url, limit=1000, token=Secret("secret", "test"), insecure=True)
+    report = clean_host(host, rules, NOW, False, IdentityStore(state), audit.AuditLog(state, "r", "cleanup"),
+                        clock=lambda: NOW)
+    deleted = set(listed) - set(fake.sessions)
+    assert [d.key for d in report.decisions if d.close and not may_close(listed[d.key], rules, NOW, None)] == []
+    assert not deleted & woken
+    assert deleted == {o.decision.key for o in report.outcomes if o.result == "closed"}
