@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import functools
-import math
 import os
 import time
 from collections import Counter
@@ -33,8 +32,9 @@ PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected 
 NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
 BAD_TIME = "unreadable activity time"
 ACTIVITY_FIELDS = ("updatedAt", "lastInteractionAt", "endedAt")
-# Earlier than this (2001-09-09) is no OpenClaw time in epoch ms: zero, negative, or seconds sent as milliseconds.
-EARLIEST_MS = 1_000_000_000_000
+# Earlier than this (2001-09-09) is no OpenClaw time in epoch ms: zero, negative, or seconds sent as milliseconds;
+# later than the year 9999, a number too large to be a time (or to subtract from now without overflowing).
+EARLIEST_MS, LATEST_MS = 1_000_000_000_000, 253_402_300_800_000
 # Idle times are the gateway's timestamps read against our clock: past this difference between the
 # two clocks a session may only look idle, so nothing is closed.
 MAX_CLOCK_SKEW = 300.0
@@ -74,8 +74,8 @@ class Decision:
 
 
 def readable_time(value) -> bool:
-    """Whether a listed time is a plausible epoch-ms time (not text, a bool, NaN, infinite, or before 2001)."""
-    return type(value) in (int, float) and math.isfinite(value) and value >= EARLIEST_MS
+    """Whether a listed time is a plausible epoch-ms time (not text, a bool, NaN, infinite, before 2001 or after 9999)."""
+    return type(value) in (int, float) and EARLIEST_MS <= value <= LATEST_MS  # NaN compares false
 
 
 def last_activity(row: dict) -> int | None:
@@ -249,7 +249,7 @@ def listing(connection) -> tuple[list[dict], int | None]:
             batch, by_key = _sessions_of(connection, connection.call("sessions.list", {})), {}
         by_key.update((r["key"], r) for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str))
         if not page.get("hasMore") or not batch:
-            return [r for r in by_key.values() if r.get("archived") is not True], clock
+            return [r for r in by_key.values() if not flagged(r, "archived")], clock
         next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
         if next_offset <= offset:
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "
@@ -260,8 +260,8 @@ def listing(connection) -> tuple[list[dict], int | None]:
 def _sessions_of(connection, page: dict) -> list:
     batch = page.get("sessions")
     if not isinstance(batch, list):
-        raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions "
-                                               "list")
+        message = f"{connection.host.name}: sessions.list answered without a sessions list"
+        raise gateway.GatewayError("PROTOCOL", message)
     return batch
 
 

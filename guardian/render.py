@@ -230,7 +230,7 @@ def reserve_causes(r) -> list[str]:
         # only idle sessions may be closed: unless the cap is what held them, the rest needs a person
         causes.append(f"the other sessions are in use or protected ({in_use})"
                       + ("" if held else ": for a person to look at"))
-    return causes or ["no session is left to close: the reserve is more than the limit leaves"]
+    return causes or ["no session was left that may be closed"]
 
 
 def plural(n: int, noun: str) -> str:

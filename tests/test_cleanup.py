@@ -388,7 +388,7 @@ def test_a_second_cleanup_exits_at_once_while_one_runs(fake, write_config, cli, 
 
 IDLE_MS = int(NOW * 1000 - 5 * H)  # a good time, idle well past every threshold
 ODD_TIMES = [math.nan, math.inf, -math.inf, 0, -1, -IDLE_MS, int(NOW) - 5 * 3600, float(int(NOW)),  # seconds, not ms
-             "1799982000000", True, False, [IDLE_MS], {"ms": IDLE_MS}]
+             10 ** 400, "1799982000000", True, False, [IDLE_MS], {"ms": IDLE_MS}]
 
 
 @example(field_name="updatedAt", odd=math.nan, position=0)
@@ -397,6 +397,7 @@ ODD_TIMES = [math.nan, math.inf, -math.inf, 0, -1, -IDLE_MS, int(NOW) - 5 * 3600
 @example(field_name="lastInteractionAt", odd=int(NOW) - 5 * 3600, position=1)  # seconds: reads as 1970
 @example(field_name="endedAt", odd=-IDLE_MS, position=2)
 @example(field_name="lastInteractionAt", odd="1799982000000", position=0)
+@example(field_name="endedAt", odd=10 ** 400, position=3)  # no time, and too large to subtract from now
 @given(field_name=st.sampled_from(["updatedAt", "lastInteractionAt", "endedAt"]), odd=st.sampled_from(ODD_TIMES),
        position=st.integers(0, 3))
 def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(field_name, odd, position):
@@ -511,7 +512,7 @@ def test_an_older_release_never_loses_an_agents_main_session(fakes, write_config
 
 AGENT_IDS = ["main", "sales", "ops", "Batch"]
 GOOD_TIME = st.integers(int(NOW * 1000) - 12 * H, int(NOW * 1000) + 60_000)
-ODD_TIME = st.sampled_from([math.nan, math.inf, 0, -5, int(NOW) - 3 * 3600, "1799990000000", True])
+ODD_TIME = st.sampled_from([math.nan, math.inf, 0, -5, int(NOW) - 3 * 3600, 10 ** 400, "1799990000000", True])
 FLAG = st.sampled_from([True, False, None, 1, 0, "yes"])
 
 
@@ -542,7 +543,7 @@ def may_close(r, rules, now, main_key) -> bool:
     """design.md's rules for one listed row, written out plainly: may cleanup close it?"""
     key = r["key"]
     times = [r[name] for name in ("updatedAt", "lastInteractionAt", "endedAt") if r.get(name) is not None]
-    if not times or not all(type(t) in (int, float) and math.isfinite(t) and t >= 10 ** 12 for t in times):
+    if not times or not all(type(t) in (int, float) and 10 ** 12 <= t <= 253_402_300_800_000 for t in times):
         return False  # no activity time, or one that cannot be read: the idle time is unknown
     from_key = re.match(r"agent:([^:]*):", key)
     agent = r["agentId"] if isinstance(r.get("agentId"), str) else from_key and from_key.group(1)
