@@ -74,7 +74,7 @@ class Decision:
 
 
 def readable_time(value) -> bool:
-    """Whether a listed time is a plausible epoch-ms time (not text, a bool, NaN, infinite, before 2001 or after 9999)."""
+    """Whether a listed time is a plausible epoch-ms time: not text, a bool, NaN, infinite, before 2001 or past 9999."""
     return type(value) in (int, float) and EARLIEST_MS <= value <= LATEST_MS  # NaN compares false
 
 

@@ -522,11 +522,12 @@ def random_row(key_and_index):
     return st.fixed_dictionaries({"key": st.just(key), "sessionId": st.just(f"s{index}")}, optional={
         "agentId": st.sampled_from(AGENT_IDS), "updatedAt": times, "lastInteractionAt": times, "endedAt": times,
         "hasActiveRun": FLAG, "status": st.sampled_from(["running", "done", "failed", "killed", None]),
-        "isMain": FLAG, "pinned": FLAG, "archived": FLAG, "label": st.sampled_from(["keep-me", "Keep-Me", "chat", None])})
+        "isMain": FLAG, "pinned": FLAG, "archived": FLAG,
+        "label": st.sampled_from(["keep-me", "Keep-Me", "chat", None])})
 
 
-KEYS = st.one_of(st.builds("agent:{}:{}:{}".format, st.sampled_from(AGENT_IDS), st.sampled_from(["dashboard", "telegram"]),
-                           st.sampled_from(["1", "2", "[C123]", "x*"])),
+KEYS = st.one_of(st.builds("agent:{}:{}:{}".format, st.sampled_from(AGENT_IDS),
+                           st.sampled_from(["dashboard", "telegram"]), st.sampled_from(["1", "2", "[C123]", "x*"])),
                  st.builds("agent:{}:main".format, st.sampled_from(AGENT_IDS + ["MAIN", "lab"])), st.text(max_size=12))
 STORES = st.lists(KEYS, unique=True, max_size=12).flatmap(
     lambda keys: st.tuples(*[random_row((key, i)) for i, key in enumerate(keys)]).map(list))
