@@ -131,8 +131,8 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
 
 
 def _folded(name) -> str | None:
-    """Protect entries match whatever their case: OpenClaw folds agent ids and most keys to lower case, and
-    a protection that misses by a capital letter would close what the operator meant to keep."""
+    """Protect entries match whatever their case: OpenClaw folds agent ids and keys to lower case (`[C123]` is
+    listed as `[c123]`), and a protection that misses by a capital letter closes what was meant to be kept."""
     return name.casefold() if isinstance(name, str) else None
 
 
