@@ -355,6 +355,15 @@ def test_reserve_not_met_because_of_the_cap_says_the_cap_held_them_back(fake, wr
     assert "for a person to look at" not in result.stdout  # the next run gets there on its own
 
 
+def test_reserve_not_met_because_a_delete_failed_says_so(fake, write_config, cli):
+    idle, _ = seed(fake, idle=2, fresh=8)
+    fake.fail_deletes = {idle[0]["key"]}
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 1
+    assert "a: reserve not met: 1 free slot after cleanup, 3 wanted; 1 delete failed; the other sessions" in result.stdout
+
+
 def test_without_admin_scope_the_host_is_skipped_with_exit_3(fake, write_config, cli):
     seed(fake, idle=1)
     fake.remote = True  # scopes cleared for a client without a device: the trap, reported plainly
