@@ -9,6 +9,7 @@ import json
 import math
 
 from guardian.check import CheckReport, Subject
+from guardian.cleanup import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.config import duration_text
 from guardian.forecast import Forecast, eta_text
 from guardian.notify import iso_time, safe
@@ -189,7 +190,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
     def host(r) -> dict:
         limit = r.host.limit
         return {
-            "name": r.host.name, "error": r.error, "before": r.before, "after": r.after, "limit": limit,
+            "name": r.host.name, "status": r.status, "error": r.error,
+            "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
             "closed": r.closed, "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
@@ -207,6 +209,10 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
             "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
 
 
+# how the line with a host's error starts, by how far its run got
+STOPPED = {NOT_CLEANED: "not cleaned: ", PARTLY_CLEANED: "partly cleaned, stopped early: ", CLEANED: "cleaned, but "}
+
+
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
@@ -222,14 +228,38 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
                                     f"{r.count('already gone')}; failed {r.failed}")]
     if r.error:
-        lines.append(f"{name}: stopped early: {safe(r.error)}")
+        lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
     for o in r.outcomes:
         if o.result in ("failed", "unknown"):
             lines.append(f"{name}: {o.result}: {safe(o.decision.key)}: {safe(o.error or '')}")
     if r.after is not None and limit - r.after < reserve:
-        lines.append(f"{name}: reserve not met: {limit - r.after} free slots after cleanup, {reserve} wanted; "
-                     f"only idle sessions may be closed, so the rest is for a person to look at")
+        free = limit - r.after
+        lines.append(f"{name}: reserve not met: {plural(free, 'free slot')} after cleanup, {reserve} wanted; "
+                     + "; ".join(reserve_causes(r)))
     return lines
+
+
+def reserve_causes(r) -> list[str]:
+    """Why a host's cleanup left fewer free slots than the reserve: what held sessions back, the cap first."""
+    held = r.kept[OVER_CAP]
+    causes = []
+    if held:
+        causes.append(f"the per-run cap held {plural(held, 'idle session')} back (the next run closes them, or raise "
+                      "max_per_run)")
+    if r.failed:
+        causes.append(f"{plural(r.failed, 'delete')} failed")
+    if r.count("skipped: changed"):
+        causes.append(f"{plural(r.count('skipped: changed'), 'session')} woke up since the listing")
+    in_use = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common() if reason != OVER_CAP)
+    if in_use:
+        # only idle sessions may be closed: unless the cap is what held them, the rest needs a person
+        causes.append(f"the other sessions are in use or protected ({in_use})"
+                      + ("" if held else ": for a person to look at"))
+    return causes or ["no session was left that may be closed"]
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float) -> None:
