@@ -21,7 +21,7 @@ from guardian.config import LEVELS, Config, Scope
 from guardian.files import move_aside, write_private
 from guardian.notify import iso_time
 from guardian.quiet import (UNREACHABLE, Ack, QuietError, Silence, ending, finish, new_ack, new_silence, subject_id,
-                            utc_text, window_end)
+                            window_end)
 from guardian.state import State, StateError, StateFile
 
 VERSION = 1
