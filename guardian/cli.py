@@ -380,10 +380,7 @@ def silence_list(config_path, as_json, include_ended):
     if as_json:
         click.echo(json.dumps({"quiet": rows}, indent=2))
     for row in [] if as_json else rows:
-        held = row.get("subject") or ",".join(row.get("hosts", []) + row.get("pools", []) + row.get("agents", []))
-        kinds = ",".join(row.get("alerts") or []) or (row.get("level") or "all alerts")
-        click.echo(f"{row['id']}  {row['kind']}  {row['status']}  {held}  {kinds}  until {row['ends'] or 'it changes'}"
-                   f"  {row.get('by') or row.get('when')}: {row.get('reason') or row.get('tz')}")
+        click.echo(silence_store.row_text(row))
 
 
 @silence.command("remove")

@@ -83,7 +83,8 @@ def _checked(kind, entry: dict):
     for item in fields(kind):
         found = getattr(value, item.name)
         allowed = tuple(t for name in item.type.split(" | ") for t in _TYPES[name])
-        if isinstance(found, bool) or not isinstance(found, allowed) or (isinstance(found, float) and not math.isfinite(found)):
+        finite = not isinstance(found, float) or math.isfinite(found)
+        if isinstance(found, bool) or not isinstance(found, allowed) or not finite:
             raise ValueError(f"{kind.__name__}.{item.name} is {str(found)[:40]!r}, not {item.type}")
     return value
 
@@ -129,7 +130,7 @@ class SilenceFile:
             return Book.from_json(text)
         except (ValueError, TypeError) as exc:
             moved = move_aside(self.path)
-            self.warnings.append(f"{self.path} was corrupt ({exc}); moved it to {moved.name}, no silences until new ones")
+            self.warnings.append(f"{self.path} was corrupt ({exc}); moved it to {moved.name}, so nothing is silenced")
             return Book()
 
 
@@ -175,6 +176,16 @@ def listing(config: Config, now: float, include_ended: bool) -> tuple[list[dict]
             rows.append({"id": w.name, "kind": "maintenance", "status": "active", **asdict(w.scope), "when": w.when,
                          "tz": w.tz, "ends": iso_time(until), "cleanup": w.cleanup})
     return rows, store.warnings
+
+
+def row_text(row: dict) -> str:
+    """One plain line of `silence list`: id, kind and status, what it holds, until when, who and why."""
+    held = row.get("subject") or ",".join(row["hosts"] + row["pools"] + row["agents"])
+    what = f"at {row['level']}" if row["kind"] == "ack" else ",".join(row["alerts"]) or "all alerts"
+    where = f" on {','.join(row['channels'])}" if row.get("channels") else ""
+    until = f"until {row['ends']}" if row["ends"] else "until the level changes"
+    why = f"{row['when']} {row['tz']}" if row["kind"] == "maintenance" else f"by {row['by']}: {row['reason'] or '-'}"
+    return f"{row['id']}  {row['kind']} {row['status']}  {held} {what}{where}  {until}  {why}"
 
 
 def acknowledge(config: Config, name: str, reason: str, duration: float | None, now: float) -> tuple[Ack, list[str]]:

@@ -156,7 +156,7 @@ class StateFile:
 
     @contextmanager
     def lock(self):
-        """The exclusive state lock alone, with room checked: for the files changed beside state.json (silences.json)."""
+        """The exclusive state lock alone, room checked: for files changed beside state.json (silences.json)."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -14,13 +14,14 @@ from guardian.state import StateBusy, StateFile
 
 HOSTS = {"t440": {"url": "ws://127.0.0.1:18789", "limit": 60}, "pc-a": {"url": "ws://127.0.0.1:18790", "limit": 40}}
 POOLS = {"shared": {"hosts": ["t440", "pc-a"], "limit": 80}}
+OPS = {"type": "command", "name": "ops", "command": ["/bin/true"]}
 
 
 @pytest.fixture
 def config(write_config, monkeypatch):
     monkeypatch.setenv("USER", "alice")
     monkeypatch.delenv("SUDO_USER", raising=False)
-    path = write_config(HOSTS, pools=POOLS, alerts={"max_silence": "1d"},
+    path = write_config(HOSTS, pools=POOLS, alerts={"max_silence": "1d", "channels": [OPS]},
                         maintenance=[{"name": "sunday", "hosts": ["pc-a"], "when": "00:00-24:00", "tz": "Asia/Tokyo"}])
     monkeypatch.setenv("GUARDIAN_CONFIG", path)
     return path
@@ -53,8 +54,9 @@ def test_the_book_is_written_and_read_back_exactly(state_dir):
 @pytest.mark.parametrize("text", ["{", "[]", '{"version": 2, "silences": [], "acks": []}',
                                   '{"version": 1, "silences": [{"id": "x"}], "acks": []}',
                                   '{"version": 1, "silences": [], "acks": [], "extra": 1}',
-                                  '{"version": 1, "silences": [], "acks": [{"id": "a", "subject": "host:t", "level": "loud",'
-                                  ' "reason": "", "by": "b", "made": 1, "ends": null, "ended": null, "ended_why": null}]}'])
+                                  '{"version": 1, "silences": [], "acks": [{"id": "a", "subject": "host:t",'
+                                  ' "level": "loud", "reason": "", "by": "b", "made": 1, "ends": null, "ended": null,'
+                                  ' "ended_why": null}]}'])
 def test_a_corrupt_file_is_moved_aside_with_a_warning_and_holds_nothing(state_dir, text):
     state_dir.mkdir()
     (state_dir / "silences.json").write_text(text)
@@ -86,7 +88,8 @@ def test_a_change_refuses_to_write_over_a_file_it_could_not_read(state_dir, conf
     (state_dir / "silences.json").mkdir(parents=True)
     result = cli("silence", "add", "--hosts", "t440", "--for", "1h", "--reason", "x")
     assert result.exit_code == 3
-    assert result.stderr == f"guardian: cannot read {state_dir / 'silences.json'} (Is a directory); nothing was changed\n"
+    silences = state_dir / "silences.json"
+    assert result.stderr == f"guardian: cannot read {silences} (Is a directory); nothing was changed\n"
 
 
 def test_entries_that_ended_over_a_week_ago_are_dropped_on_write(state_dir):
@@ -135,7 +138,8 @@ def test_silence_add_prints_the_id_stores_it_and_audits_who_when_why(state_dir, 
     assert result.exit_code == 0, result.stderr
     silence_id = result.stdout.strip()
     (stored,) = book_of(state_dir)["silences"]
-    assert stored["id"] == silence_id and stored["hosts"] == ["t440", "pc-a"] and stored["alerts"] == ["usage", "growth"]
+    assert stored["id"] == silence_id and stored["hosts"] == ["t440", "pc-a"]
+    assert stored["alerts"] == ["usage", "growth"]
     assert stored["by"] == "bob" and stored["reason"] == "load test"
     assert stored["ends"] - stored["starts"] == 7200
     (record,) = records(state_dir, "silence")
@@ -227,6 +231,19 @@ def test_ack_with_a_corrupt_state_json_says_so_and_leaves_it(state_dir, config, 
     result = cli("ack", "t440")
     assert result.exit_code == 3 and "state.json is corrupt" in result.stderr
     assert (state_dir / "state.json").read_text() == "{"
+
+
+def test_silence_list_says_in_one_line_each_what_holds_what_until_when_and_why(state_dir, config, cli):
+    seen(state_dir, "host:t440", "critical")
+    ack_id = cli("ack", "t440").stdout.split(":")[0]
+    silence_id = cli("silence", "add", "--hosts", "pc-a", "--alert", "usage", "--channels", "ops", "--for", "1h",
+                     "--reason", "upgrade").stdout.strip()
+    silenced, acknowledged, window = cli("silence", "list").stdout.splitlines()
+    assert silenced.startswith(f"{silence_id}  silence active  pc-a usage on ops  until 20")
+    assert silenced.endswith("  by alice: upgrade")
+    assert acknowledged == f"{ack_id}  ack active  host:t440 at critical  until the level changes  by alice: -"
+    assert window.startswith("sunday  maintenance active  pc-a all alerts  until ")
+    assert window.endswith("  00:00-24:00 Asia/Tokyo")
 
 
 def test_an_ack_can_be_removed(state_dir, config, cli):
