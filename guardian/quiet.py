@@ -106,8 +106,10 @@ def covers(scope: Scope, subject: str, alert: str, channel: str) -> bool:
 def held_by(quiet: Quiet, subject: str, alert: str, channel: str, level: str, now: float) -> Hold | None:
     """The silence, window or acknowledgement that holds this alert on this channel now, or None.
 
-    `level` is the subject's level now (ok .. critical), or "unreachable" while its polls fail. A
-    silence outranks a window, a window an ack; among silences or windows, the one that holds longest.
+    `alert` is the kind of the message: usage (escalated, repeat, resolved), unreachable (and
+    reachable again), growth, rebound or peak. `level` is the subject's level now (ok .. critical),
+    or "unreachable" while its polls fail. A silence outranks a window, a window an ack; among
+    silences or windows, the one that holds longest is named.
     """
     silences = [s for s in quiet.silences if s.active(now) and covers(s.scope, subject, alert, channel)]
     if silences:

@@ -64,8 +64,11 @@ class Book:
                     [a for a in self.acks if a.over is None or a.over > now - KEEP])
 
     def new_id(self) -> str:
+        """Eight hex digits, short enough to type, not yet taken by a silence or an ack in the file."""
         taken = {s.id for s in self.silences} | {a.id for a in self.acks}
-        return next(i for i in iter(lambda: os.urandom(4).hex(), None) if i not in taken)
+        while (candidate := os.urandom(4).hex()) in taken:
+            pass
+        return candidate
 
 
 _TYPES = {"str": (str,), "float": (int, float), "None": (type(None),), "Scope": (Scope,)}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.config import ConfigError, Maintenance, Scope, parse, parse_when
+from guardian.config import LEVELS, ConfigError, Maintenance, Scope, parse, parse_when
 from guardian.quiet import (Ack, QuietError, Quiet, Silence, cleanup_held, end_time, ending, finish, held_by,
                             new_ack, new_silence, subject_id, window_end)
 
@@ -255,6 +255,32 @@ def test_an_ack_holds_its_level_then_a_rise_is_told_and_ends_it():
     assert ending(ack, "critical", NOW + 700) == "rose to critical"
     ended = Quiet(acks=(finish(ack, "rose to critical", NOW + 700),))
     assert held_by(ended, "host:t440", "usage", "ops", "warning", NOW + 800) is None  # back at warning: told again
+
+
+@given(acked=st.sampled_from(["notice", "warning", "critical"]),
+       walk=st.lists(st.sampled_from(["ok", "notice", "warning", "critical", "unreachable"]), max_size=12))
+@example(acked="warning", walk=["notice", "warning", "critical", "warning"])
+def test_an_ack_holds_its_level_only_until_the_first_rise_or_return_to_ok(acked, walk):
+    """The check records each ending (`finish`); whatever the walk, the ack holds exactly the acknowledged
+    level's usage alerts, and nothing once the subject rose above it or was ok."""
+    ack, over = new_ack("host:t440", acked, "", "bob", "ack1", NOW), False
+    for step, level in enumerate(walk):
+        now = NOW + 60 * (step + 1)
+        over = over or level == "ok" or (level != "unreachable" and LEVELS.index(level) > LEVELS.index(acked))
+        held = held_by(Quiet(acks=(ack,)), "host:t440", "usage", "ops", level, now) is not None
+        assert held == (not over and level == acked)
+        why = ending(ack, level, now)
+        assert (why is not None) == over
+        if why and ack.ended is None:
+            ack = finish(ack, why, now)
+
+
+@given(starts=st.integers(0, 10_000), length=st.integers(1, 10_000), now=st.integers(-10, 20_020),
+       level=st.sampled_from(["ok", "notice", "warning", "critical", "unreachable"]))
+def test_a_silence_holds_from_its_start_to_its_end_whatever_the_level(starts, length, now, level):
+    s = Silence("s", Scope(hosts=("t440",)), float(starts), float(starts + length), "x", "alice")
+    held = held_by(Quiet(silences=(s,)), "host:t440", "usage", "ops", level, float(now))
+    assert (held is not None) == (starts <= now < starts + length)
 
 
 def test_an_ack_ends_with_a_return_to_ok_and_the_resolved_is_not_held():
