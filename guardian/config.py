@@ -623,7 +623,7 @@ def _maintenance(root: _Section, hosts: dict, pools: dict, channels) -> tuple[Ma
         tz = entry.text("tz", "UTC")
         try:
             ZoneInfo(tz)
-        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError; a path-like key a ValueError
+        except (ValueError, KeyError, OSError):  # not found is a KeyError, a path-like key a ValueError
             entry.fail("tz", f"{tz!r} is not an IANA time zone (e.g. Europe/Berlin, Asia/Tokyo, UTC)")
         name = entry.text("name", f"maintenance-{index + 1}")
         if any(window.name == name for window in windows):

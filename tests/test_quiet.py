@@ -154,6 +154,8 @@ def test_the_config_reads_maintenance_windows():
 @pytest.mark.parametrize("entry, expected", [
     ('{hosts: [t440], when: "sun 2-4"}', "g.yaml:10: maintenance[0].when: text 'sun 2-4' is not a window"),
     ('{hosts: [t440], when: "sun 02:00-04:00", tz: Mars/Olympus}', "maintenance[0].tz: 'Mars/Olympus' is not an IANA"),
+    ('{hosts: [t440], when: "sun 02:00-04:00", tz: ../../etc/passwd}', "maintenance[0].tz: '../../etc/passwd' is not"),
+    ('{hosts: [t440], when: "sun 02:00-04:00", tz: zone.tab}', "maintenance[0].tz: 'zone.tab' is not an IANA"),
     ('{hosts: [nope], when: "sun 02:00-04:00"}', "maintenance[0].hosts: names 'nope', which is not one of the hosts"),
     ('{agents: [sales], when: "sun 02:00-04:00"}', "maintenance[0].agents: names 'sales': write HOST/AGENT"),
     ('{when: "sun 02:00-04:00"}', "maintenance[0].hosts: names no hosts, pools or agents"),
