@@ -111,9 +111,12 @@ def host_options(command):
                            help="Session limit of the local gateway when there is no config file "
                                 "(env GUARDIAN_LIMIT).")(command)
     command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
-    command = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-                           help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
-    return command
+    return config_option(command)
+
+
+def config_option(command):
+    return click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+                        help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
 
 
 def load_config(config_path, limit):
@@ -216,8 +219,7 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
 
 
 @main.command("notify-test")
-@click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-              help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+@config_option
 @click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
@@ -288,11 +290,6 @@ def doctor(config_path, hosts, limit, fmt, as_json):
         click.echo(f"guardian: warning: {warning}", err=True)
     diagnosis.print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
-
-
-def config_option(command):
-    return click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-                        help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
 
 
 def names(value: str | None) -> tuple[str, ...]:
