@@ -311,7 +311,7 @@ def quiet_errors(command):
         try:
             return command(*args, **kwargs)
         except QuietError as exc:
-            fail(str(exc), 2)
+            fail(str(exc), USAGE_ERROR)
 
     return wrapper
 
