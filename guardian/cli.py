@@ -105,6 +105,10 @@ def friendly_errors(command):
     return wrapper
 
 
+config_option = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+                             help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+
+
 def host_options(command):
     """--config, --hosts and --limit, shared by every command that talks to gateways."""
     command = click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
@@ -112,11 +116,6 @@ def host_options(command):
                                 "(env GUARDIAN_LIMIT).")(command)
     command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
     return config_option(command)
-
-
-def config_option(command):
-    return click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-                        help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
 
 
 def load_config(config_path, limit):
