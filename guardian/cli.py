@@ -105,15 +105,17 @@ def friendly_errors(command):
     return wrapper
 
 
+config_option = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+                             help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+
+
 def host_options(command):
     """--config, --hosts and --limit, shared by every command that talks to gateways."""
     command = click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
                            help="Session limit of the local gateway when there is no config file "
                                 "(env GUARDIAN_LIMIT).")(command)
     command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
-    command = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-                           help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
-    return command
+    return config_option(command)
 
 
 def load_config(config_path, limit):
@@ -216,8 +218,7 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
 
 
 @main.command("notify-test")
-@click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-              help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+@config_option
 @click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
@@ -288,6 +289,134 @@ def doctor(config_path, hosts, limit, fmt, as_json):
         click.echo(f"guardian: warning: {warning}", err=True)
     diagnosis.print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
+
+
+def names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+def warn_all(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"guardian: warning: {warning}", err=True)
+
+
+def quiet_errors(command):
+    """A silence or acknowledgement that cannot be made: its sentence, exit 2 (inside friendly_errors)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from guardian.quiet import QuietError
+
+        try:
+            return command(*args, **kwargs)
+        except QuietError as exc:
+            fail(str(exc), USAGE_ERROR)
+
+    return wrapper
+
+
+@main.group()
+def silence():
+    """Hold alerts on purpose for a while: a load test, a migration, an upgrade.
+
+    \b
+    Examples:
+      guardian silence add --hosts t440 --for 2h --reason "load test"
+      guardian silence add --pools shared-key --alert usage --until 2026-12-02T09:00 --reason "migration"
+      guardian silence add --agents t440/sales --alert growth --for 1d --reason "import" --channels slack
+      guardian silence list --all
+      guardian silence remove 3f9a1c2e
+
+    A silenced alert is still decided and shown by check; it is not sent to the channels the
+    silence names (all by default), and when the silence ends they are told what is still true.
+    """
+
+
+@silence.command("add")
+@config_option
+@click.option("--hosts", metavar="NAMES", help="Comma-separated hosts (their agents too).")
+@click.option("--pools", metavar="NAMES", help="Comma-separated pools.")
+@click.option("--agents", metavar="HOST/AGENT,...", help="Comma-separated agents, each as HOST/AGENT.")
+@click.option("--alert", "alerts", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(("usage", "unreachable", "growth", "rebound", "peak", "all")),
+              help="The alert kinds to hold (repeat the option for several).")
+@click.option("--for", "duration", type=Duration(), help="How long: 30m, 2h, 1d (at most alerts.max_silence, 7d).")
+@click.option("--until", metavar="ISO", help="Until when: 2026-12-02T09:00 (UTC unless it says otherwise).")
+@click.option("--reason", required=True, help="Why: shown with every alert it holds, and in the audit log.")
+@click.option("--channels", metavar="NAMES", help="Comma-separated channels to hold (default: all).")
+@friendly_errors
+@quiet_errors
+def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
+    """Silence alerts until a time; prints the silence's id."""
+    from guardian import quiet, silence_store
+    from guardian.config import Scope
+
+    config, now = load_config(config_path, 1), time.time()
+    scope = Scope(hosts=names(hosts), pools=names(pools), agents=names(agents),
+                  alerts=() if "all" in alerts else alerts, channels=names(channels))
+    made, warnings = silence_store.add(config, scope, quiet.end_time(duration, until, now), reason, now)
+    warn_all(warnings)
+    click.echo(made.id)
+
+
+@silence.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.option("--all", "include_ended", is_flag=True, help="Also those that ended in the last week.")
+@friendly_errors
+def silence_list(config_path, as_json, include_ended):
+    """The active silences, acknowledgements and maintenance windows."""
+    import json
+
+    from guardian import silence_store
+
+    config = load_config(config_path, 1)
+    rows, warnings = silence_store.listing(config, time.time(), include_ended)
+    warn_all(warnings)
+    if as_json:
+        click.echo(json.dumps({"quiet": rows}, indent=2))
+    for row in [] if as_json else rows:
+        click.echo(silence_store.row_text(row))
+
+
+@silence.command("remove")
+@config_option
+@click.argument("entry_id", metavar="ID")
+@friendly_errors
+@quiet_errors
+def silence_remove(config_path, entry_id):
+    """End a silence or an acknowledgement now (its id from `guardian silence list`)."""
+    from guardian import silence_store
+
+    kind, warnings = silence_store.remove(load_config(config_path, 1), entry_id, time.time())
+    warn_all(warnings)
+    click.echo(f"{kind} {entry_id} removed")
+
+
+@main.command()
+@config_option
+@click.argument("subject")
+@click.option("--reason", default="", help="Why, for the audit log and the alerts' views.")
+@click.option("--for", "duration", type=Duration(), help="End it after this long (default: when the level changes).")
+@friendly_errors
+@quiet_errors
+def ack(config_path, subject, reason, duration):
+    """Acknowledge the level a host, pool or agent holds now: its repeats stop.
+
+    \b
+    Examples:
+      guardian ack t440 --reason "on it"
+      guardian ack pool:shared-key --for 4h
+      guardian ack t440/sales
+
+    A rise above the acknowledged level is told at once and ends it; a return to ok ends it with the
+    usual resolved. Until then it stays, or for --for. `guardian silence remove ID` ends it.
+    """
+    from guardian import silence_store
+
+    made, warnings = silence_store.acknowledge(load_config(config_path, 1), subject, reason, duration, time.time())
+    warn_all(warnings)
+    click.echo(f"{made.id}: {made.subject} acknowledged at {made.level}")
 
 
 if __name__ == "__main__":

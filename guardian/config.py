@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 LEVELS = ("ok", "notice", "warning", "critical")
+ALERT_KINDS = ("usage", "unreachable", "growth", "rebound", "peak")  # what a silence or a window can hold
 DEFAULT_URL = "ws://127.0.0.1:18789"
 DEFAULT_CONFIG_PATH = "~/.config/guardian/guardian.yaml"
 DEFAULT_STATE_DIR = "~/.local/state/guardian"
@@ -106,6 +107,7 @@ class Alerts:
     channels: tuple[Channel, ...] = ()
     predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
     rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
+    max_silence: float = 7 * 86400.0  # `guardian silence add` refuses a longer one
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,42 @@ class History:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a silence or a maintenance window holds: these subjects' alerts of these kinds on these channels.
+
+    A host covers its agents too; a pool is covered only when named. Empty alerts or channels: all of them.
+    """
+
+    hosts: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()  # "HOST/AGENT"
+    alerts: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """A recurring window (`maintenance:`): from `start` to `end` (minutes after local midnight, an end
+    before the start is on the next day) on each of `days` (0 Monday .. 6 Sunday), in zone `tz`."""
+
+    name: str
+    scope: Scope
+    when: str  # as written, for the operator
+    days: frozenset
+    start: int
+    end: int
+    tz: str = "UTC"
+    cleanup: bool = True  # false: cleanup and on_critical leave its hosts alone too
+
+
+@dataclass(frozen=True)
 class Config:
     hosts: dict  # name -> Host, in file order
     pools: dict = field(default_factory=dict)
     alerts: Alerts = Alerts()
     cleanup: Cleanup = Cleanup()
     history: History = History()
+    maintenance: tuple[Maintenance, ...] = ()
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     path: str | None = None  # the file it came from; None for the no-file default
     warnings: tuple[str, ...] = ()
@@ -216,6 +248,35 @@ def duration_text(seconds: float | None) -> str:
             rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
             return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WHEN_EXAMPLE = 'days and a time range, e.g. "sun 02:00-04:00", "mon-fri 22:00-06:00" or "sat,sun 00:00-24:00"'
+
+
+def parse_when(text) -> tuple[frozenset, int, int]:
+    """'mon-fri 22:00-06:00' -> (days 0..6, start and end in minutes after midnight). ValueError if not.
+
+    Days are names, ranges (fri-mon wraps) and commas; without days, every day. A range may cross
+    midnight (22:00-06:00 ends on the next day); 24:00 is the end of the day.
+    """
+    match = re.fullmatch(r"(?:([a-z,-]+)\s+)?(\d\d):(\d\d)-(\d\d):(\d\d)", str(text).strip().lower())
+    if not isinstance(text, str) or not match:
+        raise ValueError(f"{_kind(text)} is not a window: write {WHEN_EXAMPLE}")
+    day_text, *clock = match.groups()
+    start, end = int(clock[0]) * 60 + int(clock[1]), int(clock[2]) * 60 + int(clock[3])
+    if int(clock[1]) > 59 or int(clock[3]) > 59 or start >= 24 * 60 or end > 24 * 60:
+        raise ValueError(f"{text!r} has a time that is not on a clock (00:00 to 23:59, 24:00 as an end)")
+    if start == end:
+        raise ValueError(f"{text!r} starts where it ends: give a range that lasts")
+    days = set()
+    for part in (day_text or "mon-sun").split(","):
+        first, _, last = part.partition("-")
+        if first not in DAYS or (last and last not in DAYS):
+            raise ValueError(f"{text!r} names a day that is not one of {', '.join(DAYS)}")
+        a, b = DAYS.index(first), DAYS.index(last or first)
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days), start, end
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -464,6 +525,7 @@ def _alerts(section: _Section, warnings: list, host_names) -> Alerts:
         channels=_channels(section, warnings, host_names, resolved),
         predict=section.duration("predict", None, can_be_off=True),
         rebound=section.duration("rebound", defaults.rebound, can_be_off=True) or 0.0,
+        max_silence=section.duration("max_silence", defaults.max_silence),
     )
     section.done()
     return alerts
@@ -490,13 +552,8 @@ CHANNEL_TYPES = ("webhook", "slack", "discord", "telegram", "email", "alertmanag
 
 
 def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> tuple[Channel, ...]:
-    items = section.get("channels", [])
-    if not isinstance(items, list):
-        section.fail("channels", f"must be a list, got {_kind(items)}")
     channels = []
-    for index, item in enumerate(items):
-        line = getattr(item, "line", section.mapping.lines.get("channels", section.line))
-        ch = _Section(section.path, f"alerts.channels[{index}]", item, line)
+    for index, ch in enumerate(_list_items(section, "channels")):
         kind = ch.text("type", required=True)
         if kind not in CHANNEL_TYPES:
             ch.fail("type", f"must be one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
@@ -518,6 +575,63 @@ def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> 
         channels.append(READERS[kind](ch, common, warnings))
         ch.done()
     return tuple(channels)
+
+
+def _list_items(section: _Section, key: str):
+    """A _Section for each mapping of the list at `key`, each named `key[i]` with its own line."""
+    items = section.get(key, [])
+    if not isinstance(items, list):
+        section.fail(key, f"must be a list, got {_kind(items)}")
+    name = f"{section.key_path}.{key}" if section.key_path else key
+    for index, item in enumerate(items):
+        line = getattr(item, "line", section.mapping.lines.get(key, section.line))
+        yield _Section(section.path, f"{name}[{index}]", item, line)
+
+
+def scope_problem(scope: Scope, hosts, pools, channels) -> tuple[str, str] | None:
+    """(key, problem) for a scope that names nothing, or a name the config does not define."""
+    if not (scope.hosts or scope.pools or scope.agents):
+        return "hosts", "names no hosts, pools or agents, so it would hold nothing"
+    known = {"hosts": hosts, "pools": pools, "alerts": ALERT_KINDS,
+             "channels": [channel.name for channel in channels]}
+    for key, names in (("hosts", scope.hosts), ("pools", scope.pools), ("alerts", scope.alerts),
+                       ("channels", scope.channels), ("agents", scope.agents)):
+        for name in names:
+            host, slash, agent = name.partition("/")
+            if key == "agents" and not (slash and agent and host in hosts):
+                return key, f"names {name!r}: write HOST/AGENT with a host of this config"
+            if key != "agents" and name not in known[key]:
+                return key, f"names {name!r}, which is not one of the {key} here ({', '.join(known[key]) or 'none'})"
+    return None
+
+
+def _maintenance(root: _Section, hosts: dict, pools: dict, channels) -> tuple[Maintenance, ...]:
+    from zoneinfo import ZoneInfo  # only with windows: zone data costs start-up
+
+    windows = []
+    for index, entry in enumerate(_list_items(root, "maintenance")):
+        scope = Scope(hosts=entry.names("hosts"), pools=entry.names("pools"), agents=entry.names("agents"),
+                      alerts=entry.names("alerts"), channels=entry.names("channels"))
+        problem = scope_problem(scope, hosts, pools, channels)
+        if problem:
+            entry.fail(*problem)
+        when = entry.text("when", required=True)
+        try:
+            days, start, end = parse_when(when)
+        except ValueError as exc:
+            entry.fail("when", str(exc))
+        tz = entry.text("tz", "UTC")
+        try:
+            ZoneInfo(tz)
+        except (ValueError, KeyError, OSError):  # not found is a KeyError, a path-like key a ValueError
+            entry.fail("tz", f"{tz!r} is not an IANA time zone (e.g. Europe/Berlin, Asia/Tokyo, UTC)")
+        name = entry.text("name", f"maintenance-{index + 1}")
+        if any(window.name == name for window in windows):
+            entry.fail("name", f"window name {name!r} is already taken")
+        windows.append(Maintenance(name=name, scope=scope, when=when, days=days, start=start, end=end, tz=tz,
+                                   cleanup=entry.boolean("cleanup", True)))
+        entry.done()
+    return tuple(windows)
 
 
 def _cleanup(section: _Section) -> Cleanup:
@@ -589,11 +703,12 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
         pools[name] = Pool(name=name, hosts=members, limit=limit)
         pool.done()
     alerts = _alerts(root.section("alerts"), warnings, hosts)
+    maintenance = _maintenance(root, hosts, pools, alerts.channels) if root.has("maintenance") else ()
     cleanup = _cleanup(root.section("cleanup"))
     history = _history(root.section("history"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
-    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history,
+    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history, maintenance=maintenance,
                   state_dir=Path(state_dir).expanduser(), path=path, warnings=tuple(warnings))
 
 

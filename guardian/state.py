@@ -144,14 +144,7 @@ class StateFile:
     @contextmanager
     def locked(self):
         """Yield the State under an exclusive lock; write it back if the block completes."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
-        try:
-            self._acquire(fd)
-            self._check_room()
+        with self.lock():
             state = self._read()
             yield state
             for stale in self.dir.glob(f".{self.path.name}.*.tmp"):  # a killed run's; under the lock none is live
@@ -160,6 +153,19 @@ class StateFile:
                 write_private(self.path, state.to_json())
             except OSError as exc:
                 raise StateError(f"cannot write {self.path} ({exc.strerror}); alerts of this run may be sent again") from None
+
+    @contextmanager
+    def lock(self):
+        """The exclusive state lock alone, room checked: for files changed beside state.json (silences.json)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
+        try:
+            self._acquire(fd)
+            self._check_room()
+            yield
         finally:
             os.close(fd)  # releases the lock
 
