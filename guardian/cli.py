@@ -111,7 +111,7 @@ config_option = click.option("--config", "config_path", metavar="FILE", envvar="
 
 def host_options(command):
     """--config, --hosts and --limit, shared by every command that talks to gateways."""
-    command = click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
+    command = click.option("--limit", type=click.IntRange(min=1), metavar="N", envvar="GUARDIAN_LIMIT",
                            help="Session limit of the local gateway when there is no config file "
                                 "(env GUARDIAN_LIMIT).")(command)
     command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
@@ -155,10 +155,13 @@ def main(debug):
 @main.command(cls=NagiosPlugin)
 @host_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS + ("nagios",)),
-              help="Output format (default: table on a terminal, plain when piped).")
+              help="Output format (default: table on a terminal, plain when piped); nagios: one line with perfdata, "
+                   "for Nagios or Icinga.")
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
-@click.option("--no-notify", is_flag=True, help="Decide and show alerts, but send none and remember none.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; alerts and errors still go to stderr.")
+@click.option("--no-notify", is_flag=True, help="Decide and show alerts, but send none, remember none and run no "
+                                                "on_critical cleanup; the next run still sends them.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout (for cron); alert lines and errors still go "
+                                                  "to stderr.")
 @click.option("--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format).")
 @friendly_errors
 def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
@@ -185,13 +188,17 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
 
 @main.command()
 @host_options
-@click.option("--dry-run", is_flag=True, help="Print the full plan and change nothing on any gateway.")
-@click.option("--idle-after", type=Duration(), help="Close sessions idle longer than this (45s, 30m, 2h); "
-                                                    "overrides cleanup.idle_after.")
-@click.option("--max-per-run", type=click.IntRange(min=1), help="Close at most N sessions per host in this run.")
+@click.option("--dry-run", is_flag=True, help="Print the full plan (host, key, agent, idle time, decision, "
+                                              "reason) and change nothing on any gateway.")
+@click.option("--idle-after", type=Duration(), help="Close sessions idle longer than this (45s, 30m, 2h, 1d): "
+                                                    "overrides cleanup.idle_after in this run (an agent's own "
+                                                    "idle_after still applies).")
+@click.option("--max-per-run", type=click.IntRange(min=1), metavar="N",
+              help="Close at most N sessions per host in this run; overrides cleanup.max_per_run.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: table on a terminal, plain when piped).")
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only problems (failures, reserve not met).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the problems (failed deletes, reserve not met), "
+                                                  "on stderr.")
 @friendly_errors
 def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
@@ -219,8 +226,10 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
 
 @main.command("notify-test")
 @config_option
-@click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels, "
+                                                                   "by name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON: per channel, whether it was "
+                                                      "delivered, and the error.")
 @friendly_errors
 def notify_test(config_path, channel_names, as_json):
     """Send a sample alert to every alert channel and say, per channel, whether it was delivered."""
@@ -252,9 +261,12 @@ def notify_test(config_path, channel_names, as_json):
 @main.command()
 @host_options
 @click.option("--since", default="24h", show_default=True, metavar="24h|7d|ISO",
-              help="Start of the period: a duration back from now, or an ISO date/time (UTC unless it says otherwise).")
+              help="Start of the period: a duration back from now, or an ISO date/time such as 2026-11-21T08:00 "
+                   "(UTC unless it gives an offset).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS + ("html",)),
-              help="Output format (default: from the -o file's extension, else table on a terminal, plain when piped).")
+              help="Output format: the terminal table, plain lines, JSON or a self-contained HTML page (default: "
+                   "from the -o file's extension, .html, .json, else plain; without -o, table on a terminal, plain "
+                   "when piped).")
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @friendly_errors
