@@ -262,8 +262,8 @@ def alertmanager_alerts(lines: list[AlertLine], now: float) -> list[dict]:
 
         if line.reason == "test":
             alerts.append(alert("SessionGuardianTest", "notice", True))  # no endsAt: Alertmanager's resolve_timeout
-        elif line.reason == "unreachable":
-            alerts.append(alert("SessionHostUnreachable", "warning", True))
+        elif line.alert == "unreachable":  # unreachable, or reachable again
+            alerts.append(alert("SessionHostUnreachable", "warning", line.status == "firing"))
         else:
             alerts += [alert("SessionUsageHigh", severity, severity == line.level) for severity in SEVERITIES]
             if line.kind == "host":
@@ -288,7 +288,8 @@ def email_subject(lines: list[AlertLine]) -> str:
     parts = []
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
-        parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{usage}")
+        what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the host is still at its level
+        parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 
 

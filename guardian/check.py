@@ -158,7 +158,7 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     closed_now, cleanup_warnings = _cleanup_critical(config, hosts, polls, now, audit) if notify else ({}, [])
 
-    store = StateFile(config.state_dir)
+    store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     subjects, deliveries, history_warnings, error = None, [], [], None
     try:
         with store.locked() as state:
@@ -265,50 +265,64 @@ def hears(channel: Channel, subject: Subject) -> bool:
     return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
 
 
-def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
-            backoff: Backoff | None) -> list[Delivery]:
-    """Decide per channel (the log line and `channels`), send one message per channel (all at once),
-    remember what was accepted."""
+@dataclass
+class ChannelPlan:
+    """What one channel must be told this run, and what it remembers once it accepted that."""
+
+    channel: Channel
+    lines: list[AlertLine]
+    memories: dict  # memory key ("host:t440", "host:t440/growth") -> policy.ChannelMemory
+
+
+def plan(state, subjects: list[Subject], channels, config: Config, now: float) -> list[ChannelPlan]:
+    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing."""
     plans = []
-    for channel in [log_channel(config), *channels]:
+    for channel in channels:
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:
             if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
                 continue
-            seen = policy.as_seen(state.subject(subject.id), channel.min_level)
-            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), seen, alerts, now))]
+            current = state.subject(subject.id)
+            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), current, alerts, now,
+                                                    channel.min_level))]
             if policy.RANK[channel.min_level] <= policy.RANK["notice"]:  # anomalies are notices
                 for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
                     key = f"{subject.id}/{reason}"
                     decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
             for key, decision in decisions:
                 memories[key] = decision.memory
-                if decision.notice:
-                    lines.append(_line(subject, decision, seen.failures, now))
-        plans.append((channel, lines, memories))
-
-    messages = [(channel, lines) for channel, lines, _ in plans]
-    errors = deliver_all(messages, now, backoff) if send else [None] * len(plans)
-    deliveries = []
-    for (channel, lines, memories), error in zip(plans, errors):
-        if send and error is None:
-            for subject_id, memory in memories.items():
-                state.memories[(subject_id, channel.name)] = memory
-        if lines:
-            deliveries.append(Delivery(channel.name, lines, error, sent=send))
-    return deliveries
+                lines += [_line(subject, notice, current.failures) for notice in decision.notices]
+        plans.append(ChannelPlan(channel, lines, memories))
+    return plans
 
 
-def _line(subject: Subject, decision: policy.Decision, failures: int, now: float) -> AlertLine:
-    notice = decision.notice
+def remember(state, plans: list[ChannelPlan], errors: list[str | None]) -> None:
+    """A channel's memory moves on only when it accepted its message (or had none): a failed one is decided again."""
+    for channel_plan, error in zip(plans, errors):
+        if error is None:
+            for key, memory in channel_plan.memories.items():
+                state.memories[(key, channel_plan.channel.name)] = memory
+
+
+def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
+            backoff: Backoff | None) -> list[Delivery]:
+    """Plan for the log line and `channels`, send one message per channel (all at once), remember what was accepted."""
+    plans = plan(state, subjects, [log_channel(config), *channels], config, now)
+    if send:
+        errors = deliver_all([(p.channel, p.lines) for p in plans], now, backoff)
+        remember(state, plans, errors)
+    else:
+        errors = [None] * len(plans)
+    return [Delivery(p.channel.name, p.lines, error, sent=send) for p, error in zip(plans, errors) if p.lines]
+
+
+def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
     hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
     reading = subject.reading
     error = f"{subject.error} ({failures} failed polls in a row)" if notice.reason == "unreachable" else None
-    repeat_after = (decision.memory.unreachable_repeat_after if notice.reason == "unreachable"
-                    else decision.memory.repeat_after)
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=notice.reason,
                      level=notice.level, previous=notice.previous, count=reading.count if reading else None,
                      limit=subject.limit, idle=reading.idle if reading else None, error=error,
                      action=suggested_action(notice.reason, notice.level, hosts), closed_now=subject.closed_now,
-                     repeat_in=max(0.0, repeat_after - now) or None, detail=subject.anomalies.get(notice.reason))
+                     repeat_in=notice.repeat_in, detail=subject.anomalies.get(notice.reason))

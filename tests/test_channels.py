@@ -13,10 +13,10 @@ from conftest import read_state
 from guardian import audit
 from guardian import check as checking
 from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
-                               fit, slack_payload, telegram_payload, utf16_len)
+                               email_subject, fit, slack_payload, telegram_payload, utf16_len)
 from guardian.channel_settings import TelegramChannel
 from guardian.config import Secret, load
-from guardian.notify import AlertLine
+from guardian.notify import AlertLine, envelope, message_text
 
 T0 = 1_800_000_000.0
 SLACK_SECRET = "/services/T000/B000/zq-slack-secret"
@@ -125,10 +125,29 @@ def test_line_texts():
                              "guardian cleanup --hosts t440")
     assert line(reason="resolved", level="ok", previous="critical").text() == (
         "RESOLVED t440 92% (55/60), back below notice (was critical)")
-    # the unreachable alert resolved while the usage alert stands
-    assert line(reason="resolved", level="warning", previous="warning").text() == "RESOLVED t440 reachable again, 92% (55/60), warning"
+    # the unreachable alert resolved while the usage alert stands: it says so, and resolves only .../unreachable
+    back = line(reason="reachable", level="warning", previous="warning")
+    assert back.text() == "RESOLVED t440 reachable again, still at warning, 92% (55/60)"
+    assert (back.status, back.alert, back.dedup_key) == ("resolved", "unreachable", "guardian/host/t440/unreachable")
+    assert line(reason="reachable", level="ok", previous="ok").text() == "RESOLVED t440 reachable again, below notice, 92% (55/60)"
+    # a reminder at a lower level that held for its cooldown
+    assert line(reason="repeat", level="warning", previous="critical").text().startswith("WARNING t440 92% (55/60), down from critical")
     assert line(reason="unreachable", error="refused\nforged line").text() == (
         "UNREACHABLE t440: refused?forged line. guardian cleanup --hosts t440")
+
+
+def test_every_format_says_what_a_reachable_again_resolves():
+    """Back from an outage at warning: every format resolves the unreachable alert, never the usage one."""
+    back = line(reason="reachable", level="warning", previous="warning", repeat_in=None)
+    (entry,) = envelope([back], T0)["alerts"]
+    assert (entry["status"], entry["alert"], entry["dedup_key"]) == ("resolved", "unreachable", "guardian/host/t440/unreachable")
+    telegram = TelegramChannel(name="tg", type="telegram", token=Secret("x", "t"), chat_id="1")
+    for text in (slack_payload([back])["text"], slack_payload([back])["blocks"][0]["text"]["text"],
+                 discord_payload([back])["content"], telegram_payload(telegram, [back])["text"], message_text([back])):
+        assert "reachable again, still at warning" in text and "back below notice" not in text, text
+    assert email_subject([back]) == "[guardian] RESOLVED t440 reachable again 92%"
+    assert [(a["labels"]["alertname"], "startsAt" in a) for a in alertmanager_alerts([back], T0)] == [
+        ("SessionHostUnreachable", False)]  # resolved; the usage alerts are left as they were
 
 
 def test_alertmanager_alerts_state_everything_about_each_subject():
@@ -450,7 +469,7 @@ def run_minutes(fake, config, sessions):
         checking.run(config, None, now=T0 + minute * 60)
 
 
-def test_min_level_counts_lower_levels_as_ok_for_that_channel(fake, write_config, receivers, monkeypatch):
+def test_min_level_channel_hears_from_its_level_up_and_a_resolved_only_at_ok(fake, write_config, receivers, monkeypatch):
     config, everything, pager = two_webhooks(fake, write_config, receivers, monkeypatch, min_level="critical")
     run_minutes(fake, config, (70, 85, 95, 84, 40))  # notice, warning, critical, warning, ok
     pager_told = [(b["alerts"][0]["reason"], b["alerts"][0]["level"], b["alerts"][0]["previous_level"]) for b in pager.bodies]

@@ -249,3 +249,26 @@ def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cl
     events = [r["event"] for r in audit.read(state_dir)]
     assert events.count("outcome") == 4 and events[-1] == "alert"
     assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
+
+
+def test_a_version_1_state_keeps_its_cooldowns(fake, write_config, state_dir):
+    """state.json from the previous release: what each channel was told carries over, no alert storm."""
+    fill(fake, 95)
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
+    t0 = 1_800_000_000.0
+    state_dir.mkdir(parents=True)
+    told = {"level": "critical", "repeat_after": t0 + 180, "unreachable": False, "unreachable_repeat_after": 0.0}
+    growth = {"level": "notice", "repeat_after": t0 + 600, "unreachable": False, "unreachable_repeat_after": 0.0}
+    (state_dir / "state.json").write_text(json.dumps({"version": 1, "subjects": {
+        "host:a": {"level": "critical", "failures": 0, "count": 95, "checked_at": t0 - 60, "channels": {"log": told}},
+        "host:a/growth": {"level": "ok", "failures": 0, "count": None, "checked_at": None, "channels": {"log": growth}},
+    }}))
+    sent = []
+    for minutes in (0, 2, 3):
+        report = checking.run(config, None, now=t0 + minutes * 60)
+        sent.append([line.reason for d in report.deliveries for line in d.lines])
+        assert not report.warnings
+    assert sent == [[], [], ["repeat"]]  # critical was told 2 min before the upgrade: repeated 5 min after it
+    state = read_state(state_dir)
+    assert state["version"] == 2
+    assert state["subjects"]["host:a/growth"]["channels"]["log"]["told_at"] == {"growth": t0 + 600 - 1800}
