@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -161,7 +162,8 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     subjects, deliveries, history_warnings, error = None, [], [], None
     try:
-        with store.locked() as state:
+        # --no-notify changes nothing: it judges against the state as it is and writes none of it back
+        with store.locked() if notify else nullcontext(store.look()) as state:
             subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
             history_warnings = _trends(config, subjects, now)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)

@@ -151,6 +151,19 @@ class StateFile:
         finally:
             os.close(fd)  # releases the lock
 
+    def look(self) -> State:
+        """The State as it is, for a run that changes nothing (`check --no-notify`): no lock, nothing written,
+        a corrupt file left where it is."""
+        try:
+            return State.from_json(self.path.read_text(), self.cooldown)
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path} ({exc.strerror})") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.warnings.append(f"{self.path} is corrupt ({exc}); starting from a clean slate")
+            return State()
+
     def _acquire(self, fd: int) -> None:
         deadline = time.monotonic() + self.lock_timeout
         while True:

@@ -251,6 +251,19 @@ def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cl
     assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
 
 
+def test_no_notify_changes_no_state(fake, write_config, cli, state_dir):
+    """Two --no-notify looks at a dead host, then a real run: that run counts one failed poll, not three."""
+    fill(fake, 10)
+    config = write_config({"up": {"url": fake.url, "token": "secret", "limit": 100},
+                           "down": {"url": f"ws://127.0.0.1:{closed_port()}", "token": "secret", "limit": 10}})
+    for _ in range(2):
+        assert cli("check", "--config", config, "-q", "--no-notify").exit_code == 3
+    assert not (state_dir / "state.json").exists()
+    real = cli("check", "--config", config, "-q")
+    assert "UNREACHABLE" not in real.stderr  # one failed poll is not yet an alert
+    assert read_state(state_dir)["subjects"]["host:down"]["failures"] == 1
+
+
 def test_a_version_1_state_keeps_its_cooldowns(fake, write_config, state_dir):
     """state.json from the previous release: what each channel was told carries over, no alert storm."""
     fill(fake, 95)
