@@ -9,6 +9,7 @@ asserts the promises (README "Alert policy") against that book, never against a 
 Time: `wall` is the clock the runs are given (it may jump back or forward), `real` the time that
 really went by. A cooldown is "surely over" when both clocks say so and "maybe over" when one does:
 nothing may repeat before it is maybe over, and what is due must be offered once it is surely over.
+When the clock goes back, a cooldown ends at most one cooldown after the new time (`clock_went_back`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     if reachable and subject.level != "ok" and RANK[subject.level] >= RANK[min_level] \
             and RANK[subject.level] > RANK[told.level]:
         assert [(l.reason, l.level) for l in usage] == [("escalated", subject.level)], f"a rise not told to {where}"
+    if reachable and subject.level == told.level != "ok" and surely_over(told.at.get(told.level), now, cooldown[told.level]):
+        assert [(l.reason, l.level) for l in usage] == [("repeat", told.level)], f"a due repeat not told to {where}"
     if reachable and subject.level == "ok" and told.level != "ok":
         assert [(l.status, l.reason) for l in usage] == [("resolved", "resolved")], f"no resolved to {where}"
     for line in usage:
@@ -142,6 +145,12 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
             assert [l.level for l in usage] == [line.level], f"a refused alert not offered again to {where}"
         if line.alert == "unreachable" and line.status == "firing" and unreachable:
             assert [l.reason for l in reach] == ["unreachable"], f"a refused unreachable not offered again to {where}"
+
+
+def clock_went_back(told: Told, wall: float) -> None:
+    """Promised: once the clock went back, a cooldown ends at most one cooldown after the first run at the
+    new time that the channel kept (accepted its message, or had none), never hours later."""
+    told.at = {kind: (min(at[0], wall), at[1]) for kind, at in told.at.items()}
 
 
 def learn(told: Told, lines, now) -> None:
@@ -186,6 +195,7 @@ def replay(walk_steps, monkeypatch_run):
                     check_channel(channel, name, mine, subjects[name], books[(channel, name)], now, cooldown,
                                   retry if step.jump >= 0 else [])
                     if not (delivery and delivery.error):
+                        clock_went_back(books[(channel, name)], wall)
                         learn(books[(channel, name)], mine, now)
             refused_last = {d.channel: d.lines for d in report.deliveries if d.error}
 
