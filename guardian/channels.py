@@ -288,7 +288,7 @@ def email_subject(lines: list[AlertLine]) -> str:
     parts = []
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
-        what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the host is still at its level
+        what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the level stands
         parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 

@@ -92,7 +92,8 @@ class AlertLine:
         if self.alert in ("growth", "rebound"):
             return safe(f"{label} {usage}, {'growing' if self.alert == 'growth' else 'rebounding'}: {self.detail}. {self.action}")
         if self.reason == "reachable":  # the unreachable alert resolved; the usage alert stands as it was told
-            return f"{label} reachable again, {f'still at {self.level}' if self.level != 'ok' else 'below notice'}, {usage}"
+            level = f"still at {self.level}" if self.level != "ok" else "below notice"
+            return f"{label} reachable again, {level}, {usage}"
         if self.reason == "resolved":
             return f"{label} {usage}, back below notice (was {self.previous})"
         why = f"up from {self.previous}" if self.reason == "escalated" else "still"

@@ -62,7 +62,8 @@ class State:
         time becomes the time it was told, one `cooldown` earlier, so every cooldown runs on as it would have.
         """
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") not in (1, VERSION) or not isinstance(data.get("subjects"), dict):
+        if not isinstance(data, dict) or data.get("version") not in (1, VERSION) \
+                or not isinstance(data.get("subjects"), dict):
             raise ValueError(f"not a guardian state file of version 1 or {VERSION}")
         upgrade = data["version"] == 1
         state = cls()

@@ -285,3 +285,15 @@ def test_a_version_1_state_keeps_its_cooldowns(fake, write_config, state_dir):
     state = read_state(state_dir)
     assert state["version"] == 2
     assert state["subjects"]["host:a/growth"]["channels"]["log"]["told_at"] == {"growth": t0 + 600 - 1800}
+
+
+def test_a_version_1_unreachable_memory_keeps_its_cooldown():
+    from guardian.state import State
+
+    old = {"level": "warning", "repeat_after": 2_000.0, "unreachable": True, "unreachable_repeat_after": 1_500.0}
+    state = State.from_json(json.dumps({"version": 1, "subjects": {"host:a": {
+        "level": "warning", "failures": 3, "count": 85, "checked_at": 100.0, "channels": {"pager": old}}}}))
+    memory = state.memory("host:a", "pager")
+    assert (memory.level, memory.unreachable) == ("warning", True)
+    assert memory.told_at == {"warning": 1_100.0, "unreachable": 600.0}
+    assert state.subject("host:a").since == 100.0  # a lower level's reminder waits a cooldown from the last poll

@@ -159,7 +159,8 @@ def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways
             report = checking.run(config(warning, url), None, now=t0 + 300 + 90 * cycle + 30 * run)
             assert (report.subjects[0].reading is None) == (url == closed)
     assert report.subjects[0].level == "warning"
-    told = [(a["alert"], a["status"], a["reason"], a["level"], a["dedup_key"]) for b in receiver.bodies for a in b["alerts"]]
+    told = [(a["alert"], a["status"], a["reason"], a["level"], a["dedup_key"])
+            for body in receiver.bodies for a in body["alerts"]]
     assert told == [("usage", "firing", "escalated", "critical", "guardian/host/pc-a/usage"),
                     ("unreachable", "firing", "unreachable", "warning", "guardian/host/pc-a/unreachable"),
                     ("unreachable", "resolved", "reachable", "warning", "guardian/host/pc-a/unreachable")]

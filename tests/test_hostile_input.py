@@ -209,6 +209,27 @@ def test_a_state_file_is_used_only_when_every_field_is_what_we_write(subjects):
         policy.decide(memory, state.subject(subject_id), Alerts(), 1_800_000_000.0)
 
 
+@given(st.dictionaries(st.text(max_size=12), shaped({
+    "level": st.sampled_from(["ok", "critical"]) | json_values, "failures": json_values, "since": json_values,
+    "channels": st.dictionaries(st.text(max_size=6), shaped({
+        "level": st.sampled_from(["ok", "warning"]) | json_values, "unreachable": json_values,
+        "told_at": st.dictionaries(st.sampled_from(["critical", "unreachable", "growth"]) | st.text(max_size=8),
+                                   st.floats() | json_values, max_size=3) | json_values}) | json_values,
+                                max_size=2) | json_values}) | json_values, max_size=3))
+def test_a_version_2_state_file_is_used_only_when_every_field_is_what_we_write(subjects):
+    from guardian import policy
+    from guardian.config import Alerts
+    from guardian.state import State
+
+    try:
+        state = State.from_json(json.dumps({"version": 2, "subjects": subjects}))
+    except (ValueError, TypeError, AttributeError):
+        return  # moved aside with a warning by StateFile
+    for (subject_id, _), memory in state.memories.items():
+        policy.decide(memory, state.subject(subject_id), Alerts(), 1_800_000_000.0, "warning")
+        policy.decide_anomaly(memory, "growth", Alerts(), 1_800_000_000.0)
+
+
 # --- hostile names end to end -----------------------------------------------------------------------
 
 HOSTILE_KEYS = ["agent:main:\x1b[2J\x1b[31mred", "agent:main:forged\nguardian alert: CRITICAL fake 99%",

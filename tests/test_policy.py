@@ -81,7 +81,8 @@ def test_a_rise_after_the_lower_level_was_told_is_sent_at_once():
 
 def test_flapping_between_two_levels_tells_the_higher_once_per_its_cooldown_and_never_the_lower():
     steps = [(minute, 95 if minute % 2 == 0 else 80) for minute in range(60)]
-    assert replay(steps) == [(minute, "escalated" if minute == 0 else "repeat", "critical") for minute in range(0, 60, 6)]
+    expected = [(minute, "escalated" if minute == 0 else "repeat", "critical") for minute in range(0, 60, 6)]
+    assert replay(steps) == expected
 
 
 def test_a_reminder_at_a_lower_level_waits_for_the_cooldown_of_the_level_told():
@@ -105,9 +106,10 @@ def test_resolved_can_be_switched_off():
     ([(0, 70), (1, 85), (2, 95)], [(2, "escalated", "critical")]),
     ([(0, 95), (1, 84), (2, 95)], [(0, "escalated", "critical")]),  # a drop to warning is not a resolved
     ([(0, 95), (1, 84), (2, 95), (5, 95)], [(0, "escalated", "critical"), (5, "repeat", "critical")]),
-    ([(0, 95), (1, 84), (30, 84), (31, 40)], [(0, "escalated", "critical"), (31, "resolved", "ok")]),  # no warning reminder
+    # below min_level: no warning reminder, and the resolved only at ok
+    ([(0, 95), (1, 84), (30, 84), (31, 40)], [(0, "escalated", "critical"), (31, "resolved", "ok")]),
     ([(0, 95), (1, 86), (7, 91)], [(0, "escalated", "critical"), (7, "repeat", "critical")]),  # 86: held by the margin
-    ([(0, 80), (1, None), (2, None)], [(2, "unreachable", "warning")]),  # unreachable is not a level: it reaches every channel
+    ([(0, 80), (1, None), (2, None)], [(2, "unreachable", "warning")]),  # not a level: it reaches every channel
     ([(0, 70), (1, 40)], []),  # never told, so no resolved
 ])
 def test_a_channel_with_min_level_critical_hears_critical_and_a_resolved_only_at_ok(steps, expected):

@@ -107,7 +107,8 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     if reachable and subject.level != "ok" and RANK[subject.level] >= RANK[min_level] \
             and RANK[subject.level] > RANK[told.level]:
         assert [(l.reason, l.level) for l in usage] == [("escalated", subject.level)], f"a rise not told to {where}"
-    if reachable and subject.level == told.level != "ok" and surely_over(told.at.get(told.level), now, cooldown[told.level]):
+    due = surely_over(told.at.get(told.level), now, cooldown.get(told.level, 0))
+    if reachable and subject.level == told.level != "ok" and due:
         assert [(l.reason, l.level) for l in usage] == [("repeat", told.level)], f"a due repeat not told to {where}"
     if reachable and subject.level == "ok" and told.level != "ok":
         assert [(l.status, l.reason) for l in usage] == [("resolved", "resolved")], f"no resolved to {where}"
@@ -120,7 +121,7 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
             continue
         assert line.level == subject.level and RANK[line.level] >= RANK[min_level], where
         if line.level == told.level:
-            assert maybe_over(told.at.get(line.level), now, cooldown[line.level]), f"a repeat within its cooldown to {where}"
+            assert maybe_over(told.at.get(line.level), now, cooldown[line.level]), f"a repeat in its cooldown to {where}"
         elif RANK[line.level] < RANK[told.level]:  # a reminder at a lower level, after it held for its cooldown
             assert maybe_over(subject.since, now, cooldown[line.level]), f"a lower level before it held to {where}"
             assert maybe_over(told.at.get(told.level), now, cooldown[told.level]), where
@@ -134,7 +135,7 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     for line in reach:
         if line.status == "firing":
             assert unreachable, where
-            assert maybe_over(told.at.get("unreachable"), now, cooldown["unreachable"]), f"two unreachable within its cooldown to {where}"
+            assert maybe_over(told.at.get("unreachable"), now, cooldown["unreachable"]), f"two unreachable to {where}"
         else:
             assert reachable and told.unreachable, f"a reachable again for an outage not told to {where}"
             assert "reachable again" in line.text() and "back below notice" not in line.text(), where
