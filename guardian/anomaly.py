@@ -1,9 +1,9 @@
 """Anomalies that need a person, because cleanup alone will not fix them (design.md "The problem"):
 
-- growth: usage keeps climbing: the forecast says critical within `alerts.predict`, at this check
-  and at the one before (one noisy check is not a trend);
+- growth: usage keeps climbing: a real trend, not one step, says critical within `alerts.predict`,
+  at this check and at the one before (one noisy check is not a trend);
 - rebound: within `alerts.rebound` of a cleanup that closed sessions on a host, its sessions are
-  back to where they were before it: they leak faster than cleanup reclaims them.
+  back to where they were before it, and at or above notice: they leak faster than cleanup reclaims them.
 
 Pure functions of (samples, cleanups, settings, now). Whom to tell, and when again, is the
 policy's (`policy.decide_anomaly`), through the same per-channel memory as the usage alerts.
@@ -28,28 +28,55 @@ class Rebound:
     now: int
 
 
-def growth(samples: list[Sample], current: Forecast, alerts: Alerts, window: float, now: float) -> bool:
-    """`current` (the forecast at `now`) and the one at the check before both reach critical within predict.
+def growth(samples: list[Sample], alerts: Alerts, window: float, now: float) -> Forecast | None:
+    """The trend's fit when usage is growing toward critical at `now`, else None.
 
-    Not while already at critical: the usage alert says that.
+    Growing: the `trend` reaches critical within `alerts.predict`, at this check and at the one before (one
+    noisy check is not a trend). Not while the subject is at critical, even held there by the margin: the
+    usage alert says that.
     """
-    if not alerts.predict or not (current.rising and 0 < current.critical_in <= alerts.predict):
-        return False
+    latest = max((s for s in samples if s.time <= now), key=lambda s: s.time, default=None)
+    if not alerts.predict or latest is None or latest.sessions is None or latest.level == "critical":
+        return None
     previous = max((s.time for s in samples if s.time < now), default=None)
-    if previous is None:
-        return False
-    before = forecast([(s.time, s.usage) for s in samples], alerts.thresholds["critical"], previous, window)
-    return before.rising and before.critical_in <= alerts.predict
+    critical = alerts.thresholds["critical"]
+    fits = [trend(samples, critical, at, window) for at in (now, previous) if at is not None]
+    if len(fits) == 2 and all(fit.rising and fit.critical_in <= alerts.predict for fit in fits):
+        return fits[0]
+    return None
 
 
-def rebound(samples: list[Sample], cleanups: list[CleanupRun], window: float, now: float) -> Rebound | None:
-    """The latest cleanup within `window` before `now` that closed sessions and that usage has undone."""
+def trend(samples: list[Sample], critical: float, now: float, window: float) -> Forecast:
+    """The forecast of the sessions in the window before `now`, with a step taken out, so that a single step
+    is never a trend.
+
+    Two flat stretches (50 % for half an hour, then 80 %) give the robust line a slope, since most pairs of
+    samples straddle the step. The step is what the largest rise between two checks has over the next largest:
+    the checks before it are lifted by that much. Two flat stretches then become one; a steady climb, whose
+    rises are all alike, keeps its slope. The sessions count against the latest limit, so a change of the
+    limit in the config is no step either.
+    """
+    readings = sorted((s for s in samples if s.sessions is not None and now - window <= s.time <= now),
+                      key=lambda s: s.time)
+    rises = [later.sessions - earlier.sessions for earlier, later in zip(readings, readings[1:])]
+    largest, next_largest = ([*sorted((rise for rise in rises if rise > 0), reverse=True), 0, 0])[:2]
+    step = largest - next_largest
+    lift_before = rises.index(largest) + 1 if step else 0
+    limit = readings[-1].limit if readings else 1
+    points = [(s.time, 100.0 * (s.sessions + (step if index < lift_before else 0)) / limit)
+              for index, s in enumerate(readings)]
+    return forecast(points, critical, now, window)
+
+
+def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, now: float) -> Rebound | None:
+    """The latest cleanup within `alerts.rebound` before `now` that closed sessions and that usage has undone,
+    back at or above notice: below it, sessions coming back are the normal churn of a host with room to spare."""
     readings = [s for s in samples if s.sessions is not None and s.time <= now]
-    if not window or not readings:
+    if not alerts.rebound or not readings or readings[-1].usage < alerts.thresholds["notice"]:
         return None
     latest = readings[-1]
     for cleanup in sorted(cleanups, key=lambda c: -c.time):
-        if cleanup.closed <= 0 or not now - window <= cleanup.time < latest.time:
+        if cleanup.closed <= 0 or not now - alerts.rebound <= cleanup.time < latest.time:
             continue
         before = [s for s in readings if s.time <= cleanup.time]
         if before and latest.sessions >= before[-1].sessions:
@@ -57,13 +84,14 @@ def rebound(samples: list[Sample], cleanups: list[CleanupRun], window: float, no
     return None
 
 
-def find(samples: list[Sample], current: Forecast, cleanups: list[CleanupRun], alerts: Alerts, window: float,
+def find(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, window: float,
          now: float) -> dict[str, str]:
     """This subject's anomalies at `now`: {reason: what the alert line says about it}."""
     found = {}
-    if growth(samples, current, alerts, window, now):
-        found[GROWTH] = f"forecast to reach critical in {eta_text(current.critical_in)}{fit_text(current, samples)}"
-    back = rebound(samples, cleanups, alerts.rebound, now)
+    growing = growth(samples, alerts, window, now)
+    if growing:
+        found[GROWTH] = f"forecast to reach critical in {eta_text(growing.critical_in)}{fit_text(growing, samples)}"
+    back = rebound(samples, cleanups, alerts, now)
     if back:
         found[REBOUND] = (f"{back.now} sessions, {back.before} before a cleanup closed {back.cleanup.closed} of them "
                           f"{duration_text(now - back.cleanup.time)} ago: sessions leak faster than cleanup reclaims them")

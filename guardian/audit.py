@@ -25,12 +25,23 @@ def new_run_id() -> str:
     return os.urandom(6).hex()
 
 
+class AuditError(StateError):
+    """audit.jsonl cannot be appended to or read (another owner, a full or read-only disk): one sentence."""
+
+    def __init__(self, message: str, path: Path, reason: str, writing: bool):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason  # the system's word: Permission denied, No space left on device
+        self.writing = writing
+
+
 class AuditLog:
     def __init__(self, state_dir: Path, run_id: str, command: str):
         self.path = Path(state_dir) / "audit.jsonl"
         self.run_id = run_id
         self.command = command
         self._fd: int | None = None  # open for the length of kept_open()
+        self.failures: list[AuditError] = []  # what this log could not do, for a run that goes on without it
 
     def write(self, now: float, event: str, **fields) -> None:
         self.write_all([(now, event, fields)])
@@ -78,9 +89,20 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def _error(self, exc: OSError) -> StateError:
+    def _error(self, exc: OSError) -> AuditError:
         # the caller must not act without its record (a delete waits for its intent line)
-        return StateError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting without a record")
+        error = AuditError(f"cannot append to {self.path} ({exc.strerror}); stopped before acting without a record",
+                           self.path, exc.strerror, writing=True)
+        self.failures.append(error)
+        return error
+
+    def records_since(self, since: float) -> list[dict]:
+        """read_since for a run that goes on without the log: none when it cannot be read (see `failures`)."""
+        try:
+            return read_since(self.path.parent, since)
+        except AuditError as exc:
+            self.failures.append(exc)
+            return []
 
     def _line(self, now: float, event: str, fields: dict) -> bytes:
         record = {"time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
@@ -101,26 +123,33 @@ def read_since(state_dir: Path, since: float) -> list[dict]:
     """The records timed from `since` on, read backwards from the end of the file.
 
     The log only grows, and a check wants its last minutes: this reads a few blocks, not the file.
+    AuditError when it exists but cannot be read.
     """
+    path = Path(state_dir) / "audit.jsonl"
     try:
-        handle = open(Path(state_dir) / "audit.jsonl", "rb")
+        with open(path, "rb") as handle:
+            return _records_since(handle, since)
     except FileNotFoundError:
         return []
-    with handle:
-        start = handle.seek(0, os.SEEK_END)
-        data = b""
-        while start > 0:
-            size = min(BLOCK, start)
-            start -= size
-            handle.seek(start)
-            data = handle.read(size) + data
-            lines = data.split(b"\n", 2)
-            earliest = lines[0] if start == 0 else lines[1] if len(lines) == 3 else None  # a whole line
-            records = parse_lines([earliest]) if earliest else []
-            if records and (timestamp(records[0]) or since) < since:
-                break
-        if start > 0:
-            data = data.split(b"\n", 1)[1]  # the first line was cut by the block
+    except OSError as exc:
+        raise AuditError(f"cannot read {path} ({exc.strerror})", path, exc.strerror, writing=False) from None
+
+
+def _records_since(handle, since: float) -> list[dict]:
+    start = handle.seek(0, os.SEEK_END)
+    data = b""
+    while start > 0:
+        size = min(BLOCK, start)
+        start -= size
+        handle.seek(start)
+        data = handle.read(size) + data
+        lines = data.split(b"\n", 2)
+        earliest = lines[0] if start == 0 else lines[1] if len(lines) == 3 else None  # a whole line
+        records = parse_lines([earliest]) if earliest else []
+        if records and (timestamp(records[0]) or since) < since:
+            break
+    if start > 0:
+        data = data.split(b"\n", 1)[1]  # the first line was cut by the block
     return [r for r in parse_lines(data.splitlines()) if (timestamp(r) or since - 1) >= since]
 
 

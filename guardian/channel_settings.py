@@ -54,6 +54,7 @@ class EmailChannel(Channel):
 @dataclass(frozen=True, kw_only=True)
 class AlertmanagerChannel(Channel):
     urls: tuple[str, ...]  # base URLs; alerts go to <url>/api/v2/alerts of each
+    check_interval: float = 30.0  # how often `guardian check` runs: firing alerts end a few of these ahead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +131,8 @@ def _alertmanager_channel(ch: _Section, common: dict, warnings: list) -> Channel
         if urlsplit(url).username or urlsplit(url).password:
             ch.fail("urls", "credentials do not go in the config file; put the Alertmanager behind a "
                             "proxy that needs none from the guardian, or use a webhook channel")
-    return AlertmanagerChannel(**common, urls=tuple(url.rstrip("/") for url in urls))
+    check_interval = ch.duration("check_interval", AlertmanagerChannel.check_interval)
+    return AlertmanagerChannel(**common, urls=tuple(url.rstrip("/") for url in urls), check_interval=check_interval)
 
 
 def _command_channel(ch: _Section, common: dict, warnings: list) -> Channel:

@@ -231,17 +231,21 @@ def send_telegram(channel: TelegramChannel, lines, now, backoff) -> str | None:
 # --- Alertmanager ----------------------------------------------------------------------------
 
 SEVERITIES = ("notice", "warning", "critical")
+# A firing alert ends (endsAt) this many check intervals after it was posted, as Prometheus's rules
+# do (4 x its evaluation interval, "allow for two Eval or Alertmanager send failures"): three runs
+# in a row may be skipped or fail before a firing alert ends by itself.
+INTERVALS_AHEAD = 4
 
 
-def alertmanager_alerts(lines: list[AlertLine], now: float) -> list[dict]:
+def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) -> list[dict]:
     """Alertmanager v2 postable alerts: each line states everything about its subject.
 
     Labels identify an alert (alertname, host or pool, severity), so a fleet of guardians sending
-    the same facts is deduplicated by Alertmanager. A usage line fires its level's alert and
-    resolves the others and the unreachable one (an Alertmanager ignores a resolved alert it never
-    had), so nothing stale is left behind however levels moved in between. A firing alert ends
-    (endsAt) at twice the time until the guardian repeats it: alive while the guardian is, over
-    soon after a guardian that stopped.
+    the same facts is deduplicated by Alertmanager. A line fires its level's usage alert until
+    `valid_for` from now and resolves the other levels (an Alertmanager ignores a resolved alert it
+    never had), so nothing stale is left behind however levels moved in between. An unreachable
+    line also fires the unreachable alert and keeps the last level known firing: a host that went
+    dark is not resolved. Any other line of a host resolves the unreachable alert.
     """
     alerts = []
     for line in lines:
@@ -251,23 +255,19 @@ def alertmanager_alerts(lines: list[AlertLine], now: float) -> list[dict]:
                                                                 ("limit", line.limit), ("idle", line.idle))
                             if value is not None})
 
-        def alert(name: str, severity: str, firing: bool) -> dict:
+        def alert(name: str, severity: str, firing: bool, ends: float | None = now + valid_for) -> dict:
             entry = {"labels": {"alertname": name, **subject, "severity": severity}, "annotations": annotations}
             if not firing:
                 return {**entry, "endsAt": iso_time(now)}  # startsAt left to Alertmanager: the same instant
-            entry["startsAt"] = iso_time(now)
-            if line.repeat_in:
-                entry["endsAt"] = iso_time(now + 2 * line.repeat_in)
-            return entry
+            entry["startsAt"] = iso_time(now)  # Alertmanager keeps the earliest of a firing alert's posts
+            return {**entry, "endsAt": iso_time(ends)} if ends else entry
 
         if line.reason == "test":
-            alerts.append(alert("SessionGuardianTest", "notice", True))  # no endsAt: Alertmanager's resolve_timeout
-        elif line.alert == "unreachable":  # unreachable, or reachable again
-            alerts.append(alert("SessionHostUnreachable", "warning", line.status == "firing"))
-        else:
-            alerts += [alert("SessionUsageHigh", severity, severity == line.level) for severity in SEVERITIES]
-            if line.kind == "host":
-                alerts.append(alert("SessionHostUnreachable", "warning", False))
+            alerts.append(alert("SessionGuardianTest", "notice", True, ends=None))  # Alertmanager's resolve_timeout
+            continue
+        alerts += [alert("SessionUsageHigh", severity, severity == line.level) for severity in SEVERITIES]
+        if line.kind == "host":
+            alerts.append(alert("SessionHostUnreachable", "warning", line.reason == "unreachable"))
     return alerts
 
 
@@ -275,7 +275,7 @@ def send_alertmanager(channel: AlertmanagerChannel, lines, now, backoff) -> str 
     """To every Alertmanager of the cluster (they do not share alerts); accepted when all took it."""
     from guardian.gateway import concurrently
 
-    body = alertmanager_alerts(lines, now)
+    body = alertmanager_alerts(lines, now, INTERVALS_AHEAD * channel.check_interval)
     errors = concurrently(lambda url: _post(f"{url}/api/v2/alerts", body, channel, f"Alertmanager {url}", backoff),
                           list(channel.urls))
     return "; ".join(error for error in errors if error) or None

@@ -26,9 +26,15 @@ PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than man
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
 
 # keep reasons, in the order they are checked
+ARCHIVED = "archived"  # never listed for cleanup; the planner keeps them too, whoever hands it the rows
 ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
 PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
 NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
+BAD_TIME = "unreadable activity time"
+ACTIVITY_FIELDS = ("updatedAt", "lastInteractionAt", "endedAt")
+# Earlier than this (2001-09-09) is no OpenClaw time in epoch ms: zero, negative, or seconds sent as milliseconds;
+# later than the year 9999, a number too large to be a time (or to subtract from now without overflowing).
+EARLIEST_MS, LATEST_MS = 1_000_000_000_000, 253_402_300_800_000
 # Idle times are the gateway's timestamps read against our clock: past this difference between the
 # two clocks a session may only look idle, so nothing is closed.
 MAX_CLOCK_SKEW = 300.0
@@ -67,11 +73,20 @@ class Decision:
     reason: str
 
 
+def readable_time(value) -> bool:
+    """Whether a listed time is a plausible epoch-ms time: not text, a bool, NaN, infinite, before 2001 or past 9999."""
+    return type(value) in (int, float) and EARLIEST_MS <= value <= LATEST_MS  # NaN compares false
+
+
 def last_activity(row: dict) -> int | None:
-    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms)."""
-    times = [row.get(k) for k in ("updatedAt", "lastInteractionAt", "endedAt")]
-    times = [t for t in times if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms), of those the row has and that are readable."""
+    times = [row[k] for k in ACTIVITY_FIELDS if readable_time(row.get(k))]
     return int(max(times)) if times else None
+
+
+def unreadable_time(row: dict) -> bool:
+    """A time is there but unreadable: the session's idle time is unknown, whatever its other times say."""
+    return any(row.get(k) is not None and not readable_time(row[k]) for k in ACTIVITY_FIELDS)
 
 
 def agent_of(row: dict) -> str | None:
@@ -82,23 +97,43 @@ def agent_of(row: dict) -> str | None:
     return key.split(":")[1] if key.startswith("agent:") and key.count(":") >= 2 else None
 
 
+def flagged(row: dict, name: str) -> bool:
+    """A flag that keeps a session: anything but false or absent (a 1 or "yes" is no reason to close it)."""
+    return row.get(name) not in (None, False)
+
+
+def is_agent_main(key) -> bool:
+    """`agent:<id>:main` is an agent's main session, whatever the row or hello-ok say (2026.4 rows have no isMain)."""
+    parts = key.casefold().split(":") if isinstance(key, str) else []
+    return len(parts) == 3 and parts[0] == "agent" and parts[1] != "" and parts[2] == "main"
+
+
 def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
     """Why this session must never be closed whatever its idle time, or None."""
-    if row.get("hasActiveRun") is True:
+    if flagged(row, "archived"):
+        return ARCHIVED
+    if flagged(row, "hasActiveRun"):
         return ACTIVE_RUN
     if row.get("status") == "running":
         return RUNNING
-    if row.get("isMain") is True or (main_key and row.get("key") == main_key):
+    if flagged(row, "isMain") or (main_key and row.get("key") == main_key) or is_agent_main(row.get("key")):
         return MAIN
-    if row.get("pinned") is True:
+    if flagged(row, "pinned"):
         return PINNED
-    if agent_of(row) in rules.protect_agents:
+    if _folded(agent_of(row)) in map(str.casefold, rules.protect_agents):
         return PROTECTED_AGENT
-    if any(fnmatch.fnmatchcase(str(row.get("key", "")), pattern) for pattern in rules.protect_keys):
+    key = str(row.get("key", "")).casefold()
+    if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect_keys)):
         return PROTECTED_KEY
-    if row.get("label") in rules.protect_labels:
+    if _folded(row.get("label")) in map(str.casefold, rules.protect_labels):
         return PROTECTED_LABEL
     return None
+
+
+def _folded(name) -> str | None:
+    """Protect entries match whatever their case: OpenClaw folds agent ids and keys to lower case (`[C123]` is
+    listed as `[c123]`), and a protection that misses by a capital letter closes what was meant to be kept."""
+    return name.casefold() if isinstance(name, str) else None
 
 
 def clock_skew_refusal(gateway_ms, now: float) -> str | None:
@@ -126,7 +161,9 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
         agent = agent_of(row)
         reason = keep_reason(row, rules, main_key)
         if reason is None:
-            if idle is None:
+            if unreadable_time(row):
+                reason, idle = BAD_TIME, None
+            elif idle is None:
                 reason = NO_TIME
             elif idle <= rules.threshold(agent):
                 reason = NOT_IDLE
@@ -147,11 +184,21 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
 # --- the shell around the plan ---------------------------------------------------------------
 
 
+NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
+# how far a host's run got
+CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+
+
 @dataclass
 class Outcome:
     decision: Decision
     result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
     error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """The gateway answered this delete (an unknown one was sent and never answered)."""
+        return self.result != "unknown" and not (self.error or "").startswith(NOT_ATTEMPTED)
 
 
 @dataclass
@@ -161,8 +208,9 @@ class HostCleanup:
     after: int | None = None
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
-    error: str | None = None  # the host could not be cleaned at all (unreachable, unauthorised)
-    unreachable: bool = False
+    error: str | None = None  # what stopped the run on this host, or went wrong after it
+    unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
+    status: str = NOT_CLEANED
 
     def count(self, result: str) -> int:
         return sum(1 for o in self.outcomes if o.result == result)
@@ -186,24 +234,35 @@ def list_sessions(connection) -> list[dict]:
 
 
 def listing(connection) -> tuple[list[dict], int | None]:
-    """Every non-archived session, and the gateway's clock (`ts`, epoch ms) when it listed them."""
-    rows, offset, clock = [], 0, None
+    """Every non-archived session once, and the gateway's clock (`ts`, epoch ms) when it listed them.
+
+    A key on two pages (the store moved between the calls) counts once, as the later page shows it.
+    """
+    by_key: dict[str, dict] = {}
+    offset, clock = 0, None
     while True:
         # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
         page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
         clock = page.get("ts") if clock is None else clock
-        batch = page.get("sessions")
-        if not isinstance(batch, list):
-            raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list answered without a sessions list")
-        rows.extend(r for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str) and r.get("archived") is not True)
-        if "hasMore" not in page:  # 2026.4: no paging; `limit` may still have cut the list
-            if len(batch) >= PAGE:
-                return [r for r in connection.call("sessions.list", {}).get("sessions", [])
-                        if isinstance(r, dict) and isinstance(r.get("key"), str)], clock
-            return rows, clock
+        batch = _sessions_of(connection, page)
+        if "hasMore" not in page and len(batch) >= PAGE:  # 2026.4: no paging, and `limit` may have cut the list
+            batch, by_key = _sessions_of(connection, connection.call("sessions.list", {})), {}
+        by_key.update((r["key"], r) for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str))
         if not page.get("hasMore") or not batch:
-            return rows, clock
-        offset = page.get("nextOffset") if isinstance(page.get("nextOffset"), int) else offset + len(batch)
+            return [r for r in by_key.values() if not flagged(r, "archived")], clock
+        next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
+        if next_offset <= offset:
+            raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "
+                                                   f"(nextOffset {next_offset} after {offset}); nothing was closed")
+        offset = next_offset
+
+
+def _sessions_of(connection, page: dict) -> list:
+    batch = page.get("sessions")
+    if not isinstance(batch, list):
+        message = f"{connection.host.name}: sessions.list answered without a sessions list"
+        raise gateway.GatewayError("PROTOCOL", message)
+    return batch
 
 
 def count_sessions(connection) -> int | None:
@@ -289,19 +348,24 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
             audit.write_all(kept + [record("planned", d) for d in chosen])
-            result.after = result.before - len(chosen)
+            result.after, result.status = result.before - len(chosen), PLANNED
             return result
         result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, record)
+        result.status = CLEANED if all(o.settled for o in result.outcomes) else PARTLY_CLEANED
         if result.error:
             return result
-        result.after = count_sessions(connection)
-        if result.after is None:
-            result.after = len(list_sessions(connection))
+        try:
+            result.after = count_sessions(connection)
+            if result.after is None:
+                result.after = len(list_sessions(connection))
+        except gateway.GatewayError as exc:  # every delete is done and on record; only the count is missing
+            result.error = f"the sessions left could not be counted: {exc.message}"
     return result
 
 
 def delete_chosen(deleter: Deleter, chosen: list[Decision], kept: list, audit: AuditLog, record) -> tuple[list[Outcome], str | None]:
-    """Delete the chosen sessions, DELETE_WINDOW at a time: their outcomes, and the error that stopped them.
+    """Delete the chosen sessions, DELETE_WINDOW at a time: one outcome for each (those after a stop: failed, not
+    attempted), and the error that stopped them. Once a delete is sent, nothing raises: the caller reports the outcomes.
 
     Every intent is on disk (fsynced) before its request is sent: the first batch's with the kept
     records, each later batch's while the batch before it is in flight, so the fsync overlaps the
@@ -319,17 +383,26 @@ def delete_chosen(deleter: Deleter, chosen: list[Decision], kept: list, audit: A
         try:
             answered = deleter.delete(batch, ahead.write)
         except gateway.GatewayError as exc:  # the connection is gone: these may or may not be closed
-            answered = [Outcome(d, "unknown", exc.message) for d in batch]
-            answered += [Outcome(d, "failed", "not attempted: " + exc.message) for d in chosen[len(outcomes) + len(batch):]]
-            error = exc.message
+            answered, error = [Outcome(d, "unknown", exc.message) for d in batch], exc.message
+        if ahead.failure:  # the next batch has no intent on disk: it is not sent
+            error = error or str(ahead.failure)
+        if error:
+            answered += _not_attempted(chosen[len(outcomes) + len(answered):], error)
         outcomes += answered
-        stopping = error is not None or ahead.failure is not None or index + 1 == len(batches)
-        audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered], sync=stopping)
-        if ahead.failure:
-            raise ahead.failure  # the next batch has no intent on disk: it is not sent
+        try:
+            audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered],
+                            sync=error is not None or index + 1 == len(batches))
+        except StateError as exc:  # nothing more is sent without a record; the report still has every outcome
+            if error is None:
+                error = str(exc)
+                outcomes += _not_attempted(chosen[len(outcomes):], error)
         if error:
             return outcomes, error
     return outcomes, None
+
+
+def _not_attempted(decisions: list[Decision], error: str) -> list[Outcome]:
+    return [Outcome(d, "failed", NOT_ATTEMPTED + error) for d in decisions]
 
 
 class _IntentsAhead:

@@ -11,12 +11,15 @@ import functools
 import os
 import sys
 import time
+import traceback
 
 import click
 
 from guardian import __version__
 
 FORMATS = ("table", "plain", "json")
+USAGE_ERROR = 2  # a config or usage error, for every command but check
+UNKNOWN = 3  # check's every failure to give a verdict, as a Nagios plugin must
 
 
 class Duration(click.ParamType):
@@ -29,18 +32,56 @@ class Duration(click.ParamType):
             seconds = parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail("must be more than 0", param, ctx)
         return seconds
 
 
 def fail(message: str, code: int):
+    """One sentence on stderr, and the exit code; check's is always UNKNOWN (see NagiosPlugin)."""
     click.echo(f"guardian: {message}", err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.command, NagiosPlugin):
+        if ctx.params.get("fmt") == "nagios" and not (ctx.params.get("as_json") or ctx.params.get("quiet")):
+            click.echo(nagios_unknown(message))
+        code = UNKNOWN
     sys.exit(code)
 
 
+def nagios_unknown(sentence: str) -> str:
+    """The Nagios line of a check without a verdict: one line, and no "|", which would start perfdata.
+
+    Here, not in guardian.render: the last line of defence must not need the imports that may have failed.
+    """
+    return f"SESSIONS UNKNOWN - {' '.join(sentence.split()).replace('|', '/')}"
+
+
+class NagiosPlugin(click.Command):
+    """`check`: whatever keeps it from a verdict (a usage or config error, an unexpected failure) exits
+    3, UNKNOWN, with `SESSIONS UNKNOWN - <sentence>` on stdout under --format nagios. click would exit 2
+    on its own usage errors (a bad option or value), which a Nagios plugin must not."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        asked = list(args)  # parsing uses the list up
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = UNKNOWN
+            if any(arg == "--format=nagios" or (arg, value) == ("--format", "nagios")
+                   for arg, value in zip(asked, asked[1:] + [""])):
+                click.echo(nagios_unknown(exc.format_message()))
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception:  # only with --debug does one get here: the traceback, and still UNKNOWN
+            traceback.print_exc()
+            sys.exit(UNKNOWN)
+
+
 def friendly_errors(command):
-    """Turn every failure into one sentence and an exit code (2 config, 3 anything else)."""
+    """Turn every failure into one sentence and an exit code (2 config, 3 anything else; check: 3 for all)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -53,7 +94,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            fail(f"config error: {exc}", 2)
+            fail(f"config error: {exc}", USAGE_ERROR)
         except (StateError, HistoryError) as exc:
             fail(str(exc), 3)
         except KeyboardInterrupt:
@@ -64,15 +105,17 @@ def friendly_errors(command):
     return wrapper
 
 
+config_option = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
+                             help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+
+
 def host_options(command):
     """--config, --hosts and --limit, shared by every command that talks to gateways."""
     command = click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
                            help="Session limit of the local gateway when there is no config file "
                                 "(env GUARDIAN_LIMIT).")(command)
     command = click.option("--hosts", metavar="NAMES", help="Comma-separated subset of the configured hosts.")(command)
-    command = click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-                           help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")(command)
-    return command
+    return config_option(command)
 
 
 def load_config(config_path, limit):
@@ -84,13 +127,13 @@ def load_config(config_path, limit):
     return config
 
 
-def write_metrics(path: str, report, state_dir) -> None:
+def write_metrics(path: str, report, config) -> None:
     """A metrics file that cannot be written is a warning: the check itself was done."""
     from guardian import metrics
     from guardian.history import HistoryError
 
     try:
-        metrics.write(path, report, state_dir)
+        metrics.write(path, report, config.alerts, config.state_dir)
     except (OSError, HistoryError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         click.echo(f"guardian: warning: cannot write the metrics file {path} ({reason})", err=True)
@@ -109,7 +152,7 @@ def main(debug):
     """Session Limit Guardian: keeps OpenClaw gateways from running out of sessions."""
 
 
-@main.command()
+@main.command(cls=NagiosPlugin)
 @host_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS + ("nagios",)),
               help="Output format (default: table on a terminal, plain when piped).")
@@ -132,7 +175,7 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
             click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
                        f"it will be sent again on the next run", err=True)
     if prom_file:
-        write_metrics(prom_file, report, config.state_dir)
+        write_metrics(prom_file, report, config)
     if not quiet:
         print_check(report, output_format(fmt, as_json), config.alerts.thresholds)
     if report.error:
@@ -175,8 +218,7 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
 
 
 @main.command("notify-test")
-@click.option("--config", "config_path", metavar="FILE", envvar="GUARDIAN_CONFIG",
-              help="Config file (env GUARDIAN_CONFIG; default ~/.config/guardian/guardian.yaml).")
+@config_option
 @click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
@@ -185,7 +227,7 @@ def notify_test(config_path, channel_names, as_json):
     import json
 
     from guardian import notify
-    from guardian.audit import AuditLog, new_run_id
+    from guardian.audit import AuditError, AuditLog, new_run_id
 
     config = load_config(config_path, 1)  # no gateway is contacted: the local default needs no real limit
     channels = config.select_channels(channel_names)
@@ -193,7 +235,11 @@ def notify_test(config_path, channel_names, as_json):
         fail("no alert channels are configured (alerts.channels in the config file; see the README)", 1)
     now = time.time()
     deliveries = notify.send_samples(channels, config, now)
-    notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+    try:
+        notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+    except AuditError as exc:  # the samples went out all the same: say what each channel did
+        click.echo(f"guardian: warning: cannot append to {exc.path} ({exc.reason}); the test is not in the audit log",
+                   err=True)
     if as_json:
         click.echo(json.dumps({"channels": [{"channel": d.channel, "delivered": d.error is None, "error": d.error}
                                             for d in deliveries]}, indent=2))
@@ -222,7 +268,7 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
     try:
         start = reporting.parse_since(since, now)
     except ValueError as exc:
-        fail(f"--since: {exc}", 2)
+        fail(f"--since: {exc}", USAGE_ERROR)
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
     print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
@@ -243,6 +289,134 @@ def doctor(config_path, hosts, limit, fmt, as_json):
         click.echo(f"guardian: warning: {warning}", err=True)
     diagnosis.print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
+
+
+def names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+def warn_all(warnings) -> None:
+    for warning in warnings:
+        click.echo(f"guardian: warning: {warning}", err=True)
+
+
+def quiet_errors(command):
+    """A silence or acknowledgement that cannot be made: its sentence, exit 2 (inside friendly_errors)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from guardian.quiet import QuietError
+
+        try:
+            return command(*args, **kwargs)
+        except QuietError as exc:
+            fail(str(exc), USAGE_ERROR)
+
+    return wrapper
+
+
+@main.group()
+def silence():
+    """Hold alerts on purpose for a while: a load test, a migration, an upgrade.
+
+    \b
+    Examples:
+      guardian silence add --hosts t440 --for 2h --reason "load test"
+      guardian silence add --pools shared-key --alert usage --until 2026-12-02T09:00 --reason "migration"
+      guardian silence add --agents t440/sales --alert growth --for 1d --reason "import" --channels slack
+      guardian silence list --all
+      guardian silence remove 3f9a1c2e
+
+    A silenced alert is still decided and shown by check; it is not sent to the channels the
+    silence names (all by default), and when the silence ends they are told what is still true.
+    """
+
+
+@silence.command("add")
+@config_option
+@click.option("--hosts", metavar="NAMES", help="Comma-separated hosts (their agents too).")
+@click.option("--pools", metavar="NAMES", help="Comma-separated pools.")
+@click.option("--agents", metavar="HOST/AGENT,...", help="Comma-separated agents, each as HOST/AGENT.")
+@click.option("--alert", "alerts", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(("usage", "unreachable", "growth", "rebound", "peak", "all")),
+              help="The alert kinds to hold (repeat the option for several).")
+@click.option("--for", "duration", type=Duration(), help="How long: 30m, 2h, 1d (at most alerts.max_silence, 7d).")
+@click.option("--until", metavar="ISO", help="Until when: 2026-12-02T09:00 (UTC unless it says otherwise).")
+@click.option("--reason", required=True, help="Why: shown with every alert it holds, and in the audit log.")
+@click.option("--channels", metavar="NAMES", help="Comma-separated channels to hold (default: all).")
+@friendly_errors
+@quiet_errors
+def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
+    """Silence alerts until a time; prints the silence's id."""
+    from guardian import quiet, silence_store
+    from guardian.config import Scope
+
+    config, now = load_config(config_path, 1), time.time()
+    scope = Scope(hosts=names(hosts), pools=names(pools), agents=names(agents),
+                  alerts=() if "all" in alerts else alerts, channels=names(channels))
+    made, warnings = silence_store.add(config, scope, quiet.end_time(duration, until, now), reason, now)
+    warn_all(warnings)
+    click.echo(made.id)
+
+
+@silence.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.option("--all", "include_ended", is_flag=True, help="Also those that ended in the last week.")
+@friendly_errors
+def silence_list(config_path, as_json, include_ended):
+    """The active silences, acknowledgements and maintenance windows."""
+    import json
+
+    from guardian import silence_store
+
+    config = load_config(config_path, 1)
+    rows, warnings = silence_store.listing(config, time.time(), include_ended)
+    warn_all(warnings)
+    if as_json:
+        click.echo(json.dumps({"quiet": rows}, indent=2))
+    for row in [] if as_json else rows:
+        click.echo(silence_store.row_text(row))
+
+
+@silence.command("remove")
+@config_option
+@click.argument("entry_id", metavar="ID")
+@friendly_errors
+@quiet_errors
+def silence_remove(config_path, entry_id):
+    """End a silence or an acknowledgement now (its id from `guardian silence list`)."""
+    from guardian import silence_store
+
+    kind, warnings = silence_store.remove(load_config(config_path, 1), entry_id, time.time())
+    warn_all(warnings)
+    click.echo(f"{kind} {entry_id} removed")
+
+
+@main.command()
+@config_option
+@click.argument("subject")
+@click.option("--reason", default="", help="Why, for the audit log and the alerts' views.")
+@click.option("--for", "duration", type=Duration(), help="End it after this long (default: when the level changes).")
+@friendly_errors
+@quiet_errors
+def ack(config_path, subject, reason, duration):
+    """Acknowledge the level a host, pool or agent holds now: its repeats stop.
+
+    \b
+    Examples:
+      guardian ack t440 --reason "on it"
+      guardian ack pool:shared-key --for 4h
+      guardian ack t440/sales
+
+    A rise above the acknowledged level is told at once and ends it; a return to ok ends it with the
+    usual resolved. Until then it stays, or for --for. `guardian silence remove ID` ends it.
+    """
+    from guardian import silence_store
+
+    made, warnings = silence_store.acknowledge(load_config(config_path, 1), subject, reason, duration, time.time())
+    warn_all(warnings)
+    click.echo(f"{made.id}: {made.subject} acknowledged at {made.level}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 LEVELS = ("ok", "notice", "warning", "critical")
+ALERT_KINDS = ("usage", "unreachable", "growth", "rebound", "peak")  # what a silence or a window can hold
 DEFAULT_URL = "ws://127.0.0.1:18789"
 DEFAULT_CONFIG_PATH = "~/.config/guardian/guardian.yaml"
 DEFAULT_STATE_DIR = "~/.local/state/guardian"
@@ -106,6 +107,7 @@ class Alerts:
     channels: tuple[Channel, ...] = ()
     predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
     rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
+    max_silence: float = 7 * 86400.0  # `guardian silence add` refuses a longer one
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,42 @@ class History:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a silence or a maintenance window holds: these subjects' alerts of these kinds on these channels.
+
+    A host covers its agents too; a pool is covered only when named. Empty alerts or channels: all of them.
+    """
+
+    hosts: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()  # "HOST/AGENT"
+    alerts: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """A recurring window (`maintenance:`): from `start` to `end` (minutes after local midnight, an end
+    before the start is on the next day) on each of `days` (0 Monday .. 6 Sunday), in zone `tz`."""
+
+    name: str
+    scope: Scope
+    when: str  # as written, for the operator
+    days: frozenset
+    start: int
+    end: int
+    tz: str = "UTC"
+    cleanup: bool = True  # false: cleanup and on_critical leave its hosts alone too
+
+
+@dataclass(frozen=True)
 class Config:
     hosts: dict  # name -> Host, in file order
     pools: dict = field(default_factory=dict)
     alerts: Alerts = Alerts()
     cleanup: Cleanup = Cleanup()
     history: History = History()
+    maintenance: tuple[Maintenance, ...] = ()
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     path: str | None = None  # the file it came from; None for the no-file default
     warnings: tuple[str, ...] = ()
@@ -183,21 +215,26 @@ def split_url(value: str, schemes: tuple[str, ...]):
     return parts if parts.scheme in schemes and parts.hostname else None
 
 
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
 def parse_duration(value) -> float:
-    """'90s', '30m', '2h', '1d', '1h30m' or a number of seconds -> seconds. ValueError if not."""
-    if isinstance(value, bool):
-        raise ValueError("not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        parts = re.fullmatch(r"((\d+(\.\d+)?)(ms|s|m|h|d|w))+", text)
-        if not parts:
-            raise ValueError(f"{value!r} is not a duration (e.g. 45s, 30m, 2h, 1d)")
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-        seconds = sum(float(n) * units[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h|d|w)", text))
-    if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"{value!r} is not a duration")
+    """'90s', '30m', '2h', '1d', '1h30m' -> seconds, more than 0. ValueError if not.
+
+    A bare number is refused, not read as seconds: `idle_after: 2` meant hours as often as seconds.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{_kind(value)} is not a duration (e.g. 45s, 30m, 2h, 1d)")
+    text = str(value).strip().lower()
+    if isinstance(value, (int, float)) or re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", text):
+        raise ValueError(f"{text} has no unit: write the unit after the number (e.g. 45s, 30m, 2h, 1d)")
+    if not re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h|d|w))+", text):
+        raise ValueError(f"{value!r} is not a duration (e.g. 45s, 30m, 2h, 1d)")
+    seconds = sum(float(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", text))
+    if seconds == 0:
+        raise ValueError(f"{value!r} is zero: a duration must be more than 0")
+    if math.isinf(seconds):
+        raise ValueError(f"{value!r} is too long to be a duration")
     return seconds
 
 
@@ -211,6 +248,35 @@ def duration_text(seconds: float | None) -> str:
             rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
             return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WHEN_EXAMPLE = 'days and a time range, e.g. "sun 02:00-04:00", "mon-fri 22:00-06:00" or "sat,sun 00:00-24:00"'
+
+
+def parse_when(text) -> tuple[frozenset, int, int]:
+    """'mon-fri 22:00-06:00' -> (days 0..6, start and end in minutes after midnight). ValueError if not.
+
+    Days are names, ranges (fri-mon wraps) and commas; without days, every day. A range may cross
+    midnight (22:00-06:00 ends on the next day); 24:00 is the end of the day.
+    """
+    match = re.fullmatch(r"(?:([a-z,-]+)\s+)?(\d\d):(\d\d)-(\d\d):(\d\d)", str(text).strip().lower())
+    if not isinstance(text, str) or not match:
+        raise ValueError(f"{_kind(text)} is not a window: write {WHEN_EXAMPLE}")
+    day_text, *clock = match.groups()
+    start, end = int(clock[0]) * 60 + int(clock[1]), int(clock[2]) * 60 + int(clock[3])
+    if int(clock[1]) > 59 or int(clock[3]) > 59 or start >= 24 * 60 or end > 24 * 60:
+        raise ValueError(f"{text!r} has a time that is not on a clock (00:00 to 23:59, 24:00 as an end)")
+    if start == end:
+        raise ValueError(f"{text!r} starts where it ends: give a range that lasts")
+    days = set()
+    for part in (day_text or "mon-sun").split(","):
+        first, _, last = part.partition("-")
+        if first not in DAYS or (last and last not in DAYS):
+            raise ValueError(f"{text!r} names a day that is not one of {', '.join(DAYS)}")
+        a, b = DAYS.index(first), DAYS.index(last or first)
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days), start, end
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -321,12 +387,18 @@ class _Section:
             self.fail(key, f"must be a number, got {_kind(value)}")
         return float(value)
 
-    def duration(self, key: str, default) -> float:
-        value = self.get(key, default)
+    def duration(self, key: str, default: float | None, can_be_off: bool = False) -> float | None:
+        """A duration with a unit, or `default` (seconds) when the key is absent; None for `off` if it `can_be_off`."""
+        if not self.has(key):
+            self.used.add(key)
+            return default
+        value = self.get(key)
+        if can_be_off and (value is None or value is False):  # YAML reads `off` and `false` as false, `null` as nothing
+            return None
         try:
             return parse_duration(value)
         except ValueError as exc:
-            self.fail(key, str(exc))
+            self.fail(key, f"{exc}{'; write off to switch it off' if can_be_off else ''}")
 
     def names(self, key: str) -> tuple[str, ...]:
         value = self.get(key, [])
@@ -422,9 +494,7 @@ def _host(name: str, section: _Section, warnings: list) -> Host:
         fingerprint = digits
     if (ca_file or fingerprint) and parts.scheme != "wss":
         section.fail("url", "ca_file and fingerprint need a wss:// address")
-    timeout = section.duration("timeout", 10)
-    if timeout <= 0:
-        section.fail("timeout", "must be more than 0")
+    timeout = section.duration("timeout", 10.0)
     host = Host(
         name=name, url=url.rstrip("/"), limit=limit, token=_secret(section, "token", "tokens", warnings), insecure=insecure,
         device=(not is_loopback(parts.hostname)) if device is None else device,
@@ -447,32 +517,43 @@ def _alerts(section: _Section, warnings: list, host_names) -> Alerts:
     cd = section.section("cooldown")
     cooldown = {kind: cd.duration(kind, defaults.cooldown[kind]) for kind in defaults.cooldown}
     cd.done()
-    margin = section.number("margin", defaults.margin)
-    if not 0 <= margin < 100:
-        section.fail("margin", f"must be between 0 and 100 percentage points, got {margin}")
+    margin = _margin(section, thresholds, defaults.margin)
     resolved = section.boolean("resolved", True)
     alerts = Alerts(
         thresholds=thresholds, cooldown=cooldown, margin=margin, resolved=resolved,
         unreachable_after=section.integer("unreachable_after", 2, minimum=1),
         channels=_channels(section, warnings, host_names, resolved),
-        predict=section.duration("predict", 0) or None,
-        rebound=section.duration("rebound", defaults.rebound),
+        predict=section.duration("predict", None, can_be_off=True),
+        rebound=section.duration("rebound", defaults.rebound, can_be_off=True) or 0.0,
+        max_silence=section.duration("max_silence", defaults.max_silence),
     )
     section.done()
     return alerts
+
+
+def _margin(section: _Section, thresholds: dict, default: float) -> float:
+    """Points below a threshold before its level is left: less than notice (else ok is never reached again),
+    and no more than the gap between two thresholds (else a level is held past the one below it)."""
+    margin = section.number("margin", default)
+    said = f"{margin:g}" if section.has("margin") else f"{margin:g} (the default)"
+    if margin < 0:
+        section.fail("margin", f"must be 0 or more percentage points, got {margin:g}")
+    if margin >= thresholds["notice"]:
+        section.fail("margin", f"must be below the notice threshold ({thresholds['notice']:g}), got {said}")
+    for lower, upper in zip(LEVELS[1:], LEVELS[2:]):
+        gap = thresholds[upper] - thresholds[lower]
+        if margin > gap:
+            section.fail("margin", f"{said} is more than the {gap:g} points between {lower} ({thresholds[lower]:g}) "
+                                   f"and {upper} ({thresholds[upper]:g})")
+    return margin
 
 
 CHANNEL_TYPES = ("webhook", "slack", "discord", "telegram", "email", "alertmanager", "command", "apprise")
 
 
 def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> tuple[Channel, ...]:
-    items = section.get("channels", [])
-    if not isinstance(items, list):
-        section.fail("channels", f"must be a list, got {_kind(items)}")
     channels = []
-    for index, item in enumerate(items):
-        line = getattr(item, "line", section.mapping.lines.get("channels", section.line))
-        ch = _Section(section.path, f"alerts.channels[{index}]", item, line)
+    for index, ch in enumerate(_list_items(section, "channels")):
         kind = ch.text("type", required=True)
         if kind not in CHANNEL_TYPES:
             ch.fail("type", f"must be one of {', '.join(CHANNEL_TYPES)}, got {kind!r}")
@@ -486,9 +567,7 @@ def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> 
         for host in hosts:
             if host not in host_names:
                 ch.fail("hosts", f"names {host!r}, which is not a host in this file")
-        timeout = ch.duration("timeout", 5)
-        if timeout <= 0:
-            ch.fail("timeout", "must be more than 0")
+        timeout = ch.duration("timeout", 5.0)
         common = dict(name=name, type=kind, timeout=timeout, min_level=min_level, hosts=hosts,
                       resolved=ch.boolean("resolved", resolved))
         from guardian.channel_settings import READERS  # only with channels: their classes cost start-up
@@ -498,16 +577,75 @@ def _channels(section: _Section, warnings: list, host_names, resolved: bool) -> 
     return tuple(channels)
 
 
+def _list_items(section: _Section, key: str):
+    """A _Section for each mapping of the list at `key`, each named `key[i]` with its own line."""
+    items = section.get(key, [])
+    if not isinstance(items, list):
+        section.fail(key, f"must be a list, got {_kind(items)}")
+    name = f"{section.key_path}.{key}" if section.key_path else key
+    for index, item in enumerate(items):
+        line = getattr(item, "line", section.mapping.lines.get(key, section.line))
+        yield _Section(section.path, f"{name}[{index}]", item, line)
+
+
+def scope_problem(scope: Scope, hosts, pools, channels) -> tuple[str, str] | None:
+    """(key, problem) for a scope that names nothing, or a name the config does not define."""
+    if not (scope.hosts or scope.pools or scope.agents):
+        return "hosts", "names no hosts, pools or agents, so it would hold nothing"
+    known = {"hosts": hosts, "pools": pools, "alerts": ALERT_KINDS,
+             "channels": [channel.name for channel in channels]}
+    for key, names in (("hosts", scope.hosts), ("pools", scope.pools), ("alerts", scope.alerts),
+                       ("channels", scope.channels), ("agents", scope.agents)):
+        for name in names:
+            host, slash, agent = name.partition("/")
+            if key == "agents" and not (slash and agent and host in hosts):
+                return key, f"names {name!r}: write HOST/AGENT with a host of this config"
+            if key != "agents" and name not in known[key]:
+                return key, f"names {name!r}, which is not one of the {key} here ({', '.join(known[key]) or 'none'})"
+    return None
+
+
+def _maintenance(root: _Section, hosts: dict, pools: dict, channels) -> tuple[Maintenance, ...]:
+    from zoneinfo import ZoneInfo  # only with windows: zone data costs start-up
+
+    windows = []
+    for index, entry in enumerate(_list_items(root, "maintenance")):
+        scope = Scope(hosts=entry.names("hosts"), pools=entry.names("pools"), agents=entry.names("agents"),
+                      alerts=entry.names("alerts"), channels=entry.names("channels"))
+        problem = scope_problem(scope, hosts, pools, channels)
+        if problem:
+            entry.fail(*problem)
+        when = entry.text("when", required=True)
+        try:
+            days, start, end = parse_when(when)
+        except ValueError as exc:
+            entry.fail("when", str(exc))
+        tz = entry.text("tz", "UTC")
+        try:
+            ZoneInfo(tz)
+        except (ValueError, KeyError, OSError):  # not found is a KeyError, a path-like key a ValueError
+            entry.fail("tz", f"{tz!r} is not an IANA time zone (e.g. Europe/Berlin, Asia/Tokyo, UTC)")
+        name = entry.text("name", f"maintenance-{index + 1}")
+        if any(window.name == name for window in windows):
+            entry.fail("name", f"window name {name!r} is already taken")
+        windows.append(Maintenance(name=name, scope=scope, when=when, days=days, start=start, end=end, tz=tz,
+                                   cleanup=entry.boolean("cleanup", True)))
+        entry.done()
+    return tuple(windows)
+
+
 def _cleanup(section: _Section) -> Cleanup:
     defaults = Cleanup()
     protect = section.section("protect")
     protected = Protect(agents=protect.names("agents"), keys=protect.names("keys"), labels=protect.names("labels"))
     protect.done()
     agents = section.section("agents")
-    agent_idle = {}
+    agent_idle = {}  # only the agents that set their own: the others follow cleanup.idle_after and --idle-after
     for agent_id in list(agents.mapping):
         per_agent = agents.section(agent_id)
-        agent_idle[agent_id] = per_agent.duration("idle_after", defaults.idle_after)
+        own = per_agent.duration("idle_after", None)
+        if own is not None:
+            agent_idle[agent_id] = own
         per_agent.done()
     cleanup = Cleanup(
         idle_after=section.duration("idle_after", defaults.idle_after),
@@ -527,8 +665,6 @@ def _history(section: _Section) -> History:
     defaults = History()
     history = History(retention=section.duration("retention", defaults.retention),
                       forecast_window=section.duration("forecast_window", defaults.forecast_window))
-    if history.retention <= 0:
-        section.fail("retention", "must be more than 0")
     if history.forecast_window < MIN_SPAN:
         section.fail("forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long")
     section.done()
@@ -554,9 +690,11 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
         members = pool.names("hosts")
         if not members:
             pool.fail("hosts", "must name at least one host")
-        for member in members:
+        for index, member in enumerate(members):
             if member not in hosts:
                 pool.fail("hosts", f"names {member!r}, which is not a host in this file")
+            if member in members[:index]:
+                pool.fail("hosts", f"names {member!r} twice: each host counts once towards the pool")
         if name in hosts:
             pool.fail(None, "a pool may not have the same name as a host")
         limit = pool.integer("limit", required=True)
@@ -565,11 +703,12 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
         pools[name] = Pool(name=name, hosts=members, limit=limit)
         pool.done()
     alerts = _alerts(root.section("alerts"), warnings, hosts)
+    maintenance = _maintenance(root, hosts, pools, alerts.channels) if root.has("maintenance") else ()
     cleanup = _cleanup(root.section("cleanup"))
     history = _history(root.section("history"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
-    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history,
+    return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history, maintenance=maintenance,
                   state_dir=Path(state_dir).expanduser(), path=path, warnings=tuple(warnings))
 
 

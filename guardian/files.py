@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +17,10 @@ def write_private(path: Path, text: str) -> None:
 def write_atomic(path: Path, text: str, mode: int) -> None:
     """Replace `path` (temp file, fsync, rename), so a crash or a reader sees the old or the new, never half.
 
-    The temp file is hidden (`.NAME.PID.tmp`): a collector reading `*.prom` never picks it up.
+    The temp file is hidden (`.NAME.PID.THREAD.tmp`): a collector reading `*.prom` never picks it up.
+    It is this thread's own, so threads replacing one file at once never rename each other's.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -103,6 +103,8 @@ class History:
                     data = handle.read(size - offset)
             except FileNotFoundError:
                 inode, offset, data = 0, 0, b""
+            except OSError:  # another owner's, say: the totals stand until it can be read (the check warns)
+                (inode, offset), data = position or (0, 0), b""
             whole = data[: data.rfind(b"\n") + 1]
             for (metric, labels), increment in count(parse_lines(whole.splitlines())).items():
                 db.execute("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (metric, labels) "

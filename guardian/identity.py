@@ -8,8 +8,12 @@ approval per gateway lasts; `cryptography` is imported only when a device is act
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +33,6 @@ class DeviceIdentity:
     device_id: str  # lowercase hex sha256 of the raw public key
     public_key: str  # base64url (no padding) of the raw 32-byte public key
     private_key: bytes  # raw 32-byte seed
-    created: bool = False  # made on this run (so a pairing request is expected)
 
     def sign(self, payload: str) -> str:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,15 +48,42 @@ def signature_payload(device_id: str, client_id: str, client_mode: str, role: st
 
 
 class IdentityStore:
-    """device.json (the key pair) and device-tokens.json (one token per host) under state_dir/identity."""
+    """device.json (the key pair) and device-tokens.json (one token per host) under state_dir/identity.
+
+    One store serves every poll thread of a run, and several runs (a check and a cleanup) may
+    share the dir: the identity is read or made once, and every change to these files is made
+    under identity/lock, so no thread or run makes a second identity or loses another's token.
+    """
 
     def __init__(self, state_dir: Path):
         self.dir = Path(state_dir) / "identity"
         self.key_file = self.dir / "device.json"
         self.token_file = self.dir / "device-tokens.json"
+        self.lock_file = self.dir / "lock"
         self.warnings: list[str] = []
+        self._identity: DeviceIdentity | None = None
+        self._loading = threading.Lock()
 
     def identity(self) -> DeviceIdentity:
+        with self._loading:
+            if self._identity is None:
+                with self._locked():
+                    self._identity = self._read_identity() or self._create()
+            return self._identity
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock on identity/lock; a descriptor of its own, so threads exclude each other too."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for one small read-modify-write
+            yield
+        finally:
+            os.close(fd)
+
+    def _read_identity(self) -> DeviceIdentity | None:
+        """The stored identity; None when there is none, or it was unreadable and moved aside."""
         try:
             data = json.loads(self.key_file.read_text())
             private = b64url_decode(data["privateKey"])
@@ -65,19 +95,19 @@ class IdentityStore:
                                      f"run: chmod 600 {self.key_file}")
             return identity
         except FileNotFoundError:
-            pass
+            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             moved = move_aside(self.key_file)
             self.warnings.append(f"the device identity {self.key_file} was unreadable ({exc}); moved it to "
                                  f"{moved.name} and made a new one, which each remote gateway must approve again")
-        return self._create()
+            return None
 
     def _create(self) -> DeviceIdentity:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
         private = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        identity = _from_private(private, created=True)
+        identity = _from_private(private)
         write_private(self.key_file, json.dumps({"version": 1, "deviceId": identity.device_id,
                                                  "publicKey": identity.public_key,
                                                  "privateKey": b64url(private)}, indent=2))
@@ -97,18 +127,18 @@ class IdentityStore:
         return None
 
     def save_device_token(self, host: str, device_id: str, token: str, scopes: list[str]) -> None:
-        tokens = self._tokens()
-        entry = tokens.get(host)
-        if isinstance(entry, dict) and entry.get("token") == token:
-            return
-        tokens[host] = {"deviceId": device_id, "token": token, "scopes": scopes}
-        write_private(self.token_file, json.dumps(tokens, indent=2))
+        if self.device_token(host, device_id) == token:
+            return  # the usual case, without the lock
+        with self._locked():  # read again under it: another thread or run may have saved its host's meanwhile
+            tokens = self._tokens()
+            tokens[host] = {"deviceId": device_id, "token": token, "scopes": scopes}
+            write_private(self.token_file, json.dumps(tokens, indent=2))
 
 
-def _from_private(private: bytes, created: bool = False) -> DeviceIdentity:
+def _from_private(private: bytes) -> DeviceIdentity:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     public = Ed25519PrivateKey.from_private_bytes(private).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return DeviceIdentity(hashlib.sha256(public).hexdigest(), b64url(public), private, created)
+    return DeviceIdentity(hashlib.sha256(public).hexdigest(), b64url(public), private)
 

@@ -4,6 +4,12 @@ Gauges come from the check itself. The counters (alerts sent, sessions closed) a
 audit log, the one record of both: history.db keeps their running totals and where in the log it
 stopped, so each check reads only the lines appended since (see History.audit_counters).
 The file is replaced atomically, mode 0644, for node_exporter's textfile collector to read.
+
+The thresholds are written too, for contrib/prometheus/guardian-rules.yml to decide on, already as
+the ratios the rules compare: c/l >= t/100 decides as the guardian's 100*c/l >= t does, while a rule
+computing t/100 - m/100 itself would not always.
+A collector error is a host this check could not read (connect, auth, timeout, protocol: one per host
+per check); its counter is kept with the audit counters, so only the checks that write this file count.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from guardian.check import CheckReport, Subject
+from guardian.config import Alerts
 from guardian.files import write_atomic
 from guardian.history import History
 
@@ -21,19 +28,23 @@ LEVEL_VALUE = {"ok": 0, "notice": 1, "warning": 2, "critical": 3}
 GAUGES = [  # name, help, value of a subject (None: no sample)
     ("guardian_sessions", "Non-archived sessions at this check.", lambda s: s.reading and s.reading.count),
     ("guardian_limit", "Configured session limit.", lambda s: s.limit),
-    ("guardian_usage_ratio", "Sessions divided by the limit.", lambda s: s.reading and round(s.reading.count / s.limit, 4)),
+    ("guardian_usage_ratio", "Sessions divided by the limit.", lambda s: s.reading and s.reading.count / s.limit),
     ("guardian_level", "Alert level: 0 ok, 1 notice, 2 warning, 3 critical (the last known one when unreachable).",
      lambda s: LEVEL_VALUE[s.level]),
     ("guardian_idle_sessions", "Sessions idle past cleanup.idle_after.", lambda s: s.reading and s.reading.idle),
     ("guardian_reachable", "1 when this check read the subject, else 0.", lambda s: int(s.reading is not None)),
     ("guardian_last_success_timestamp_seconds", "When the subject was last read successfully.",
      lambda s: s.last_success),
+    ("guardian_unreachable_members", "A pool's members this check could not read: its sessions and usage are then "
+     "a lower bound, from the others.", lambda s: len(s.unreachable_members) if s.kind == "pool" else None),
     ("guardian_forecast_critical_seconds", "Seconds until usage is forecast to reach critical (rising trend only).",
      lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
 ]
+COLLECTOR_ERRORS = "guardian_collector_errors_total"  # not from the audit log: from this check's polls
 COUNTERS = [
-    ("guardian_alerts_sent_total", "Alert lines a channel accepted, from the audit log."),
+    ("guardian_alerts_sent_total", "Alert lines a channel accepted (Alertmanager: what changed), from the audit log."),
     ("guardian_sessions_closed_total", "Sessions cleanup closed, from the audit log."),
+    (COLLECTOR_ERRORS, "Polls of a host that failed (connect, auth, timeout, protocol)."),
 ]
 
 
@@ -53,7 +64,17 @@ def count(records: list[dict]) -> Counter:
     return increments
 
 
-def textfile(report: CheckReport, counters: dict) -> str:
+def collector_errors(report: CheckReport) -> Counter:
+    """This check's counter increments for its failed polls, and a 0 for every host it read, so the
+    series exists before its first error (a rule's increase() then sees that first one)."""
+    increments = Counter()
+    for host in (s for s in report.subjects if s.kind == "host"):
+        labels = json.dumps({"kind": "host", "name": host.name}, sort_keys=True)
+        increments[COLLECTOR_ERRORS, labels] = int(host.reading is None)
+    return increments
+
+
+def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
     lines = []
     for name, help_text, value in GAUGES:
         samples = [(_labels({"kind": s.kind, "name": s.name}), value(s)) for s in report.subjects]
@@ -61,14 +82,29 @@ def textfile(report: CheckReport, counters: dict) -> str:
     for name, help_text in COUNTERS:
         samples = [(_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name]
         lines += _family(name, "counter", help_text, samples)
+    lines += _family("guardian_level_threshold_ratio", "gauge",
+                     "Usage ratio at which a level is reached (alerts.thresholds).",
+                     [(_labels({"level": level}), threshold / 100) for level, threshold in alerts.thresholds.items()])
+    lines += _family("guardian_level_hold_ratio", "gauge",
+                     "Usage ratio above which a level already reached is kept (its threshold minus alerts.margin).",
+                     [(_labels({"level": level}), (threshold - alerts.margin) / 100)
+                      for level, threshold in alerts.thresholds.items()])
     lines += _family("guardian_check_timestamp_seconds", "gauge", "When this check ran.", [("", report.time)])
+    if report.duration is not None:
+        lines += _family("guardian_check_duration_seconds", "gauge", "How long this check took, polls to state saved.",
+                         [("", report.duration)])
     return "\n".join(lines) + "\n"
 
 
-def write(path: str, report: CheckReport, state_dir: Path) -> None:
+def write(path: str, report: CheckReport, alerts: Alerts, state_dir: Path) -> None:
     """Bring the counters up to date and replace the metrics file. OSError or HistoryError if it cannot."""
-    counters = History(state_dir).audit_counters(Path(state_dir) / "audit.jsonl", count)
-    write_atomic(Path(path), textfile(report, counters), 0o644)
+    def increments(audit_records):  # called once per write: this check's polls are counted once
+        found = count(audit_records)
+        found.update(collector_errors(report))  # update, not +: a Counter sum drops the zeros
+        return found
+
+    counters = History(state_dir).audit_counters(Path(state_dir) / "audit.jsonl", increments)
+    write_atomic(Path(path), textfile(report, counters, alerts), 0o644)
 
 
 def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:

@@ -40,17 +40,17 @@ class AlertLine:
     subject: str  # "host:t440" / "pool:shared-key"
     kind: str  # host | pool
     name: str
-    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test
+    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test | lowered (Alertmanager's)
     level: str
     previous: str
     count: int | None
     limit: int
-    idle: int | None
+    idle: int | None  # sessions idle past cleanup.idle_after (some may be kept: pinned, protected, main, running)
     error: str | None
     action: str
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
-    repeat_in: float | None = None  # seconds until this is sent again if it still holds; None: never
     detail: str | None = None  # what a growth or rebound anomaly found
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
 
     @property
     def usage(self) -> float | None:
@@ -89,6 +89,8 @@ class AlertLine:
         if self.reason == "unreachable":
             return safe(f"{label}: {self.error}. {self.action}")
         usage = f"{self.usage:.0f}% ({self.count}/{self.limit})"
+        if self.unreachable_members:
+            usage = f"at least {usage}, {', '.join(self.unreachable_members)} unreachable"
         if self.alert in ("growth", "rebound"):
             return safe(f"{label} {usage}, {'growing' if self.alert == 'growth' else 'rebounding'}: {self.detail}. {self.action}")
         if self.reason == "reachable":  # the unreachable alert resolved; the usage alert stands as it was told
@@ -96,10 +98,13 @@ class AlertLine:
             return f"{label} reachable again, {level}, {usage}"
         if self.reason == "resolved":
             return f"{label} {usage}, back below notice (was {self.previous})"
-        why = f"up from {self.previous}" if self.reason == "escalated" else "still"
-        if LEVELS.index(self.previous) > LEVELS.index(self.level):  # the reminder of a lower level that held
+        why = {"escalated": f"up from {self.previous}",
+               "lowered": f"down from {self.previous}"}.get(self.reason, "still")
+        if self.reason == "repeat" and LEVELS.index(self.previous) > LEVELS.index(self.level):  # a lower level held
             why = f"down from {self.previous}"
-        idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''} cleanup could close" if self.idle else ""
+        # The cheap count cannot see pinned, protected, main or running sessions, which cleanup keeps:
+        # "idle", never "cleanup could close" (a dry run knows that number).
+        idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''}" if self.idle else ""
         if self.closed_now is not None:
             idle = f"; the guardian closed {self.closed_now} idle session{'s' if self.closed_now != 1 else ''} at once"
         return f"{label} {usage}, {why}{idle}. {self.action}"
@@ -112,7 +117,7 @@ class AlertLine:
                 "name": self.name, "alert": self.alert, "level": self.level, "previous_level": self.previous,
                 "reason": self.reason, "usage": self.usage, "count": self.count, "limit": self.limit,
                 "idle": self.idle, "error": self.error, "action": self.action, "closed_now": self.closed_now,
-                "detail": self.detail, "time": time}
+                "detail": self.detail, "unreachable_hosts": list(self.unreachable_members), "time": time}
 
 
 def suggested_action(reason: str, level: str, hosts: str) -> str:

@@ -57,7 +57,6 @@ class Notice:
     reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound
     level: str
     previous: str  # the level the channel was last told
-    repeat_in: float | None = None  # told again after this many seconds if it still holds; None: never
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def _reachability(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, 
         if not _over(memory, "unreachable", cooldown, now):
             return None, memory
         told = replace(memory, unreachable=True, told_at={**memory.told_at, "unreachable": now})
-        return Notice("unreachable", subject.level, subject.level, cooldown), told
+        return Notice("unreachable", subject.level, subject.level), told
     if subject.failures == 0 and memory.unreachable:
         return Notice("reachable", subject.level, subject.level), replace(memory, unreachable=False)
     return None, memory  # one failed poll is not yet worth a message
@@ -120,16 +119,16 @@ def _usage(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: fl
     if RANK[level] < RANK[min_level]:
         return None, memory  # not for this channel, and not a resolved either
     if RANK[level] > RANK[told]:
-        return _tell("escalated", level, memory, alerts, now)
+        return _tell("escalated", level, memory, now)
     if level == told:
-        return _tell("repeat", level, memory, alerts, now) if _over(memory, level, alerts.cooldown[level], now) \
+        return _tell("repeat", level, memory, now) if _over(memory, level, alerts.cooldown[level], now) \
             else (None, memory)
     # Lower than told: quiet until this level has held for its own cooldown (each drop starts it
     # again, so a flapping host never hears the lower level) and the level told has cooled down
     # (so the reminder never lets the next rise tell the higher level again within its cooldown).
     held = subject.since is not None and now - subject.since >= alerts.cooldown[level]
     if held and _over(memory, told, alerts.cooldown[told], now):
-        return _tell("repeat", level, memory, alerts, now)
+        return _tell("repeat", level, memory, now)
     return None, memory
 
 
@@ -142,7 +141,7 @@ def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: floa
     memory = _clock_moved_back(memory, now)
     if not _over(memory, reason, alerts.cooldown[reason], now):
         return Decision((), memory)
-    notice = Notice(reason, "notice", memory.level, alerts.cooldown[reason])
+    notice = Notice(reason, "notice", memory.level)
     return Decision((notice,), replace(memory, level="notice", told_at={**memory.told_at, reason: now}))
 
 
@@ -163,10 +162,8 @@ def _clock_moved_back(memory: ChannelMemory, now: float) -> ChannelMemory:
     return replace(memory, told_at={kind: min(told, now) for kind, told in memory.told_at.items()})
 
 
-def _tell(reason: str, level: str, memory: ChannelMemory, alerts: Alerts, now: float):
-    cooldown = alerts.cooldown[level]
-    return Notice(reason, level, memory.level, cooldown), replace(memory, level=level,
-                                                                 told_at={**memory.told_at, level: now})
+def _tell(reason: str, level: str, memory: ChannelMemory, now: float):
+    return Notice(reason, level, memory.level), replace(memory, level=level, told_at={**memory.told_at, level: now})
 
 
 def exit_code(levels: list[str], unknown: bool) -> int:

@@ -9,9 +9,11 @@ import json
 import math
 
 from guardian.check import CheckReport, Subject
+from guardian.cleanup import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.config import duration_text
 from guardian.forecast import Forecast, eta_text
 from guardian.notify import iso_time, safe
+from guardian.policy import Reading
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -19,7 +21,17 @@ JSON_VERSION = 1
 
 def usage_text(subject: Subject) -> str:
     r = subject.reading
-    return f"{r.usage:.0f}% ({r.count}/{r.limit})" if r else "unknown"
+    return f"{lower_bound(subject)}{r.usage:.0f}% ({r.count}/{r.limit})" if r else "unknown"
+
+
+def lower_bound(subject: Subject) -> str:
+    """What goes before a pool's usage while a member is unreachable: the rest only count so far."""
+    return "at least " if subject.unreachable_members else ""
+
+
+def unreachable_text(subject: Subject) -> str:
+    """The table's note for a pool read in part: its sessions and usage are a lower bound."""
+    return f"at least: {', '.join(subject.unreachable_members)} unreachable" if subject.unreachable_members else ""
 
 
 def change_text(change: int | None) -> str:
@@ -73,7 +85,7 @@ def check_json(report: CheckReport) -> dict:
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
         else:
-            data["hosts"] = list(s.members)
+            data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
 
     code = report.exit_code
@@ -100,26 +112,40 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"change={change_text(s.change)}")
         if s.reading.idle is not None:
             parts.append(f"idle={s.reading.idle}")
+        if s.unreachable_members:
+            parts.append(f"unreachable={','.join(s.unreachable_members)}")
         parts += forecast_plain(s.forecast)
         lines.append(" ".join(parts))
     return "\n".join(lines)
 
 
 def check_nagios(report: CheckReport, thresholds: dict) -> str:
-    """`SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 ...`.
+    """`SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 ...`.
 
-    Worst first in the text; perfdata in config order, warn/crit at the notice/warning counts.
+    Worst first in the text; perfdata in config order, warn/crit at the counts where the exit code turns
+    WARNING and CRITICAL, so a graph's lines and the states agree.
     """
     rank = {"unknown": 3.5, "critical": 4, "warning": 2, "notice": 1, "ok": 0}
     ordered = sorted(report.subjects, key=lambda s: -rank[s.level if s.reading else "unknown"])
     text = ", ".join(f"{subject_label(s)} {usage_text(s)}" for s in ordered)
     perf = []
     for s in report.subjects:
-        warn, crit = (math.ceil(s.limit * thresholds[level] / 100 - 1e-9) for level in ("notice", "warning"))
+        warn, crit = (threshold_count(s.limit, thresholds[level]) for level in ("warning", "critical"))
         value = s.reading.count if s.reading else "U"
         label = s.name if s.kind == "host" else f"pool:{s.name}"
         perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
     return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
+
+
+def threshold_count(limit: int, percent: float) -> int:
+    """The fewest sessions whose usage reaches `percent` of `limit`, by the usage the levels are judged on."""
+    count = math.ceil(limit * percent / 100)
+    # the float division can land a count either side of the exact threshold: step to the one the levels see
+    while count > 0 and Reading(count - 1, limit).usage >= percent:
+        count -= 1
+    while Reading(count, limit).usage < percent:
+        count += 1
+    return count
 
 
 def check_table(report: CheckReport):
@@ -133,7 +159,7 @@ def check_table(report: CheckReport):
     for s in report.subjects:
         r = s.reading
         level = s.level if r else "unknown"
-        note = safe(s.error or "") if r is None else (s.server_version or "")
+        note = safe(s.error or "") if r is None else (s.server_version or unreachable_text(s))
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
@@ -164,7 +190,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
     def host(r) -> dict:
         limit = r.host.limit
         return {
-            "name": r.host.name, "error": r.error, "before": r.before, "after": r.after, "limit": limit,
+            "name": r.host.name, "status": r.status, "error": r.error,
+            "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
             "closed": r.closed, "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
@@ -182,6 +209,10 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
             "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
 
 
+# how the line with a host's error starts, by how far its run got
+STOPPED = {NOT_CLEANED: "not cleaned: ", PARTLY_CLEANED: "partly cleaned, stopped early: ", CLEANED: "cleaned, but "}
+
+
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
@@ -197,14 +228,38 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
                                     f"{r.count('already gone')}; failed {r.failed}")]
     if r.error:
-        lines.append(f"{name}: stopped early: {safe(r.error)}")
+        lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
     for o in r.outcomes:
         if o.result in ("failed", "unknown"):
             lines.append(f"{name}: {o.result}: {safe(o.decision.key)}: {safe(o.error or '')}")
     if r.after is not None and limit - r.after < reserve:
-        lines.append(f"{name}: reserve not met: {limit - r.after} free slots after cleanup, {reserve} wanted; "
-                     f"only idle sessions may be closed, so the rest is for a person to look at")
+        free = limit - r.after
+        lines.append(f"{name}: reserve not met: {plural(free, 'free slot')} after cleanup, {reserve} wanted; "
+                     + "; ".join(reserve_causes(r)))
     return lines
+
+
+def reserve_causes(r) -> list[str]:
+    """Why a host's cleanup left fewer free slots than the reserve: what held sessions back, the cap first."""
+    held = r.kept[OVER_CAP]
+    causes = []
+    if held:
+        causes.append(f"the per-run cap held {plural(held, 'idle session')} back (the next run closes them, or raise "
+                      "max_per_run)")
+    if r.failed:
+        causes.append(f"{plural(r.failed, 'delete')} failed")
+    if r.count("skipped: changed"):
+        causes.append(f"{plural(r.count('skipped: changed'), 'session')} woke up since the listing")
+    in_use = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common() if reason != OVER_CAP)
+    if in_use:
+        # only idle sessions may be closed: unless the cap is what held them, the rest needs a person
+        causes.append(f"the other sessions are in use or protected ({in_use})"
+                      + ("" if held else ": for a person to look at"))
+    return causes or ["no session was left that may be closed"]
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float) -> None:

@@ -1,4 +1,5 @@
-"""state.json: each subject's level and what each channel was told, under an exclusive lock.
+"""state.json: each subject's level, what each channel was told (what each Alertmanager holds), and
+when a host, pool or channel left the config, under an exclusive lock.
 
 Read-modify-write happens inside one `StateFile.locked()` block; the file is replaced atomically,
 and a corrupt file is moved aside with a warning so the run goes on from a clean slate.
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from guardian.alertmanager_state import Posted
 from guardian.config import LEVELS, Alerts
 from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
@@ -25,6 +27,9 @@ LOCK_TIMEOUT = 20.0  # seconds a run waits for the state lock before giving up (
 # anything is decided: a run that delivered and then could not remember it would deliver again
 # on every run, an alert storm on a full disk.
 MIN_FREE = 1 << 20
+# How long a host, pool or channel that left the config is remembered: a typo fixed within a day
+# brings it back with what its channels were told (no alert storm); later it starts afresh.
+FORGET_AFTER = 86400.0
 
 
 class StateError(Exception):
@@ -39,6 +44,8 @@ class StateBusy(StateError):
 class State:
     subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
     memories: dict = field(default_factory=dict)  # (subject id, channel name) -> ChannelMemory
+    posted: dict = field(default_factory=dict)  # (subject id, Alertmanager channel name) -> Posted
+    departed: dict = field(default_factory=dict)  # "host:NAME", "pool:NAME", "channel:NAME" -> when it left the config
 
     def subject(self, subject_id: str) -> SubjectState:
         return self.subjects.get(subject_id, SubjectState())
@@ -52,7 +59,11 @@ class State:
             subjects[subject_id] = {**asdict(subject), "channels": {}}
         for (subject_id, channel), memory in sorted(self.memories.items()):
             subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})["channels"][channel] = asdict(memory)
-        return json.dumps({"version": VERSION, "subjects": subjects}, indent=1, sort_keys=True) + "\n"
+        for (subject_id, channel), posted in sorted(self.posted.items()):
+            entry = subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})
+            entry.setdefault("alertmanager", {})[channel] = asdict(posted)
+        return json.dumps({"version": VERSION, "subjects": subjects, "departed": self.departed}, indent=1,
+                          sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, cooldown: dict | None = None) -> "State":
@@ -67,15 +78,52 @@ class State:
             raise ValueError(f"not a guardian state file of version 1 or {VERSION}")
         upgrade = data["version"] == 1
         state = cls()
+        departed = data.get("departed", {})
+        if not isinstance(departed, dict) or not all(_is_number(when) for when in departed.values()):
+            raise ValueError("departed is not a map of names to times")
+        state.departed = departed
         for subject_id, entry in data["subjects"].items():
             channels = entry.pop("channels", {})
+            posted = entry.pop("alertmanager", {})
             subject = _checked(SubjectState, entry)
             state.subjects[subject_id] = replace(subject, since=subject.checked_at) if upgrade else subject
             for channel, memory in channels.items():
                 if upgrade:
                     memory = _upgraded(subject_id, _checked(_MemoryV1, memory), cooldown or Alerts().cooldown)
                 state.memories[(subject_id, channel)] = _checked(ChannelMemory, memory)
+            for channel, held in posted.items():
+                state.posted[(subject_id, channel)] = _checked(Posted, held)
         return state
+
+    def forget_departed(self, subject_ids: set[str], channel_names: set[str], now: float) -> None:
+        """Drop what is kept about hosts, pools and channels that left the config FORGET_AFTER ago.
+
+        `subject_ids` and `channel_names` are those the config has now (every host, not only a --hosts
+        selection). An anomaly's memory ("host:t440/growth") goes with its subject.
+        """
+        def subject_of(key: str) -> str:
+            return key.partition("/")[0]
+
+        channel_keys = [*self.memories, *self.posted]
+        kept = {*self.subjects, *(subject_of(key) for key, _ in channel_keys),
+                *(f"channel:{channel}" for _, channel in channel_keys)}
+        present = {*subject_ids, *(f"channel:{name}" for name in channel_names)}
+        # min(): a clock set back must not hold a departure in the future
+        self.departed = {name: min(self.departed.get(name, now), now) for name in kept - present}
+        gone = {name for name, since in self.departed.items() if now - since >= FORGET_AFTER}
+        if not gone:
+            return
+        for subject_id in [s for s in self.subjects if s in gone]:
+            del self.subjects[subject_id]
+        for memories in (self.memories, self.posted):
+            for key, channel in [k for k in memories if subject_of(k[0]) in gone or f"channel:{k[1]}" in gone]:
+                del memories[(key, channel)]
+        for name in gone:
+            del self.departed[name]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -133,14 +181,7 @@ class StateFile:
     @contextmanager
     def locked(self):
         """Yield the State under an exclusive lock; write it back if the block completes."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
-        try:
-            self._acquire(fd)
-            self._check_room()
+        with self.lock():
             state = self._read()
             yield state
             for stale in self.dir.glob(f".{self.path.name}.*.tmp"):  # a killed run's; under the lock none is live
@@ -149,6 +190,19 @@ class StateFile:
                 write_private(self.path, state.to_json())
             except OSError as exc:
                 raise StateError(f"cannot write {self.path} ({exc.strerror}); alerts of this run may be sent again") from None
+
+    @contextmanager
+    def lock(self):
+        """The exclusive state lock alone, room checked: for files changed beside state.json (silences.json)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
+        try:
+            self._acquire(fd)
+            self._check_room()
+            yield
         finally:
             os.close(fd)  # releases the lock
 

@@ -3,6 +3,8 @@
 from dataclasses import replace
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from guardian.anomaly import find, growth, rebound
 from guardian.audit import CleanupRun
@@ -15,22 +17,27 @@ T0 = 1_800_000_000.0
 PREDICT = replace(Alerts(), predict=30 * MIN)
 
 
-def samples(points, limit=100):
-    """(minute, sessions or None) -> Samples of host:a."""
-    return [Sample(T0 + m * MIN, "host", "a", n, limit, None if n is None else 100 * n / limit, "ok", None, n is not None)
-            for m, n in points]
+def samples(points, limit=100, level="ok"):
+    """(minute, sessions or None) -> Samples of host:a; `limit` and `level` a value or a function of the minute."""
+    limit_at = limit if callable(limit) else lambda minute: limit
+    level_at = level if callable(level) else lambda minute: level
+    return [Sample(T0 + m * MIN, "host", "a", n, limit_at(m), None if n is None else 100 * n / limit_at(m),
+                   level_at(m), None, n is not None) for m, n in points]
 
 
-def growing(now_minute, eta_minutes):
+def growing(now_minute, eta_minutes, level="warning"):
     """A check every minute for an hour, +0.5 % a minute, reaching critical (90) `eta_minutes` after the last."""
     at_now = 90 - 0.5 * eta_minutes
-    return samples([(m, at_now - 0.5 * (now_minute - m)) for m in range(now_minute - 60, now_minute + 1)])
+    return samples([(m, at_now - 0.5 * (now_minute - m)) for m in range(now_minute - 60, now_minute + 1)], level=level)
 
 
-def is_growth(series, alerts=PREDICT, now_minute=60):
-    now = T0 + now_minute * MIN
-    current = forecast([(s.time, s.usage) for s in series], alerts.thresholds["critical"], now, 3600)
-    return growth(series, current, alerts, 3600, now)
+def is_growth(series, alerts=PREDICT, now=None):
+    return growth(series, alerts, 3600, series[-1].time if now is None else now) is not None
+
+
+def flat_then(before, after, at_minute, limit=100):
+    """A check every 30 s for an hour: `before` sessions, then `after` from `at_minute` on."""
+    return samples([(m / 2, before if m / 2 < at_minute else after) for m in range(121)], limit=limit)
 
 
 @pytest.mark.parametrize("name, series, alerts, expected", [
@@ -38,38 +45,94 @@ def is_growth(series, alerts=PREDICT, now_minute=60):
     ("within predict at both checks (29m, 30m)", growing(60, 29), PREDICT, True),
     ("within predict only at this check (30m, 31m)", growing(60, 30), PREDICT, False),
     ("critical further off than predict", growing(60, 50), PREDICT, False),
-    ("already critical: the usage alert says it", growing(60, -4), PREDICT, False),
+    ("already critical: the usage alert says it", growing(60, -4, level="critical"), PREDICT, False),
+    ("held at critical by the margin, usage just under it", growing(60, 2, level="critical"), PREDICT, False),
     ("predict is off", growing(60, 20), Alerts(), False),
     ("flat", samples([(m, 70) for m in range(61)]), PREDICT, False),
     ("not enough history", growing(60, 20)[-4:], PREDICT, False),
+    ("one step half-way: flat 50 %, then flat 80 %", flat_then(50, 80, 30), PREDICT, False),
+    ("one step late: flat 50 %, then flat 85 % for the last 20 minutes", flat_then(50, 85, 40), PREDICT, False),
+    ("the limit lowered in the config: 40 of 80, then 40 of 50", flat_then(40, 40, 30, lambda m: 80 if m < 30 else 50),
+     PREDICT, False),
+    ("a step, then a steady climb: the climb is growth",
+     samples([(m, 50 if m < 10 else 60 + (m - 10) / 2) for m in range(61)], level="warning"), PREDICT, True),
 ])
-def test_growth_needs_two_checks_in_a_row(name, series, alerts, expected):
+def test_growth_is_a_real_trend_two_checks_in_a_row(name, series, alerts, expected):
     assert is_growth(series, alerts) is expected
+
+
+@given(before=st.integers(0, 200), after=st.integers(0, 200), step_at=st.integers(1, 119),
+       limits=st.tuples(st.integers(1, 200), st.integers(1, 200)), limit_changes_at=st.integers(0, 120),
+       unreachable=st.sets(st.integers(0, 119), max_size=10))
+@example(before=50, after=80, step_at=60, limits=(100, 100), limit_changes_at=0, unreachable=set())  # growth on main
+@example(before=40, after=40, step_at=60, limits=(80, 50), limit_changes_at=60, unreachable=set())  # the limit, on main
+def test_no_step_is_ever_growth(before, after, step_at, limits, limit_changes_at, unreachable):
+    # issue 12: a single step (two flat stretches, or a config change of the limit) is not growth
+    counts = [None if i in unreachable else (before if i < step_at else after) for i in range(121)]
+    series = samples([(i / 2, n) for i, n in enumerate(counts)], limit=lambda m: limits[m * 2 >= limit_changes_at])
+    assert not is_growth(series, now=T0 + 60 * MIN)
+
+
+@st.composite
+def climbs(draw):
+    """(limit, usage points per hour, minutes to critical at that rate, minutes between checks): at least five
+    sessions of climb in the hour, below critical now, and critical well within predict (30m)."""
+    limit = draw(st.integers(20, 500))
+    return limit, draw(st.floats(max(5.0, 500 / limit), 70)), draw(st.floats(1, 15)), draw(st.sampled_from([0.5, 1, 2]))
+
+
+@given(climbs())
+@example(climb=(32, 17.0, 15.0, 0.5))  # five one-session rises: taking out a whole rise lost a fifth of the slope
+def test_a_steady_climb_toward_critical_is_growth(climb):
+    # a climb in whole sessions (a staircase of small steps), checked every `every` minutes for an hour
+    limit, per_hour, eta, every = climb
+    at_end = 90 - per_hour * eta / 60
+    checks = int(60 / every)
+    counts = [int((at_end - per_hour * (checks - i) / checks) / 100 * limit) for i in range(checks + 1)]
+    series = samples([(i * every, n) for i, n in enumerate(counts)], limit=limit, level="warning")
+    assert is_growth(series)
 
 
 def cleanup(minute, closed):
     return CleanupRun(T0 + minute * MIN, "a", "r1", "cleanup", {"closed": closed} if closed else {"skipped: changed": 1})
 
 
-# a cleanup at minute 10.2 closed 12 of the 50 sessions seen at minute 10
-BEFORE = [(0, 45), (5, 48), (10, 50), (10.5, 38), (15, 44)]
+# a cleanup at minute 10.2 closed 12 of the 75 sessions seen at minute 10 (limit 100, notice 65)
+BEFORE = [(0, 70), (5, 73), (10, 75), (10.5, 63), (15, 69)]
+# the same at 12 %: normal churn, nowhere near a level
+CHURN = [(0, 10), (5, 11), (10, 12), (10.5, 9), (15, 11)]
 
 
 @pytest.mark.parametrize("name, points, cleanups, now_minute, expected", [
-    ("back to 50 within 30 min", BEFORE + [(20, 50)], [cleanup(10.2, 12)], 20, (50, 50)),
-    ("above where it was", BEFORE + [(20, 53)], [cleanup(10.2, 12)], 20, (50, 53)),
-    ("not back yet", BEFORE + [(20, 49)], [cleanup(10.2, 12)], 20, None),
-    ("back, but after the window", BEFORE + [(41, 50)], [cleanup(10.2, 12)], 41, None),
-    ("the cleanup closed nothing", BEFORE + [(20, 50)], [cleanup(10.2, 0)], 20, None),
+    ("back to 75 within 30 min", BEFORE + [(20, 75)], [cleanup(10.2, 12)], 20, (75, 75)),
+    ("above where it was", BEFORE + [(20, 78)], [cleanup(10.2, 12)], 20, (75, 78)),
+    ("not back yet", BEFORE + [(20, 74)], [cleanup(10.2, 12)], 20, None),
+    ("back, but after the window", BEFORE + [(41, 75)], [cleanup(10.2, 12)], 41, None),
+    ("the cleanup closed nothing", BEFORE + [(20, 75)], [cleanup(10.2, 0)], 20, None),
     ("no check since the cleanup", BEFORE[:3], [cleanup(10.2, 12)], 10.2, None),
-    ("no check before the cleanup", [(10.5, 38), (20, 50)], [cleanup(10.2, 12)], 20, None),
+    ("no check before the cleanup", [(10.5, 63), (20, 75)], [cleanup(10.2, 12)], 20, None),
     ("unreachable now: the latest reading is not back", BEFORE + [(20, None)], [cleanup(10.2, 12)], 20, None),
-    ("the later of two cleanups counts", BEFORE + [(20, 40), (20.2, 30), (25, 41)],
-     [cleanup(10.2, 12), cleanup(20.1, 10)], 25, (40, 41)),
+    ("the later of two cleanups counts", BEFORE + [(20, 66), (20.2, 55), (25, 67)],
+     [cleanup(10.2, 12), cleanup(20.1, 10)], 25, (66, 67)),
+    ("back where it was, but at 12 %: churn, not a rebound", CHURN + [(20, 12)], [cleanup(10.2, 3)], 20, None),
+    ("back where it was, just under notice", [(10, 64), (10.5, 50), (20, 64)], [cleanup(10.2, 14)], 20, None),
+    ("back where it was, at notice exactly", [(10, 65), (10.5, 50), (20, 65)], [cleanup(10.2, 15)], 20, (65, 65)),
 ])
 def test_rebound_after_cleanup(name, points, cleanups, now_minute, expected):
-    found = rebound(samples(points), cleanups, 30 * MIN, T0 + now_minute * MIN)
+    found = rebound(samples(points), cleanups, PREDICT, T0 + now_minute * MIN)
     assert (found and (found.before, found.now)) == (expected or None)
+
+
+@given(counts=st.lists(st.integers(0, 100), min_size=2, max_size=20), cleaned_after=st.integers(0, 18),
+       closed=st.integers(1, 50))
+@example(counts=[12, 9, 12], cleaned_after=0, closed=3)  # main: a rebound at 12 %
+def test_a_rebound_is_back_at_or_above_notice_and_where_it_was(counts, cleaned_after, closed):
+    # issue 12: rebound only when it matters: back at or above notice within `rebound` of a cleanup
+    series = samples(list(enumerate(counts)))
+    cleaned_after = min(cleaned_after, len(counts) - 2)
+    found = rebound(series, [cleanup(cleaned_after + 0.5, closed)], PREDICT, series[-1].time)
+    before = counts[cleaned_after]
+    assert bool(found) == (counts[-1] >= PREDICT.thresholds["notice"] and counts[-1] >= before)
 
 
 def test_find_words_each_anomaly_for_the_alert_line():
@@ -77,7 +140,7 @@ def test_find_words_each_anomaly_for_the_alert_line():
     series = samples([(m, 100 + m) for m in range(61)], limit=200)
     now = T0 + 60 * MIN
     fit = forecast([(s.time, s.usage) for s in series], 90, now, 3600)
-    found = find(series, fit, [cleanup(59.5, 5)], PREDICT, 3600, now)
+    found = find(series, [cleanup(59.5, 5)], PREDICT, 3600, now)
     assert found == {
         "growth": "forecast to reach critical in 20m at +60.0 sessions/h (fit r² 1.00)",
         "rebound": "160 sessions, 159 before a cleanup closed 5 of them 30s ago: sessions leak faster than cleanup "

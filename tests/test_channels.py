@@ -8,15 +8,19 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import read_state
 from guardian import audit
+from guardian.alertmanager_state import Posted, change
 from guardian import check as checking
 from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
                                email_subject, fit, slack_payload, telegram_payload, utf16_len)
 from guardian.channel_settings import TelegramChannel
 from guardian.config import Secret, load
 from guardian.notify import AlertLine, envelope, message_text
+from guardian.policy import RANK
 
 T0 = 1_800_000_000.0
 SLACK_SECRET = "/services/T000/B000/zq-slack-secret"
@@ -37,10 +41,9 @@ def set_sessions(gateway, count):
 
 
 def line(name="t440", reason="escalated", level="critical", previous="warning", count=55, limit=60, error=None,
-         kind="host", repeat_in=300.0) -> AlertLine:
+         kind="host") -> AlertLine:
     return AlertLine(subject=f"{kind}:{name}", kind=kind, name=name, reason=reason, level=level, previous=previous,
-                     count=count, limit=limit, idle=3, error=error, action=f"guardian cleanup --hosts {name}",
-                     repeat_in=repeat_in)
+                     count=count, limit=limit, idle=3, error=error, action=f"guardian cleanup --hosts {name}")
 
 
 HOSTILE = "<!channel> <@U123> @everyone @here <@&42> &amp; <b>bold</b> **x** [link](http://evil) #h `c`"
@@ -121,7 +124,7 @@ def test_each_service_limit_is_kept_with_and_n_more(render, limit):
 
 
 def test_line_texts():
-    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions cleanup could close. "
+    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions. "
                              "guardian cleanup --hosts t440")
     assert line(reason="resolved", level="ok", previous="critical").text() == (
         "RESOLVED t440 92% (55/60), back below notice (was critical)")
@@ -140,7 +143,7 @@ def test_line_texts():
 
 def test_every_format_says_what_a_reachable_again_resolves():
     """Back from an outage at warning: every format resolves the unreachable alert, never the usage one."""
-    back = line(reason="reachable", level="warning", previous="warning", repeat_in=None)
+    back = line(reason="reachable", level="warning", previous="warning")
     (entry,) = envelope([back], T0)["alerts"]
     assert (entry["status"], entry["alert"]) == ("resolved", "unreachable")
     assert entry["dedup_key"] == "guardian/host/t440/unreachable"
@@ -149,16 +152,17 @@ def test_every_format_says_what_a_reachable_again_resolves():
                  discord_payload([back])["content"], telegram_payload(telegram, [back])["text"], message_text([back])):
         assert "reachable again, still at warning" in text and "back below notice" not in text, text
     assert email_subject([back]) == "[guardian] RESOLVED t440 reachable again 92%"
-    assert [(a["labels"]["alertname"], "startsAt" in a) for a in alertmanager_alerts([back], T0)] == [
-        ("SessionHostUnreachable", False)]  # resolved; the usage alerts are left as they were
+    posted = {(a["labels"]["alertname"], a["labels"]["severity"]): "startsAt" in a
+              for a in alertmanager_alerts([back], T0, valid_for=120)}  # Alertmanager: the state as it is
+    assert posted[("SessionHostUnreachable", "warning")] is False and posted[("SessionUsageHigh", "warning")] is True
 
 
 def test_alertmanager_alerts_state_everything_about_each_subject():
-    firing = alertmanager_alerts([line(level="warning", previous="notice", repeat_in=900)], T0)
+    firing = alertmanager_alerts([line(level="warning", previous="notice")], T0, valid_for=120)
     by_severity = {a["labels"]["severity"]: a for a in firing if a["labels"]["alertname"] == "SessionUsageHigh"}
     warning = by_severity["warning"]
     assert warning["labels"] == {"alertname": "SessionUsageHigh", "host": "t440", "severity": "warning"}
-    assert warning["startsAt"] == "2027-01-15T08:00:00+00:00" and warning["endsAt"] == "2027-01-15T08:30:00+00:00"
+    assert warning["startsAt"] == "2027-01-15T08:00:00+00:00" and warning["endsAt"] == "2027-01-15T08:02:00+00:00"
     assert warning["annotations"]["summary"].startswith("WARNING t440 92% (55/60)")
     assert warning["annotations"]["usage"] == "91.7" and warning["annotations"]["dedup_key"] == "guardian/host/t440/usage"
     assert all(by_severity[s]["endsAt"] == "2027-01-15T08:00:00+00:00" and "startsAt" not in by_severity[s]
@@ -166,10 +170,12 @@ def test_alertmanager_alerts_state_everything_about_each_subject():
     unreachable = [a for a in firing if a["labels"]["alertname"] == "SessionHostUnreachable"]
     assert len(unreachable) == 1 and unreachable[0]["endsAt"] == "2027-01-15T08:00:00+00:00"
 
-    down = alertmanager_alerts([line(reason="unreachable", level="ok", error="refused", repeat_in=900)], T0)
-    assert [(a["labels"]["alertname"], a["labels"]["severity"], a["endsAt"]) for a in down] == [
-        ("SessionHostUnreachable", "warning", "2027-01-15T08:30:00+00:00")]
-    pool = alertmanager_alerts([line(name="shared", kind="pool", reason="resolved", level="ok", repeat_in=None)], T0)
+    # dark at warning: the unreachable alert fires and the last level known goes on firing
+    down = alertmanager_alerts([line(reason="unreachable", level="warning", error="refused")], T0, valid_for=120)
+    assert sorted((a["labels"]["alertname"], a["labels"]["severity"]) for a in down
+                  if a["endsAt"] == "2027-01-15T08:02:00+00:00") == [
+        ("SessionHostUnreachable", "warning"), ("SessionUsageHigh", "warning")]
+    pool = alertmanager_alerts([line(name="shared", kind="pool", reason="resolved", level="ok")], T0, valid_for=120)
     assert {a["labels"]["pool"] for a in pool} == {"shared"} and all(a["endsAt"] == "2027-01-15T08:00:00+00:00" for a in pool)
     assert len(pool) == 3  # a pool is never unreachable
 
@@ -238,7 +244,7 @@ def test_alertmanager_requests_to_every_replica_then_resolved(fake, write_config
         assert request["path"] == "/api/v2/alerts" and request["headers"]["Content-Type"] == "application/json"
         firing = [a for a in json.loads(request["body"]) if "startsAt" in a]
         assert [(a["labels"], a["endsAt"]) for a in firing] == [
-            ({"alertname": "SessionUsageHigh", "host": "t440", "severity": "critical"}, "2027-01-15T08:10:00+00:00")]
+            ({"alertname": "SessionUsageHigh", "host": "t440", "severity": "critical"}, "2027-01-15T08:02:00+00:00")]
     set_sessions(fake, 10)
     checking.run(config, None, now=T0 + 60)
     resolved = json.loads(first.requests[-1]["body"])
@@ -260,6 +266,101 @@ def test_alertmanager_replica_down_is_the_channel_failing(fake, write_config, re
     down.status = 200
     cli("check", "--config", config, "-q")
     assert len(down.bodies) == 1 and len(up.requests) == 2  # sent again to both: Alertmanager deduplicates
+
+
+def alertmanager_state(body: list[dict], now: float) -> dict:
+    """What one POST to Alertmanager says: {(alertname, severity): firing?}; firing means endsAt after now."""
+    return {(a["labels"]["alertname"], a["labels"]["severity"]): iso_seconds(a["endsAt"]) > now for a in body}
+
+
+def iso_seconds(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def alertmanager_records(state_dir, channel="alertmanager-1") -> list[tuple[str, str, str]]:
+    return [(r["result"], line["reason"], line["level"]) for r in audit.read(state_dir)
+            if r["event"] == "alert" and r["channel"] == channel for line in r["alerts"]]
+
+
+@given(st.lists(st.tuples(st.sampled_from(("ok", "notice", "warning", "critical")), st.booleans()), max_size=30))
+def test_alertmanager_records_exactly_what_changed_there(walk):
+    """Whatever the walk of levels and outages, a post is recorded (has a reason) exactly when what the
+    channel must hold differs from what it holds, and the reason names the change."""
+    held = Posted()
+    for level, unreachable in walk:
+        now = Posted(level, unreachable)
+        reason = change(held, now)
+        assert (reason is None) == (now == held)
+        if reason == "unreachable":
+            assert now.unreachable and not held.unreachable
+        elif reason == "resolved":
+            assert now.level == "ok" or (held.unreachable and not now.unreachable)
+        elif reason in ("escalated", "lowered"):
+            assert (RANK[now.level] > RANK[held.level]) == (reason == "escalated") and now.level != "ok"
+        held = now
+
+
+def test_alertmanager_is_posted_the_current_state_every_run(fake, write_config, receiver, state_dir):
+    """Alertmanager's client contract: every run restates what fires (endsAt a few check intervals
+    ahead) and resolves the rest, and Alertmanager repeats and groups. A drop from critical leaves
+    warning firing at once; the audit log counts only what changed."""
+    config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+                               alerts={"channels": [{"type": "alertmanager", "urls": [receiver.base]}]}))
+    usage = ("SessionUsageHigh", "notice"), ("SessionUsageHigh", "warning"), ("SessionUsageHigh", "critical")
+    fill(fake, 55)  # 92 %: critical
+    checking.run(config, None, now=T0)
+    set_sessions(fake, 50)  # 83 %: warning
+    for step in (1, 2, 3):
+        checking.run(config, None, now=T0 + 30 * step)
+    assert len(receiver.bodies) == 4
+    for step, body in enumerate(receiver.bodies):
+        now = T0 + 30 * step
+        state = alertmanager_state(body, now)
+        assert [key for key in usage if state[key]] == [usage[2] if step == 0 else usage[1]]
+        assert state[("SessionHostUnreachable", "warning")] is False
+        firing = [a for a in body if iso_seconds(a["endsAt"]) > now]
+        assert [iso_seconds(a["endsAt"]) - now for a in firing] == [120.0]  # 4 checks of 30 s ahead
+    assert alertmanager_records(state_dir) == [("delivered", "escalated", "critical"),
+                                               ("delivered", "lowered", "warning")]
+
+    set_sessions(fake, 10)
+    checking.run(config, None, now=T0 + 120)
+    assert not any(alertmanager_state(receiver.bodies[-1], T0 + 120).values())
+    checking.run(config, None, now=T0 + 150)  # nothing fires, nothing is left to resolve: nothing posted
+    assert len(receiver.bodies) == 5
+    assert alertmanager_records(state_dir)[2:] == [("delivered", "resolved", "ok")]
+
+
+def test_alertmanager_hears_an_outage_every_run_and_a_failed_post_is_retried(fakes, write_config, receiver,
+                                                                             state_dir):
+    gateway = fakes()
+    fill(gateway, 50)  # warning
+    config = load(write_config({"t440": {"url": gateway.url, "token": "secret", "limit": 60}},
+                               alerts={"channels": [{"type": "alertmanager", "urls": [receiver.base]}]}))
+    checking.run(config, None, now=T0)
+    gateway.stop()
+    for step in (1, 2, 3, 4):
+        checking.run(config, None, now=T0 + 30 * step)
+    states = [alertmanager_state(body, T0 + 30 * step) for step, body in enumerate(receiver.bodies)]
+    assert len(states) == 5
+    assert [s[("SessionHostUnreachable", "warning")] for s in states] == [False, False, True, True, True]
+    assert all(s[("SessionUsageHigh", "warning")] for s in states)  # dark is not resolved
+    assert alertmanager_records(state_dir) == [("delivered", "escalated", "warning"),
+                                               ("delivered", "unreachable", "warning")]
+
+    receiver.status = 503
+    checking.run(config, None, now=T0 + 150)
+    receiver.status = 200
+    gateway.start()
+    checking.run(config, None, now=T0 + 180)  # back: the unreachable alert resolved, warning still firing
+    assert len(receiver.requests) == 5 + 3 + 1
+    back = alertmanager_state(receiver.bodies[-1], T0 + 180)
+    assert back[("SessionHostUnreachable", "warning")] is False and back[("SessionUsageHigh", "warning")] is True
+    assert alertmanager_records(state_dir)[2:] == [("delivered", "reachable", "warning")]  # resolves the unreachable
+    failed = [r for r in audit.read(state_dir) if r["event"] == "alert" and r["result"] == "failed"]
+    assert [r["alerts"] for r in failed] == [[]]  # the failed post restated the outage: nothing had changed
 
 
 def test_email_over_starttls_with_login(fake, write_config, cli, mail_servers, certificate, monkeypatch):
@@ -538,22 +639,22 @@ def test_every_channel_once_per_escalation_once_per_resolved_and_catching_up(
     report = checking.run(config, None, now=T0)
     assert [d.error for d in report.deliveries] == [None] * 9  # the log line and 8 channels
     assert counts() == dict.fromkeys(counts(), 1)
-    checking.run(config, None, now=T0 + 30)  # within the cooldown: nobody is told again
-    assert counts() == dict.fromkeys(counts(), 1)
+    checking.run(config, None, now=T0 + 30)  # within the cooldown: nobody is told again; Alertmanager is posted
+    assert counts() == {**dict.fromkeys(counts(), 1), "alertmanager": 2}  # the state, on every run
 
     set_sessions(fake, 10)
     http["slack"].status = 500  # Slack is down when the resolved comes
     report = checking.run(config, None, now=T0 + 60)
     failed = {d.channel for d in report.deliveries if d.error}
     assert failed == {"slack"}
-    assert counts() == {**dict.fromkeys(counts(), 2), "slack": 4}  # 1 + 3 attempts
+    assert counts() == {**dict.fromkeys(counts(), 2), "slack": 4, "alertmanager": 3}  # 1 + 3 attempts
     assert mail.messages[-1]["message"]["Subject"] == "[guardian] RESOLVED t440 17%"
     assert json.loads(http["telegram"].requests[-1]["body"])["text"].endswith(
         "✅ <b>RESOLVED</b> t440 17% (10/60), back below notice (was critical)")
 
     http["slack"].status = 200
     checking.run(config, None, now=T0 + 90)  # Slack catches up; the others are not told again
-    assert counts() == {**dict.fromkeys(counts(), 2), "slack": 5}
+    assert counts() == {**dict.fromkeys(counts(), 2), "slack": 5, "alertmanager": 3}
     assert "RESOLVED" in http["slack"].bodies[-1]["text"]
     alerts_recorded = [(r["channel"], r["result"]) for r in audit.read(state_dir) if r["event"] == "alert"]
     assert alerts_recorded.count(("slack", "failed")) == 1 and alerts_recorded.count(("slack", "delivered")) == 2
@@ -592,3 +693,15 @@ def test_notify_test_reports_each_channel_and_fails_when_one_does(write_config, 
 def test_notify_test_without_channels_says_so(write_config, cli):
     result = cli("notify-test", "--config", write_config({"a": {"url": "ws://127.0.0.1:1", "limit": 5}}))
     assert result.exit_code == 1 and "no alert channels are configured" in result.stderr
+
+
+def test_notify_test_with_an_audit_log_it_cannot_append_to_still_says_what_each_channel_did(write_config, cli, receiver,
+                                                                                         monkeypatch, state_dir):
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": "ws://127.0.0.1:1", "limit": 5}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL", "name": "hook"}]})
+    (state_dir / "audit.jsonl").mkdir(parents=True)
+    result = cli("notify-test", "--config", config)
+    assert result.exit_code == 0 and result.stdout == "hook: delivered\n" and len(receiver.bodies) == 1
+    assert result.stderr == (f"guardian: warning: cannot append to {state_dir / 'audit.jsonl'} (Is a directory); "
+                             f"the test is not in the audit log\n")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from conftest import read_state
 from guardian import check as checking
-from guardian.config import load
+from guardian.config import Alerts, load
+from guardian.policy import RANK, Reading, level_for
+from guardian.render import threshold_count
+from fake_gateway import FakeGateway
 
 
 def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):
@@ -55,10 +63,24 @@ def test_nagios_line_and_plain_output(fakes, write_config, cli):
     config = write_config({"pc-a": {"url": pc_a.url, "token": "secret", "limit": 40},
                            "t440": {"url": t440.url, "token": "secret", "limit": 60}})
     result = cli("check", "--config", config, "--format", "nagios", "--no-notify")
-    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;26;32;0;40 't440'=55;39;48;0;60"
+    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 't440'=55;48;54;0;60"
     plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
     assert plain[0].startswith("pc-a 40% (16/40) ok") and "idle=0" in plain[0]
     assert plain[1].startswith("t440 92% (55/60) critical")
+
+
+@given(limit=st.integers(1, 10_000), percents=st.lists(st.floats(0.01, 100), min_size=3, max_size=3, unique=True))
+@example(limit=60, percents=[65.0, 80.0, 90.0])  # main gave the notice and warning counts, 39 and 48
+@example(limit=3, percents=[10.0, 100 / 3 * 2, 100.0])  # thresholds that land on a count exactly
+def test_nagios_warn_and_crit_are_the_counts_where_the_exit_code_turns(limit, percents):
+    # design.md: perfdata warn/crit at the warning and critical counts, so a graph's lines and the state agree
+    alerts = Alerts(thresholds=dict(zip(("notice", "warning", "critical"), sorted(percents))), margin=0)
+    for level in ("warning", "critical"):
+        count = threshold_count(limit, alerts.thresholds[level])
+        assert 0 <= count <= limit
+        assert RANK[level_for(Reading(count, limit).usage, alerts)] >= RANK[level]
+        if count:
+            assert RANK[level_for(Reading(count - 1, limit).usage, alerts)] < RANK[level]
 
 
 def test_change_since_last_check(fake, write_config, cli):
@@ -164,22 +186,100 @@ def test_pools_sum_their_hosts(fakes, write_config, cli):
     assert result.exit_code == 2 and "CRITICAL pool shared 90% (72/80)" in result.stderr
 
 
+def test_a_pool_with_a_member_down_alerts_on_what_the_others_hold(fakes, write_config, cli):
+    """The reachable members' sum is a lower bound: the pool still rises on it, says so, and a member
+    going dark never resolves it."""
+    a, b = fakes(), fakes()
+    fill(a, 60)
+    fill(b, 5)
+    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                           "b": {"url": b.url, "token": "secret", "limit": 100}},
+                          pools={"shared": {"hosts": ["a", "b"], "limit": 80}})
+    first = cli("check", "--config", config, "-q")
+    assert "WARNING pool shared 81% (65/80), up from ok" in first.stderr
+    b.stop()
+    fill(a, 14)  # a alone: 74 of the pool's 80
+    second = cli("check", "--config", config, "--json")
+    assert ("guardian alert: CRITICAL pool shared at least 92% (74/80), b unreachable, up from warning"
+            in second.stderr)
+    pool = json.loads(second.stdout)["pools"][0]
+    assert (pool["sessions"], pool["usage"], pool["level"], pool["unreachable_hosts"]) == (74, 92.5, "critical", ["b"])
+    assert json.loads(second.stdout)["alerts"][0]["lines"][-1]["unreachable_hosts"] == ["b"]
+    plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
+    assert plain[2].startswith("pool shared at least 92% (74/80) critical") and "unreachable=b" in plain[2]
+    table = cli("check", "--config", config, "--format", "table", "--no-notify", env={"COLUMNS": "200"}).stdout
+    assert "at least: b unreachable" in table
+
+    a.sessions.clear()
+    fill(a, 10)  # a alone is far below notice now; b, dark, may hold anything
+    third = cli("check", "--config", config, "--json")
+    assert json.loads(third.stdout)["pools"][0]["level"] == "critical"
+    assert "RESOLVED pool" not in third.stderr and "pool shared" not in third.stderr
+
+
 def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_config, cli):
     a, b = fakes(), fakes()
     config = write_config({"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}})
     report = json.loads(cli("check", "--config", config, "--hosts", "b", "--json").stdout)
     assert [h["name"] for h in report["hosts"]] == ["b"] and not a.connects
     bad = cli("check", "--config", config, "--hosts", "b,zz")
-    assert bad.exit_code == 2 and "--hosts names zz" in bad.stderr
+    assert bad.exit_code == 3 and "--hosts names zz" in bad.stderr  # no verdict: UNKNOWN
 
 
-def test_bad_config_is_one_sentence_and_exit_2(tmp_path, cli):
+def test_bad_config_is_one_sentence_and_unknown_for_check_exit_2_for_the_rest(tmp_path, cli):
     path = tmp_path / "g.yaml"
     path.write_text("hosts:\n  a:\n    url: ws://127.0.0.1:1\n    limit: -3\n")
+    sentence = f"config error: {path}:4: hosts.a.limit: must be a positive number of sessions, got -3"
     result = cli("check", "--config", path)
-    assert result.exit_code == 2
-    assert result.stderr.strip() == f"guardian: config error: {path}:4: hosts.a.limit: must be a positive number of sessions, got -3"
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.exit_code == 3  # check is a Nagios plugin: no verdict is UNKNOWN
+    assert result.stderr == f"guardian: {sentence}\n" and result.stdout == ""
+    nagios = cli("check", "--config", path, "--format", "nagios")
+    assert nagios.exit_code == 3 and nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    assert cli("check", "--config", path, "--format", "nagios", "-q").stdout == ""
+    for command in (["cleanup"], ["doctor"], ["report"], ["notify-test"]):
+        other = cli(*command, "--config", path)
+        assert other.exit_code == 2 and other.stderr == f"guardian: {sentence}\n", command
+
+
+@pytest.mark.parametrize("args, sentence", [
+    (["--bogus"], "No such option '--bogus'."),
+    (["--format", "xml"], "Invalid value for '--format': 'xml' is not one of 'table', 'plain', 'json', 'nagios'."),
+    (["--limit", "0"], "Invalid value for '--limit': 0 is not in the range x>=1."),
+    (["extra"], "Got unexpected extra argument (extra)"),
+])
+def test_a_usage_error_of_check_is_unknown(args, sentence, cli, fake, write_config):
+    """click's own usage errors exit 2; a Nagios plugin's must be UNKNOWN, with its line under --format nagios."""
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    plain = cli("check", "--config", config, *args)
+    assert plain.exit_code == 3 and plain.stdout == "" and f"Error: {sentence}" in plain.stderr
+    nagios = cli("check", "--config", config, "--format", "nagios", *args)
+    assert nagios.exit_code == 3
+    if "--format" not in args:
+        assert nagios.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    assert not fake.connects  # nothing was checked
+    assert cli("cleanup", "--config", config, "--bogus").exit_code == 2  # the other commands keep click's 2
+
+
+def test_the_unknown_line_is_one_line_without_perfdata():
+    from guardian.cli import nagios_unknown
+
+    assert nagios_unknown("hosts.a|b: bad\n  here") == "SESSIONS UNKNOWN - hosts.a/b: bad here"
+
+
+def test_an_unexpected_failure_of_check_is_unknown(fake, write_config, cli, monkeypatch):
+    from guardian import render
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(render, "print_check", broken)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    result = cli("check", "--config", config, "--format", "nagios")
+    sentence = "unexpected RuntimeError: a bug (run with --debug for the traceback)"
+    assert result.exit_code == 3 and result.stderr == f"guardian: {sentence}\n"
+    assert result.stdout == f"SESSIONS UNKNOWN - {sentence}\n"
+    debug = cli("--debug", "check", "--config", config, "--format", "nagios")
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr and "RuntimeError: a bug" in debug.stderr
 
 
 def test_corrupt_state_is_moved_aside_and_the_run_goes_on(fake, write_config, cli, state_dir):
@@ -234,6 +334,46 @@ def test_check_over_time_with_now_passed_in(fake, write_config):
     assert reasons == [["escalated"], [], ["repeat"]]
 
 
+def test_hosts_and_channels_that_left_the_config_are_forgotten_after_a_day(fakes, write_config, receiver,
+                                                                          monkeypatch, state_dir):
+    """Back within a day (a typo fixed) a host is remembered, so nobody is told again; gone for a day,
+    its state and its channels' memories are pruned, and a host that comes back later starts fresh."""
+    a, b = fakes(), fakes()
+    fill(a, 95)
+    fill(b, 95)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    both = {"a": {"url": a.url, "token": "secret", "limit": 100}, "b": {"url": b.url, "token": "secret", "limit": 100}}
+    hook = {"channels": [{"type": "webhook", "url_env": "HOOK_URL", "name": "hook"}]}
+    t0, day = 1_800_000_000.0, 86400.0
+
+    def run(hosts, alerts, at) -> list[str]:
+        report = checking.run(load(write_config(hosts, alerts=alerts)), None, now=at)
+        return [line.subject for d in report.deliveries if d.channel == "hook" for line in d.lines]
+
+    assert run(both, hook, t0) == ["host:a", "host:b"]
+    assert run({"a": both["a"]}, hook, t0 + 60) == []  # b left the config by mistake...
+    assert run(both, hook, t0 + 120) == []  # ...and is back: still within its critical cooldown, not told again
+    run({"a": both["a"]}, {}, t0 + 180)  # b and the channel leave the config
+    run({"a": both["a"]}, {}, t0 + 180 + day - 1)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" in subjects and "hook" in subjects["host:a"]["channels"]  # not yet a day gone
+    run({"a": both["a"]}, {}, t0 + 180 + day)
+    subjects = read_state(state_dir)["subjects"]
+    assert "host:b" not in subjects and set(subjects["host:a"]["channels"]) == {"log"}
+    assert run(both, hook, t0 + 240 + day) == ["host:a", "host:b"]  # the channel and b start fresh
+
+
+def test_a_host_left_out_by_hosts_is_not_forgotten(fakes, write_config, state_dir):
+    a, b = fakes(), fakes()
+    fill(b, 95)
+    config = load(write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
+                                "b": {"url": b.url, "token": "secret", "limit": 100}}))
+    checking.run(config, None, now=1_800_000_000.0)
+    checking.run(config, "a", now=1_800_000_000.0 + 60)
+    checking.run(config, "a", now=1_800_000_000.0 + 3 * 86400)  # still in the config: only not selected
+    assert read_state(state_dir)["subjects"]["host:b"]["level"] == "critical"
+
+
 def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
     from guardian import audit
 
@@ -249,6 +389,45 @@ def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cl
     events = [r["event"] for r in audit.read(state_dir)]
     assert events.count("outcome") == 4 and events[-1] == "alert"
     assert audit.read(state_dir)[-1]["alerts"][0]["subject"] == "host:a"
+
+
+IDLE_KINDS = ("closable", "pinned", "running", "protected_agent", "protected_label", "main", "recent")
+
+
+def add_idle_mix(gateway, mix: dict) -> None:
+    """Sessions idle for 3 h (but `recent`) that cleanup closes (`closable`) or keeps, and why."""
+    idle_since = int(time.time() * 1000) - 3 * 3600 * 1000
+    for kind, count in mix.items():
+        for _ in range(count):
+            options = {"closable": {}, "pinned": {"pinned": True}, "running": {"has_active_run": True},
+                       "protected_agent": {"agent": "ops"}, "protected_label": {"label": "keep"},
+                       "main": {"key": "agent:main:main"}, "recent": {"updated_at": None}}[kind]
+            gateway.add_session(**{"updated_at": idle_since, **options})
+
+
+def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_config, cli):
+    """The cheap count (sessions.list activeMinutes) cannot see pinned, protected, main or running
+    sessions: an alert says "cleanup could close" only of a number a dry run would close."""
+    with FakeGateway("secret") as gateway:
+        config = write_config({"a": {"url": gateway.url, "token": "secret", "limit": 1}},
+                              cleanup={"protect": {"agents": ["ops"], "labels": ["keep"]}})
+
+        @given(st.fixed_dictionaries({kind: st.integers(0, 1 if kind == "main" else 3) for kind in IDLE_KINDS}))
+        @example(dict.fromkeys(IDLE_KINDS, 0) | {"closable": 1, "pinned": 1})
+        def words_hold(mix):
+            gateway.sessions.clear()
+            add_idle_mix(gateway, mix | {"recent": mix["recent"] + 1})  # at least one session: an alert
+            report = checking.run(load(config), None, now=time.time(), notify=False)
+            (line,) = [line for d in report.deliveries if d.channel == "log" for line in d.lines]
+            dry_run = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
+            would_close = len(dry_run["hosts"][0]["actions"])
+            assert would_close == mix["closable"]
+            promised = re.search(r"(\d+) idle sessions? cleanup could close", line.text())
+            assert promised is None or int(promised[1]) <= would_close
+            idle = sum(mix.values()) - mix["recent"]
+            assert (f"; {idle} idle session" in line.text()) == (idle > 0)  # the cheap count, called what it is
+
+        words_hold()
 
 
 def test_no_notify_changes_no_state(fake, write_config, cli, state_dir):

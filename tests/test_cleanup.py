@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import random
+import re
 import time
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from guardian import audit
 from guardian.cleanup import Rules, plan
@@ -238,6 +242,7 @@ def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, s
     assert [r["key"] for r in records(state_dir, "intent")] == closed and len(closed) == 2
     assert len(fake.sessions) == 1 and not set(closed) & set(fake.sessions)  # the third was never sent
     assert report.error == "cannot append to audit.jsonl (No space left on device)"
+    assert (report.closed, report.status) == (2, "partly cleaned")  # the report counts what was closed
 
 
 def test_a_session_touched_after_the_listing_is_skipped_not_closed(fake, write_config, cli, state_dir):
@@ -308,11 +313,55 @@ def test_connection_dropping_mid_run_leaves_an_exact_record(fake, write_config, 
     assert len(all_closed) == len(set(all_closed)) == 4
 
 
-def test_reserve_not_met_exits_1_and_says_so(fake, write_config, cli):
-    seed(fake, idle=1, fresh=9)
+@pytest.mark.parametrize("fmt", ["json", "plain"])
+@pytest.mark.parametrize("answered", [1, 3, 5])  # the listing, then 0, 2 or all 4 deletes answered; then the drop
+def test_a_connection_lost_mid_run_reports_what_was_closed_and_how_far_it_got(fake, write_config, cli, answered, fmt):
+    seed(fake, idle=4)
+    fake.drop_after_requests = answered
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
+    result = cli("cleanup", "--config", config, "--format", fmt)
+    closed = 4 - len(fake.sessions)
+    assert closed == answered - 1 and result.exit_code == 1  # a host partly cleaned, or not counted after, is a failure
+    if fmt == "json":
+        (host,) = json.loads(result.stdout)["hosts"]
+        assert host["closed"] == closed and host["error"]
+        assert host["status"] == ("cleaned" if closed == 4 else "partly cleaned")
+    else:
+        assert f"closed {closed};" in result.stdout
+        assert ("a: cleaned, but the sessions left could not be counted" if closed == 4
+                else "a: partly cleaned, stopped early: ") in result.stdout
+
+
+def test_reserve_not_met_exits_1_and_names_the_sessions_in_use(fake, write_config, cli):
+    seed(fake, idle=1, fresh=8)
+    fake.add_session(label="keep-me", updated_at=int(time.time() * 1000) - 5 * H)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}},
+                          cleanup={"reserve": 3, "protect": {"labels": ["keep-me"]}})
+    result = cli("cleanup", "--config", config, "--format", "plain")
+    assert result.exit_code == 1
+    assert ("a: reserve not met: 1 free slot after cleanup, 3 wanted; the other sessions are in use or protected "
+            "(8 not idle long enough, 1 protected label): for a person to look at") in result.stdout
+    assert "per-run cap" not in result.stdout
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_reserve_not_met_because_of_the_cap_says_the_cap_held_them_back(fake, write_config, cli, dry_run):
+    seed(fake, idle=9, fresh=1)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
+    result = cli("cleanup", "--config", config, "--format", "plain", "--max-per-run", "2", *["--dry-run"] * dry_run)
+    assert ("a: reserve not met: 2 free slots after cleanup, 3 wanted; the per-run cap held 7 idle sessions back "
+            "(the next run closes them, or raise max_per_run); the other sessions are in use or protected "
+            "(1 not idle long enough)") in result.stdout
+    assert "for a person to look at" not in result.stdout  # the next run gets there on its own
+
+
+def test_reserve_not_met_because_a_delete_failed_says_so(fake, write_config, cli):
+    idle, _ = seed(fake, idle=2, fresh=8)
+    fake.fail_deletes = {idle[0]["key"]}
     config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
     result = cli("cleanup", "--config", config, "--format", "plain")
-    assert result.exit_code == 1 and "reserve not met: 1 free slots after cleanup, 3 wanted" in result.stdout
+    assert result.exit_code == 1
+    assert "a: reserve not met: 1 free slot after cleanup, 3 wanted; 1 delete failed; the other sessions" in result.stdout
 
 
 def test_without_admin_scope_the_host_is_skipped_with_exit_3(fake, write_config, cli):
@@ -342,3 +391,255 @@ def test_a_second_cleanup_exits_at_once_while_one_runs(fake, write_config, cli, 
         result = cli("cleanup", "--config", config)
     assert result.exit_code == 1 and "another guardian cleanup is running" in result.stderr
     assert not fake.connects
+
+
+# --- odd activity times -------------------------------------------------------------------------
+
+IDLE_MS = int(NOW * 1000 - 5 * H)  # a good time, idle well past every threshold
+ODD_TIMES = [math.nan, math.inf, -math.inf, 0, -1, -IDLE_MS, int(NOW) - 5 * 3600, float(int(NOW)),  # seconds, not ms
+             10 ** 400, "1799982000000", True, False, [IDLE_MS], {"ms": IDLE_MS}]
+
+
+@example(field_name="updatedAt", odd=math.nan, position=0)
+@example(field_name="updatedAt", odd=math.inf, position=0)
+@example(field_name="updatedAt", odd=0, position=0)
+@example(field_name="lastInteractionAt", odd=int(NOW) - 5 * 3600, position=1)  # seconds: reads as 1970
+@example(field_name="endedAt", odd=-IDLE_MS, position=2)
+@example(field_name="lastInteractionAt", odd="1799982000000", position=0)
+@example(field_name="endedAt", odd=10 ** 400, position=3)  # no time, and too large to subtract from now
+@given(field_name=st.sampled_from(["updatedAt", "lastInteractionAt", "endedAt"]), odd=st.sampled_from(ODD_TIMES),
+       position=st.integers(0, 3))
+def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(field_name, odd, position):
+    """Whatever else the row says, a time that is there but is no epoch-ms time means its idle time is unknown."""
+    idle = [row(f"agent:main:idle{i}", 5) for i in range(3)]
+    odd_row = {**row("agent:main:odd", 5), field_name: odd}
+    decisions = {d.key: d for d in plan(idle[:position] + [odd_row] + idle[position:], RULES, NOW)}
+    odd_decision = decisions["agent:main:odd"]
+    assert (odd_decision.close, odd_decision.reason) == (False, "unreadable activity time")
+    assert all(decisions[r["key"]].close for r in idle)
+
+
+# --- protect: a key, agent or label named in cleanup.protect is never closed ----------------------
+
+
+@example(key="agent:main:slack:channel:[C123]")
+@example(key="agent:main:what?")
+@example(key="agent:main:[!x]")
+@given(key=st.text(min_size=1))
+def test_a_key_named_literally_in_protect_keys_is_protected_whatever_characters_it_has(key):
+    session = {"key": key, "sessionId": "s", "agentId": "main", "updatedAt": int(NOW * 1000 - 5 * H)}
+    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, protect_keys=(key,)), NOW)
+    assert (decision.close, decision.reason) == (False, "protected key pattern")
+
+
+@pytest.mark.parametrize("protect, session, reason", [
+    ({"protect_agents": ("Sales",)}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids
+    ({"protect_labels": ("Keep-Me",)}, row("agent:main:a", 5, label="keep-me"), "protected label"),
+    ({"protect_keys": ("agent:*:Telegram:*",)}, row("agent:main:telegram:42", 5), "protected key pattern"),
+])
+def test_protect_entries_match_whatever_their_case(protect, session, reason):
+    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, **protect), NOW)
+    assert (decision.close, decision.reason) == (False, reason)
+
+
+# --- main sessions, archived rows and paging ------------------------------------------------------
+
+
+@example(agent="sales", main_key="agent:main:main")
+@example(agent="main", main_key=None)  # a release whose hello-ok names no main session
+@given(agent=st.sampled_from(["main", "sales", "ops-2", "Work"]), main_key=st.sampled_from([None, "agent:main:main"]))
+def test_no_agents_main_session_is_closed_even_when_the_row_does_not_say_it_is_main(agent, main_key):
+    (decision,) = plan([{"key": f"agent:{agent}:main", "sessionId": "s", "updatedAt": int(NOW * 1000 - 5 * H)}],
+                       Rules(idle_after=7200, max_per_run=50), NOW, main_key=main_key)
+    assert (decision.close, decision.reason) == (False, "main session")
+
+
+def test_an_archived_row_is_never_planned():
+    (decision,) = plan([row("agent:main:a", 5, archived=True)], RULES, NOW)
+    assert (decision.close, decision.reason) == (False, "archived")
+
+
+class Pages:
+    """A connection whose sessions.list answers are scripted, one per call; one call too many is a failure."""
+
+    def __init__(self, *answers):
+        self.answers, self.params = list(answers), []
+        self.host = type("Host", (), {"name": "a"})
+
+    def call(self, method, params):
+        assert method == "sessions.list" and self.answers, "listed again: the paging did not end"
+        self.params.append(params)
+        return self.answers.pop(0)
+
+
+def page(keys, next_offset, total, **fields):
+    return {"ts": int(NOW * 1000), "totalCount": total, "hasMore": next_offset is not None, "nextOffset": next_offset,
+            "sessions": [row(k, 5, **fields) for k in keys]}
+
+
+@pytest.mark.parametrize("next_offset", [0, 1, 2])  # 2 does not advance past the page at offset 2; 0 and 1 go back
+def test_a_next_offset_that_does_not_advance_is_an_error_not_a_loop(next_offset):
+    from guardian.cleanup import listing
+    from guardian.gateway import GatewayError
+
+    stuck = page(["agent:main:c", "agent:main:d"], next_offset, 6)
+    connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 6), *[stuck] * 5)
+    with pytest.raises(GatewayError, match="sessions.list paging did not advance"):
+        listing(connection)
+
+
+def test_a_key_listed_on_two_pages_is_counted_and_planned_once():
+    from guardian.cleanup import listing
+
+    # a session created between the two calls pushed b onto the second page as well
+    connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 4), page(["agent:main:b", "agent:main:c"], None, 4))
+    rows, _ = listing(connection)
+    assert sorted(r["key"] for r in rows) == ["agent:main:a", "agent:main:b", "agent:main:c"]
+
+
+def test_the_fallback_for_a_release_without_paging_keeps_the_archived_filter():
+    from guardian.cleanup import PAGE, listing
+
+    full = {"ts": int(NOW * 1000), "sessions": [row(f"agent:main:s{i}", 5) for i in range(PAGE)]}
+    everything = {"sessions": full["sessions"] + [row("agent:main:gone", 5, archived=True)]}
+    rows, _ = listing(Pages(full, everything))  # a full first page: the limit may have cut the list
+    assert len(rows) == PAGE and "agent:main:gone" not in {r["key"] for r in rows}
+
+
+def test_an_older_release_never_loses_an_agents_main_session(fakes, write_config, cli):
+    legacy = fakes(legacy=True)
+    hours_ago = int(time.time() * 1000) - 5 * H
+    for agent in ("main", "sales"):
+        legacy.add_session(f"agent:{agent}:main", agent=agent, updated_at=hours_ago)
+    idle = legacy.add_session(updated_at=hours_ago)
+    config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 100}})
+    assert cli("cleanup", "--config", config).exit_code == 0
+    assert set(legacy.sessions) == {"agent:main:main", "agent:sales:main"} and idle["key"] not in legacy.sessions
+
+
+# --- the promise itself: never a live session, over random stores and rules -----------------------
+
+AGENT_IDS = ["main", "sales", "ops", "Batch"]
+GOOD_TIME = st.integers(int(NOW * 1000) - 12 * H, int(NOW * 1000) + 60_000)
+ODD_TIME = st.sampled_from([math.nan, math.inf, 0, -5, int(NOW) - 3 * 3600, 10 ** 400, "1799990000000", True])
+FLAG = st.sampled_from([True, False, None, 1, 0, "yes"])
+
+
+def random_row(key_and_index):
+    key, index = key_and_index
+    times = st.one_of(GOOD_TIME, GOOD_TIME, GOOD_TIME, ODD_TIME, st.none())
+    return st.fixed_dictionaries({"key": st.just(key), "sessionId": st.just(f"s{index}")}, optional={
+        "agentId": st.sampled_from(AGENT_IDS), "updatedAt": times, "lastInteractionAt": times, "endedAt": times,
+        "hasActiveRun": FLAG, "status": st.sampled_from(["running", "done", "failed", "killed", None]),
+        "isMain": FLAG, "pinned": FLAG, "archived": FLAG,
+        "label": st.sampled_from(["keep-me", "Keep-Me", "chat", None])})
+
+
+KEYS = st.one_of(st.builds("agent:{}:{}:{}".format, st.sampled_from(AGENT_IDS),
+                           st.sampled_from(["dashboard", "telegram"]), st.sampled_from(["1", "2", "[C123]", "x*"])),
+                 st.builds("agent:{}:main".format, st.sampled_from(AGENT_IDS + ["MAIN", "lab"])), st.text(max_size=12))
+STORES = st.lists(KEYS, unique=True, max_size=12).flatmap(
+    lambda keys: st.tuples(*[random_row((key, i)) for i, key in enumerate(keys)]).map(list))
+RULES_DRAWN = st.builds(
+    Rules, idle_after=st.floats(60, 6 * 3600), max_per_run=st.integers(1, 8),
+    protect_agents=st.lists(st.sampled_from(AGENT_IDS + ["SALES"]), max_size=2).map(tuple),
+    protect_keys=st.lists(st.sampled_from(["agent:*:telegram:*", "agent:main:dashboard:[C123]", "agent:sales:*"]),
+                          max_size=2).map(tuple),
+    protect_labels=st.lists(st.sampled_from(["keep-me", "KEEP-ME"]), max_size=1).map(tuple),
+    agent_idle_after=st.dictionaries(st.sampled_from(AGENT_IDS), st.floats(60, 6 * 3600), max_size=2))
+
+
+def may_close(r, rules, now, main_key) -> bool:
+    """design.md's rules for one listed row, written out plainly: may cleanup close it?"""
+    key = r["key"]
+    times = [r[name] for name in ("updatedAt", "lastInteractionAt", "endedAt") if r.get(name) is not None]
+    if not times or not all(type(t) in (int, float) and 10 ** 12 <= t <= 253_402_300_800_000 for t in times):
+        return False  # no activity time, or one that cannot be read: the idle time is unknown
+    from_key = re.match(r"agent:([^:]*):", key)
+    agent = r["agentId"] if isinstance(r.get("agentId"), str) else from_key and from_key.group(1)
+    agent_main = re.fullmatch(r"agent:[^:]+:main", key, re.IGNORECASE) is not None
+    protected = (str(agent).casefold() in [a.casefold() for a in rules.protect_agents]
+                 or any(key.casefold() == p.casefold() or fnmatch.fnmatchcase(key.casefold(), p.casefold())
+                        for p in rules.protect_keys)
+                 or str(r.get("label")).casefold() in [label.casefold() for label in rules.protect_labels])
+    live = any(r.get(flag) not in (None, False) for flag in ("hasActiveRun", "isMain", "pinned", "archived"))
+    idle = now - max(times) / 1000
+    return (not live and r.get("status") != "running" and key != main_key and not agent_main and not protected
+            and idle > rules.agent_idle_after.get(agent, rules.idle_after))
+
+
+@example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "hasActiveRun": 1}],
+         rules=Rules(idle_after=7200, max_per_run=5))  # a flag that is not plainly false keeps the session
+@example(rows=[{"key": "agent:lab:main", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
+         rules=Rules(idle_after=7200, max_per_run=5))
+@example(rows=[{"key": "agent:main:dashboard:[C123]", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
+         rules=Rules(idle_after=7200, max_per_run=5, protect_keys=("agent:main:dashboard:[C123]",)))
+@example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "endedAt": math.nan}],
+         rules=Rules(idle_after=7200, max_per_run=5))
+@given(rows=STORES, rules=RULES_DRAWN)
+def test_no_planned_delete_is_of_a_session_the_rules_keep(rows, rules):
+    decisions = plan(rows, rules, NOW, main_key="agent:main:main")
+    by_key = {r["key"]: r for r in rows}
+    closing = [d.key for d in decisions if d.close]
+    assert [k for k in closing if not may_close(by_key[k], rules, NOW, "agent:main:main")] == []
+    assert len(closing) <= rules.max_per_run and len(decisions) == len(rows)
+
+
+def fake_store_rows(rows):
+    """The drawn rows as a fake gateway's store holds them: an agent and an integer updatedAt (it sorts by that)."""
+    five_hours_ago = int(NOW * 1000 - 5 * H)
+    return [{"agentId": "main", **r, "updatedAt": r["updatedAt"] if type(r.get("updatedAt")) is int else five_hours_ago}
+            for r in rows]
+
+
+@pytest.fixture(scope="module")
+def both_releases(tmp_path_factory):
+    from fake_gateway import FakeGateway
+
+    with FakeGateway("secret") as current, FakeGateway("secret", legacy=True) as legacy:
+        current.clock = legacy.clock = lambda: int(NOW * 1000)  # the planner's now: no clock skew to refuse
+        yield {"2026.9": current, "2026.4": legacy}, tmp_path_factory.mktemp("state")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # the gateways are the module's, reset here
+@example(release="2026.9", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[0])
+@example(release="2026.4", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[1])
+@example(release="2026.4", rows=[row("agent:sales:main", 5)], rules=Rules(7200, 5), touched=[])
+@example(release="2026.9", rows=fake_store_rows([{"key": "", "sessionId": "s0", "hasActiveRun": 1}]),
+         rules=Rules(60, 1), touched=[])  # found by hypothesis: a 1 is not "no active run"
+@given(release=st.sampled_from(["2026.9", "2026.4"]), rows=STORES.map(fake_store_rows), rules=RULES_DRAWN,
+       touched=st.lists(st.integers(0, 11), max_size=4))
+def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_touched_after_the_listing(
+        both_releases, release, rows, rules, touched):
+    """Through the client and a fake gateway of each release: the rules hold for the rows as the gateway lists them
+    (2026.4 lists only key, sessionId, updatedAt), and a session that wakes up between list and delete stays."""
+    from fake_gateway import FakeGateway
+    from guardian.cleanup import clean_host
+    from guardian.config import Host, Secret
+    from guardian.identity import IdentityStore
+
+    gateways, state = both_releases
+    fake = gateways[release]
+    fake.sessions = {r["key"]: dict(r) for r in rows}
+    woken = {rows[i]["key"] for i in touched if i < len(rows)}
+    # what the gateway lists: the fake leaves out a truthy `archived`; 2026.4 sends only a few fields of the rest
+    listed = {r["key"]: FakeGateway._legacy_row(r) if fake.legacy else r for r in rows if not r.get("archived")}
+
+    def wake_up(method, params):  # at the first delete: on 2026.4 that is the one refused for its guard fields
+        if method == "sessions.delete" and woken:
+            for key in woken:
+                fake.touch(key)
+            woken_at_delete.update(woken)
+            woken.clear()
+
+    woken_at_delete = set()
+    fake.on_request = wake_up
+    host = Host(name=release, url=fake.url, limit=1000, token=Secret("secret", "test"), insecure=True)
+    report = clean_host(host, rules, NOW, False, IdentityStore(state), audit.AuditLog(state, "r", "cleanup"),
+                        clock=lambda: NOW)
+    deleted = set(listed) - set(fake.sessions)
+    closing = [d.key for d in report.decisions if d.close]
+    assert [key for key in closing if not may_close(listed[key], rules, NOW, None)] == []
+    assert len(closing) == min(rules.max_per_run, sum(may_close(r, rules, NOW, None) for r in listed.values()))
+    assert not deleted & woken_at_delete
+    assert deleted == {o.decision.key for o in report.outcomes if o.result == "closed"}

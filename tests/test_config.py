@@ -5,7 +5,12 @@ import sys
 import textwrap
 
 import pytest
+from click.testing import CliRunner
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from guardian.cleanup import Rules
+from guardian.cli import main
 from guardian.config import ConfigError, load, parse, parse_duration
 
 
@@ -79,7 +84,8 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels: [{type: pager}]\n", "alerts.channels[0].type: must be one of webhook, slack, discord"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels: [{type: webhook, url: 'http://x'}]\n", "URLs are secrets"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\ncleanup:\n  max_per_run: 0\n", "g.yaml:4: cleanup.max_per_run: must be at least 1"),
-    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  retention: 0\n", "g.yaml:4: history.retention: must be more than 0"),
+    ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  retention: 0\n",
+     "g.yaml:4: history.retention: 0 has no unit"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  forecast_window: 2m\n",
      "g.yaml:4: history.forecast_window: must be at least 300s"),
     ("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  keep: 30d\n", "g.yaml:4: history.keep: is not a known setting"),
@@ -103,7 +109,7 @@ def test_history_and_anomaly_settings():
         hosts:
           a: {url: ws://127.0.0.1:1, limit: 1}
         history: {retention: 7d, forecast_window: 30m}
-        alerts: {predict: 30m, rebound: 0, cooldown: {growth: 1h}}
+        alerts: {predict: 30m, rebound: off, cooldown: {growth: 1h}}
         """)
     assert (config.history.retention, config.history.forecast_window) == (7 * 86400, 1800)
     assert (config.alerts.predict, config.alerts.rebound, config.alerts.cooldown["growth"]) == (1800, 0, 3600)
@@ -141,12 +147,12 @@ def test_explicit_missing_config_file_is_an_error(tmp_path):
         load(str(tmp_path / "missing.yaml"))
 
 
-@pytest.mark.parametrize("text, seconds", [("45s", 45), ("30m", 1800), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), (90, 90)])
+@pytest.mark.parametrize("text, seconds", [("45s", 45), ("30m", 1800), ("2h", 7200), ("1d", 86400), ("1h30m", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-5m", "5 minutes", True])
+@pytest.mark.parametrize("text", ["", "soon", "-5m", "5 minutes", True, 90, 2, 0, 0.5, "2", "0s", "0m0s", "0.0h"])
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -179,7 +185,7 @@ def test_every_channel_type_loads_with_its_defaults(tmp_path, monkeypatch):
             - {{type: email, smtp_host: smtp.example, username: g, password_env: MAILPW, from: g@example.org,
                 to: ops@example.org}}
             - {{type: email, smtp_host: smtp.example, security: tls, from: g@example.org, to: [a@example.org, b@example.org]}}
-            - {{type: alertmanager, urls: ["http://am1:9093/", "http://am2:9093"]}}
+            - {{type: alertmanager, urls: ["http://am1:9093/", "http://am2:9093"], check_interval: 1m}}
             - {{type: command, command: "{sys.executable} -c 'pass'"}}
             - {{type: apprise, url_env: APPRISE}}
         """)
@@ -191,7 +197,7 @@ def test_every_channel_type_loads_with_its_defaults(tmp_path, monkeypatch):
     assert (telegram.chat_id, telegram.api_url, telegram.token.reveal()) == ("-1001234", "https://api.telegram.org", "123:abc")
     assert (mail.smtp_port, mail.security, mail.recipients, mail.password.reveal()) == (587, "starttls", ("ops@example.org",), "pw")
     assert (mail_tls.smtp_port, mail_tls.username, mail_tls.recipients) == (465, None, ("a@example.org", "b@example.org"))
-    assert am.urls == ("http://am1:9093", "http://am2:9093")
+    assert am.urls == ("http://am1:9093", "http://am2:9093") and am.check_interval == 60.0
     assert command.argv == (sys.executable, "-c", "pass") and apprise.url.reveal() == "tgram://123:abc/456"
     assert all("123:abc" not in repr(c) and "pw" not in repr(c.secrets) for c in config.alerts.channels)
 
@@ -202,7 +208,7 @@ CHANNEL_ERRORS = [
     ("{type: slack}", "alerts.channels[0]: needs url_env or url_file"),
     ("{type: webhook, url_env: HOOK, min_level: ok}", "alerts.channels[0].min_level: must be one of notice, warning, critical"),
     ("{type: webhook, url_env: HOOK, hosts: [nope]}", "alerts.channels[0].hosts: names 'nope', which is not a host"),
-    ("{type: webhook, url_env: HOOK, timeout: 0s}", "alerts.channels[0].timeout: must be more than 0"),
+    ("{type: webhook, url_env: HOOK, timeout: 0s}", "alerts.channels[0].timeout: '0s' is zero"),
     ("{type: webhook, url_env: NOT_A_URL}", "alerts.channels[0].url_env: must give an http:// or https:// URL"),
     ("{type: telegram, token_env: HOOK}", "alerts.channels[0].chat_id: is required"),
     ("{type: telegram, token: 'x', chat_id: 1}", "alerts.channels[0].token: bot tokens are secrets"),
@@ -220,6 +226,8 @@ CHANNEL_ERRORS = [
     ("{type: email, smtp_host: m, from: a@b.c, to: d@e.f, ca_file: /nonexistent/ca.pem}", "ca_file: cannot read /nonexistent/ca.pem"),
     ("{type: alertmanager, urls: []}", "alerts.channels[0].urls: must list at least one Alertmanager URL"),
     ("{type: alertmanager, urls: ['http://u:p@am:9093']}", "alerts.channels[0].urls: credentials do not go in the config file"),
+    ("{type: alertmanager, urls: ['http://am:9093'], check_interval: 0s}",
+     "alerts.channels[0].check_interval: '0s' is zero"),
     ("{type: command, command: /nonexistent/notify-me}", "alerts.channels[0].command: '/nonexistent/notify-me' is not an executable"),
     ("{type: command}", "alerts.channels[0].command: is required"),
     ("{type: pager}", "alerts.channels[0].type: must be one of webhook, slack, discord, telegram, email, alertmanager, command, apprise"),
@@ -244,3 +252,96 @@ def test_apprise_channel_without_apprise_installed_is_a_config_error(monkeypatch
     text = "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  channels:\n    - {type: apprise, url_env: HOOK}\n"
     assert error_of(text) == ("g.yaml:5: alerts.channels[0].type: apprise is not installed: "
                               "pip install 'session-limit-guardian[apprise]'")
+
+
+@pytest.mark.parametrize("agent_section", ["{}", "null", "{idle_after: 10m}"])
+def test_an_agent_without_idle_after_inherits_the_global_one_and_the_command_line(agent_section):
+    # issue 12: cleanup.agents.<id> without idle_after inherits cleanup.idle_after and --idle-after, never 2h
+    config = cfg(f"""
+        hosts: {{a: {{url: "ws://127.0.0.1:1", limit: 10}}}}
+        cleanup:
+          idle_after: 30m
+          agents: {{batch: {agent_section}}}
+        """)
+    own = 600 if "idle_after" in agent_section else None
+    assert Rules.from_config(config.cleanup).threshold("batch") == (own or 1800)
+    assert Rules.from_config(config.cleanup, idle_after=45).threshold("batch") == (own or 45)
+
+
+# Every place the config reads a duration, as (YAML that sets it to VALUE, the key path the error names).
+HOST = "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 10%s}\n"
+DURATION_KEYS = [
+    (HOST % ", timeout: VALUE", "hosts.a.timeout"),
+    *((HOST % "" + f"alerts:\n  cooldown: {{{kind}: VALUE}}\n", f"alerts.cooldown.{kind}")
+      for kind in ("notice", "warning", "critical", "unreachable", "growth", "rebound")),
+    (HOST % "" + "alerts:\n  predict: VALUE\n", "alerts.predict"),
+    (HOST % "" + "alerts:\n  rebound: VALUE\n", "alerts.rebound"),
+    (HOST % "" + "alerts:\n  channels: [{type: webhook, url_env: PCA_TOKEN, timeout: VALUE}]\n",
+     "alerts.channels[0].timeout"),
+    (HOST % "" + "cleanup:\n  idle_after: VALUE\n", "cleanup.idle_after"),
+    (HOST % "" + "cleanup:\n  agents: {batch: {idle_after: VALUE}}\n", "cleanup.agents.batch.idle_after"),
+    (HOST % "" + "history:\n  retention: VALUE\n", "history.retention"),
+    (HOST % "" + "history:\n  forecast_window: VALUE\n", "history.forecast_window"),
+]
+
+
+ZEROS = st.lists(st.tuples(st.sampled_from(["0", "0.0", "00"]), st.sampled_from(["ms", "s", "m", "h", "d", "w"])),
+                 min_size=1, max_size=3).map(lambda parts: "".join(amount + unit for amount, unit in parts))
+
+
+@pytest.mark.parametrize("text, key", DURATION_KEYS, ids=[key for _, key in DURATION_KEYS])
+@given(value=st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(-1e6, 1e6).map(repr), ZEROS))
+@example(value="0")  # idle_after: 0 closed every session idle at all on main
+@example(value="2")  # a bare 2 that meant hours was 2 seconds on main
+@example(value="0s")
+def test_a_duration_without_a_unit_or_of_zero_is_refused_with_file_line_and_key(text, key, value):
+    # issue 12: refused at load with file, line, key, in every place durations are read
+    message = error_of(text.replace("VALUE", value))
+    line = 1 + text.split("VALUE")[0].count("\n")
+    assert message.startswith(f"g.yaml:{line}: {key}: ") and ("no unit" in message or "zero" in message), message
+
+
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@given(parts=st.lists(st.tuples(st.integers(0, 10**4), st.sampled_from(list(UNITS))), min_size=1, max_size=4))
+def test_a_duration_is_the_sum_of_its_parts_and_more_than_zero(parts):
+    text = "".join(f"{amount}{unit}" for amount, unit in parts)
+    seconds = sum(amount * UNITS[unit] for amount, unit in parts)
+    if seconds > 0:
+        assert parse_duration(text) == pytest.approx(seconds)
+    else:
+        with pytest.raises(ValueError, match="zero"):
+            parse_duration(text)
+
+
+@pytest.mark.parametrize("key", ["predict", "rebound"])
+@pytest.mark.parametrize("off", ["off", "null", "false"])
+def test_predict_and_rebound_are_switched_off_by_off(key, off):
+    alerts = cfg(HOST % "" + f"alerts:\n  {key}: {off}\n").alerts
+    assert (alerts.predict if key == "predict" else alerts.rebound) in (None, 0)
+
+
+@pytest.mark.parametrize("value", ["2", "0s", "0"])
+def test_the_command_line_idle_after_refuses_a_bare_number_or_zero(value):
+    result = CliRunner().invoke(main, ["cleanup", "--idle-after", value, "--limit", "1"])
+    assert result.exit_code == 2 and "'--idle-after'" in result.output
+    assert "has no unit" in result.output or "is zero" in result.output, result.output
+
+
+@pytest.mark.parametrize("text, expected", [
+    (HOST % "" + "pools:\n  p: {hosts: [a, a], limit: 3}\n", "g.yaml:4: pools.p.hosts: names 'a' twice"),
+    (HOST % "" + "alerts:\n  margin: 65\n", "g.yaml:4: alerts.margin: must be below the notice threshold (65)"),
+    (HOST % "" + "alerts:\n  thresholds: {notice: 20, warning: 80, critical: 90}\n  margin: 20\n",
+     "g.yaml:5: alerts.margin: must be below the notice threshold (20)"),
+    (HOST % "" + "alerts:\n  margin: 11\n",
+     "g.yaml:4: alerts.margin: 11 is more than the 10 points between warning (80) and critical (90)"),
+    (HOST % "" + "alerts:\n  thresholds: {notice: 65, warning: 67, critical: 90}\n",
+     "g.yaml:3: alerts.margin: 5 (the default) is more than the 2 points between notice (65) and warning (67)"),
+])
+def test_pool_and_margin_errors_name_the_key_and_line(text, expected):
+    assert expected in error_of(text)
+
+
+def test_a_margin_as_wide_as_the_gap_between_thresholds_is_allowed():
+    assert cfg(HOST % "" + "alerts:\n  margin: 10\n").alerts.margin == 10

@@ -16,12 +16,20 @@ def options(command: click.Command):
             yield from (opt for opt in param.opts if opt not in ("-h", "--help"))
 
 
-@pytest.mark.parametrize("name", sorted(main.commands))
-def test_command_and_its_options_are_in_the_readme(name):
-    command = main.commands[name]
-    assert f"guardian {name}" in README
+def commands(group: click.Group, prefix: str = "guardian"):
+    """(name, command) of every command, those of a group (`guardian silence add`) included."""
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from commands(command, f"{prefix} {name}")
+        else:
+            yield f"{prefix} {name}", command
+
+
+@pytest.mark.parametrize("name, command", list(commands(main)))
+def test_command_and_its_options_are_in_the_readme(name, command):
+    assert name in README
     missing = [opt for opt in options(command) if f"`{opt}" not in README]
-    assert not missing, f"guardian {name}: undocumented options {missing}"
+    assert not missing, f"{name}: undocumented options {missing}"
 
 
 def test_group_options_are_in_the_readme():

@@ -59,7 +59,7 @@ def test_check_and_doctor_against_two_real_gateways(real_gateways, write_config,
     assert all(b["version"] == "1" and b["status"] == "firing" for b in receiver.bodies)
 
     nagios = cli("check", "--config", config, "--format", "nagios", "--no-notify").stdout.strip()
-    assert nagios == "SESSIONS CRITICAL - pc-a 90% (9/10), t440 85% (17/20) | 'pc-a'=9;7;8;0;10 't440'=17;13;16;0;20"
+    assert nagios == "SESSIONS CRITICAL - pc-a 90% (9/10), t440 85% (17/20) | 'pc-a'=9;8;9;0;10 't440'=17;16;18;0;20"
 
     # a stopped gateway is unknown at once; the other is still checked (critical outranks unknown)
     real_gateways["t440"].stop()
@@ -126,6 +126,31 @@ def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fak
         assert json.loads(real.stdout)["hosts"][0]["closed"] == 4
     finally:
         fake_model.hold.set()
+
+
+def test_cleanup_keeps_every_agents_main_session_and_a_protected_key_the_gateway_folded(tmp_path, write_config, cli):
+    """Measured on 2026.9.6: a key made as `...:[C123]` is listed as `...:[c123]` (keys are folded to lower
+    case), and each agent's `agent:<id>:main` is its main session. Only the plain idle session goes."""
+    import peer
+
+    agents = {"agents": {"entries": {"main": {"name": "Main"}, "sales": {"name": "Sales"}}}}
+    gw = peer.start("keys", state_root=tmp_path / "gateway-state", extra_config=agents)
+    try:
+        with rpc(gw) as connection:
+            for key in ("agent:main:main", "agent:sales:main", "agent:main:slack:channel:[C123]", "agent:sales:idle"):
+                connection.call("sessions.create", {"key": key})
+        config = write_config({"keys": {"url": gw.url, "token": gw.token, "limit": 100}},
+                              cleanup={"protect": {"keys": ["agent:main:slack:channel:[C123]"]}})
+        dry = cli("cleanup", "--config", config, "--idle-after", "1ms", "--dry-run", "--json")
+        reasons = {p["key"]: p["reason"] for p in json.loads(dry.stdout)["hosts"][0]["plan"]}
+        assert reasons == {"agent:main:main": "main session", "agent:sales:main": "main session",
+                           "agent:main:slack:channel:[c123]": "protected key pattern", "agent:sales:idle": "idle"}
+        real = cli("cleanup", "--config", config, "--idle-after", "1ms", "--json")
+        assert real.exit_code == 0, real.stdout + real.stderr
+        assert {r["key"] for r in list_rows(gw)} == {"agent:main:main", "agent:sales:main",
+                                                     "agent:main:slack:channel:[c123]"}
+    finally:
+        gw.stop()
 
 
 def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways, write_config, receiver, monkeypatch):

@@ -104,21 +104,21 @@ def test_failed_growth_delivery_is_sent_on_the_next_run(fake, write_config, rece
 
 def test_rebound_after_a_cleanup_is_a_notice(fake, write_config, state_dir, capsys):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
-    set_sessions(fake, 50, T0, idle=12)
+    set_sessions(fake, 66, T0, idle=5)  # at notice: a rebound below it would be churn (issue 12)
     checking.run(config, None, now=T0)
     checking.run(config, None, now=T0 + MIN)
     at = T0 + 1.5 * MIN
     fake.clock = lambda: int(at * 1000)  # the gateway's clock agrees with the moved one
     closed = cleanup.run(config, list(config.hosts.values()), cleanup.Rules.from_config(config.cleanup), at, False,
                          AuditLog(state_dir, "c1", "cleanup"), clock=lambda: at)
-    assert closed[0].closed == 12
-    assert reasons(checking.run(config, None, now=T0 + 2 * MIN)) == []  # 38: the cleanup worked
-    for _ in range(12):
+    assert closed[0].closed == 5
+    assert reasons(checking.run(config, None, now=T0 + 2 * MIN)) == []  # 61: the cleanup worked
+    for _ in range(5):
         fake.add_session(updated_at=int(T0 * 1000))
     capsys.readouterr()
     back = checking.run(config, None, now=T0 + 3 * MIN)
     assert reasons(back) == ["rebound"]
-    assert ("guardian alert: NOTICE a 50% (50/100), rebounding: 50 sessions, 50 before a cleanup closed 12 of them "
+    assert ("guardian alert: NOTICE a 66% (66/100), rebounding: 66 sessions, 66 before a cleanup closed 5 of them "
             "1m30s ago: sessions leak faster than cleanup reclaims them. Cleanup alone will not hold") in capsys.readouterr().err
     assert reasons(checking.run(config, None, now=T0 + 4 * MIN)) == []  # its cooldown
 

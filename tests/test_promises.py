@@ -216,7 +216,7 @@ def run_step(monkeypatch):
 
     monkeypatch.setattr(checking, "poll_hosts", poll_hosts)
     monkeypatch.setattr(checking, "deliver_all", deliver_all)
-    monkeypatch.setattr(checking, "_trends", lambda config, subjects, now: [])
+    monkeypatch.setattr(checking, "_trends", lambda config, subjects, now, audit: [])
 
     def run(config, step, wall):
         state["step"] = step

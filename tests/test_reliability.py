@@ -325,6 +325,69 @@ def test_a_state_dir_that_cannot_be_written(broken, small_disk, fake, tmp_path, 
     assert cleaned.stderr.startswith("guardian: cannot ") and "Traceback" not in cleaned.stderr
 
 
+AUDIT_FAULTS = ["another owner", "a directory", "read-only", "full"]
+
+
+def break_audit_log(fault: str, state_dir: Path, small_disk) -> list[str]:
+    """Make state_dir/audit.jsonl unusable by `fault`; the command prefix that runs the guardian under it.
+
+    "another owner": root's file after a `sudo guardian cleanup`, seen by a guardian without root's
+    override of file modes (the tests run as root: setpriv drops it); "read-only" and "full": the log
+    on a tmpfs mounted so, with the rest of the state dir writable.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "audit.jsonl"
+    if fault == "another owner":
+        path.write_text('{"event":"outcome"}\n')
+        os.chown(path, 65534, 65534)
+        path.chmod(0o600)
+        return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    if fault == "a directory":
+        path.mkdir()
+        return []
+    disk = small_disk("size=64k,mode=0700")
+    (disk / "audit.jsonl").touch()  # empty: no page of its own to append into when the disk is full
+    path.symlink_to(disk / "audit.jsonl")
+    if fault == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    else:
+        fill(disk)
+    return []
+
+
+@pytest.mark.parametrize("fault", AUDIT_FAULTS)
+def test_an_audit_log_that_cannot_be_used_costs_no_alert(fault, small_disk, fake, write_config, state_dir, receiver,
+                                                         monkeypatch):
+    """check still delivers, remembers and exits by its verdict, and says so in one line per run: no
+    resend on the next run, no lost alert, no traceback. Its on_critical cleanup closes nothing (no
+    delete without its record)."""
+    seed(fake, idle=5, fresh=80)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]},
+                          cleanup={"on_critical": True})
+    prefix = break_audit_log(fault, state_dir, small_disk)
+
+    def check() -> tuple[int, list[str]]:
+        """Its exit code, and its stderr lines other than the alert lines: at most one."""
+        done = subprocess.run(prefix + guardian("check", "--config", config, "-q"), capture_output=True, text=True)
+        problems = [line for line in done.stderr.splitlines() if not line.startswith("guardian alert: ")]
+        assert len(problems) <= 1 and "Traceback" not in done.stderr, done.stderr
+        return done.returncode, problems
+
+    code, (problem,) = check()  # 85 %: warning, told and remembered though the log cannot have it
+    assert code == 1 and "audit.jsonl" in problem
+    assert [a["level"] for b in receiver.bodies for a in b["alerts"]] == ["warning"]
+    assert read_state(state_dir)["subjects"]["host:a"]["channels"]["webhook-1"]["level"] == "warning"
+    assert check()[0] == 1 and len(receiver.bodies) == 1  # not sent again within the cooldown
+    for _ in range(10):
+        fake.add_session()
+    code, (problem,) = check()  # 95 %: critical, told at once
+    assert code == 2 and [a["level"] for b in receiver.bodies for a in b["alerts"]] == ["warning", "critical"]
+    assert receiver.bodies[-1]["alerts"][0]["closed_now"] is None and len(fake.sessions) == 95
+    assert "no cleanup closes a session" in problem
+
+
 # --- clock jumps ------------------------------------------------------------------------------------
 
 
@@ -405,3 +468,53 @@ def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_co
         assert len(closed) == len(set(closed)) and set(closed) <= keys
     finally:
         gw.stop()
+
+
+# --- several device hosts on the first run -----------------------------------------------------------
+
+
+def test_device_hosts_polled_at_once_on_a_fresh_state_dir_share_one_identity(fakes, tmp_path, monkeypatch):
+    """Many gateways with `device: true`, a state dir without an identity, every host polled at once:
+    every gateway is shown the same device, and every device token a gateway issued is kept."""
+    gateways = [fakes() for _ in range(8)]
+    for index in range(trials(6, 50)):
+        state_dir = tmp_path / f"state{index}"
+        monkeypatch.setenv("TOKEN", "secret")
+        config_path = tmp_path / f"guardian{index}.yaml"
+        config_path.write_text(json.dumps({
+            "state_dir": str(state_dir),
+            "hosts": {f"h{n}": {"url": g.url, "token_env": "TOKEN", "limit": 10, "device": True}
+                      for n, g in enumerate(gateways)}}))
+        report = checking.run(load(str(config_path)), None, now=time.time(), notify=False)
+        assert [s.error for s in report.subjects] == [None] * len(gateways)
+        (device_id,) = {g.connects[-1]["params"]["device"]["id"] for g in gateways}
+        assert json.loads((state_dir / "identity" / "device.json").read_text())["deviceId"] == device_id
+        tokens = json.loads((state_dir / "identity" / "device-tokens.json").read_text())
+        assert {host: entry["token"] for host, entry in tokens.items()} == {
+            f"h{n}": g.paired_devices[device_id]["deviceToken"] for n, g in enumerate(gateways)}
+        assert not list((state_dir / "identity").glob(".*.tmp"))
+
+
+def test_threads_replacing_one_file_at_once_each_write_it_whole(tmp_path):
+    """files.write_private from many threads at once: no thread fails, the file is one of theirs, whole."""
+    from guardian import gateway
+    from guardian.files import write_private
+
+    path = tmp_path / "private" / "shared.json"
+    texts = [json.dumps({"writer": n, "padding": "x" * 10_000}) for n in range(16)]
+    for _ in range(trials(5, 50)):
+        results = gateway.concurrently(lambda text: write_private(path, text), texts)
+        assert results == [None] * len(texts)
+        assert path.read_text() in texts and path.stat().st_mode & 0o777 == 0o600
+        assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_runs_making_the_identity_at_once_agree_on_one(tmp_path):
+    """A check and a cleanup (two stores on one state dir) on the first run: one identity, made once."""
+    from guardian import gateway
+    from guardian.identity import IdentityStore
+
+    for index in range(trials(5, 50)):
+        stores = [IdentityStore(tmp_path / f"state{index}") for _ in range(8)]
+        identities = gateway.concurrently(lambda store: store.identity(), stores)
+        assert len({identity.device_id for identity in identities}) == 1, identities

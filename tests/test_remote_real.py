@@ -151,3 +151,25 @@ def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state
     # the release rejects expectedSession*: the guardian re-read the rows and deleted by key alone
     outcomes = [r for r in audit.read(state_dir) if r["event"] == "outcome"]
     assert {r["key"] for r in outcomes if r["result"] == "closed"} == set(idle)
+
+
+def test_two_remote_gateways_pair_one_device_on_the_first_run(remote, write_config, cli, state_dir):
+    """Both remote gateways polled at once on a fresh state dir: the same device asks each to pair, and
+    once both approve, each one's device token is kept and no new request follows."""
+    far, secure = remote["far"], remote["secure"]
+    config = write_config({"far": {"url": far.url, "token": far.token, "limit": 10, "insecure": True},
+                           "secure": {"url": secure.url, "token": secure.token, "limit": 10,
+                                      "fingerprint": remote["fingerprint"]}})
+    first = cli("check", "--config", config, "--format", "plain")
+    assert first.exit_code == 3 and "Traceback" not in first.stderr, first.stdout + first.stderr
+    device_id = json.loads((state_dir / "identity" / "device.json").read_text())["deviceId"]
+    lines = {line.split(" ", 1)[0]: line for line in first.stdout.splitlines()}
+    for name, gw in (("far", far), ("secure", secure)):
+        assert f"pairing required: this guardian's device ({device_id[:12]}...)" in lines[name], lines[name]
+        approve_from(lines[name], gw)
+    second = cli("check", "--config", config, "--json")
+    assert second.exit_code == 0, second.stdout + second.stderr
+    tokens = json.loads((state_dir / "identity" / "device-tokens.json").read_text())
+    assert sorted(tokens) == ["far", "secure"] and all(t["deviceId"] == device_id and t["token"] for t in tokens.values())
+    assert cli("check", "--config", config, "-q").exit_code == 0
+    assert pending_requests(far) == [] and pending_requests(secure) == []

@@ -197,3 +197,11 @@ def test_html_escapes_names_from_the_config_and_the_audit_log(history):
     html = page(built)
     assert "<script>" not in html and "<img" not in html and "<b>hook" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_an_audit_log_that_cannot_be_read_is_one_sentence(write_config, cli, state_dir):
+    config = write_config({"a": {"url": "ws://127.0.0.1:1", "token": "secret", "limit": 10}})
+    (state_dir / "audit.jsonl").mkdir(parents=True)
+    result = cli("report", "--config", config, "--format", "plain")
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr == f"guardian: cannot read {state_dir / 'audit.jsonl'} (Is a directory)\n"
