@@ -2,10 +2,11 @@
 
 Two layers:
 - a *subject* (a host or a pool) has a level, held with a margin so 89-91-89 % does not flap,
-  and a count of failed polls in a row;
-- each *channel* remembers what it was last told about each subject. A notice is decided per
-  channel, and the channel's memory moves on only when it accepted the message: a failed
-  delivery is simply decided again on the next run, never swallowed by a cooldown.
+  the time it came to that level, and a count of failed polls in a row;
+- each *channel* remembers what it was last told about each subject: the level, when each kind
+  was told, and an outage told. A notice is decided per channel from that memory, never from the
+  subject's previous level, and the memory moves on only when the channel accepted the message: a
+  failed delivery is simply decided again on the next run, never swallowed by a cooldown.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def _usage(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: fl
     if RANK[level] > RANK[told]:
         return _tell("escalated", level, memory, now)
     if level == told:
-        return _tell("repeat", level, memory, now) if _over(memory, level, alerts.cooldown[level], now) \
-            else (None, memory)
+        due = _over(memory, level, alerts.cooldown[level], now)
+        return _tell("repeat", level, memory, now) if due else (None, memory)
     # Lower than told: quiet until this level has held for its own cooldown (each drop starts it
     # again, so a flapping host never hears the lower level) and the level told has cooled down
     # (so the reminder never lets the next rise tell the higher level again within its cooldown).
