@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardian.policy import RANK, SubjectState, as_seen
+from guardian.policy import RANK, SubjectState
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,10 @@ NOTHING = Posted()
 
 def holds(subject: SubjectState, min_level: str, unreachable_after: int) -> Posted:
     """What the channel must hold now: the subject's level as the channel sees it (held while the
-    host is dark: its last reading is the best knowledge), and whether it is unreachable."""
-    return Posted(as_seen(subject, min_level).level, subject.failures >= unreachable_after)
+    host is dark: its last reading is the best knowledge), and whether it is unreachable. A level below
+    the channel's min_level is nothing firing there."""
+    level = subject.level if RANK[subject.level] >= RANK[min_level] else "ok"
+    return Posted(level, subject.failures >= unreachable_after)
 
 
 def change(before: Posted, after: Posted) -> str | None:
@@ -40,5 +42,5 @@ def change(before: Posted, after: Posted) -> str | None:
             return "resolved"
         return "escalated" if RANK[after.level] > RANK[before.level] else "lowered"
     if before.unreachable and not after.unreachable:
-        return "resolved"  # reachable again, at the level the channel holds
+        return "reachable"  # reachable again, at the level the channel holds: the unreachable alert resolved
     return None

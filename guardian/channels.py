@@ -288,7 +288,8 @@ def email_subject(lines: list[AlertLine]) -> str:
     parts = []
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
-        parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{usage}")
+        what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the level stands
+        parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 
 

@@ -168,10 +168,11 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     closed_now, cleanup_warnings = _cleanup_critical(config, hosts, polls, now, audit) if notify else ({}, [])
 
-    store = StateFile(config.state_dir)
+    store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     subjects, deliveries, history_warnings, error = None, [], [], None
     try:
-        with store.locked() as state:
+        # --no-notify changes nothing: it judges against the state as it is and writes none of it back
+        with store.locked() if notify else contextlib.nullcontext(store.look()) as state:
             configured = {*(f"host:{name}" for name in config.hosts), *(f"pool:{name}" for name in config.pools)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
@@ -283,7 +284,8 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
     elif extra.get("unreachable_members"):
         # A lower bound can raise the pool's level, never lower it: a member going dark is no resolve.
         seen = policy.observe(previous, reading, config.alerts, now)
-        current = replace(previous, level=max(seen.level, previous.level, key=policy.RANK.get))
+        level = max(seen.level, previous.level, key=policy.RANK.get)
+        current = replace(previous, level=level, since=previous.since if level == previous.level else now)
     else:
         current = policy.observe(previous, reading, config.alerts, now)
     state.subjects[subject_id] = current
@@ -298,42 +300,61 @@ def hears(channel: Channel, subject: Subject) -> bool:
     return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
 
 
-def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
-            backoff: Backoff | None) -> list[Delivery]:
-    """Decide per channel (the log line and `channels`), send one message per channel (all at once),
-    remember what was accepted."""
-    plans = []  # (channel, the message sent, the lines told, memories kept once it is accepted, where they are kept)
-    for channel in [log_channel(config), *channels]:
+@dataclass
+class ChannelPlan:
+    """What one channel is sent this run, and what it remembers once it accepted that."""
+
+    channel: Channel
+    message: list[AlertLine]  # the lines sent
+    told: list[AlertLine]  # what the audit log and the metrics count (for Alertmanager: what changed there)
+    memories: dict  # (memory key, channel name) -> what the channel then remembers
+    store: dict  # where those are kept: state.memories, or state.posted for Alertmanager
+
+
+def plan(state, subjects: list[Subject], channels, config: Config, now: float) -> list[ChannelPlan]:
+    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing."""
+    plans = []
+    for channel in channels:
         if channel.type == "alertmanager":
-            plans.append((channel, *_alertmanager_plan(state, subjects, channel, config)))
+            plans.append(ChannelPlan(channel, *_alertmanager_plan(state, subjects, channel, config)))
             continue
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories = [], {}
         for subject in subjects:
             if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
                 continue
-            seen = policy.as_seen(state.subject(subject.id), channel.min_level)
-            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), seen, alerts, now))]
+            current = state.subject(subject.id)
+            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), current, alerts, now,
+                                                    channel.min_level))]
             if policy.RANK[channel.min_level] <= policy.RANK["notice"]:  # anomalies are notices
                 for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
                     key = f"{subject.id}/{reason}"
                     decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
             for key, decision in decisions:
                 memories[key] = decision.memory
-                if decision.notice:
-                    lines.append(_line(subject, decision, seen.failures))
-        plans.append((channel, lines, lines, {(key, channel.name): memory for key, memory in memories.items()},
-                      state.memories))
+                lines += [_line(subject, notice, current.failures) for notice in decision.notices]
+        kept = {(key, channel.name): memory for key, memory in memories.items()}
+        plans.append(ChannelPlan(channel, lines, lines, kept, state.memories))
+    return plans
 
-    messages = [(channel, message) for channel, message, *_ in plans]
-    errors = deliver_all(messages, now, backoff) if send else [None] * len(plans)
-    deliveries = []
-    for (channel, _, told, memories, store), error in zip(plans, errors):
-        if send and error is None:
-            store.update(memories)
-        if told or error:
-            deliveries.append(Delivery(channel.name, told, error, sent=send))
-    return deliveries
+
+def remember(plans: list[ChannelPlan], errors: list[str | None]) -> None:
+    """A channel's memory moves on only when it accepted its message (or had none): a failed one is decided again."""
+    for channel_plan, error in zip(plans, errors):
+        if error is None:
+            channel_plan.store.update(channel_plan.memories)
+
+
+def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
+            backoff: Backoff | None) -> list[Delivery]:
+    """Plan for the log line and `channels`, send one message per channel (all at once), remember what was accepted."""
+    plans = plan(state, subjects, [log_channel(config), *channels], config, now)
+    if send:
+        errors = deliver_all([(p.channel, p.message) for p in plans], now, backoff)
+        remember(plans, errors)
+    else:
+        errors = [None] * len(plans)
+    return [Delivery(p.channel.name, p.told, error, sent=send) for p, error in zip(plans, errors) if p.told or error]
 
 
 def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config: Config):
@@ -359,8 +380,7 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
     return message, told, memories, state.posted
 
 
-def _line(subject: Subject, decision: policy.Decision, failures: int) -> AlertLine:
-    notice = decision.notice
+def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
     return _subject_line(subject, notice.reason, notice.level, notice.previous, failures,
                          detail=subject.anomalies.get(notice.reason))
 

@@ -84,7 +84,7 @@ class Channel:
     name: str
     type: str
     timeout: float = 5.0  # each attempt (connect, request, SMTP session, command run)
-    min_level: str = "notice"  # below this level a subject counts as ok for this channel
+    min_level: str = "notice"  # levels below this are not sent to this channel (nor is a drop below it a resolved)
     hosts: tuple[str, ...] = ()  # only these hosts and the pools they belong to; empty: all
     resolved: bool = True  # send a resolved message (default: alerts.resolved)
 

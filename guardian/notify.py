@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from guardian import __version__
-from guardian.config import Channel, Config, Secret
+from guardian.config import LEVELS, Channel, Config, Secret
 
 if TYPE_CHECKING:
     from guardian.channels import Backoff
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 ENVELOPE_VERSION = "1"
 LOG_CHANNEL = "log"
 PRODUCT = "Session Limit Guardian"
+RESOLVING = ("resolved", "reachable")  # the reasons of a resolved line: usage back to ok, a host reachable again
 
 
 def safe(text: str, limit: int = 500) -> str:
@@ -39,7 +40,7 @@ class AlertLine:
     subject: str  # "host:t440" / "pool:shared-key"
     kind: str  # host | pool
     name: str
-    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound | test | lowered (Alertmanager's)
+    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test | lowered (Alertmanager's)
     level: str
     previous: str
     count: int | None
@@ -57,11 +58,14 @@ class AlertLine:
 
     @property
     def status(self) -> str:
-        return "resolved" if self.reason == "resolved" else "firing"
+        return "resolved" if self.reason in RESOLVING else "firing"
 
     @property
     def alert(self) -> str:
-        """The alert kind, each with its own dedup_key: usage, unreachable, growth, rebound, or a notify-test sample."""
+        """The alert kind, each with its own dedup_key: usage, unreachable, growth, rebound, or a notify-test sample.
+        A resolved line resolves what it names: "reachable again" the unreachable alert, "resolved" the usage one."""
+        if self.reason == "reachable":
+            return "unreachable"
         return self.reason if self.reason in ("unreachable", "growth", "rebound", "test") else "usage"
 
     @property
@@ -71,7 +75,9 @@ class AlertLine:
     @property
     def title(self) -> str:
         """The first word of the line, the one a chat service shows in bold."""
-        if self.reason in ("unreachable", "resolved", "test"):
+        if self.reason in RESOLVING:
+            return "RESOLVED"
+        if self.reason in ("unreachable", "test"):
             return self.reason.upper()
         return self.level.upper()
 
@@ -87,12 +93,15 @@ class AlertLine:
             usage = f"at least {usage}, {', '.join(self.unreachable_members)} unreachable"
         if self.alert in ("growth", "rebound"):
             return safe(f"{label} {usage}, {'growing' if self.alert == 'growth' else 'rebounding'}: {self.detail}. {self.action}")
+        if self.reason == "reachable":  # the unreachable alert resolved; the usage alert stands as it was told
+            level = f"still at {self.level}" if self.level != "ok" else "below notice"
+            return f"{label} reachable again, {level}, {usage}"
         if self.reason == "resolved":
-            if self.level != "ok":  # the unreachable alert resolved; the usage alert stands
-                return f"{label} reachable again, {usage}, {self.level}"
             return f"{label} {usage}, back below notice (was {self.previous})"
         why = {"escalated": f"up from {self.previous}",
                "lowered": f"down from {self.previous}"}.get(self.reason, "still")
+        if self.reason == "repeat" and LEVELS.index(self.previous) > LEVELS.index(self.level):  # a lower level held
+            why = f"down from {self.previous}"
         # The cheap count cannot see pinned, protected, main or running sessions, which cleanup keeps:
         # "idle", never "cleanup could close" (a dry run knows that number).
         idle = f"; {self.idle} idle session{'s' if self.idle != 1 else ''}" if self.idle else ""
@@ -114,7 +123,7 @@ class AlertLine:
 def suggested_action(reason: str, level: str, hosts: str) -> str:
     if reason == "unreachable":
         return f"Check the gateway is running and reachable: guardian doctor --hosts {hosts}"
-    if reason == "resolved":
+    if reason in RESOLVING:
         return ""
     if reason == "growth":
         return (f"Usage keeps growing toward the limit: see which agent opens sessions (guardian report --hosts {hosts}); "

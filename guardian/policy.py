@@ -2,15 +2,16 @@
 
 Two layers:
 - a *subject* (a host or a pool) has a level, held with a margin so 89-91-89 % does not flap,
-  and a count of failed polls in a row;
-- each *channel* remembers what it was last told about each subject. A notice is decided per
-  channel, and the channel's memory moves on only when it accepted the message: a failed
-  delivery is simply decided again on the next run, never swallowed by a cooldown.
+  the time it came to that level, and a count of failed polls in a row;
+- each *channel* remembers what it was last told about each subject: the level, when each kind
+  was told, and an outage told. A notice is decided per channel from that memory, never from the
+  subject's previous level, and the memory moves on only when the channel accepted the message: a
+  failed delivery is simply decided again on the next run, never swallowed by a cooldown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from guardian.config import LEVELS, Alerts
 
@@ -36,31 +37,33 @@ class SubjectState:
     failures: int = 0  # failed polls in a row
     count: int | None = None  # at the last successful poll
     checked_at: float | None = None
+    since: float | None = None  # when it came to its level: a lower level's cooldown starts there
 
 
 @dataclass(frozen=True)
 class ChannelMemory:
-    """What one channel was last told about one subject."""
+    """What one channel was told about one subject. It changes only with a message the channel
+    accepted (a resolved the channel does not want counts as told), never on a silent drop."""
 
-    level: str = "ok"  # the level it knows of ("ok": nothing outstanding)
-    repeat_after: float = 0.0  # the same level is not sent again before this time
-    unreachable: bool = False  # it was told the subject is unreachable
-    unreachable_repeat_after: float = 0.0
+    level: str = "ok"  # the level last told ("ok": nothing, or its resolved was told)
+    # when each kind was last told: notice, warning, critical, unreachable (growth or rebound for an anomaly's memory)
+    told_at: dict = field(default_factory=dict)
+    unreachable: bool = False  # an unreachable was told, and its "reachable again" not yet
 
 
 @dataclass(frozen=True)
 class Notice:
     """One line of an alert: what to tell about one subject, and why."""
 
-    reason: str  # escalated | repeat | resolved | unreachable | growth | rebound
+    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound
     level: str
-    previous: str  # the level the channel knew before
+    previous: str  # the level the channel was last told
 
 
 @dataclass(frozen=True)
 class Decision:
-    notice: Notice | None
-    memory: ChannelMemory  # store this once the notice is delivered (at once when there is none)
+    notices: tuple[Notice, ...]
+    memory: ChannelMemory  # store this once the notices are delivered (at once when there are none)
 
 
 def level_for(usage: float, alerts: Alerts, previous: str = "ok") -> str:
@@ -73,46 +76,61 @@ def level_for(usage: float, alerts: Alerts, previous: str = "ok") -> str:
 
 
 def observe(previous: SubjectState, reading: Reading | None, alerts: Alerts, now: float) -> SubjectState:
-    """The subject after this run's poll; `reading` None means the poll failed."""
+    """The subject after this run's poll; `reading` None means the poll failed (the level is held)."""
     if reading is None:
         return replace(previous, failures=previous.failures + 1)
-    return SubjectState(level=level_for(reading.usage, alerts, previous.level), failures=0,
-                        count=reading.count, checked_at=now)
+    level = level_for(reading.usage, alerts, previous.level)
+    since = now if level != previous.level or previous.since is None else min(previous.since, now)
+    return SubjectState(level=level, failures=0, count=reading.count, checked_at=now, since=since)
 
 
-def as_seen(subject: SubjectState, min_level: str) -> SubjectState:
-    """The subject as a channel with `min_level` sees it: a lower level counts as ok there, so the
-    channel hears an escalation when the subject reaches min_level and a resolved when it drops below.
-    Unreachable alerts are not a level and reach it regardless."""
-    return replace(subject, level="ok") if RANK[subject.level] < RANK[min_level] else subject
+def decide(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float,
+           min_level: str = "notice") -> Decision:
+    """Whether this channel must be told about this subject now, and what it will then remember.
+
+    Reachability first (unreachable, reachable again), then usage; a channel with `min_level`
+    hears usage levels from min_level up, and a resolved only when the subject is back to ok.
+    """
+    memory = _clock_moved_back(memory, now)
+    reachability, memory = _reachability(memory, subject, alerts, now)
+    usage, memory = _usage(memory, subject, alerts, now, min_level) if subject.failures == 0 else (None, memory)
+    return Decision(tuple(notice for notice in (reachability, usage) if notice), memory)
 
 
-def decide(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float) -> Decision:
-    """Whether this channel must be told about this subject now, and what it will then remember."""
-    memory = _clock_moved_back(memory, alerts, now)
+def _reachability(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float):
+    """At most one unreachable per its cooldown, however often the host comes and goes; one
+    "reachable again" per outage that was told."""
+    cooldown = alerts.cooldown["unreachable"]
     if subject.failures >= alerts.unreachable_after:
-        if memory.unreachable and now < memory.unreachable_repeat_after:
-            return Decision(None, memory)
-        told = replace(memory, unreachable=True, unreachable_repeat_after=now + alerts.cooldown["unreachable"])
-        return Decision(Notice("unreachable", subject.level, memory.level), told)
-    if subject.failures:
-        return Decision(None, memory)  # one failed poll is not yet worth a message
+        if not _over(memory, "unreachable", cooldown, now):
+            return None, memory
+        told = replace(memory, unreachable=True, told_at={**memory.told_at, "unreachable": now})
+        return Notice("unreachable", subject.level, subject.level), told
+    if subject.failures == 0 and memory.unreachable:
+        return Notice("reachable", subject.level, subject.level), replace(memory, unreachable=False)
+    return None, memory  # one failed poll is not yet worth a message
 
-    level, known = subject.level, memory.level
-    if RANK[level] > RANK[known]:
-        return Decision(Notice("escalated", level, known), _told(level, alerts, now))
-    if level == "ok" and (known != "ok" or memory.unreachable):
-        notice = Notice("resolved", "ok", known) if alerts.resolved else None
-        return Decision(notice, ChannelMemory())
-    if level == known != "ok" and now >= memory.repeat_after:
-        return Decision(Notice("repeat", level, known), _told(level, alerts, now))
-    if RANK[level] < RANK[known]:
-        # A lower level is not sent; its cooldown starts now, so the calm does not end in a repeat.
-        return Decision(None, _told(level, alerts, now, unreachable=memory.unreachable))
-    if memory.unreachable:
-        notice = Notice("resolved", level, known) if alerts.resolved else None
-        return Decision(notice, replace(memory, unreachable=False))
-    return Decision(None, memory)
+
+def _usage(memory: ChannelMemory, subject: SubjectState, alerts: Alerts, now: float, min_level: str):
+    level, told = subject.level, memory.level
+    if level == "ok":
+        if told == "ok":
+            return None, memory
+        return (Notice("resolved", "ok", told) if alerts.resolved else None), replace(memory, level="ok")
+    if RANK[level] < RANK[min_level]:
+        return None, memory  # not for this channel, and not a resolved either
+    if RANK[level] > RANK[told]:
+        return _tell("escalated", level, memory, now)
+    if level == told:
+        due = _over(memory, level, alerts.cooldown[level], now)
+        return _tell("repeat", level, memory, now) if due else (None, memory)
+    # Lower than told: quiet until this level has held for its own cooldown (each drop starts it
+    # again, so a flapping host never hears the lower level) and the level told has cooled down
+    # (so the reminder never lets the next rise tell the higher level again within its cooldown).
+    held = subject.since is not None and now - subject.since >= alerts.cooldown[level]
+    if held and _over(memory, told, alerts.cooldown[told], now):
+        return _tell("repeat", level, memory, now)
+    return None, memory
 
 
 def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: float) -> Decision:
@@ -121,26 +139,32 @@ def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: floa
     Its memory is kept apart from the subject's usage memory, under its own key, so the two
     cooldowns never reset each other.
     """
-    if now < memory.repeat_after:
-        return Decision(None, replace(memory, repeat_after=min(memory.repeat_after, now + alerts.cooldown[reason])))
-    return Decision(Notice(reason, "notice", memory.level),
-                    ChannelMemory(level="notice", repeat_after=now + alerts.cooldown[reason]))
+    memory = _clock_moved_back(memory, now)
+    if not _over(memory, reason, alerts.cooldown[reason], now):
+        return Decision((), memory)
+    notice = Notice(reason, "notice", memory.level)
+    return Decision((notice,), replace(memory, level="notice", told_at={**memory.told_at, reason: now}))
 
 
-def _clock_moved_back(memory: ChannelMemory, alerts: Alerts, now: float) -> ChannelMemory:
-    """A cooldown never ends further ahead than one full cooldown from now.
+def _over(memory: ChannelMemory, kind: str, cooldown: float, now: float) -> bool:
+    """`kind`'s cooldown since it was last told to this channel has passed (or it never was told)."""
+    told = memory.told_at.get(kind)
+    return told is None or now >= told + cooldown
 
-    After the clock went back by hours, a stored repeat time would otherwise hold a critical
-    reminder back for those hours too; a jump forward needs nothing: each level repeats once.
+
+def _clock_moved_back(memory: ChannelMemory, now: float) -> ChannelMemory:
+    """Nothing was told later than now: a cooldown never ends further ahead than one full cooldown.
+
+    After the clock went back by hours, a time told "in the future" would otherwise hold a
+    critical reminder back for those hours too; a jump forward needs nothing: each kind repeats once.
     """
-    if memory.level == "ok" and not memory.unreachable:
+    if all(told <= now for told in memory.told_at.values()):
         return memory
-    return replace(memory, repeat_after=min(memory.repeat_after, now + alerts.cooldown.get(memory.level, 0.0)),
-                   unreachable_repeat_after=min(memory.unreachable_repeat_after, now + alerts.cooldown["unreachable"]))
+    return replace(memory, told_at={kind: min(told, now) for kind, told in memory.told_at.items()})
 
 
-def _told(level: str, alerts: Alerts, now: float, unreachable: bool = False) -> ChannelMemory:
-    return ChannelMemory(level=level, repeat_after=now + alerts.cooldown[level], unreachable=unreachable)
+def _tell(reason: str, level: str, memory: ChannelMemory, now: float):
+    return Notice(reason, level, memory.level), replace(memory, level=level, told_at={**memory.told_at, level: now})
 
 
 def exit_code(levels: list[str], unknown: bool) -> int:

@@ -16,6 +16,7 @@ from guardian.audit import CleanupRun, cleanup_runs, events, read_since, timesta
 from guardian.config import Config, parse_duration
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, Sample
+from guardian.notify import RESOLVING
 
 MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
 SERIES_POINTS = 480  # a chart or sparkline needs no more; each keeps its bucket's highest usage
@@ -41,7 +42,7 @@ class SentAlert:
     @property
     def counted_as(self) -> str | None:
         """Its column in "alerts sent by level": none when no channel took it, or for a resolved one."""
-        if not self.channels or self.reason == "resolved":
+        if not self.channels or self.reason in RESOLVING:
             return None
         return "unreachable" if self.reason == "unreachable" else self.level
 

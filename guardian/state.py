@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from guardian.alertmanager_state import Posted
-from guardian.config import LEVELS
+from guardian.config import LEVELS, Alerts
 from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
 
-VERSION = 1
+VERSION = 2  # 2: a channel's memory keeps when each kind was told (`told_at`); 1 kept when it might repeat
 LOCK_TIMEOUT = 20.0  # seconds a run waits for the state lock before giving up (cron runs every 30 s)
 # Free space a run needs in the state dir (state.json, audit lines, history rows), checked before
 # anything is decided: a run that delivered and then could not remember it would deliver again
@@ -65,11 +66,17 @@ class State:
                           sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "State":
-        """Parse state.json; ValueError for anything that is not exactly what we write."""
+    def from_json(cls, text: str, cooldown: dict | None = None) -> "State":
+        """Parse state.json; ValueError for anything that is not exactly what we write.
+
+        A version 1 file (the previous release's) is upgraded: each channel's "not again before"
+        time becomes the time it was told, one `cooldown` earlier, so every cooldown runs on as it would have.
+        """
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("subjects"), dict):
-            raise ValueError("not a guardian state file of version 1")
+        if not isinstance(data, dict) or data.get("version") not in (1, VERSION) \
+                or not isinstance(data.get("subjects"), dict):
+            raise ValueError(f"not a guardian state file of version 1 or {VERSION}")
+        upgrade = data["version"] == 1
         state = cls()
         departed = data.get("departed", {})
         if not isinstance(departed, dict) or not all(_is_number(when) for when in departed.values()):
@@ -78,8 +85,11 @@ class State:
         for subject_id, entry in data["subjects"].items():
             channels = entry.pop("channels", {})
             posted = entry.pop("alertmanager", {})
-            state.subjects[subject_id] = _checked(SubjectState, entry)
+            subject = _checked(SubjectState, entry)
+            state.subjects[subject_id] = replace(subject, since=subject.checked_at) if upgrade else subject
             for channel, memory in channels.items():
+                if upgrade:
+                    memory = _upgraded(subject_id, _checked(_MemoryV1, memory), cooldown or Alerts().cooldown)
                 state.memories[(subject_id, channel)] = _checked(ChannelMemory, memory)
             for channel, held in posted.items():
                 state.posted[(subject_id, channel)] = _checked(Posted, held)
@@ -116,7 +126,30 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+@dataclass(frozen=True)
+class _MemoryV1:
+    """A channel's memory as version 1 kept it."""
+
+    level: str = "ok"
+    repeat_after: float = 0.0  # the same level was not to be sent again before this time
+    unreachable: bool = False
+    unreachable_repeat_after: float = 0.0
+
+
+def _upgraded(subject_id: str, old: _MemoryV1, cooldown: dict) -> dict:
+    """Version 1's "not again before" times, as the times they were told."""
+    anomaly = subject_id.rpartition("/")[2] if "/" in subject_id else None  # "host:t440/growth"
+    kind = anomaly or old.level
+    if kind not in cooldown and kind != "ok":
+        raise ValueError(f"unknown alert kind {kind!r}")
+    told_at = {kind: old.repeat_after - cooldown[kind]} if kind != "ok" and old.repeat_after else {}
+    if old.unreachable_repeat_after:
+        told_at["unreachable"] = old.unreachable_repeat_after - cooldown["unreachable"]
+    return {"level": old.level, "told_at": told_at, "unreachable": old.unreachable}
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),), "dict": (dict,)}
+TOLD_KINDS = (*LEVELS[1:], "unreachable", "growth", "rebound")
 
 
 def _checked(kind, entry):
@@ -130,11 +163,15 @@ def _checked(kind, entry):
             raise ValueError(f"{kind.__name__}.{item.name} is {str(found)[:40]!r}, not {item.type}")
     if value.level not in LEVELS:
         raise ValueError(f"unknown level {value.level!r}")
+    for told, at in getattr(value, "told_at", {}).items():
+        if told not in TOLD_KINDS or isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            raise ValueError(f"told_at {str(told)[:20]!r}: {str(at)[:40]!r} is not a kind and a time")
     return value
 
 
 class StateFile:
-    def __init__(self, state_dir: Path, lock_timeout: float | None = None):
+    def __init__(self, state_dir: Path, lock_timeout: float | None = None, cooldown: dict | None = None):
+        self.cooldown = cooldown  # the configured cooldowns, to upgrade a version 1 file
         self.dir = Path(state_dir)
         self.path = self.dir / "state.json"
         self.lock_path = self.dir / "state.lock"
@@ -169,6 +206,19 @@ class StateFile:
         finally:
             os.close(fd)  # releases the lock
 
+    def look(self) -> State:
+        """The State as it is, for a run that changes nothing (`check --no-notify`): no lock, nothing written,
+        a corrupt file left where it is."""
+        try:
+            return State.from_json(self.path.read_text(), self.cooldown)
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path} ({exc.strerror})") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            self.warnings.append(f"{self.path} is corrupt ({exc}); starting from a clean slate")
+            return State()
+
     def _acquire(self, fd: int) -> None:
         deadline = time.monotonic() + self.lock_timeout
         while True:
@@ -199,7 +249,7 @@ class StateFile:
         except OSError as exc:
             raise StateError(f"cannot read {self.path} ({exc.strerror})") from None
         try:
-            return State.from_json(text)
+            return State.from_json(text, self.cooldown)
         except (ValueError, TypeError, AttributeError) as exc:
             moved = move_aside(self.path)
             self.warnings.append(f"{self.path} was corrupt ({exc}); moved it to {moved.name} and started afresh")

@@ -16,10 +16,10 @@ from guardian import audit
 from guardian.alertmanager_state import Posted, change
 from guardian import check as checking
 from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
-                               fit, slack_payload, telegram_payload, utf16_len)
+                               email_subject, fit, slack_payload, telegram_payload, utf16_len)
 from guardian.channel_settings import TelegramChannel
 from guardian.config import Secret, load
-from guardian.notify import AlertLine
+from guardian.notify import AlertLine, envelope, message_text
 from guardian.policy import RANK
 
 T0 = 1_800_000_000.0
@@ -128,10 +128,33 @@ def test_line_texts():
                              "guardian cleanup --hosts t440")
     assert line(reason="resolved", level="ok", previous="critical").text() == (
         "RESOLVED t440 92% (55/60), back below notice (was critical)")
-    # the unreachable alert resolved while the usage alert stands
-    assert line(reason="resolved", level="warning", previous="warning").text() == "RESOLVED t440 reachable again, 92% (55/60), warning"
+    # the unreachable alert resolved while the usage alert stands: it says so, and resolves only .../unreachable
+    back = line(reason="reachable", level="warning", previous="warning")
+    assert back.text() == "RESOLVED t440 reachable again, still at warning, 92% (55/60)"
+    assert (back.status, back.alert, back.dedup_key) == ("resolved", "unreachable", "guardian/host/t440/unreachable")
+    assert line(reason="reachable", level="ok", previous="ok").text() == (
+        "RESOLVED t440 reachable again, below notice, 92% (55/60)")
+    # a reminder at a lower level that held for its cooldown
+    reminder = line(reason="repeat", level="warning", previous="critical")
+    assert reminder.text().startswith("WARNING t440 92% (55/60), down from critical")
     assert line(reason="unreachable", error="refused\nforged line").text() == (
         "UNREACHABLE t440: refused?forged line. guardian cleanup --hosts t440")
+
+
+def test_every_format_says_what_a_reachable_again_resolves():
+    """Back from an outage at warning: every format resolves the unreachable alert, never the usage one."""
+    back = line(reason="reachable", level="warning", previous="warning")
+    (entry,) = envelope([back], T0)["alerts"]
+    assert (entry["status"], entry["alert"]) == ("resolved", "unreachable")
+    assert entry["dedup_key"] == "guardian/host/t440/unreachable"
+    telegram = TelegramChannel(name="tg", type="telegram", token=Secret("x", "t"), chat_id="1")
+    for text in (slack_payload([back])["text"], slack_payload([back])["blocks"][0]["text"]["text"],
+                 discord_payload([back])["content"], telegram_payload(telegram, [back])["text"], message_text([back])):
+        assert "reachable again, still at warning" in text and "back below notice" not in text, text
+    assert email_subject([back]) == "[guardian] RESOLVED t440 reachable again 92%"
+    posted = {(a["labels"]["alertname"], a["labels"]["severity"]): "startsAt" in a
+              for a in alertmanager_alerts([back], T0, valid_for=120)}  # Alertmanager: the state as it is
+    assert posted[("SessionHostUnreachable", "warning")] is False and posted[("SessionUsageHigh", "warning")] is True
 
 
 def test_alertmanager_alerts_state_everything_about_each_subject():
@@ -335,7 +358,7 @@ def test_alertmanager_hears_an_outage_every_run_and_a_failed_post_is_retried(fak
     assert len(receiver.requests) == 5 + 3 + 1
     back = alertmanager_state(receiver.bodies[-1], T0 + 180)
     assert back[("SessionHostUnreachable", "warning")] is False and back[("SessionUsageHigh", "warning")] is True
-    assert alertmanager_records(state_dir)[2:] == [("delivered", "resolved", "warning")]
+    assert alertmanager_records(state_dir)[2:] == [("delivered", "reachable", "warning")]  # resolves the unreachable
     failed = [r for r in audit.read(state_dir) if r["event"] == "alert" and r["result"] == "failed"]
     assert [r["alerts"] for r in failed] == [[]]  # the failed post restated the outage: nothing had changed
 
@@ -550,7 +573,7 @@ def run_minutes(fake, config, sessions):
         checking.run(config, None, now=T0 + minute * 60)
 
 
-def test_min_level_counts_lower_levels_as_ok_for_that_channel(fake, write_config, receivers, monkeypatch):
+def test_min_level_channel_hears_its_levels_and_a_resolved_only_at_ok(fake, write_config, receivers, monkeypatch):
     config, everything, pager = two_webhooks(fake, write_config, receivers, monkeypatch, min_level="critical")
     run_minutes(fake, config, (70, 85, 95, 84, 40))  # notice, warning, critical, warning, ok
     pager_told = [(b["alerts"][0]["reason"], b["alerts"][0]["level"], b["alerts"][0]["previous_level"]) for b in pager.bodies]

@@ -428,3 +428,51 @@ def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_conf
             assert (f"; {idle} idle session" in line.text()) == (idle > 0)  # the cheap count, called what it is
 
         words_hold()
+
+
+def test_no_notify_changes_no_state(fake, write_config, cli, state_dir):
+    """Two --no-notify looks at a dead host, then a real run: that run counts one failed poll, not three."""
+    fill(fake, 10)
+    config = write_config({"up": {"url": fake.url, "token": "secret", "limit": 100},
+                           "down": {"url": f"ws://127.0.0.1:{closed_port()}", "token": "secret", "limit": 10}})
+    for _ in range(2):
+        assert cli("check", "--config", config, "-q", "--no-notify").exit_code == 3
+    assert not (state_dir / "state.json").exists()
+    real = cli("check", "--config", config, "-q")
+    assert "UNREACHABLE" not in real.stderr  # one failed poll is not yet an alert
+    assert read_state(state_dir)["subjects"]["host:down"]["failures"] == 1
+
+
+def test_a_version_1_state_keeps_its_cooldowns(fake, write_config, state_dir):
+    """state.json from the previous release: what each channel was told carries over, no alert storm."""
+    fill(fake, 95)
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
+    t0 = 1_800_000_000.0
+    state_dir.mkdir(parents=True)
+    told = {"level": "critical", "repeat_after": t0 + 180, "unreachable": False, "unreachable_repeat_after": 0.0}
+    growth = {"level": "notice", "repeat_after": t0 + 600, "unreachable": False, "unreachable_repeat_after": 0.0}
+    (state_dir / "state.json").write_text(json.dumps({"version": 1, "subjects": {
+        "host:a": {"level": "critical", "failures": 0, "count": 95, "checked_at": t0 - 60, "channels": {"log": told}},
+        "host:a/growth": {"level": "ok", "failures": 0, "count": None, "checked_at": None, "channels": {"log": growth}},
+    }}))
+    sent = []
+    for minutes in (0, 2, 3):
+        report = checking.run(config, None, now=t0 + minutes * 60)
+        sent.append([line.reason for d in report.deliveries for line in d.lines])
+        assert not report.warnings
+    assert sent == [[], [], ["repeat"]]  # critical was told 2 min before the upgrade: repeated 5 min after it
+    state = read_state(state_dir)
+    assert state["version"] == 2
+    assert state["subjects"]["host:a/growth"]["channels"]["log"]["told_at"] == {"growth": t0 + 600 - 1800}
+
+
+def test_a_version_1_unreachable_memory_keeps_its_cooldown():
+    from guardian.state import State
+
+    old = {"level": "warning", "repeat_after": 2_000.0, "unreachable": True, "unreachable_repeat_after": 1_500.0}
+    state = State.from_json(json.dumps({"version": 1, "subjects": {"host:a": {
+        "level": "warning", "failures": 3, "count": 85, "checked_at": 100.0, "channels": {"pager": old}}}}))
+    memory = state.memory("host:a", "pager")
+    assert (memory.level, memory.unreachable) == ("warning", True)
+    assert memory.told_at == {"warning": 1_100.0, "unreachable": 600.0}
+    assert state.subject("host:a").since == 100.0  # a lower level's reminder waits a cooldown from the last poll

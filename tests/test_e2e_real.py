@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from conftest import create_sessions, idle_after_between, list_rows, rpc, wait_until
+from test_check import closed_port
 from guardian import audit
 
 pytestmark = pytest.mark.real_gateway
@@ -150,3 +151,42 @@ def test_cleanup_keeps_every_agents_main_session_and_a_protected_key_the_gateway
                                                      "agent:main:slack:channel:[c123]"}
     finally:
         gw.stop()
+
+
+def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways, write_config, receiver, monkeypatch):
+    """A real gateway and a loopback webhook, `now` passed in: five warning/critical flaps inside the
+    critical cooldown are one critical; three short outages inside the unreachable cooldown are one
+    unreachable and one "reachable again"; coming back at warning is never a usage resolved."""
+    from guardian import check as checking
+    from guardian.config import load
+
+    gw = real_gateways["pc-a"]
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    channels = {"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]}
+
+    def config(limit, url=gw.url):
+        return load(write_config({"pc-a": {"url": url, "token": gw.token, "limit": limit}}, alerts=channels))
+
+    count = checking.run(config(1000), None, now=0, notify=False).subjects[0].reading.count
+    if count < 20:  # enough sessions that a limit puts them at warning or at critical
+        create_sessions(gw, 20 - count)
+        count = 20
+    critical, warning = int(count / 0.9), int(count / 0.8)  # >= 90 %; 80..85 %, below critical's margin
+    t0 = 1_800_000_000.0
+    levels = []
+    for run in range(10):  # every 30 s: critical, warning, critical, ... all inside critical's 5 min
+        report = checking.run(config(critical if run % 2 == 0 else warning), None, now=t0 + 30 * run)
+        levels.append(report.subjects[0].level)
+    assert levels == ["critical", "warning"] * 5
+    closed = f"ws://127.0.0.1:{closed_port()}"
+    for cycle in range(3):  # down, down, back at warning; 90 s a cycle, all inside unreachable's 15 min
+        for run, url in enumerate((closed, closed, gw.url)):
+            report = checking.run(config(warning, url), None, now=t0 + 300 + 90 * cycle + 30 * run)
+            assert (report.subjects[0].reading is None) == (url == closed)
+    assert report.subjects[0].level == "warning"
+    told = [(a["alert"], a["status"], a["reason"], a["level"], a["dedup_key"])
+            for body in receiver.bodies for a in body["alerts"]]
+    assert told == [("usage", "firing", "escalated", "critical", "guardian/host/pc-a/usage"),
+                    ("unreachable", "firing", "unreachable", "warning", "guardian/host/pc-a/unreachable"),
+                    ("unreachable", "resolved", "reachable", "warning", "guardian/host/pc-a/unreachable")]
+    assert "reachable again, still at warning" in receiver.bodies[-1]["text"]

@@ -88,7 +88,7 @@ def test_growth_notice_after_two_checks_in_a_row_then_its_cooldown(fake, write_c
     assert growth["detail"] == "forecast to reach critical in 14m at +60.0 sessions/h (fit r² 1.00)"
     assert "guardian report --hosts a" in growth["action"]
     memory = read_state(state_dir)["subjects"]["host:a/growth"]["channels"]["webhook-1"]
-    assert memory["repeat_after"] == T0 + 6 * MIN + 1800
+    assert memory["told_at"] == {"growth": T0 + 6 * MIN}  # so repeated 30 min (cooldown.growth) later
 
 
 def test_failed_growth_delivery_is_sent_on_the_next_run(fake, write_config, receiver, monkeypatch):

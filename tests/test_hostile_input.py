@@ -189,24 +189,34 @@ def test_awkward_files(text):
 # --- state.json and identity files edited by hand or by accident -------------------------------------
 
 
-@given(st.dictionaries(st.text(max_size=12), shaped({
-    "level": st.sampled_from(["ok", "notice", "warning", "critical"]) | json_values, "failures": json_values,
-    "count": json_values, "checked_at": json_values,
-    "channels": st.dictionaries(st.text(max_size=6), shaped({"level": st.sampled_from(["ok", "critical"]) | json_values,
-                                                            "repeat_after": json_values, "unreachable": json_values,
-                                                            "unreachable_repeat_after": json_values}) | json_values,
-                                max_size=2) | json_values}) | json_values, max_size=3))
-def test_a_state_file_is_used_only_when_every_field_is_what_we_write(subjects):
+def state_file(version: int, channel_fields: dict, **subject_fields) -> st.SearchStrategy:
+    """state.json of `version` with subjects and channel memories of these fields, each present or not."""
+    channels = st.dictionaries(st.text(max_size=6), shaped(channel_fields) | json_values, max_size=2) | json_values
+    subject = shaped({"level": st.sampled_from(["ok", "notice", "warning", "critical"]) | json_values,
+                      "failures": json_values, "count": json_values, "checked_at": json_values, **subject_fields,
+                      "channels": channels}) | json_values
+    return st.builds(lambda subjects: {"version": version, "subjects": subjects},
+                     st.dictionaries(st.text(max_size=12), subject, max_size=3))
+
+
+@given(state_file(1, {"level": st.sampled_from(["ok", "critical"]) | json_values, "repeat_after": json_values,
+                      "unreachable": json_values, "unreachable_repeat_after": json_values})
+       | state_file(2, {"level": st.sampled_from(["ok", "warning"]) | json_values, "unreachable": json_values,
+                        "told_at": st.dictionaries(st.sampled_from(["critical", "unreachable", "growth"])
+                                                   | st.text(max_size=8), st.floats() | json_values, max_size=3)
+                        | json_values}, since=json_values))
+def test_a_state_file_is_used_only_when_every_field_is_what_we_write(data):
     from guardian import policy
     from guardian.config import Alerts
     from guardian.state import State
 
     try:
-        state = State.from_json(json.dumps({"version": 1, "subjects": subjects}))
+        state = State.from_json(json.dumps(data))
     except (ValueError, TypeError, AttributeError):
         return  # moved aside with a warning by StateFile
     for (subject_id, _), memory in state.memories.items():  # the decisions run on whatever was accepted
-        policy.decide(memory, state.subject(subject_id), Alerts(), 1_800_000_000.0)
+        policy.decide(memory, state.subject(subject_id), Alerts(), 1_800_000_000.0, "warning")
+        policy.decide_anomaly(memory, "growth", Alerts(), 1_800_000_000.0)
 
 
 # --- hostile names end to end -----------------------------------------------------------------------

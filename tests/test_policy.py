@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from guardian.config import Alerts
-from guardian.policy import (ChannelMemory, Reading, SubjectState, as_seen, decide, decide_anomaly, exit_code,
-                             level_for, observe)
+from guardian.policy import (ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for,
+                             observe)
 
 ALERTS = Alerts()
 MIN = 60.0
@@ -20,12 +20,12 @@ def replay(steps, alerts=ALERTS, delivered=lambda step: True, min_level="notice"
         now = minute * MIN
         reading = None if usage is None else Reading(count=usage, limit=100)
         subject = observe(subject, reading, alerts, now)
-        decision = decide(memory, as_seen(subject, min_level), alerts, now)
-        if decision.notice is None:
+        decision = decide(memory, subject, alerts, now, min_level)
+        if not decision.notices:
             memory = decision.memory
         elif delivered(index):
             memory = decision.memory
-            sent.append((minute, decision.notice.reason, decision.notice.level))
+            sent += [(minute, notice.reason, notice.level) for notice in decision.notices]
     return sent
 
 
@@ -41,8 +41,16 @@ def replay(steps, alerts=ALERTS, delivered=lambda step: True, min_level="notice"
     ([(0, 50), (1, None), (2, None)], [(2, "unreachable", "ok")]),
     ([(0, 50), (1, None)], []),
     ([(0, 50), (1, None), (2, None), (3, None), (18, None)], [(2, "unreachable", "ok"), (18, "unreachable", "ok")]),
-    ([(0, 50), (1, None), (2, None), (3, 50)], [(2, "unreachable", "ok"), (3, "resolved", "ok")]),
+    ([(0, 50), (1, None), (2, None), (3, 50)], [(2, "unreachable", "ok"), (3, "reachable", "ok")]),
     ([(0, 40), (1, 50), (2, 60)], []),
+    # outages that come and go: one unreachable per its 15 min cooldown, one "reachable again" per outage told
+    ([(0, 50), (1, None), (2, None), (3, 50), (4, None), (5, None), (6, 50), (16, None), (17, None), (18, 50)],
+     [(2, "unreachable", "ok"), (3, "reachable", "ok"), (17, "unreachable", "ok"), (18, "reachable", "ok")]),
+    # coming back at a lower level neither resolves the usage alert nor resets the unreachable cooldown
+    ([(0, 95), (1, None), (2, None), (3, 85), (4, None), (5, None), (6, 85)],
+     [(0, "escalated", "critical"), (2, "unreachable", "critical"), (3, "reachable", "warning")]),
+    ([(0, 95), (1, None), (2, None), (3, 30)],
+     [(0, "escalated", "critical"), (2, "unreachable", "critical"), (3, "reachable", "ok"), (3, "resolved", "ok")]),
     ([(0, 100)], [(0, "escalated", "critical")]),
 ])
 def test_alert_policy_over_time(steps, expected):
@@ -60,9 +68,28 @@ def test_falling_to_a_lower_level_is_not_sent_and_starts_its_cooldown():
     assert sent == [(0, "escalated", "critical"), (16, "repeat", "warning")]
 
 
-def test_a_rise_after_a_drop_is_sent_at_once():
-    sent = replay([(0, 95), (1, 82), (2, 95)])
-    assert sent == [(0, "escalated", "critical"), (2, "escalated", "critical")]
+def test_a_rise_back_to_the_level_told_is_a_repeat_within_its_cooldown():
+    sent = replay([(0, 95), (1, 82), (2, 95), (5, 95)])
+    assert sent == [(0, "escalated", "critical"), (5, "repeat", "critical")]
+
+
+def test_a_rise_after_the_lower_level_was_told_is_sent_at_once():
+    # critical, then warning held 15 min is told (a reminder "down from critical"), then critical is a rise again
+    sent = replay([(0, 95), (1, 82), (16, 82), (17, 95)])
+    assert sent == [(0, "escalated", "critical"), (16, "repeat", "warning"), (17, "escalated", "critical")]
+
+
+def test_flapping_between_two_levels_tells_the_higher_once_per_its_cooldown_and_never_the_lower():
+    steps = [(minute, 95 if minute % 2 == 0 else 80) for minute in range(60)]
+    expected = [(minute, "escalated" if minute == 0 else "repeat", "critical") for minute in range(0, 60, 6)]
+    assert replay(steps) == expected
+
+
+def test_a_reminder_at_a_lower_level_waits_for_the_cooldown_of_the_level_told():
+    # warning's cooldown shorter than critical's: the warning reminder (and so the next rise) waits for critical's
+    alerts = replace(ALERTS, cooldown={**ALERTS.cooldown, "warning": 60.0, "critical": 600.0})
+    sent = replay([(0, 95), (1, 82), (3, 82), (10, 82), (11, 95)], alerts)
+    assert sent == [(0, "escalated", "critical"), (10, "repeat", "warning"), (11, "escalated", "critical")]
 
 
 def test_failed_delivery_is_decided_again_next_run_not_swallowed_by_cooldown():
@@ -77,11 +104,15 @@ def test_resolved_can_be_switched_off():
 
 @pytest.mark.parametrize("steps, expected", [
     ([(0, 70), (1, 85), (2, 95)], [(2, "escalated", "critical")]),
-    ([(0, 95), (1, 84), (2, 95)], [(0, "escalated", "critical"), (1, "resolved", "ok"), (2, "escalated", "critical")]),
+    ([(0, 95), (1, 84), (2, 95)], [(0, "escalated", "critical")]),  # a drop to warning is not a resolved
+    ([(0, 95), (1, 84), (2, 95), (5, 95)], [(0, "escalated", "critical"), (5, "repeat", "critical")]),
+    # below min_level: no warning reminder, and the resolved only at ok
+    ([(0, 95), (1, 84), (30, 84), (31, 40)], [(0, "escalated", "critical"), (31, "resolved", "ok")]),
     ([(0, 95), (1, 86), (7, 91)], [(0, "escalated", "critical"), (7, "repeat", "critical")]),  # 86: held by the margin
-    ([(0, 80), (1, None), (2, None)], [(2, "unreachable", "ok")]),  # unreachable is not a level: it reaches every channel
+    ([(0, 80), (1, None), (2, None)], [(2, "unreachable", "warning")]),  # not a level: it reaches every channel
+    ([(0, 70), (1, 40)], []),  # never told, so no resolved
 ])
-def test_a_channel_with_min_level_critical_sees_lower_levels_as_ok(steps, expected):
+def test_a_channel_with_min_level_critical_hears_critical_and_a_resolved_only_at_ok(steps, expected):
     assert replay(steps, min_level="critical") == expected
 
 
@@ -109,11 +140,11 @@ def replay_anomaly(steps, reason="growth", alerts=ALERTS, delivered=lambda minut
         if not found:
             continue
         decision = decide_anomaly(memory, reason, alerts, minute * MIN)
-        if decision.notice is None:
+        if not decision.notices:
             memory = decision.memory
         elif delivered(minute):
             memory = decision.memory
-            sent.append((minute, decision.notice.reason, decision.notice.level, decision.notice.previous))
+            sent += [(minute, notice.reason, notice.level, notice.previous) for notice in decision.notices]
     return sent
 
 
