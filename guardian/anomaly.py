@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from guardian.audit import CleanupRun
-from guardian.config import Alerts, duration_text
-from guardian.forecast import Forecast, eta_text, forecast
+from guardian.forecast import Forecast, forecast
 from guardian.history import Sample
+from guardian.settings.model import Alerts
+from guardian.settings.units import duration_text, eta_text
 
 GROWTH, REBOUND = "growth", "rebound"
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guardian import __version__
-from guardian.channel_settings import (AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel,
-                                       UrlChannel)
-from guardian.config import Channel
 from guardian.notify import PRODUCT, AlertLine, envelope, headline, iso_time, message_text, safe, tally
+from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
+from guardian.settings.model import Channel
 
 USER_AGENT = f"session-limit-guardian/{__version__}"
 SYMBOLS = {"notice": "🟡", "warning": "🟠", "critical": "🔴", "resolved": "✅", "unreachable": "❓", "test": "🧪"}

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from guardian import alertmanager_state, anomaly, gateway, policy
 from guardian.audit import AuditError, AuditLog, cleanup_runs, new_run_id
-from guardian.config import Channel, Config, Host, Pool
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, HistoryError, Sample
 from guardian.identity import IdentityStore
 from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
 from guardian.policy import Reading
+from guardian.settings.model import Channel, Config, Host, Pool
 from guardian.state import State, StateBusy, StateError, StateFile
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from guardian import gateway
 from guardian.audit import AuditLog
-from guardian.config import Cleanup, Config, Host, duration_text
 from guardian.identity import IdentityStore
+from guardian.settings.model import Cleanup, Config, Host
+from guardian.settings.units import duration_text
 from guardian.state import StateError
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones

@@ -26,7 +26,7 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
-        from guardian.config import parse_duration
+        from guardian.settings.units import parse_duration
 
         try:
             seconds = parse_duration(value)
@@ -87,8 +87,8 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         if click.get_current_context().find_root().params.get("debug"):
             return command(*args, **kwargs)
-        from guardian.config import ConfigError
         from guardian.history import HistoryError
+        from guardian.settings.model import ConfigError
         from guardian.state import StateError
 
         try:
@@ -119,7 +119,7 @@ def host_options(command):
 
 
 def load_config(config_path, limit):
-    from guardian.config import load
+    from guardian.settings.load import load
 
     config = load(config_path, limit)
     for warning in config.warnings:
@@ -361,7 +361,7 @@ def silence():
 def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
     """Silence alerts until a time; prints the silence's id."""
     from guardian import quiet, silence_store
-    from guardian.config import Scope
+    from guardian.settings.model import Scope
 
     config, now = load_config(config_path, 1), time.time()
     scope = Scope(hosts=names(hosts), pools=names(pools), agents=names(agents),

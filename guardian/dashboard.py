@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from guardian.config import duration_text
 from guardian.notify import iso_time
 from guardian.render import forecast_text, headline, percent, subject_label
+from guardian.settings.units import duration_text
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
            "unreachable": "#bc8cff", "limit": "#e6edf3"}

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from guardian import gateway
-from guardian.config import Config, Host
 from guardian.identity import IdentityStore
+from guardian.settings.model import Config, Host
 
 NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from guardian.config import duration_text
+from guardian.settings.model import MIN_SPAN
 
 MIN_SAMPLES = 6
-MIN_SPAN = 300.0  # seconds the samples must span
 
 
 @dataclass(frozen=True)
@@ -73,11 +72,6 @@ def _r2(points: list[tuple[float, float]], slope: float, at_now: float) -> float
         return None
     residual = sum((y - (at_now + slope * x)) ** 2 for x, y in points)
     return max(0.0, 1 - residual / total)
-
-
-def eta_text(seconds: float) -> str:
-    """An ETA to the minute ('20m', '1h44m'): a forecast is no more precise than that."""
-    return duration_text(round(seconds / 60) * 60) if seconds >= 60 else duration_text(seconds)
 
 
 def median(values: Iterable[float]) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from guardian import __version__
-from guardian.config import Host
+from guardian.settings.model import Host
 
 CLIENT = {"id": "gateway-client", "version": __version__, "platform": "linux", "mode": "backend"}
 ROLE = "operator"

@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 from guardian.check import CheckReport, Subject
-from guardian.config import Alerts
 from guardian.files import write_atomic
 from guardian.history import History
+from guardian.settings.model import Alerts
 
 LEVEL_VALUE = {"ok": 0, "notice": 1, "warning": 2, "critical": 3}
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from guardian import __version__
-from guardian.config import LEVELS, Channel, Config, Secret
+from guardian.settings.levels import LEVELS
+from guardian.settings.model import Channel, Config
+from guardian.settings.secrets import Secret
 
 if TYPE_CHECKING:
     from guardian.channels import Backoff

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from guardian.config import LEVELS, Alerts
+from guardian.settings.levels import LEVELS
+from guardian.settings.model import Alerts
 
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
 

@@ -19,7 +19,10 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from guardian.config import LEVELS, Config, Maintenance, Scope, duration_text, scope_problem
+from guardian.settings.levels import LEVELS
+from guardian.settings.load import scope_problem
+from guardian.settings.model import Config, Maintenance, Scope
+from guardian.settings.units import duration_text
 
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
 UNREACHABLE = "unreachable"  # the "level" of a subject whose polls keep failing, for acks and holds

@@ -10,10 +10,10 @@ import math
 
 from guardian.check import CheckReport, Subject
 from guardian.cleanup import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
-from guardian.config import duration_text
-from guardian.forecast import Forecast, eta_text
+from guardian.forecast import Forecast
 from guardian.notify import iso_time, safe
 from guardian.policy import Reading
+from guardian.settings.units import duration_text, eta_text
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from guardian.audit import CleanupRun, cleanup_runs, events, read_since, timestamp
-from guardian.config import Config, parse_duration
 from guardian.forecast import Forecast, forecast
 from guardian.history import History, Sample
 from guardian.notify import RESOLVING
+from guardian.settings.model import Config
+from guardian.settings.units import parse_duration
 
 MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
 SERIES_POINTS = 480  # a chart or sparkline needs no more; each keeps its bucket's highest usage

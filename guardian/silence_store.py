@@ -17,11 +17,22 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from guardian.audit import AuditLog, new_run_id
-from guardian.config import LEVELS, Config, Scope
 from guardian.files import move_aside, write_private
 from guardian.notify import iso_time
-from guardian.quiet import (UNREACHABLE, Ack, QuietError, Silence, ending, finish, new_ack, new_silence, subject_id,
-                            window_end)
+from guardian.quiet import (
+    UNREACHABLE,
+    Ack,
+    QuietError,
+    Silence,
+    ending,
+    finish,
+    new_ack,
+    new_silence,
+    subject_id,
+    window_end,
+)
+from guardian.settings.levels import LEVELS
+from guardian.settings.model import Config, Scope
 from guardian.state import State, StateError, StateFile
 
 VERSION = 1

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from guardian.alertmanager_state import Posted
-from guardian.config import LEVELS, Alerts
 from guardian.files import move_aside, write_private
 from guardian.policy import ChannelMemory, SubjectState
+from guardian.settings.levels import LEVELS
+from guardian.settings.model import Alerts
 
 VERSION = 2  # 2: a channel's memory keeps when each kind was told (`told_at`); 1 kept when it might repeat
 LOCK_TIMEOUT = 20.0  # seconds a run waits for the state lock before giving up (cron runs every 30 s)

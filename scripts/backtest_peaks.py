@@ -22,8 +22,18 @@ from statistics import median
 from zoneinfo import ZoneInfo
 
 from guardian import peaks
-from guardian.peaks import (DAY, EPOCH_DAY, PeakModel, circular_distance, circular_median, daily_peaks, fit, local_days,
-                            quantile, theil_sen)
+from guardian.peaks import (
+    DAY,
+    EPOCH_DAY,
+    PeakModel,
+    circular_distance,
+    circular_median,
+    daily_peaks,
+    fit,
+    local_days,
+    quantile,
+    theil_sen,
+)
 
 ZONES = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo", "Australia/Sydney"]
 STEP = 30.0  # seconds between checks

@@ -34,7 +34,9 @@ from demo import write_config
 from guardian import cleanup as cleaning
 from guardian import gateway
 from guardian.audit import AuditLog
-from guardian.config import Host, Secret, load
+from guardian.settings.load import load
+from guardian.settings.model import Host
+from guardian.settings.secrets import Secret
 
 GUARDIAN = [sys.executable, "-m", "guardian"]
 

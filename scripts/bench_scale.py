@@ -25,7 +25,8 @@ from bench import bare_serial_deletes, measured, timed
 
 from guardian import cleanup as cleaning
 from guardian import gateway
-from guardian.config import Host, Secret
+from guardian.settings.model import Host
+from guardian.settings.secrets import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -19,7 +19,8 @@ import peer
 import yaml
 
 from guardian import gateway
-from guardian.config import Host, Secret
+from guardian.settings.model import Host
+from guardian.settings.secrets import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 GUARDIAN = [sys.executable, "-m", "guardian"]

@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fake_model  # noqa: E402
 import peer  # noqa: E402
+
 from guardian import gateway  # noqa: E402
-from guardian.config import Host, Secret  # noqa: E402
+from guardian.settings.model import Host  # noqa: E402
+from guardian.settings.secrets import Secret
 
 SCOPES = [gateway.READ, gateway.WRITE, gateway.ADMIN]
 # With agents.entries set, only the agents named there exist: "main" must be listed too (measured: without it,

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from certs import make_certificate
 from click.testing import CliRunner
+from fake_gateway import FakeGateway
 from hypothesis import settings
 
-from certs import make_certificate
-from fake_gateway import FakeGateway
 from guardian.cli import main
-
 
 # GUARDIAN_SOAK=1: the reliability suite's long variants (many more trials; see docs/reliability.md)
 SOAK = os.environ.get("GUARDIAN_SOAK") == "1"
@@ -268,7 +267,8 @@ def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin"), identi
     """An admin connection to a real gateway through the guardian's own client (a paired device
     identity when `identities` is given: a remote gateway clears the scopes of anything else)."""
     from guardian import gateway
-    from guardian.config import Host, Secret
+    from guardian.settings.model import Host
+    from guardian.settings.secrets import Secret
 
     host = Host(name=gw.name, url=gw.url, limit=1, token=Secret(gw.token, "test"), timeout=30,
                 device=identities is not None, insecure=True)

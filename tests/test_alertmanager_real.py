@@ -12,10 +12,10 @@ import time
 
 import pytest
 import requests
-
 from conftest import wait_until
+
 from guardian import check as checking
-from guardian.config import load
+from guardian.settings.load import load
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None,

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from guardian.anomaly import find, growth, rebound
 from guardian.audit import CleanupRun
-from guardian.config import Alerts
 from guardian.forecast import forecast
 from guardian.history import Sample
+from guardian.settings.model import Alerts
 
 MIN = 60.0
 T0 = 1_800_000_000.0

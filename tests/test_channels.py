@@ -8,19 +8,30 @@ import sys
 import time
 
 import pytest
+from conftest import read_state
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import read_state
 from guardian import audit
-from guardian.alertmanager_state import Posted, change
 from guardian import check as checking
-from guardian.channels import (DISCORD_CONTENT, SLACK_SECTION, TELEGRAM_TEXT, alertmanager_alerts, discord_payload,
-                               email_subject, fit, slack_payload, telegram_payload, utf16_len)
-from guardian.channel_settings import TelegramChannel
-from guardian.config import Secret, load
+from guardian.alertmanager_state import Posted, change
+from guardian.channels import (
+    DISCORD_CONTENT,
+    SLACK_SECTION,
+    TELEGRAM_TEXT,
+    alertmanager_alerts,
+    discord_payload,
+    email_subject,
+    fit,
+    slack_payload,
+    telegram_payload,
+    utf16_len,
+)
 from guardian.notify import AlertLine, envelope, message_text
 from guardian.policy import RANK
+from guardian.settings.channels import TelegramChannel
+from guardian.settings.load import load
+from guardian.settings.secrets import Secret
 
 T0 = 1_800_000_000.0
 SLACK_SECRET = "/services/T000/B000/zq-slack-secret"

@@ -8,15 +8,16 @@ import socket
 import time
 
 import pytest
+from conftest import read_state
+from fake_gateway import FakeGateway
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conftest import read_state
 from guardian import check as checking
-from guardian.config import Alerts, load
 from guardian.policy import RANK, Reading, level_for
 from guardian.render import threshold_count
-from fake_gateway import FakeGateway
+from guardian.settings.load import load
+from guardian.settings.model import Alerts
 
 
 def fill(gateway, count, idle=0, idle_age_ms=3 * 3600 * 1000):

@@ -220,7 +220,7 @@ def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_written_befor
 
 def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, state_dir):
     from guardian import cleanup as cleaning
-    from guardian.config import load
+    from guardian.settings.load import load
     from guardian.state import StateError
 
     seed(fake, idle=3)
@@ -614,9 +614,11 @@ def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_to
     """Through the client and a fake gateway of each release: the rules hold for the rows as the gateway lists them
     (2026.4 lists only key, sessionId, updatedAt), and a session that wakes up between list and delete stays."""
     from fake_gateway import FakeGateway
+
     from guardian.cleanup import clean_host
-    from guardian.config import Host, Secret
     from guardian.identity import IdentityStore
+    from guardian.settings.model import Host
+    from guardian.settings.secrets import Secret
 
     gateways, state = both_releases
     fake = gateways[release]

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from guardian.cleanup import Rules
 from guardian.cli import main
-from guardian.config import ConfigError, load, parse, parse_duration
+from guardian.settings.load import load, parse
+from guardian.settings.model import ConfigError
+from guardian.settings.units import parse_duration
 
 
 def cfg(text: str):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from guardian import check as checking
 from guardian import metrics
-from guardian.config import load
+from guardian.settings.load import load
 
 CONTRIB = Path(__file__).resolve().parents[1] / "contrib"
 RULES = CONTRIB / "prometheus" / "guardian-rules.yml"

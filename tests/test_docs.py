@@ -4,13 +4,13 @@ import difflib
 import re
 from pathlib import Path
 
+import cli_docs
 import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import cli_docs
 from guardian.cli import main
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

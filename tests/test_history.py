@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 from conftest import read_state
+
 from guardian import check as checking
 from guardian import cleanup
 from guardian.audit import AuditLog
-from guardian.config import load
 from guardian.history import History
 from guardian.render import check_json, check_plain
+from guardian.settings.load import load
 
 T0 = 1_800_000_000.0
 MIN = 60.0

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from websocket import ABNF, WebSocketTimeoutException
 
 from guardian import gateway
-from guardian.config import ConfigError, Host, Secret, parse
+from guardian.settings.load import parse
+from guardian.settings.model import ConfigError, Host
+from guardian.settings.secrets import Secret
 
 HOST = Host(name="h", url="ws://127.0.0.1:1", limit=10, token=Secret("tok", "test"), timeout=5)
 
@@ -207,7 +209,7 @@ def state_file(version: int, channel_fields: dict, **subject_fields) -> st.Searc
                         | json_values}, since=json_values))
 def test_a_state_file_is_used_only_when_every_field_is_what_we_write(data):
     from guardian import policy
-    from guardian.config import Alerts
+    from guardian.settings.model import Alerts
     from guardian.state import State
 
     try:

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from guardian import check as checking
 from guardian import cleanup, metrics
 from guardian.audit import AuditLog
-from guardian.config import Alerts, load
 from guardian.policy import Reading
+from guardian.settings.load import load
+from guardian.settings.model import Alerts
 
 PROMTOOL = shutil.which("promtool")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from guardian import peaks
 from guardian.peaks import BIN, DAY, WEEK, daily_peaks, local_days, peak_forecast

@@ -4,9 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from guardian.config import Alerts
-from guardian.policy import (ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for,
-                             observe)
+from guardian.policy import ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for, observe
+from guardian.settings.model import Alerts
 
 ALERTS = Alerts()
 MIN = 60.0

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from guardian import check as checking
-from guardian.config import LEVELS, Alerts, Channel, Config, Host
 from guardian.policy import Reading
+from guardian.settings.levels import LEVELS
+from guardian.settings.model import Alerts, Channel, Config, Host
 
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
 HOSTS = ("a", "b")

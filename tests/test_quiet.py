@@ -8,9 +8,26 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.config import LEVELS, ConfigError, Maintenance, Scope, parse, parse_when
-from guardian.quiet import (Ack, QuietError, Quiet, Silence, cleanup_held, end_time, ending, finish, held_by,
-                            new_ack, new_silence, subject_id, window_end)
+from guardian.quiet import (
+    Ack,
+    Quiet,
+    QuietError,
+    Silence,
+    cleanup_held,
+    end_time,
+    ending,
+    finish,
+    held_by,
+    new_ack,
+    new_silence,
+    subject_id,
+    window_end,
+)
+from guardian.settings.levels import LEVELS
+from guardian.settings.load import parse
+from guardian.settings.model import ConfigError, Maintenance, Scope
+from guardian.settings.units import parse_when
+
 
 def at(text: str, tz: str = "UTC") -> float:
     """An instant from a local wall time in `tz` (unambiguous ones only)."""

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_state, trials
 from fake_gateway import _now_ms as fake_gateway_clock
+
 from guardian import audit
 from guardian import check as checking
 from guardian import cleanup as cleaning
 from guardian.audit import AuditLog
-from guardian.config import load
+from guardian.settings.load import load
 from guardian.state import State
 
 H = 3600 * 1000  # an hour in ms
@@ -440,7 +440,6 @@ def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_co
     """SIGTERM to a real gateway while a cleanup deletes: the run ends at once with an exact record,
     and after the restart (same port, same state) a rerun closes the rest, nothing twice."""
     import peer
-
     from conftest import create_sessions, list_rows, wait_until
 
     gw = peer.start("restarting", state_root=tmp_path / "gateway-state")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from certs import make_certificate
 from conftest import create_sessions, idle_after_between, list_rows
+from netns import NetnsError, NetnsHost
+
 from guardian import audit
 from guardian.identity import IdentityStore
-from netns import NetnsError, NetnsHost
 
 pytestmark = pytest.mark.real_gateway
 OLD_RELEASE = "2026.4.29"

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fake_gateway import FakeGateway
+
 from guardian import check as checking
 from guardian import cleanup
 from guardian import report as reporting
 from guardian.audit import AuditLog
-from guardian.config import load
 from guardian.forecast import forecast
 from guardian.render import report_plain
+from guardian.settings.load import load
 
 STEP = 600.0  # a check every 10 minutes (cron's 30 s is just more rows)
 CHECKS = 36  # 5 h 50 min of history

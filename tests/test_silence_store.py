@@ -7,8 +7,8 @@ import time
 import pytest
 
 from guardian import audit, state
-from guardian.config import Scope
 from guardian.quiet import Ack, Silence
+from guardian.settings.model import Scope
 from guardian.silence_store import KEEP, Book, SilenceFile
 from guardian.state import StateBusy, StateFile
 

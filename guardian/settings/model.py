@@ -1,0 +1,203 @@
+"""The settings as frozen dataclasses: what a host, a pool, a channel, the alerts and the cleanup are.
+
+Built by guardian.settings.load from the file (or the local default); nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from guardian.settings.secrets import Secret
+
+ALERT_KINDS = ("usage", "unreachable", "growth", "rebound", "peak")  # what a silence or a window can hold
+
+
+DEFAULT_URL = "ws://127.0.0.1:18789"
+
+
+DEFAULT_CONFIG_PATH = "~/.config/guardian/guardian.yaml"
+
+
+DEFAULT_STATE_DIR = "~/.local/state/guardian"
+
+
+MIN_SPAN = 300.0  # seconds a forecast's samples must span: history.forecast_window may not be shorter
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one sentence for the operator."""
+
+
+@dataclass(frozen=True)
+
+class Host:
+    name: str
+    url: str
+    limit: int
+    token: Secret | None = None
+    insecure: bool = False
+    device: bool = False  # send the Ed25519 device identity (default: when the host is not loopback)
+    ca_file: str | None = None
+    fingerprint: str | None = None  # pinned sha256 of the certificate, lowercase hex without colons
+    timeout: float = 10.0
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(urlsplit(self.url).hostname or "")
+
+
+@dataclass(frozen=True)
+
+class Pool:
+    name: str
+    hosts: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True, kw_only=True)
+
+class Channel:
+    """Where alerts go, with the filters that choose what it hears about. Each type's own settings
+    are in a subclass (guardian.channel_settings)."""
+
+    name: str
+    type: str
+    timeout: float = 5.0  # each attempt (connect, request, SMTP session, command run)
+    min_level: str = "notice"  # levels below this are not sent to this channel (nor is a drop below it a resolved)
+    hosts: tuple[str, ...] = ()  # only these hosts and the pools they belong to; empty: all
+    resolved: bool = True  # send a resolved message (default: alerts.resolved)
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """What must never be shown: every error this channel reports is redacted of these."""
+        return ()
+
+
+@dataclass(frozen=True)
+
+class Alerts:
+    thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
+    cooldown: dict = field(
+        default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0,
+                                 "growth": 1800.0, "rebound": 1800.0}
+    )
+    margin: float = 5.0
+    resolved: bool = True
+    unreachable_after: int = 2
+    channels: tuple[Channel, ...] = ()
+    predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
+    rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
+    max_silence: float = 7 * 86400.0  # `guardian silence add` refuses a longer one
+
+
+@dataclass(frozen=True)
+
+class Protect:
+    agents: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+
+class Cleanup:
+    idle_after: float = 7200.0
+    max_per_run: int = 50
+    reserve: int = 5
+    on_critical: bool = False
+    protect: Protect = Protect()
+    agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
+
+
+@dataclass(frozen=True)
+
+class History:
+    retention: float = 30 * 86400.0  # history.db rows older than this are pruned
+    forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
+
+
+@dataclass(frozen=True)
+
+class Scope:
+    """What a silence or a maintenance window holds: these subjects' alerts of these kinds on these channels.
+
+    A host covers its agents too; a pool is covered only when named. Empty alerts or channels: all of them.
+    """
+
+    hosts: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()  # "HOST/AGENT"
+    alerts: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+
+class Maintenance:
+    """A recurring window (`maintenance:`): from `start` to `end` (minutes after local midnight, an end
+    before the start is on the next day) on each of `days` (0 Monday .. 6 Sunday), in zone `tz`."""
+
+    name: str
+    scope: Scope
+    when: str  # as written, for the operator
+    days: frozenset
+    start: int
+    end: int
+    tz: str = "UTC"
+    cleanup: bool = True  # false: cleanup and on_critical leave its hosts alone too
+
+
+@dataclass(frozen=True)
+
+class Config:
+    hosts: dict  # name -> Host, in file order
+    pools: dict = field(default_factory=dict)
+    alerts: Alerts = Alerts()
+    cleanup: Cleanup = Cleanup()
+    history: History = History()
+    maintenance: tuple[Maintenance, ...] = ()
+    state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
+    path: str | None = None  # the file it came from; None for the no-file default
+    warnings: tuple[str, ...] = ()
+
+    def select(self, names: str | None) -> list[Host]:
+        """The hosts named in a comma-separated --hosts value, or all of them."""
+        return _named("--hosts", names, self.hosts)
+
+    def select_channels(self, names: str | None) -> list[Channel]:
+        """The alert channels named in a comma-separated --channels value, or all of them."""
+        return _named("--channels", names, {channel.name: channel for channel in self.alerts.channels})
+
+
+def _named(option: str, names: str | None, known: dict) -> list:
+    if not names:
+        return list(known.values())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"{option} names {', '.join(unknown)}, which the config does not define "
+                          f"(known: {', '.join(known) or 'none'})")
+    return [known[n] for n in wanted]
+
+
+def is_loopback(hostname: str) -> bool:
+    import ipaddress
+
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_url(value: str, schemes: tuple[str, ...]):
+    """urlsplit's parts when `value` is a URL of one of `schemes` with a host and a valid port, else None."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number up to 65535
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    return parts if parts.scheme in schemes and parts.hostname else None
