@@ -87,9 +87,9 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         if click.get_current_context().find_root().params.get("debug"):
             return command(*args, **kwargs)
+        from guardian.adapters.state import StateError
         from guardian.history import HistoryError
         from guardian.settings.model import ConfigError
-        from guardian.state import StateError
 
         try:
             return command(*args, **kwargs)
@@ -129,8 +129,8 @@ def load_config(config_path, limit):
 
 def write_metrics(path: str, report, config) -> None:
     """A metrics file that cannot be written is a warning: the check itself was done."""
-    from guardian import metrics
     from guardian.history import HistoryError
+    from guardian.output import metrics
 
     try:
         metrics.write(path, report, config.alerts, config.state_dir)
@@ -166,7 +166,7 @@ def main(debug):
 @friendly_errors
 def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
-    from guardian import check as checking
+    from guardian.commands import check as checking
     from guardian.render import print_check
 
     config = load_config(config_path, limit)
@@ -202,13 +202,14 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
 @friendly_errors
 def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
-    from guardian import cleanup as cleaning
-    from guardian.audit import AuditLog, new_run_id
+    from guardian.adapters.audit import AuditLog, new_run_id
+    from guardian.commands import cleanup as cleaning
+    from guardian.core.planner import Rules
     from guardian.render import cleanup_summary, print_cleanup
 
     config = load_config(config_path, limit)
     selected = config.select(hosts)
-    rules = cleaning.Rules.from_config(config.cleanup, idle_after, max_per_run)
+    rules = Rules.from_config(config.cleanup, idle_after, max_per_run)
     now = time.time()
     try:
         reports = cleaning.run(config, selected, rules, now, dry_run, AuditLog(config.state_dir, new_run_id(), "cleanup"))
@@ -235,17 +236,17 @@ def notify_test(config_path, channel_names, as_json):
     """Send a sample alert to every alert channel and say, per channel, whether it was delivered."""
     import json
 
-    from guardian import notify
-    from guardian.audit import AuditError, AuditLog, new_run_id
+    from guardian.adapters.audit import AuditError, AuditLog, new_run_id
+    from guardian.alerts import delivery
 
     config = load_config(config_path, 1)  # no gateway is contacted: the local default needs no real limit
     channels = config.select_channels(channel_names)
     if not channels:
         fail("no alert channels are configured (alerts.channels in the config file; see the README)", 1)
     now = time.time()
-    deliveries = notify.send_samples(channels, config, now)
+    deliveries = delivery.send_samples(channels, config, now)
     try:
-        notify.record(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
+        delivery.record_deliveries(AuditLog(config.state_dir, new_run_id(), "notify-test"), deliveries, now)
     except AuditError as exc:  # the samples went out all the same: say what each channel did
         click.echo(f"guardian: warning: cannot append to {exc.path} ({exc.reason}); the test is not in the audit log",
                    err=True)
@@ -293,7 +294,7 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
 @friendly_errors
 def doctor(config_path, hosts, limit, fmt, as_json):
     """Check each host is fully usable, and say how to fix what is not."""
-    from guardian import doctor as diagnosis
+    from guardian.commands import doctor as diagnosis
 
     config = load_config(config_path, limit)
     results, warnings = diagnosis.run(config, hosts)
@@ -317,7 +318,7 @@ def quiet_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from guardian.quiet import QuietError
+        from guardian.core.quiet import QuietError
 
         try:
             return command(*args, **kwargs)
@@ -360,7 +361,8 @@ def silence():
 @quiet_errors
 def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
     """Silence alerts until a time; prints the silence's id."""
-    from guardian import quiet, silence_store
+    from guardian.adapters import silences as silence_store
+    from guardian.core import quiet
     from guardian.settings.model import Scope
 
     config, now = load_config(config_path, 1), time.time()
@@ -380,7 +382,7 @@ def silence_list(config_path, as_json, include_ended):
     """The active silences, acknowledgements and maintenance windows."""
     import json
 
-    from guardian import silence_store
+    from guardian.adapters import silences as silence_store
 
     config = load_config(config_path, 1)
     rows, warnings = silence_store.listing(config, time.time(), include_ended)
@@ -398,7 +400,7 @@ def silence_list(config_path, as_json, include_ended):
 @quiet_errors
 def silence_remove(config_path, entry_id):
     """End a silence or an acknowledgement now (its id from `guardian silence list`)."""
-    from guardian import silence_store
+    from guardian.adapters import silences as silence_store
 
     kind, warnings = silence_store.remove(load_config(config_path, 1), entry_id, time.time())
     warn_all(warnings)
@@ -424,7 +426,7 @@ def ack(config_path, subject, reason, duration):
     A rise above the acknowledged level is told at once and ends it; a return to ok ends it with the
     usual resolved. Until then it stays, or for --for. `guardian silence remove ID` ends it.
     """
-    from guardian import silence_store
+    from guardian.adapters import silences as silence_store
 
     made, warnings = silence_store.acknowledge(load_config(config_path, 1), subject, reason, duration, time.time())
     warn_all(warnings)

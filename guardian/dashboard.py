@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from guardian.notify import iso_time
+from guardian.output.text import iso_time
 from guardian.render import forecast_text, headline, percent, subject_label
 from guardian.settings.units import duration_text
 

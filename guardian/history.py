@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
-from guardian.audit import parse_lines
-from guardian.files import move_aside
+from guardian.adapters.audit import parse_lines
+from guardian.adapters.files import move_aside
+from guardian.core.records import Sample
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -39,22 +39,6 @@ CREATE TABLE counters (metric TEXT NOT NULL, labels TEXT NOT NULL, value INTEGER
                        PRIMARY KEY (metric, labels)) WITHOUT ROWID;
 CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL, bytes_read INTEGER NOT NULL);
 """
-
-
-class Sample(NamedTuple):
-    time: float
-    kind: str
-    name: str
-    sessions: int | None
-    limit: int
-    usage: float | None
-    level: str
-    idle: int | None
-    reachable: bool
-
-    @property
-    def subject(self) -> str:
-        return f"{self.kind}:{self.name}"
 
 
 class HistoryError(Exception):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 
-from guardian.check import CheckReport, Subject
-from guardian.cleanup import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
-from guardian.forecast import Forecast
-from guardian.notify import iso_time, safe
-from guardian.policy import Reading
+from guardian.core.forecast import Forecast
+from guardian.core.planner import OVER_CAP
+from guardian.core.records import CLEANED, NOT_CLEANED, PARTLY_CLEANED, CheckReport, Reading, Subject
+from guardian.output.message import line_json
+from guardian.output.text import iso_time, safe
 from guardian.settings.units import duration_text, eta_text
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -96,7 +96,7 @@ def check_json(report: CheckReport) -> dict:
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
         "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
-                    "lines": [line.to_json(iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
+                    "lines": [line_json(line, iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
         "warnings": report.warnings,
     }
 

@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from guardian.audit import CleanupRun, cleanup_runs, events, read_since, timestamp
-from guardian.forecast import Forecast, forecast
-from guardian.history import History, Sample
-from guardian.notify import RESOLVING
+from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
+from guardian.core.forecast import Forecast, forecast
+from guardian.core.records import RESOLVING, CleanupRun, Sample
+from guardian.history import History
 from guardian.settings.model import Config
 from guardian.settings.units import parse_duration
 

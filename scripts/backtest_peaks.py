@@ -21,8 +21,8 @@ from datetime import date, datetime, timedelta
 from statistics import median
 from zoneinfo import ZoneInfo
 
-from guardian import peaks
-from guardian.peaks import (
+from guardian.core import peaks
+from guardian.core.peaks import (
     DAY,
     EPOCH_DAY,
     PeakModel,

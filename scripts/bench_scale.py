@@ -23,8 +23,9 @@ from pathlib import Path
 import yaml
 from bench import bare_serial_deletes, measured, timed
 
-from guardian import cleanup as cleaning
-from guardian import gateway
+from guardian.adapters import gateway
+from guardian.commands import cleanup as cleaning
+from guardian.core.planner import Rules, plan
 from guardian.settings.model import Host
 from guardian.settings.secrets import Secret
 
@@ -189,12 +190,12 @@ def bench_dry_run(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
             f"- {BIG:,} sessions: wall {spread(samples['big'])}; guardian CPU {spread(samples['big'], 'cpu')}",
             f"- the guardian's own CPU for the {BIG - SMALL:,} more sessions: **{extra:.3f} s** (target < 1 s)", ""]
     out += ["The planner alone, in-process (best of 5), to show it is linear:", ""]
-    rules = cleaning.Rules(idle_after=7200, max_per_run=50, protect_keys=("agent:*:telegram:*",))
+    rules = Rules(idle_after=7200, max_per_run=50, protect_keys=("agent:*:telegram:*",))
     now = time.time()
     for count in (1_000, 10_000, 100_000):
         rows = [{"key": f"agent:main:bench:{i}", "sessionId": str(i), "agentId": "main",
                  "updatedAt": int(1000 * (now - 3600 - (i * 7919) % 86400))} for i in range(count)]
-        best = min(timed(lambda: cleaning.plan(rows, rules, now)) for _ in range(5))
+        best = min(timed(lambda: plan(rows, rules, now)) for _ in range(5))
         out.append(f"- {count:,} sessions: {1000 * best:.1f} ms, {1e6 * best / count:.2f} us per session")
     out.append("")
 

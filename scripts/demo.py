@@ -18,7 +18,7 @@ from pathlib import Path
 import peer
 import yaml
 
-from guardian import gateway
+from guardian.adapters import gateway
 from guardian.settings.model import Host
 from guardian.settings.secrets import Secret
 

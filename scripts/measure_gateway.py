@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fake_model  # noqa: E402
 import peer  # noqa: E402
 
-from guardian import gateway  # noqa: E402
+from guardian.adapters import gateway  # noqa: E402
 from guardian.settings.model import Host  # noqa: E402
 from guardian.settings.secrets import Secret
 

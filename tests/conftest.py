@@ -195,7 +195,7 @@ def mail_servers(certificate):
 @pytest.fixture(autouse=True)
 def waits(monkeypatch):
     """No test sleeps for a retry: every wait the delivery backoff asks for is recorded here instead."""
-    from guardian import channels
+    from guardian.alerts import transports as channels
 
     recorded: list[float] = []
     monkeypatch.setattr(channels, "DEFAULT_BACKOFF", channels.Backoff(sleep=recorded.append))
@@ -266,7 +266,7 @@ def real_gateways(fake_model):
 def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin"), identities=None):
     """An admin connection to a real gateway through the guardian's own client (a paired device
     identity when `identities` is given: a remote gateway clears the scopes of anything else)."""
-    from guardian import gateway
+    from guardian.adapters import gateway
     from guardian.settings.model import Host
     from guardian.settings.secrets import Secret
 

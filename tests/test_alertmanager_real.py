@@ -14,7 +14,7 @@ import pytest
 import requests
 from conftest import wait_until
 
-from guardian import check as checking
+from guardian.commands import check as checking
 from guardian.settings.load import load
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.anomaly import find, growth, rebound
-from guardian.audit import CleanupRun
-from guardian.forecast import forecast
-from guardian.history import Sample
+from guardian.core.anomaly import find, growth, rebound
+from guardian.core.forecast import forecast
+from guardian.core.records import CleanupRun, Sample
 from guardian.settings.model import Alerts
 
 MIN = 60.0

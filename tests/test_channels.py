@@ -12,10 +12,8 @@ from conftest import read_state
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardian import audit
-from guardian import check as checking
-from guardian.alertmanager_state import Posted, change
-from guardian.channels import (
+from guardian.adapters import audit
+from guardian.alerts.transports import (
     DISCORD_CONTENT,
     SLACK_SECTION,
     TELEGRAM_TEXT,
@@ -27,9 +25,12 @@ from guardian.channels import (
     telegram_payload,
     utf16_len,
 )
-from guardian.notify import AlertLine, envelope, message_text
-from guardian.policy import RANK
+from guardian.commands import check as checking
+from guardian.core.plan import Posted, change
+from guardian.core.records import AlertLine
+from guardian.output.message import envelope, line_text, message_text
 from guardian.settings.channels import TelegramChannel
+from guardian.settings.levels import RANK
 from guardian.settings.load import load
 from guardian.settings.secrets import Secret
 
@@ -135,20 +136,20 @@ def test_each_service_limit_is_kept_with_and_n_more(render, limit):
 
 
 def test_line_texts():
-    assert line().text() == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions. "
+    assert line_text(line()) == ("CRITICAL t440 92% (55/60), up from warning; 3 idle sessions. "
                              "guardian cleanup --hosts t440")
-    assert line(reason="resolved", level="ok", previous="critical").text() == (
+    assert line_text(line(reason="resolved", level="ok", previous="critical")) == (
         "RESOLVED t440 92% (55/60), back below notice (was critical)")
     # the unreachable alert resolved while the usage alert stands: it says so, and resolves only .../unreachable
     back = line(reason="reachable", level="warning", previous="warning")
-    assert back.text() == "RESOLVED t440 reachable again, still at warning, 92% (55/60)"
+    assert line_text(back) == "RESOLVED t440 reachable again, still at warning, 92% (55/60)"
     assert (back.status, back.alert, back.dedup_key) == ("resolved", "unreachable", "guardian/host/t440/unreachable")
-    assert line(reason="reachable", level="ok", previous="ok").text() == (
+    assert line_text(line(reason="reachable", level="ok", previous="ok")) == (
         "RESOLVED t440 reachable again, below notice, 92% (55/60)")
     # a reminder at a lower level that held for its cooldown
     reminder = line(reason="repeat", level="warning", previous="critical")
-    assert reminder.text().startswith("WARNING t440 92% (55/60), down from critical")
-    assert line(reason="unreachable", error="refused\nforged line").text() == (
+    assert line_text(reminder).startswith("WARNING t440 92% (55/60), down from critical")
+    assert line_text(line(reason="unreachable", error="refused\nforged line")) == (
         "UNREACHABLE t440: refused?forged line. guardian cleanup --hosts t440")
 
 

@@ -13,9 +13,12 @@ from fake_gateway import FakeGateway
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian import check as checking
-from guardian.policy import RANK, Reading, level_for
+from guardian.commands import check as checking
+from guardian.core.policy import level_for
+from guardian.core.records import Reading
+from guardian.output.message import line_text
 from guardian.render import threshold_count
+from guardian.settings.levels import RANK
 from guardian.settings.load import load
 from guardian.settings.model import Alerts
 
@@ -376,7 +379,7 @@ def test_a_host_left_out_by_hosts_is_not_forgotten(fakes, write_config, state_di
 
 
 def test_on_critical_cleans_at_once_and_the_alert_says_so(fake, write_config, cli, receiver, monkeypatch, state_dir):
-    from guardian import audit
+    from guardian.adapters import audit
 
     fill(fake, 19, idle=4)
     monkeypatch.setenv("HOOK_URL", receiver.url)
@@ -423,10 +426,10 @@ def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_conf
             dry_run = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
             would_close = len(dry_run["hosts"][0]["actions"])
             assert would_close == mix["closable"]
-            promised = re.search(r"(\d+) idle sessions? cleanup could close", line.text())
+            promised = re.search(r"(\d+) idle sessions? cleanup could close", line_text(line))
             assert promised is None or int(promised[1]) <= would_close
             idle = sum(mix.values()) - mix["recent"]
-            assert (f"; {idle} idle session" in line.text()) == (idle > 0)  # the cheap count, called what it is
+            assert (f"; {idle} idle session" in line_text(line)) == (idle > 0)  # the cheap count, called what it is
 
         words_hold()
 
@@ -468,7 +471,7 @@ def test_a_version_1_state_keeps_its_cooldowns(fake, write_config, state_dir):
 
 
 def test_a_version_1_unreachable_memory_keeps_its_cooldown():
-    from guardian.state import State
+    from guardian.adapters.state import State
 
     old = {"level": "warning", "repeat_after": 2_000.0, "unreachable": True, "unreachable_repeat_after": 1_500.0}
     state = State.from_json(json.dumps({"version": 1, "subjects": {"host:a": {

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from guardian import audit
-from guardian.cleanup import Rules, plan
+from guardian.adapters import audit
+from guardian.core.planner import Rules, plan
 
 NOW = 1_800_000_000.0
 H = 3600 * 1000  # an hour in ms
@@ -219,9 +219,9 @@ def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_written_befor
 
 
 def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, state_dir):
-    from guardian import cleanup as cleaning
+    from guardian.adapters.state import StateError
+    from guardian.commands import cleanup as cleaning
     from guardian.settings.load import load
-    from guardian.state import StateError
 
     seed(fake, idle=3)
 
@@ -384,7 +384,7 @@ def test_overrides_and_cap_from_the_command_line(fake, write_config, cli):
 
 
 def test_a_second_cleanup_exits_at_once_while_one_runs(fake, write_config, cli, state_dir):
-    from guardian.cleanup import lock
+    from guardian.commands.cleanup import lock
 
     config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}})
     with lock(state_dir):
@@ -479,8 +479,8 @@ def page(keys, next_offset, total, **fields):
 
 @pytest.mark.parametrize("next_offset", [0, 1, 2])  # 2 does not advance past the page at offset 2; 0 and 1 go back
 def test_a_next_offset_that_does_not_advance_is_an_error_not_a_loop(next_offset):
-    from guardian.cleanup import listing
-    from guardian.gateway import GatewayError
+    from guardian.adapters.gateway import GatewayError
+    from guardian.commands.cleanup import listing
 
     stuck = page(["agent:main:c", "agent:main:d"], next_offset, 6)
     connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 6), *[stuck] * 5)
@@ -489,7 +489,7 @@ def test_a_next_offset_that_does_not_advance_is_an_error_not_a_loop(next_offset)
 
 
 def test_a_key_listed_on_two_pages_is_counted_and_planned_once():
-    from guardian.cleanup import listing
+    from guardian.commands.cleanup import listing
 
     # a session created between the two calls pushed b onto the second page as well
     connection = Pages(page(["agent:main:a", "agent:main:b"], 2, 4), page(["agent:main:b", "agent:main:c"], None, 4))
@@ -498,7 +498,7 @@ def test_a_key_listed_on_two_pages_is_counted_and_planned_once():
 
 
 def test_the_fallback_for_a_release_without_paging_keeps_the_archived_filter():
-    from guardian.cleanup import PAGE, listing
+    from guardian.commands.cleanup import PAGE, listing
 
     full = {"ts": int(NOW * 1000), "sessions": [row(f"agent:main:s{i}", 5) for i in range(PAGE)]}
     everything = {"sessions": full["sessions"] + [row("agent:main:gone", 5, archived=True)]}
@@ -615,8 +615,8 @@ def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_to
     (2026.4 lists only key, sessionId, updatedAt), and a session that wakes up between list and delete stays."""
     from fake_gateway import FakeGateway
 
-    from guardian.cleanup import clean_host
-    from guardian.identity import IdentityStore
+    from guardian.adapters.identity import IdentityStore
+    from guardian.commands.cleanup import clean_host
     from guardian.settings.model import Host
     from guardian.settings.secrets import Secret
 

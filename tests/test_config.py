@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.cleanup import Rules
 from guardian.cli import main
+from guardian.core.planner import Rules
 from guardian.settings.load import load, parse
 from guardian.settings.model import ConfigError
 from guardian.settings.units import parse_duration

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from guardian import check as checking
-from guardian import metrics
+from guardian.commands import check as checking
+from guardian.output import metrics
 from guardian.settings.load import load
 
 CONTRIB = Path(__file__).resolve().parents[1] / "contrib"

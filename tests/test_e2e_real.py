@@ -13,7 +13,7 @@ import pytest
 from conftest import create_sessions, idle_after_between, list_rows, rpc, wait_until
 from test_check import closed_port
 
-from guardian import audit
+from guardian.adapters import audit
 
 pytestmark = pytest.mark.real_gateway
 
@@ -157,7 +157,7 @@ def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways
     """A real gateway and a loopback webhook, `now` passed in: five warning/critical flaps inside the
     critical cooldown are one critical; three short outages inside the unreachable cooldown are one
     unreachable and one "reachable again"; coming back at warning is never a usage resolved."""
-    from guardian import check as checking
+    from guardian.commands import check as checking
     from guardian.settings.load import load
 
     gw = real_gateways["pc-a"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guardian.forecast import forecast
+from guardian.core.forecast import forecast
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

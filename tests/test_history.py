@@ -7,9 +7,9 @@ import json
 
 from conftest import read_state
 
-from guardian import check as checking
-from guardian import cleanup
-from guardian.audit import AuditLog
+from guardian.adapters.audit import AuditLog
+from guardian.commands import check as checking
+from guardian.commands import cleanup
 from guardian.history import History
 from guardian.render import check_json, check_plain
 from guardian.settings.load import load

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websocket import ABNF, WebSocketTimeoutException
 
-from guardian import gateway
+from guardian.adapters import gateway
 from guardian.settings.load import parse
 from guardian.settings.model import ConfigError, Host
 from guardian.settings.secrets import Secret
@@ -114,7 +114,7 @@ def answer(ok, body) -> dict:
 # the patched socket and the identity dir are the same for every example: sharing them is intended
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_any_handshake_gives_a_connection_or_one_gateway_error(monkeypatch, tmp_path, noise, challenge, ok, body, device):
-    from guardian.identity import IdentityStore
+    from guardian.adapters.identity import IdentityStore
 
     frames = [*noise, text_frame({"type": "event", "event": "connect.challenge", "payload": challenge}),
               *noise, text_frame(answer(ok, body))]
@@ -208,9 +208,9 @@ def state_file(version: int, channel_fields: dict, **subject_fields) -> st.Searc
                                                    | st.text(max_size=8), st.floats() | json_values, max_size=3)
                         | json_values}, since=json_values))
 def test_a_state_file_is_used_only_when_every_field_is_what_we_write(data):
-    from guardian import policy
+    from guardian.adapters.state import State
+    from guardian.core import policy
     from guardian.settings.model import Alerts
-    from guardian.state import State
 
     try:
         state = State.from_json(json.dumps(data))
@@ -310,7 +310,7 @@ def test_the_gateway_token_appears_nowhere(fakes, write_config, cli, state_dir, 
 
 def test_a_device_key_readable_by_others_is_warned_about(tmp_path):
     """(A loose token file, and ws:// to a remote host, are in test_config.py.)"""
-    from guardian.identity import IdentityStore
+    from guardian.adapters.identity import IdentityStore
 
     store = IdentityStore(tmp_path)
     store.identity()

@@ -12,10 +12,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from guardian import check as checking
-from guardian import cleanup, metrics
-from guardian.audit import AuditLog
-from guardian.policy import Reading
+from guardian.adapters.audit import AuditLog
+from guardian.commands import check as checking
+from guardian.commands import cleanup
+from guardian.core.records import CheckReport, Reading, Subject
+from guardian.output import metrics
 from guardian.settings.load import load
 from guardian.settings.model import Alerts
 
@@ -104,7 +105,7 @@ def test_counters_follow_a_replaced_audit_log_and_are_written_whatever_the_umask
 def test_channel_names_are_escaped_as_label_values():
     counters = metrics.count([{"event": "alert", "result": "delivered", "channel": 'we"b\\hook\n',
                                "alerts": [{"subject": "host:a", "level": "notice", "reason": "growth"}]}])
-    report = checking.CheckReport(time=T0, subjects=[])
+    report = CheckReport(time=T0, subjects=[])
     families = list(text_string_to_metric_families(metrics.textfile(report, counters, Alerts())))
     (sample,) = [s for f in families for s in f.samples if s.name == "guardian_alerts_sent_total"]
     assert sample.labels["channel"] == 'we"b\\hook\n' and sample.value == 1
@@ -174,8 +175,8 @@ def test_thresholds_margin_and_duration_are_written(fake, write_config, state_di
 def test_the_written_ratios_decide_levels_as_the_guardian_does(count, limit, threshold, margin):
     """The rules compare guardian_usage_ratio with these ratios: the same verdict as policy's percentages."""
     alerts = Alerts(thresholds={"notice": threshold, "warning": 99.5, "critical": 99.9}, margin=margin)
-    subject = checking.Subject("host", "a", limit, Reading(count, limit), None, "ok", None)
-    text = metrics.textfile(checking.CheckReport(time=T0, subjects=[subject]), {}, alerts)
+    subject = Subject("host", "a", limit, Reading(count, limit), None, "ok", None)
+    text = metrics.textfile(CheckReport(time=T0, subjects=[subject]), {}, alerts)
     written = {(s.name, s.labels.get("level")): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
     usage, ratio = Reading(count, limit).usage, written["guardian_usage_ratio", None]  # the guardian's; the file's

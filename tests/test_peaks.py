@@ -12,8 +12,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian import peaks
-from guardian.peaks import BIN, DAY, WEEK, daily_peaks, local_days, peak_forecast
+from guardian.core import peaks
+from guardian.core.peaks import BIN, DAY, WEEK, daily_peaks, local_days, peak_forecast
 
 CRITICAL = 90.0
 # with and without DST, whole, half- and quarter-hour offsets, both hemispheres

@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from guardian.policy import ChannelMemory, Reading, SubjectState, decide, decide_anomaly, exit_code, level_for, observe
+from guardian.core.policy import decide, decide_anomaly, level_for, observe
+from guardian.core.records import ChannelMemory, Reading, SubjectState, exit_code
 from guardian.settings.model import Alerts
 
 ALERTS = Alerts()

@@ -15,15 +15,16 @@ When the clock goes back, a cooldown ends at most one cooldown after the new tim
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from guardian import check as checking
-from guardian.policy import Reading
+from guardian.commands import check as checking
+from guardian.core.records import Poll, Reading
+from guardian.output.message import line_text
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Alerts, Channel, Config, Host
 
@@ -102,7 +103,7 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     reachable = subject.failures == 0
     usage, reach = usage_lines(lines), reachability_lines(lines)
     assert len(usage) <= 1 and len(reach) <= 1, lines
-    where = f"{channel} about {name}: {[line.text() for line in lines]}"
+    where = f"{channel} about {name}: {[line_text(line) for line in lines]}"
 
     # usage
     if reachable and subject.level != "ok" and RANK[subject.level] >= RANK[min_level] \
@@ -118,7 +119,7 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
         if line.status == "resolved":
             assert subject.level == "ok", f"a usage resolved while above ok to {where}"
             assert told.level != "ok", f"a resolved for nothing told to {where}"
-            assert "(was ok)" not in line.text()
+            assert "(was ok)" not in line_text(line)
             continue
         assert line.level == subject.level and RANK[line.level] >= RANK[min_level], where
         if line.level == told.level:
@@ -139,7 +140,7 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
             assert maybe_over(told.at.get("unreachable"), now, cooldown["unreachable"]), f"two unreachable to {where}"
         else:
             assert reachable and told.unreachable, f"a reachable again for an outage not told to {where}"
-            assert "reachable again" in line.text() and "back below notice" not in line.text(), where
+            assert "reachable again" in line_text(line) and "back below notice" not in line_text(line), where
 
     # what this channel refused on the last run is offered again while it still holds
     for line in retry:
@@ -209,8 +210,8 @@ def run_step(monkeypatch):
 
     def poll_hosts(hosts, idle_after, identities):
         usage = dict(zip(HOSTS, state["step"].usage))
-        return [checking.Poll(h, error=f"{h.name}: refused") if usage[h.name] is DOWN
-                else checking.Poll(h, Reading(count=usage[h.name], limit=h.limit)) for h in hosts]
+        return [Poll(h, error=f"{h.name}: refused") if usage[h.name] is DOWN
+                else Poll(h, Reading(count=usage[h.name], limit=h.limit)) for h in hosts]
 
     def deliver_all(messages, now, backoff=None):
         return [f"{c.name} refused" if lines and c.name in state["step"].refused else None for c, lines in messages]

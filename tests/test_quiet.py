@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.quiet import (
+from guardian.core.quiet import (
     Ack,
     Quiet,
     QuietError,

@@ -24,12 +24,12 @@ import pytest
 from conftest import read_state, trials
 from fake_gateway import _now_ms as fake_gateway_clock
 
-from guardian import audit
-from guardian import check as checking
-from guardian import cleanup as cleaning
-from guardian.audit import AuditLog
+from guardian.adapters.audit import AuditLog
+from guardian.adapters.state import State
+from guardian.commands import check as checking
+from guardian.commands import cleanup as cleaning
+from guardian.core.planner import Rules, clock_skew_refusal
 from guardian.settings.load import load
-from guardian.state import State
 
 H = 3600 * 1000  # an hour in ms
 
@@ -248,7 +248,7 @@ def test_a_run_that_cannot_get_the_lock_shows_what_it_saw_and_tells_no_one(fake,
                                                                             monkeypatch):
     import fcntl
 
-    from guardian import state
+    from guardian.adapters import state
 
     seed(fake, fresh=95)
     monkeypatch.setenv("HOOK_URL", receiver.url)
@@ -410,7 +410,7 @@ def test_clock_jumps_cause_no_alert_storm(fake, write_config):
 def test_cleanup_refuses_when_the_gateway_clock_is_far_from_ours(fake, write_config, cli, state_dir):
     idle, _ = seed(fake, idle=3)
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
-    rules = cleaning.Rules.from_config(config.cleanup)
+    rules = Rules.from_config(config.cleanup)
     now = 1_800_000_000.0
     for jump in (-3 * 3600, 3 * 3600):  # our clock moved; the gateway's did not
         fake.clock = lambda: int((now - jump) * 1000)
@@ -432,7 +432,7 @@ def test_cleanup_refuses_when_the_gateway_clock_is_far_from_ours(fake, write_con
     ("soon", 1_800_000_000.0, False),
 ])
 def test_clock_skew_bound(gateway_ms, now, refused):
-    assert bool(cleaning.clock_skew_refusal(gateway_ms, now)) is refused
+    assert bool(clock_skew_refusal(gateway_ms, now)) is refused
 
 
 @pytest.mark.real_gateway
@@ -496,8 +496,8 @@ def test_device_hosts_polled_at_once_on_a_fresh_state_dir_share_one_identity(fak
 
 def test_threads_replacing_one_file_at_once_each_write_it_whole(tmp_path):
     """files.write_private from many threads at once: no thread fails, the file is one of theirs, whole."""
-    from guardian import gateway
-    from guardian.files import write_private
+    from guardian.adapters import gateway
+    from guardian.adapters.files import write_private
 
     path = tmp_path / "private" / "shared.json"
     texts = [json.dumps({"writer": n, "padding": "x" * 10_000}) for n in range(16)]
@@ -510,8 +510,8 @@ def test_threads_replacing_one_file_at_once_each_write_it_whole(tmp_path):
 
 def test_runs_making_the_identity_at_once_agree_on_one(tmp_path):
     """A check and a cleanup (two stores on one state dir) on the first run: one identity, made once."""
-    from guardian import gateway
-    from guardian.identity import IdentityStore
+    from guardian.adapters import gateway
+    from guardian.adapters.identity import IdentityStore
 
     for index in range(trials(5, 50)):
         stores = [IdentityStore(tmp_path / f"state{index}") for _ in range(8)]

@@ -14,8 +14,8 @@ from certs import make_certificate
 from conftest import create_sessions, idle_after_between, list_rows
 from netns import NetnsError, NetnsHost
 
-from guardian import audit
-from guardian.identity import IdentityStore
+from guardian.adapters import audit
+from guardian.adapters.identity import IdentityStore
 
 pytestmark = pytest.mark.real_gateway
 OLD_RELEASE = "2026.4.29"

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from fake_gateway import FakeGateway
 
-from guardian import check as checking
-from guardian import cleanup
 from guardian import report as reporting
-from guardian.audit import AuditLog
-from guardian.forecast import forecast
+from guardian.adapters.audit import AuditLog
+from guardian.commands import check as checking
+from guardian.commands import cleanup
+from guardian.core.forecast import forecast
 from guardian.render import report_plain
 from guardian.settings.load import load
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from guardian import audit, state
-from guardian.quiet import Ack, Silence
+from guardian.adapters import audit, state
+from guardian.adapters.silences import KEEP, Book, SilenceFile
+from guardian.adapters.state import StateBusy, StateFile
+from guardian.core.quiet import Ack, Silence
 from guardian.settings.model import Scope
-from guardian.silence_store import KEEP, Book, SilenceFile
-from guardian.state import StateBusy, StateFile
 
 HOSTS = {"t440": {"url": "ws://127.0.0.1:18789", "limit": 60}, "pc-a": {"url": "ws://127.0.0.1:18790", "limit": 40}}
 POOLS = {"shared": {"hosts": ["t440", "pc-a"], "limit": 80}}

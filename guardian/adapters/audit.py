@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from guardian.state import StateError
+from guardian.adapters.state import StateError
+from guardian.core.records import CleanupRun
 
 BLOCK = 1 << 16  # read_since reads the file backwards in blocks of this many bytes
 
@@ -170,21 +170,6 @@ def timestamp(record: dict) -> float | None:
         return datetime.fromisoformat(record["time"]).timestamp()
     except (KeyError, TypeError, ValueError):
         return None
-
-
-@dataclass(frozen=True)
-class CleanupRun:
-    """What one run (a `cleanup`, or a check's on_critical cleanup) did to one host."""
-
-    time: float  # its first action
-    host: str
-    run_id: str
-    command: str
-    results: dict  # outcome result -> sessions (closed, skipped: changed, already gone, failed, unknown)
-
-    @property
-    def closed(self) -> int:
-        return self.results.get("closed", 0)
 
 
 def events(records: list[dict], event: str) -> Iterator[tuple[float, dict]]:

@@ -11,45 +11,11 @@ Two layers:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from guardian.settings.levels import LEVELS
+from guardian.core.records import ChannelMemory, Reading, SubjectState
+from guardian.settings.levels import LEVELS, RANK
 from guardian.settings.model import Alerts
-
-RANK = {level: rank for rank, level in enumerate(LEVELS)}
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One successful poll of a subject."""
-
-    count: int
-    limit: int
-    idle: int | None = None  # sessions idle past cleanup.idle_after, when known
-
-    @property
-    def usage(self) -> float:
-        return 100.0 * self.count / self.limit
-
-
-@dataclass(frozen=True)
-class SubjectState:
-    level: str = "ok"
-    failures: int = 0  # failed polls in a row
-    count: int | None = None  # at the last successful poll
-    checked_at: float | None = None
-    since: float | None = None  # when it came to its level: a lower level's cooldown starts there
-
-
-@dataclass(frozen=True)
-class ChannelMemory:
-    """What one channel was told about one subject. It changes only with a message the channel
-    accepted (a resolved the channel does not want counts as told), never on a silent drop."""
-
-    level: str = "ok"  # the level last told ("ok": nothing, or its resolved was told)
-    # when each kind was last told: notice, warning, critical, unreachable (growth or rebound for an anomaly's memory)
-    told_at: dict = field(default_factory=dict)
-    unreachable: bool = False  # an unreachable was told, and its "reachable again" not yet
 
 
 @dataclass(frozen=True)
@@ -168,12 +134,3 @@ def _tell(reason: str, level: str, memory: ChannelMemory, now: float):
     return Notice(reason, level, memory.level), replace(memory, level=level, told_at={**memory.told_at, level: now})
 
 
-def exit_code(levels: list[str], unknown: bool) -> int:
-    """Nagios: 0 ok or notice, 1 warning, 2 critical, 3 unknown; critical outranks unknown."""
-    if "critical" in levels:
-        return 2
-    if unknown:
-        return 3
-    if "warning" in levels:
-        return 1
-    return 0

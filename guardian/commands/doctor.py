@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from guardian import gateway
-from guardian.identity import IdentityStore
+from guardian.adapters import gateway
+from guardian.adapters.identity import IdentityStore
 from guardian.settings.model import Config, Host
 
 NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}

@@ -9,89 +9,26 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from guardian import alertmanager_state, anomaly, gateway, policy
-from guardian.audit import AuditError, AuditLog, cleanup_runs, new_run_id
-from guardian.forecast import Forecast, forecast
-from guardian.history import History, HistoryError, Sample
-from guardian.identity import IdentityStore
-from guardian.notify import AlertLine, Delivery, deliver_all, log_channel, record, suggested_action
-from guardian.policy import Reading
-from guardian.settings.model import Channel, Config, Host, Pool
-from guardian.state import State, StateBusy, StateError, StateFile
+from guardian.adapters import gateway
+from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
+from guardian.adapters.identity import IdentityStore
+from guardian.adapters.state import State, StateBusy, StateError, StateFile
+from guardian.alerts.delivery import deliver_all, record_deliveries
+from guardian.core import anomaly, policy
+from guardian.core.forecast import forecast
+from guardian.core.plan import log_channel, plan, remember
+from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject
+from guardian.history import History, HistoryError
+from guardian.settings.model import Config, Host, Pool
 
 if TYPE_CHECKING:
-    from guardian.channels import Backoff
+    from guardian.alerts.transports import Backoff
 
 
 REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check that saw it coming
-
-
-@dataclass
-class Poll:
-    """What one host's poll found: a reading, or the error that stopped it."""
-
-    host: Host
-    reading: Reading | None = None
-    error: str | None = None
-    server_version: str | None = None
-    elapsed: float = 0.0
-
-
-@dataclass
-class Subject:
-    """A host or a pool as this run saw and judged it."""
-
-    kind: str  # host | pool
-    name: str
-    limit: int
-    reading: Reading | None
-    error: str | None
-    level: str
-    previous_count: int | None
-    members: tuple[str, ...] = ()
-    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: its reading is a lower bound
-    closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
-    server_version: str | None = None
-    elapsed: float | None = None
-    url: str | None = None
-    last_success: float | None = None  # time of the last successful poll, this one or an earlier one
-    forecast: Forecast | None = None  # None: history.db could not be used
-    anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
-
-    @property
-    def id(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-    @property
-    def full_reading(self) -> Reading | None:
-        """The reading when it counts every session, not a pool's lower bound: what changes, history and
-        trends are made of."""
-        return None if self.unreachable_members else self.reading
-
-    @property
-    def change(self) -> int | None:
-        if self.full_reading is None or self.previous_count is None:
-            return None
-        return self.full_reading.count - self.previous_count
-
-
-@dataclass
-class CheckReport:
-    time: float
-    subjects: list[Subject]
-    deliveries: list[Delivery] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None  # the state dir could not be used: this run's alerts reached only stderr
-    duration: float | None = None  # seconds from the first poll to the state saved
-
-    @property
-    def exit_code(self) -> int:
-        reachable = [s.level for s in self.subjects if s.reading is not None]
-        unknown = self.error is not None or any(s.kind == "host" and s.reading is None for s in self.subjects)
-        return policy.exit_code(reachable, unknown=unknown)
 
 
 def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
@@ -180,7 +117,7 @@ def run(config: Config, host_names: str | None, now: float, notify: bool = True,
             history_warnings = _trends(config, subjects, now, audit)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)
             with contextlib.suppress(AuditError):  # delivered is remembered all the same; said once below
-                record(audit, deliveries, now)
+                record_deliveries(audit, deliveries, now)
     except StateError as exc:
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
@@ -219,7 +156,7 @@ def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll],
     targets = [h for h in hosts if polls[h.name].reading and polls[h.name].reading.usage >= critical]
     if not targets:
         return {}, []
-    from guardian import cleanup
+    from guardian.commands import cleanup
 
     try:
         reports = cleanup.run(config, targets, cleanup.Rules.from_config(config.cleanup), now, False, audit)
@@ -293,58 +230,6 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
                    previous_count=previous.count, last_success=current.checked_at, **extra)
 
 
-def hears(channel: Channel, subject: Subject) -> bool:
-    """The channel's `hosts` filter: a host it names, or a pool with one of them."""
-    if not channel.hosts:
-        return True
-    return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
-
-
-@dataclass
-class ChannelPlan:
-    """What one channel is sent this run, and what it remembers once it accepted that."""
-
-    channel: Channel
-    message: list[AlertLine]  # the lines sent
-    told: list[AlertLine]  # what the audit log and the metrics count (for Alertmanager: what changed there)
-    memories: dict  # (memory key, channel name) -> what the channel then remembers
-    store: dict  # where those are kept: state.memories, or state.posted for Alertmanager
-
-
-def plan(state, subjects: list[Subject], channels, config: Config, now: float) -> list[ChannelPlan]:
-    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing."""
-    plans = []
-    for channel in channels:
-        if channel.type == "alertmanager":
-            plans.append(ChannelPlan(channel, *_alertmanager_plan(state, subjects, channel, config)))
-            continue
-        alerts = replace(config.alerts, resolved=channel.resolved)
-        lines, memories = [], {}
-        for subject in subjects:
-            if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
-                continue
-            current = state.subject(subject.id)
-            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), current, alerts, now,
-                                                    channel.min_level))]
-            if policy.RANK[channel.min_level] <= policy.RANK["notice"]:  # anomalies are notices
-                for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
-                    key = f"{subject.id}/{reason}"
-                    decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
-            for key, decision in decisions:
-                memories[key] = decision.memory
-                lines += [_line(subject, notice, current.failures) for notice in decision.notices]
-        kept = {(key, channel.name): memory for key, memory in memories.items()}
-        plans.append(ChannelPlan(channel, lines, lines, kept, state.memories))
-    return plans
-
-
-def remember(plans: list[ChannelPlan], errors: list[str | None]) -> None:
-    """A channel's memory moves on only when it accepted its message (or had none): a failed one is decided again."""
-    for channel_plan, error in zip(plans, errors):
-        if error is None:
-            channel_plan.store.update(channel_plan.memories)
-
-
 def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
             backoff: Backoff | None) -> list[Delivery]:
     """Plan for the log line and `channels`, send one message per channel (all at once), remember what was accepted."""
@@ -357,42 +242,3 @@ def _notify(state, subjects: list[Subject], channels, config: Config, now: float
     return [Delivery(p.channel.name, p.told, error, sent=send) for p, error in zip(plans, errors) if p.told or error]
 
 
-def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config: Config):
-    """(message, told, memories, store) for an Alertmanager channel: the message is every subject it
-    hears with something firing or left to resolve, posted on every run; told is what changed since
-    the channel last accepted a post (what the audit log and the metrics count)."""
-    message, told, memories = [], [], {}
-    for subject in subjects:
-        if not hears(channel, subject):
-            continue
-        held = state.subject(subject.id)
-        before = state.posted.get((subject.id, channel.name), alertmanager_state.NOTHING)
-        after = alertmanager_state.holds(held, channel.min_level, config.alerts.unreachable_after)
-        if before == after == alertmanager_state.NOTHING:
-            continue
-        reason = alertmanager_state.change(before, after)
-        line = _subject_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
-                             before.level, held.failures, last_count=held.count)
-        message.append(line)
-        if reason:
-            told.append(line)
-        memories[(subject.id, channel.name)] = after
-    return message, told, memories, state.posted
-
-
-def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
-    return _subject_line(subject, notice.reason, notice.level, notice.previous, failures,
-                         detail=subject.anomalies.get(notice.reason))
-
-
-def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
-                  last_count: int | None = None, detail: str | None = None) -> AlertLine:
-    """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
-    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
-    reading = subject.reading
-    error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
-    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
-                     previous=previous, count=reading.count if reading else last_count, limit=subject.limit,
-                     idle=reading.idle if reading else None, error=error,
-                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now, detail=detail,
-                     unreachable_members=subject.unreachable_members)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardian.audit import CleanupRun
-from guardian.forecast import Forecast, forecast
-from guardian.history import Sample
+from guardian.core.forecast import Forecast, forecast
+from guardian.core.records import CleanupRun, Sample
 from guardian.settings.model import Alerts
 from guardian.settings.units import duration_text, eta_text
 

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from guardian.alertmanager_state import Posted
-from guardian.files import move_aside, write_private
-from guardian.policy import ChannelMemory, SubjectState
+from guardian.adapters.files import move_aside, write_private
+from guardian.core.plan import Posted
+from guardian.core.records import ChannelMemory, SubjectState
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Alerts
 

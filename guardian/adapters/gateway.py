@@ -332,7 +332,7 @@ def _connect_params(host: Host, scopes: list[str], challenge: dict, identity, id
         signed_token = device_token
         params["auth"] = {"deviceToken": device_token}
     if identity:
-        from guardian.identity import signature_payload
+        from guardian.adapters.identity import signature_payload
 
         ts = challenge.get("ts")
         signed_at = ts if type(ts) is int and ts > 0 else int(time.time() * 1000)

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardian.files import move_aside, write_private
+from guardian.adapters.files import move_aside, write_private
 
 
 def b64url(data: bytes) -> str:

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from guardian.audit import AuditLog, new_run_id
-from guardian.files import move_aside, write_private
-from guardian.notify import iso_time
-from guardian.quiet import (
+from guardian.adapters.audit import AuditLog, new_run_id
+from guardian.adapters.files import move_aside, write_private
+from guardian.adapters.state import State, StateError, StateFile
+from guardian.core.quiet import (
     UNREACHABLE,
     Ack,
     QuietError,
@@ -31,9 +31,9 @@ from guardian.quiet import (
     subject_id,
     window_end,
 )
+from guardian.output.text import iso_time
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config, Scope
-from guardian.state import State, StateError, StateFile
 
 VERSION = 1
 KEEP = 7 * 86400.0  # ended entries stay this long, for `silence list --all` and the report

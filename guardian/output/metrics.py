@@ -18,8 +18,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from guardian.check import CheckReport, Subject
-from guardian.files import write_atomic
+from guardian.adapters.files import write_atomic
+from guardian.core.records import CheckReport
 from guardian.history import History
 from guardian.settings.model import Alerts
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guardian import __version__
-from guardian.notify import PRODUCT, AlertLine, envelope, headline, iso_time, message_text, safe, tally
+from guardian.core.records import AlertLine
+from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
+from guardian.output.text import iso_time, safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
 from guardian.settings.model import Channel
 
@@ -123,14 +125,14 @@ def symbol(line: AlertLine) -> str:
 
 def chat_text(lines: list[AlertLine], escape, bold, limit: int) -> str:
     """One line per subject: its symbol, its title in bold, the rest; escaped, within `limit`."""
-    rendered = [f"{symbol(line)} {bold(escape(line.title))} {escape(line.body())}" for line in lines]
+    rendered = [f"{symbol(line)} {bold(escape(title(line)))} {escape(body(line))}" for line in lines]
     return fit(f"{bold(escape(PRODUCT))}: {escape(tally(lines))}", rendered, limit)
 
 
 def slack_payload(lines: list[AlertLine]) -> dict:
     # `text` is what notifications and old clients show; the section is what Slack renders.
-    plain = [escape_angle_brackets(line.text()) for line in lines]
-    return {"text": fit(escape_angle_brackets(headline(lines)), plain, SLACK_TEXT),
+    plain = [escape_angle_brackets(line_text(line)) for line in lines]
+    return {"text": fit(escape_angle_brackets(heading(lines)), plain, SLACK_TEXT),
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": chat_text(
                 lines, escape_angle_brackets, lambda text: f"*{text}*", SLACK_SECTION)}}]}
 
@@ -249,7 +251,7 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
     alerts = []
     for line in lines:
         subject = {line.kind: line.name}
-        annotations = {"summary": line.text(), "description": line.action, "dedup_key": line.dedup_key}
+        annotations = {"summary": line_text(line), "description": line.action, "dedup_key": line.dedup_key}
         annotations.update({key: str(value) for key, value in (("usage", line.usage), ("count", line.count),
                                                                 ("limit", line.limit), ("idle", line.idle))
                             if value is not None})
@@ -272,7 +274,7 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
 
 def send_alertmanager(channel: AlertmanagerChannel, lines, now, backoff) -> str | None:
     """To every Alertmanager of the cluster (they do not share alerts); accepted when all took it."""
-    from guardian.gateway import concurrently
+    from guardian.adapters.gateway import concurrently
 
     body = alertmanager_alerts(lines, now, INTERVALS_AHEAD * channel.check_interval)
     errors = concurrently(lambda url: _post(f"{url}/api/v2/alerts", body, channel, f"Alertmanager {url}", backoff),
@@ -288,7 +290,7 @@ def email_subject(lines: list[AlertLine]) -> str:
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
         what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the level stands
-        parts.append(f"{line.title} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
+        parts.append(f"{title(line)} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 
 
@@ -407,12 +409,12 @@ def send_apprise(channel: UrlChannel, lines, now, backoff) -> str | None:
         return f"apprise does not understand the URL from {channel.url.source}"
     for service in notifier:  # apprise's timeouts are per service: the channel's applies to each
         service.socket_connect_timeout = service.socket_read_timeout = channel.timeout
-    body = "\n".join(line.text() for line in lines)
+    body = "\n".join(line_text(line) for line in lines)
 
     def attempt() -> Attempt:
         # apprise logs its failures; they become the error, and nothing reaches stderr on its own
         with apprise.LogCapture(level=logging.WARNING) as log:
-            delivered = notifier.notify(body=body, title=headline(lines), notify_type=apprise_type(lines),
+            delivered = notifier.notify(body=body, title=heading(lines), notify_type=apprise_type(lines),
                                         body_format=apprise.NotifyFormat.TEXT)
         if delivered:
             return ACCEPTED

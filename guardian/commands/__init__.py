@@ -1,0 +1,1 @@
+"""The commands as thin shells: load -> observe -> decide -> act -> record -> render."""

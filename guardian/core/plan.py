@@ -1,0 +1,184 @@
+"""What each channel is told this run: the per-channel plan, pure (state, subjects, channels, settings, now).
+
+For every channel but Alertmanager the alert policy (guardian.core.policy) decides each subject's notices
+from what that channel was told; the plan gathers them into one message per channel, with the memory the
+channel keeps once it accepted it (`remember`). The log line on stderr is a channel too, hearing everything.
+
+Alertmanager's clients post the current state on every run and leave grouping, deduplication and
+repeats to it (prometheus.io/docs/alerting/clients: "Clients are expected to continuously re-send
+alerts as long as they are still active"). So an Alertmanager channel has no cooldowns: its memory
+is only what it last accepted, so that the audit log and guardian_alerts_sent_total count what
+changed there (a new level, an outage, a resolve), not every post.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from guardian.core import policy
+from guardian.core.records import RESOLVING, AlertLine, Subject, SubjectState, subject_id
+from guardian.settings.levels import RANK
+from guardian.settings.model import Channel, Config
+
+LOG_CHANNEL = "log"
+
+
+def log_channel(config: Config) -> Channel:
+    """The alert line on stderr: always there, and it hears about everything."""
+    return Channel(name=LOG_CHANNEL, type=LOG_CHANNEL, resolved=config.alerts.resolved)
+
+
+def suggested_action(reason: str, level: str, hosts: str) -> str:
+    if reason == "unreachable":
+        return f"Check the gateway is running and reachable: guardian doctor --hosts {hosts}"
+    if reason in RESOLVING:
+        return ""
+    if reason == "growth":
+        return (f"Usage keeps growing toward the limit: see which agent opens sessions (guardian report --hosts {hosts}); "
+                f"close idle ones meanwhile: guardian cleanup --hosts {hosts}")
+    if reason == "rebound":
+        return (f"Cleanup alone will not hold: find the agent or client leaking sessions "
+                f"(guardian report --hosts {hosts})")
+    return {
+        "notice": f"Nothing urgent; see what could go: guardian cleanup --dry-run --hosts {hosts}",
+        "warning": f"Close idle sessions now: guardian cleanup --hosts {hosts}; if usage keeps climbing, look for an agent leaking sessions",
+        "critical": f"Act now, new sessions will soon be refused: guardian cleanup --hosts {hosts}",
+    }[level]
+
+
+def hears(channel: Channel, subject: Subject) -> bool:
+    """The channel's `hosts` filter: a host it names, or a pool with one of them."""
+    if not channel.hosts:
+        return True
+    return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
+
+
+@dataclass
+
+class ChannelPlan:
+    """What one channel is sent this run, and what it remembers once it accepted that."""
+
+    channel: Channel
+    message: list[AlertLine]  # the lines sent
+    told: list[AlertLine]  # what the audit log and the metrics count (for Alertmanager: what changed there)
+    memories: dict  # (memory key, channel name) -> what the channel then remembers
+    store: dict  # where those are kept: state.memories, or state.posted for Alertmanager
+
+
+def plan(state, subjects: list[Subject], channels, config: Config, now: float) -> list[ChannelPlan]:
+    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing."""
+    plans = []
+    for channel in channels:
+        if channel.type == "alertmanager":
+            plans.append(ChannelPlan(channel, *_alertmanager_plan(state, subjects, channel, config)))
+            continue
+        alerts = replace(config.alerts, resolved=channel.resolved)
+        lines, memories = [], {}
+        for subject in subjects:
+            if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
+                continue
+            current = state.subject(subject.id)
+            decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), current, alerts, now,
+                                                    channel.min_level))]
+            if RANK[channel.min_level] <= RANK["notice"]:  # anomalies are notices
+                for reason in subject.anomalies:  # each with a memory of its own: "host:t440/growth"
+                    key = f"{subject.id}/{reason}"
+                    decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
+            for key, decision in decisions:
+                memories[key] = decision.memory
+                lines += [_line(subject, notice, current.failures) for notice in decision.notices]
+        kept = {(key, channel.name): memory for key, memory in memories.items()}
+        plans.append(ChannelPlan(channel, lines, lines, kept, state.memories))
+    return plans
+
+
+def remember(plans: list[ChannelPlan], errors: list[str | None]) -> None:
+    """A channel's memory moves on only when it accepted its message (or had none): a failed one is decided again."""
+    for channel_plan, error in zip(plans, errors):
+        if error is None:
+            channel_plan.store.update(channel_plan.memories)
+
+
+# --- Alertmanager: the current state, posted on every run ---------------------------------------
+
+
+@dataclass(frozen=True)
+
+class Posted:
+    """What one Alertmanager channel last accepted about one subject."""
+
+    level: str = "ok"  # the usage level firing there ("ok": none)
+    unreachable: bool = False  # the unreachable alert is firing there
+
+
+NOTHING = Posted()
+
+
+def holds(subject: SubjectState, min_level: str, unreachable_after: int) -> Posted:
+    """What the channel must hold now: the subject's level as the channel sees it (held while the
+    host is dark: its last reading is the best knowledge), and whether it is unreachable. A level below
+    the channel's min_level is nothing firing there."""
+    level = subject.level if RANK[subject.level] >= RANK[min_level] else "ok"
+    return Posted(level, subject.failures >= unreachable_after)
+
+
+def change(before: Posted, after: Posted) -> str | None:
+    """The reason this post is worth a record, or None when it restates what the channel holds."""
+    if after.unreachable and not before.unreachable:
+        return "unreachable"
+    if after.level != before.level:
+        if after.level == "ok":
+            return "resolved"
+        return "escalated" if RANK[after.level] > RANK[before.level] else "lowered"
+    if before.unreachable and not after.unreachable:
+        return "reachable"  # reachable again, at the level the channel holds: the unreachable alert resolved
+    return None
+
+
+def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config: Config):
+    """(message, told, memories, store) for an Alertmanager channel: the message is every subject it
+    hears with something firing or left to resolve, posted on every run; told is what changed since
+    the channel last accepted a post (what the audit log and the metrics count)."""
+    message, told, memories = [], [], {}
+    for subject in subjects:
+        if not hears(channel, subject):
+            continue
+        held = state.subject(subject.id)
+        before = state.posted.get((subject.id, channel.name), NOTHING)
+        after = holds(held, channel.min_level, config.alerts.unreachable_after)
+        if before == after == NOTHING:
+            continue
+        reason = change(before, after)
+        line = _subject_line(subject, "unreachable" if after.unreachable else reason or "repeat", after.level,
+                             before.level, held.failures, last_count=held.count)
+        message.append(line)
+        if reason:
+            told.append(line)
+        memories[(subject.id, channel.name)] = after
+    return message, told, memories, state.posted
+
+
+def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
+    return _subject_line(subject, notice.reason, notice.level, notice.previous, failures,
+                         detail=subject.anomalies.get(notice.reason))
+
+
+def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
+                  last_count: int | None = None, detail: str | None = None) -> AlertLine:
+    """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
+    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
+    reading = subject.reading
+    error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
+    return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,
+                     previous=previous, count=reading.count if reading else last_count, limit=subject.limit,
+                     idle=reading.idle if reading else None, error=error,
+                     action=suggested_action(reason, level, hosts), closed_now=subject.closed_now, detail=detail,
+                     unreachable_members=subject.unreachable_members)
+
+
+def sample_line(config: Config) -> AlertLine:
+    """What `guardian notify-test` sends: plainly a test, about the first configured host."""
+    host = next(iter(config.hosts.values()))
+    return AlertLine(subject=subject_id("host", host.name), kind="host", name=host.name, reason="test", level="notice",
+                     previous="ok", count=None, limit=host.limit, idle=None, error=None,
+                     action="a sample alert from guardian notify-test; if you can read this, the channel works")

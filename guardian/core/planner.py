@@ -1,0 +1,170 @@
+"""Which sessions a cleanup closes: plan() is pure, (sessions, rules, now) -> one verdict per session with
+its reason. The keep reasons are checked in the order they are listed; a session kept for one is never closed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from guardian.settings.model import Cleanup
+from guardian.settings.units import duration_text
+
+# keep reasons, in the order they are checked
+ARCHIVED = "archived"  # never listed for cleanup; the planner keeps them too, whoever hands it the rows
+ACTIVE_RUN, RUNNING, MAIN, PINNED = "active run", "running status", "main session", "pinned"
+PROTECTED_AGENT, PROTECTED_KEY, PROTECTED_LABEL = "protected agent", "protected key pattern", "protected label"
+NOT_IDLE, OVER_CAP, NO_TIME = "not idle long enough", "over the per-run cap", "no activity time"
+BAD_TIME = "unreadable activity time"
+ACTIVITY_FIELDS = ("updatedAt", "lastInteractionAt", "endedAt")
+# Earlier than this (2001-09-09) is no OpenClaw time in epoch ms: zero, negative, or seconds sent as milliseconds;
+# later than the year 9999, a number too large to be a time (or to subtract from now without overflowing).
+EARLIEST_MS, LATEST_MS = 1_000_000_000_000, 253_402_300_800_000
+# Idle times are the gateway's timestamps read against our clock: past this difference between the
+# two clocks a session may only look idle, so nothing is closed.
+MAX_CLOCK_SKEW = 300.0
+
+
+@dataclass(frozen=True)
+
+class Rules:
+    """What cleanup.* says, after the command-line overrides."""
+
+    idle_after: float
+    max_per_run: int
+    protect_agents: tuple[str, ...] = ()
+    protect_keys: tuple[str, ...] = ()
+    protect_labels: tuple[str, ...] = ()
+    agent_idle_after: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cleanup: Cleanup, idle_after: float | None = None, max_per_run: int | None = None):
+        return cls(idle_after=cleanup.idle_after if idle_after is None else idle_after,
+                   max_per_run=cleanup.max_per_run if max_per_run is None else max_per_run,
+                   protect_agents=cleanup.protect.agents, protect_keys=cleanup.protect.keys,
+                   protect_labels=cleanup.protect.labels, agent_idle_after=cleanup.agent_idle_after)
+
+    def threshold(self, agent: str | None) -> float:
+        return self.agent_idle_after.get(agent, self.idle_after)
+
+
+@dataclass(frozen=True)
+
+class Verdict:
+    """One session: close it or keep it, and why."""
+
+    key: str
+    session_id: str | None
+    agent: str | None
+    updated_at: int | None  # as listed: the gateway refuses the delete if it changed since
+    idle_seconds: float | None
+    close: bool
+    reason: str
+
+
+def readable_time(value) -> bool:
+    """Whether a listed time is a plausible epoch-ms time: not text, a bool, NaN, infinite, before 2001 or past 9999."""
+    return type(value) in (int, float) and EARLIEST_MS <= value <= LATEST_MS  # NaN compares false
+
+
+def last_activity(row: dict) -> int | None:
+    """The latest of updatedAt, lastInteractionAt and endedAt (epoch ms), of those the row has and that are readable."""
+    times = [row[k] for k in ACTIVITY_FIELDS if readable_time(row.get(k))]
+    return int(max(times)) if times else None
+
+
+def unreadable_time(row: dict) -> bool:
+    """A time is there but unreadable: the session's idle time is unknown, whatever its other times say."""
+    return any(row.get(k) is not None and not readable_time(row[k]) for k in ACTIVITY_FIELDS)
+
+
+def agent_of(row: dict) -> str | None:
+    agent = row.get("agentId")
+    if isinstance(agent, str):
+        return agent
+    key = str(row.get("key", ""))
+    return key.split(":")[1] if key.startswith("agent:") and key.count(":") >= 2 else None
+
+
+def flagged(row: dict, name: str) -> bool:
+    """A flag that keeps a session: anything but false or absent (a 1 or "yes" is no reason to close it)."""
+    return row.get(name) not in (None, False)
+
+
+def is_agent_main(key) -> bool:
+    """`agent:<id>:main` is an agent's main session, whatever the row or hello-ok say (2026.4 rows have no isMain)."""
+    parts = key.casefold().split(":") if isinstance(key, str) else []
+    return len(parts) == 3 and parts[0] == "agent" and parts[1] != "" and parts[2] == "main"
+
+
+def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
+    """Why this session must never be closed whatever its idle time, or None."""
+    if flagged(row, "archived"):
+        return ARCHIVED
+    if flagged(row, "hasActiveRun"):
+        return ACTIVE_RUN
+    if row.get("status") == "running":
+        return RUNNING
+    if flagged(row, "isMain") or (main_key and row.get("key") == main_key) or is_agent_main(row.get("key")):
+        return MAIN
+    if flagged(row, "pinned"):
+        return PINNED
+    if _folded(agent_of(row)) in map(str.casefold, rules.protect_agents):
+        return PROTECTED_AGENT
+    key = str(row.get("key", "")).casefold()
+    if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect_keys)):
+        return PROTECTED_KEY
+    if _folded(row.get("label")) in map(str.casefold, rules.protect_labels):
+        return PROTECTED_LABEL
+    return None
+
+
+def _folded(name) -> str | None:
+    """Protect entries match whatever their case: OpenClaw folds agent ids and keys to lower case (`[C123]` is
+    listed as `[c123]`), and a protection that misses by a capital letter closes what was meant to be kept."""
+    return name.casefold() if isinstance(name, str) else None
+
+
+def clock_skew_refusal(gateway_ms, now: float) -> str | None:
+    """Why idle times read against `now` cannot be trusted (the gateway's clock is far from ours), or None.
+
+    `gateway_ms` is sessions.list's `ts`; a gateway that sends none is taken at its word.
+    """
+    if type(gateway_ms) is not int:
+        return None
+    skew = gateway_ms / 1000 - now
+    if abs(skew) <= MAX_CLOCK_SKEW:
+        return None
+    return (f"the gateway's clock is {duration_text(abs(skew))} {'ahead of' if skew > 0 else 'behind'} this machine's "
+            f"(more than {duration_text(MAX_CLOCK_SKEW)}), so idle times cannot be trusted; nothing was closed: "
+            f"fix the clock on one side (NTP)")
+
+
+def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Verdict]:
+    """One decision per session, most idle first; at most max_per_run are closed."""
+    now_ms = now * 1000
+    judged = []  # (idle seconds, row, agent, keep reason): the cap needs the order before any decision is final
+    for row in rows:
+        last = last_activity(row)
+        idle = None if last is None else max(0.0, (now_ms - last) / 1000)
+        agent = agent_of(row)
+        reason = keep_reason(row, rules, main_key)
+        if reason is None:
+            if unreadable_time(row):
+                reason, idle = BAD_TIME, None
+            elif idle is None:
+                reason = NO_TIME
+            elif idle <= rules.threshold(agent):
+                reason = NOT_IDLE
+        judged.append((idle, row, agent, reason))
+    judged.sort(key=lambda j: -(j[0] or 0))
+    decisions, closing = [], 0
+    for idle, row, agent, reason in judged:
+        if reason is None:
+            closing += 1
+            if closing > rules.max_per_run:
+                reason = OVER_CAP
+        decisions.append(Verdict(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
+                                  updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
+                                  reason=reason or "idle"))
+    return decisions

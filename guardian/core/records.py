@@ -1,0 +1,263 @@
+"""The plain records the decisions take and give: readings, what a subject and a channel remember, samples,
+cleanup runs, a check's subjects and report, alert lines and their deliveries. No I/O: the adapters store them,
+guardian.output phrases them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from guardian.core.forecast import Forecast
+from guardian.core.planner import Verdict
+from guardian.settings.model import Host
+
+RESOLVING = ("resolved", "reachable")  # the reasons of a resolved line: usage back to ok, a host reachable again
+
+
+def subject_id(kind: str, name: str) -> str:
+    """A subject's id in the state, the history and the alerts: 'host:t440', 'pool:shared-key'."""
+    return f"{kind}:{name}"
+
+
+@dataclass(frozen=True)
+
+class Reading:
+    """One successful poll of a subject."""
+
+    count: int
+    limit: int
+    idle: int | None = None  # sessions idle past cleanup.idle_after, when known
+
+    @property
+    def usage(self) -> float:
+        return 100.0 * self.count / self.limit
+
+
+@dataclass(frozen=True)
+
+class SubjectState:
+    level: str = "ok"
+    failures: int = 0  # failed polls in a row
+    count: int | None = None  # at the last successful poll
+    checked_at: float | None = None
+    since: float | None = None  # when it came to its level: a lower level's cooldown starts there
+
+
+@dataclass(frozen=True)
+
+class ChannelMemory:
+    """What one channel was told about one subject. It changes only with a message the channel
+    accepted (a resolved the channel does not want counts as told), never on a silent drop."""
+
+    level: str = "ok"  # the level last told ("ok": nothing, or its resolved was told)
+    # when each kind was last told: notice, warning, critical, unreachable (growth or rebound for an anomaly's memory)
+    told_at: dict = field(default_factory=dict)
+    unreachable: bool = False  # an unreachable was told, and its "reachable again" not yet
+
+
+class Sample(NamedTuple):
+    time: float
+    kind: str
+    name: str
+    sessions: int | None
+    limit: int
+    usage: float | None
+    level: str
+    idle: int | None
+    reachable: bool
+
+    @property
+    def subject(self) -> str:
+        return subject_id(self.kind, self.name)
+
+
+@dataclass(frozen=True)
+
+class CleanupRun:
+    """What one run (a `cleanup`, or a check's on_critical cleanup) did to one host."""
+
+    time: float  # its first action
+    host: str
+    run_id: str
+    command: str
+    results: dict  # outcome result -> sessions (closed, skipped: changed, already gone, failed, unknown)
+
+    @property
+    def closed(self) -> int:
+        return self.results.get("closed", 0)
+
+
+@dataclass
+
+class Poll:
+    """What one host's poll found: a reading, or the error that stopped it."""
+
+    host: Host
+    reading: Reading | None = None
+    error: str | None = None
+    server_version: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+
+class Subject:
+    """A host or a pool as this run saw and judged it."""
+
+    kind: str  # host | pool
+    name: str
+    limit: int
+    reading: Reading | None
+    error: str | None
+    level: str
+    previous_count: int | None
+    members: tuple[str, ...] = ()
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: its reading is a lower bound
+    closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
+    server_version: str | None = None
+    elapsed: float | None = None
+    url: str | None = None
+    last_success: float | None = None  # time of the last successful poll, this one or an earlier one
+    forecast: Forecast | None = None  # None: history.db could not be used
+    anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
+
+    @property
+    def id(self) -> str:
+        return subject_id(self.kind, self.name)
+
+    @property
+    def full_reading(self) -> Reading | None:
+        """The reading when it counts every session, not a pool's lower bound: what changes, history and
+        trends are made of."""
+        return None if self.unreachable_members else self.reading
+
+    @property
+    def change(self) -> int | None:
+        if self.full_reading is None or self.previous_count is None:
+            return None
+        return self.full_reading.count - self.previous_count
+
+
+@dataclass(frozen=True)
+
+class AlertLine:
+    """One subject in an alert message, with its identity (subject, alert kind, dedup_key, status); what the
+    line says is guardian.output.message's."""
+
+    subject: str  # "host:t440" / "pool:shared-key"
+    kind: str  # host | pool
+    name: str
+    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test | lowered (Alertmanager's)
+    level: str
+    previous: str
+    count: int | None
+    limit: int
+    idle: int | None  # sessions idle past cleanup.idle_after (some may be kept: pinned, protected, main, running)
+    error: str | None
+    action: str
+    closed_now: int | None = None  # closed by the on_critical cleanup in this run
+    detail: str | None = None  # what a growth or rebound anomaly found
+    unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
+
+    @property
+    def usage(self) -> float | None:
+        return None if self.count is None else round(100.0 * self.count / self.limit, 1)
+
+    @property
+    def status(self) -> str:
+        return "resolved" if self.reason in RESOLVING else "firing"
+
+    @property
+    def alert(self) -> str:
+        """The alert kind, each with its own dedup_key: usage, unreachable, growth, rebound, or a notify-test sample.
+        A resolved line resolves what it names: "reachable again" the unreachable alert, "resolved" the usage one."""
+        if self.reason == "reachable":
+            return "unreachable"
+        return self.reason if self.reason in ("unreachable", "growth", "rebound", "test") else "usage"
+
+    @property
+    def dedup_key(self) -> str:
+        return f"guardian/{self.kind}/{self.name}/{self.alert}"
+
+
+@dataclass
+
+class Delivery:
+    channel: str
+    lines: list[AlertLine]
+    error: str | None = None  # None: accepted
+    sent: bool = True  # False with --no-notify
+
+
+@dataclass
+
+class CheckReport:
+    time: float
+    subjects: list[Subject]
+    deliveries: list[Delivery] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the state dir could not be used: this run's alerts reached only stderr
+    duration: float | None = None  # seconds from the first poll to the state saved
+
+    @property
+    def exit_code(self) -> int:
+        reachable = [s.level for s in self.subjects if s.reading is not None]
+        unknown = self.error is not None or any(s.kind == "host" and s.reading is None for s in self.subjects)
+        return exit_code(reachable, unknown=unknown)
+
+
+def exit_code(levels: list[str], unknown: bool) -> int:
+    """Nagios: 0 ok or notice, 1 warning, 2 critical, 3 unknown; critical outranks unknown."""
+    if "critical" in levels:
+        return 2
+    if unknown:
+        return 3
+    if "warning" in levels:
+        return 1
+    return 0
+
+
+NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
+# how far a host's run got
+CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+
+
+@dataclass
+class Outcome:
+    decision: Verdict
+    result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
+    error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """The gateway answered this delete (an unknown one was sent and never answered)."""
+        return self.result != "unknown" and not (self.error or "").startswith(NOT_ATTEMPTED)
+
+
+@dataclass
+class HostCleanup:
+    host: Host
+    before: int | None = None
+    after: int | None = None
+    decisions: list[Verdict] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: str | None = None  # what stopped the run on this host, or went wrong after it
+    unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
+    status: str = NOT_CLEANED
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    @property
+    def closed(self) -> int:
+        return self.count("closed")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed") + self.count("unknown")
+
+    @property
+    def kept(self) -> Counter:
+        return Counter(d.reason for d in self.decisions if not d.close)
