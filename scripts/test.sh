@@ -14,9 +14,9 @@ command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanag
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     # Debian starts the servers it installs where systemd runs; the tests start their own on loopback.
-    for service in prometheus prometheus-alertmanager; do
+    for service in prometheus prometheus-alertmanager prometheus-node-exporter; do
         if [ -d /run/systemd/system ]; then systemctl disable --now "$service.service" >/dev/null 2>&1 || true
         else service "$service" stop >/dev/null 2>&1 || true; fi
     done
