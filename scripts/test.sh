@@ -4,18 +4,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/python scripts/peer.py install --version 2026.4.29   # the older release the tests also cover
-# Headless Chromium renders the HTML report in the tests (Debian's package, so root, as in CI;
-# the demo does not need it).
-command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-# A real Alertmanager for the Alertmanager channel's end-to-end test (Debian's package, likewise).
-command -v prometheus-alertmanager >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus-alertmanager >/dev/null; }
-# promtool checks and unit-tests contrib/prometheus, systemd-analyze verifies contrib/systemd (Debian's
-# prometheus and systemd packages). Debian starts and enables the Prometheus server it installs, where
-# systemd runs: the tests need only promtool, so a server this script installed is stopped and disabled.
-if ! command -v promtool >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus.service
-    else service prometheus stop >/dev/null 2>&1 || true; fi   # without systemd: the init script, if it ran
+# Real programs the tests start or run, from Debian's packages (so root, as in CI; the demo needs none):
+# headless Chromium renders the HTML pages, a real Alertmanager takes the Alertmanager channel's posts,
+# promtool checks and unit-tests contrib/prometheus (and the serve test runs a real Prometheus),
+# systemd-analyze verifies contrib/systemd. One apt run installs whichever are missing.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian starts the servers it installs where systemd runs; the tests start their own on loopback.
+    for service in prometheus prometheus-alertmanager prometheus-node-exporter; do
+        if [ -d /run/systemd/system ]; then systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+        else service "$service" stop >/dev/null 2>&1 || true; fi
+    done
 fi
-command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd >/dev/null; }
 exec .venv/bin/python -m pytest "$@"

@@ -127,7 +127,7 @@ def test_tls_verification_against_a_remote_gateway(remote, write_config, cli):
 
     plain_url = secure.url.replace("wss://", "ws://")
     refused = cli("check", "--config", write_config({"secure": {**base, "url": plain_url}}))
-    assert refused.exit_code == 2 and "plain ws:// to a non-loopback address" in refused.stderr
+    assert refused.exit_code == 3 and "plain ws:// to a non-loopback address" in refused.stderr
 
 
 def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state_dir):
