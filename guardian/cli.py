@@ -162,7 +162,9 @@ def main(debug):
                                                 "on_critical cleanup; the next run still sends them.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout (for cron); alert lines and errors still go "
                                                   "to stderr.")
-@click.option("--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format).")
+@click.option(
+    "--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format)."
+)
 @friendly_errors
 def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
@@ -195,7 +197,12 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
                                                     "idle_after still applies).")
 @click.option("--max-per-run", type=click.IntRange(min=1), metavar="N",
               help="Close at most N sessions per host in this run; overrides cleanup.max_per_run.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: table on a terminal, plain when piped).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Output format (default: table on a terminal, plain when piped).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the problems (failed deletes, reserve not met), "
                                                   "on stderr.")
@@ -212,7 +219,9 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
     rules = Rules.from_config(config.cleanup, idle_after, max_per_run)
     now = time.time()
     try:
-        reports = cleaning.run(config, selected, rules, now, dry_run, AuditLog(config.state_dir, new_run_id(), "cleanup"))
+        reports = cleaning.run(
+            config, selected, rules, now, dry_run, AuditLog(config.state_dir, new_run_id(), "cleanup")
+        )
     except cleaning.CleanupBusy as exc:
         fail(str(exc), 1)
     code = cleaning.exit_code(reports, config.cleanup.reserve, dry_run)
@@ -289,7 +298,12 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
 
 @main.command()
 @host_options
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: table on a terminal, plain when piped).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Output format (default: table on a terminal, plain when piped).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @friendly_errors
 def doctor(config_path, hosts, limit, fmt, as_json):

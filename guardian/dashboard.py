@@ -12,9 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from guardian.output.text import iso_time
 from guardian.render import forecast_text, headline, percent, subject_label
-from guardian.settings.units import duration_text
+from guardian.settings.units import duration_text, iso_time
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
            "unreachable": "#bc8cff", "limit": "#e6edf3"}
@@ -62,7 +61,7 @@ def page(report) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>Sessions: {escape(hottest.name) + ' ' + percent(hottest.latest.usage) if hottest else 'no history'}</title>
+<title>Sessions: {escape(hottest.name) + " " + percent(hottest.latest.usage) if hottest else "no history"}</title>
 <style>{CSS}</style></head>
 <body>
 <header><h1>Session Limit Guardian</h1>
@@ -126,9 +125,11 @@ def _chart(subject, report) -> str:
     for name, value in [*((level, report.thresholds[level]) for level in ("notice", "warning", "critical")),
                         ("limit", 100.0)]:
         dash = "" if name == "limit" else ' stroke-dasharray="6 4"'
-        parts.append(f'<line class="threshold" data-level="{name}" x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" '
-                     f'y2="{y(value):.1f}" stroke="{COLOURS[name]}" stroke-width="1.2"{dash}/>'
-                     f'<text x="{right + 6}" y="{y(value) + 4:.1f}" style="fill:{COLOURS[name]}">{name} {value:.0f}%</text>')
+        parts.append(
+            f'<line class="threshold" data-level="{name}" x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" '
+            f'y2="{y(value):.1f}" stroke="{COLOURS[name]}" stroke-width="1.2"{dash}/>'
+            f'<text x="{right + 6}" y="{y(value) + 4:.1f}" style="fill:{COLOURS[name]}">{name} {value:.0f}%</text>'
+        )
     now_x = x(report.now)
     parts.append(f'<line x1="{now_x:.1f}" y1="{TOP}" x2="{now_x:.1f}" y2="{bottom}" stroke="#8b949e" '
                  f'stroke-dasharray="2 3"/><text x="{now_x:.1f}" y="{TOP - 5}" text-anchor="middle">now</text>')
@@ -136,19 +137,28 @@ def _chart(subject, report) -> str:
     parts += _forecast_line(subject, report.now, end, x, y)
     for run in subject.cleanups:
         cx = x(run.time)
-        parts.append(f'<g class="cleanup-marker"><title>{escape(iso_time(run.time))}: cleanup ({escape(run.command)}) '
-                     f'closed {run.closed}</title><line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" '
-                     f'stroke="#58a6ff" stroke-width="1.5" stroke-dasharray="1 3"/>'
-                     f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" fill="#58a6ff"/>'
-                     f'<text x="{cx + 8:.1f}" y="{bottom - 3}" style="fill:#58a6ff">−{run.closed}</text></g>')
+        parts.append(
+            f'<g class="cleanup-marker"><title>{escape(iso_time(run.time))}: cleanup ({escape(run.command)}) '
+            f'closed {run.closed}</title><line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" '
+            f'stroke="#58a6ff" stroke-width="1.5" stroke-dasharray="1 3"/>'
+            f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" fill="#58a6ff"/>'
+            f'<text x="{cx + 8:.1f}" y="{bottom - 3}" style="fill:#58a6ff">−{run.closed}</text></g>'
+        )
     for alert in subject.alerts:
         if not alert.channels:
             continue
-        ax, colour = x(alert.time), COLOURS.get(alert.level if alert.reason != "unreachable" else "unreachable", "#8b949e")
-        label = f"{iso_time(alert.time)}: {alert.level} {alert.reason}" + (f" at {alert.usage:.0f}%" if alert.usage else "")
-        parts.append(f'<g class="alert-marker"><title>{escape(label)}</title>'
-                     f'<path d="M{ax - 6:.1f},{TOP + 1} L{ax + 6:.1f},{TOP + 1} L{ax:.1f},{TOP + 11} Z" fill="{colour}" '
-                     f'stroke="#0d1117"/></g>')
+        ax, colour = (
+            x(alert.time),
+            COLOURS.get(alert.level if alert.reason != "unreachable" else "unreachable", "#8b949e"),
+        )
+        label = f"{iso_time(alert.time)}: {alert.level} {alert.reason}" + (
+            f" at {alert.usage:.0f}%" if alert.usage else ""
+        )
+        parts.append(
+            f'<g class="alert-marker"><title>{escape(label)}</title>'
+            f'<path d="M{ax - 6:.1f},{TOP + 1} L{ax + 6:.1f},{TOP + 1} L{ax:.1f},{TOP + 11} Z" fill="{colour}" '
+            f'stroke="#0d1117"/></g>'
+        )
     label = escape(subject_label(subject))
     return (f'<svg class="chart" data-subject="{escape(subject.id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
             f'aria-label="usage of {label} over the period">{"".join(parts)}</svg>')

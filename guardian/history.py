@@ -37,7 +37,8 @@ CREATE INDEX samples_by_time ON samples (time);
 CREATE INDEX samples_by_subject ON samples (kind, name, time);
 CREATE TABLE counters (metric TEXT NOT NULL, labels TEXT NOT NULL, value INTEGER NOT NULL,
                        PRIMARY KEY (metric, labels)) WITHOUT ROWID;
-CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL, bytes_read INTEGER NOT NULL);
+CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL,
+                             bytes_read INTEGER NOT NULL);
 """
 
 

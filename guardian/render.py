@@ -12,8 +12,8 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import OVER_CAP
 from guardian.core.records import CLEANED, NOT_CLEANED, PARTLY_CLEANED, CheckReport, Reading, Subject
 from guardian.output.message import line_json
-from guardian.output.text import iso_time, safe
-from guardian.settings.units import duration_text, eta_text
+from guardian.output.text import safe
+from guardian.settings.units import duration_text, eta_text, iso_time
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 JSON_VERSION = 1
@@ -155,7 +155,9 @@ def check_table(report: CheckReport):
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
     for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
-        table.add_column(column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left")
+        table.add_column(
+            column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left"
+        )
     for s in report.subjects:
         r = s.reading
         level = s.level if r else "unknown"
@@ -275,7 +277,9 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             from rich.table import Table
             from rich.text import Text
 
-            table = Table(title=f"Cleanup plan (dry run), idle after {duration_text(rules.idle_after)}", title_justify="left")
+            table = Table(
+                title=f"Cleanup plan (dry run), idle after {duration_text(rules.idle_after)}", title_justify="left"
+            )
             for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
                 table.add_column(column, justify="right" if column == "Idle" else "left")
             for host, d in plan_rows:
@@ -351,15 +355,40 @@ def report_json(report) -> dict:
 
     hottest = report.hottest
     return {
-        "version": JSON_VERSION, "time": iso_time(report.now), "since": iso_time(report.since), "thresholds": report.thresholds,
-        "hottest": hottest.name if hottest else None, "headline": headline(report),
+        "version": JSON_VERSION,
+        "time": iso_time(report.now),
+        "since": iso_time(report.since),
+        "thresholds": report.thresholds,
+        "hottest": hottest.name if hottest else None,
+        "headline": headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
-        "alerts": [{"time": iso_time(a.time), "subject": a.subject, "reason": a.reason, "level": a.level, "count": a.count,
-                    "limit": a.limit, "usage": a.usage, "detail": a.detail, "channels": list(a.channels),
-                    "failed_channels": list(a.failed)} for a in report.alerts],
-        "cleanups": [{"time": iso_time(run.time), "host": run.host, "command": run.command, "run_id": run.run_id,
-                      "closed": run.closed, "results": run.results} for run in report.cleanups],
+        "alerts": [
+            {
+                "time": iso_time(a.time),
+                "subject": a.subject,
+                "reason": a.reason,
+                "level": a.level,
+                "count": a.count,
+                "limit": a.limit,
+                "usage": a.usage,
+                "detail": a.detail,
+                "channels": list(a.channels),
+                "failed_channels": list(a.failed),
+            }
+            for a in report.alerts
+        ],
+        "cleanups": [
+            {
+                "time": iso_time(run.time),
+                "host": run.host,
+                "command": run.command,
+                "run_id": run.run_id,
+                "closed": run.closed,
+                "results": run.results,
+            }
+            for run in report.cleanups
+        ],
     }
 
 
@@ -402,8 +431,14 @@ def report_tables(report) -> list:
     for column in ("Time", "Subject", "Level", "Reason", "Usage", "Channels"):
         alerts.add_column(column)
     for a in report.alerts:
-        alerts.add_row(iso_time(a.time), Text(safe(a.subject)), Text(a.level, style=colours.get(a.level, "")), a.reason,
-                       percent(a.usage), Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")))
+        alerts.add_row(
+            iso_time(a.time),
+            Text(safe(a.subject)),
+            Text(a.level, style=colours.get(a.level, "")),
+            a.reason,
+            percent(a.usage),
+            Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")),
+        )
     cleanups = Table(title="Cleanups", title_justify="left")
     for column in ("Time", "Host", "Closed", "Other outcomes", "By"):
         cleanups.add_column(column, justify="right" if column == "Closed" else "left")

@@ -161,22 +161,33 @@ def bench_cleanup(gw: peer.Gateway, config: Path, sessions: int, out: list[str])
             keys = store_of(sessions)
             per_delete[name].append(timed(lambda: case(keys)) / len(keys))
     guardian, bare, openclaw = (statistics.median(per_delete[name]) for name in cases)
-    out += ["## cleanup", "", f"{measured()}, one real OpenClaw {peer.DEFAULT_VERSION} gateway.", "",
-            f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default); "
-            f"{CLEANUP_ROUNDS} rounds, the cases interleaved in each, the store refilled and left to settle "
-            f"{SETTLE:g} s before every case. Per session:", "",
-            f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): {stats(per_delete['guardian'], 'ms', 1000)}",
-            f"- the gateway's own serial cost, bare one-at-a-time deletes from a minimal client: {stats(per_delete['bare'], 'ms', 1000)}",
-            f"- `openclaw sessions delete <{sessions} keys> --yes --json`: {stats(per_delete['openclaw'], 'ms', 1000)}",
-            f"- guardian overhead over the gateway's serial cost: **{100 * (guardian / bare - 1):+.1f} %** (target < 10 %); "
-            f"the OpenClaw CLI's: {100 * (openclaw / bare - 1):+.1f} %", ""]
+    out += [
+        "## cleanup",
+        "",
+        f"{measured()}, one real OpenClaw {peer.DEFAULT_VERSION} gateway.",
+        "",
+        f"{sessions} idle sessions on one real gateway, deleted with transcript archiving (the default); "
+        f"{CLEANUP_ROUNDS} rounds, the cases interleaved in each, the store refilled and left to settle "
+        f"{SETTLE:g} s before every case. Per session:",
+        "",
+        f"- `guardian cleanup` (new process: list, plan, {sessions} guarded deletes, audit fsyncs): "
+        f"{stats(per_delete['guardian'], 'ms', 1000)}",
+        f"- the gateway's own serial cost, bare one-at-a-time deletes from a minimal client: "
+        f"{stats(per_delete['bare'], 'ms', 1000)}",
+        f"- `openclaw sessions delete <{sessions} keys> --yes --json`: {stats(per_delete['openclaw'], 'ms', 1000)}",
+        f"- guardian overhead over the gateway's serial cost: **{100 * (guardian / bare - 1):+.1f} %** "
+        f"(target < 10 %); the OpenClaw CLI's: {100 * (openclaw / bare - 1):+.1f} %",
+        "",
+    ]
     out += ["Delete window (deletes in flight at once), in-process library runs:", ""]
     for window in (1, 2, 4):
         keys = store_of(sessions)
         cleaning.DELETE_WINDOW = window
         audit = AuditLog(Path(base.state_dir), f"bench-w{window}", "cleanup")
         reports = []
-        elapsed = timed(lambda: reports.extend(cleaning.run(base, [base.hosts[gw.name]], rules, time.time(), False, audit)))
+        elapsed = timed(
+            lambda: reports.extend(cleaning.run(base, [base.hosts[gw.name]], rules, time.time(), False, audit))
+        )
         if reports[0].closed != len(keys):
             raise RuntimeError(f"window {window}: closed {reports[0].closed} of {len(keys)} ({reports[0].error})")
         out.append(f"- window {window}: {elapsed:.2f} s, {1000 * elapsed / len(keys):.0f} ms per session")

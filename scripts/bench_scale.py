@@ -69,7 +69,9 @@ class Sample:
 
 def run_process(argv: list[str]) -> Sample:
     start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"}
+    )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -155,7 +157,9 @@ def bench_big_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> N
     big = write_config(workdir, fleet, {"big": BIG_GW})
     samples = interleaved({"small": guardian("check", "--config", str(small), "-q"),
                            "big": guardian("check", "--config", str(big), "-q")}, runs)
-    answer = {name: counts_time(fleet.urls[index], fleet.token) for name, index in (("small", SMALL_GW), ("big", BIG_GW))}
+    answer = {
+        name: counts_time(fleet.urls[index], fleet.token) for name, index in (("small", SMALL_GW), ("big", BIG_GW))
+    }
     out += [f"### check against one gateway with {BIG:,} sessions", "",
             f"- {SMALL} sessions: {spread(samples['small'])}; guardian CPU {spread(samples['small'], 'cpu')}",
             f"- {BIG:,} sessions: {spread(samples['big'])}; guardian CPU {spread(samples['big'], 'cpu')}",
@@ -213,7 +217,9 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
     url = fleet.urls[DELETE_GW]
     config = write_config(workdir, fleet, {"deletes": DELETE_GW})
     # the same run with its state dir on tmpfs, where fsync returns at once: what the fsyncs cost
-    in_memory = write_config(Path(tempfile.mkdtemp(prefix="guardian-scale-", dir="/dev/shm")), fleet, {"deletes": DELETE_GW})
+    in_memory = write_config(
+        Path(tempfile.mkdtemp(prefix="guardian-scale-", dir="/dev/shm")), fleet, {"deletes": DELETE_GW}
+    )
     listing = listing_time(url, fleet.token)
     nominal = DELETES * DELETE_LATENCY + listing
     keys = [f"agent:main:bench:{i}" for i in range(DELETES)]
@@ -238,29 +244,37 @@ def bench_deletes(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
     serial_floor, fixed = median(bare), median(no_delete)
     per_delete = (median(cleanup) - fixed) / DELETES
     bare_per_delete = (serial_floor - listing) / DELETES
-    out += [f"### cleanup closing {DELETES:,} idle sessions, each delete costing the gateway {1000 * DELETE_LATENCY:.0f} ms", "",
-            f"The fake times each delete from the moment its request reaches the socket, so the "
-            f"{1000 * DELETE_LATENCY:.0f} ms include its own parsing; sending the answer back is transport.", "",
-            f"- nominal floor: {DELETES:,} x {1000 * DELETE_LATENCY:.0f} ms + one listing ({1000 * listing:.0f} ms) = {nominal:.3f} s",
-            f"- measured floor, the fake's real serial cost: a minimal client (no guardian code, no process start-up) "
-            f"deleting the {DELETES:,} one at a time, plus the listing: {spread(bare)}; "
-            f"{1000 * bare_per_delete:.2f} ms per delete",
-            f"- `guardian cleanup` (new process: list, plan, {DELETES:,} guarded deletes, each intent fsynced before its "
-            f"request, each outcome written before the next): {spread(cleanup)}; guardian CPU {spread(cleanup, 'cpu')}",
-            f"- ratio to the nominal floor: **{median(cleanup) / nominal:.3f}x** (target <= 1.15x); "
-            f"the minimal client's: {serial_floor / nominal:.3f}x",
-            f"- ratio to the measured floor: **{median(cleanup) / serial_floor:.3f}x**",
-            f"- the same run without deletes (process start-up, connect, listing, plan, closing count): {spread(no_delete)}; "
-            f"so each delete took {1000 * per_delete:.2f} ms in the guardian against {1000 * bare_per_delete:.2f} ms "
-            f"for the minimal client: **{1000 * (per_delete - bare_per_delete):.2f} ms** of the guardian's own per delete",
-            f"- the same `guardian cleanup` with its state dir on tmpfs (fsync costs nothing there; not for real use): "
-            f"{spread(no_fsync)}, **{median(no_fsync) / nominal:.3f}x** the nominal floor, "
-            f"{median(no_fsync) / median(cleanup):.3f}x the run on disk",
-            f"- an fsync of an appended line on this disk, {DELETES:,} in a row after each round (as many as the run "
-            f"makes): median {1000 * statistics.median(fsyncs):.2f} ms, 99th percentile "
-            f"{1000 * sorted(fsyncs)[int(0.99 * (len(fsyncs) - 1))]:.2f} ms, max {1000 * max(fsyncs):.1f} ms; "
-            f"{sum(1 for f in fsyncs if f > DELETE_LATENCY) / len(fsyncs):.1%} take longer than a delete and cannot "
-            f"hide behind it", ""]
+    out += [
+        f"### cleanup closing {DELETES:,} idle sessions, each delete costing the gateway "
+        f"{1000 * DELETE_LATENCY:.0f} ms",
+        "",
+        f"The fake times each delete from the moment its request reaches the socket, so the "
+        f"{1000 * DELETE_LATENCY:.0f} ms include its own parsing; sending the answer back is transport.",
+        "",
+        f"- nominal floor: {DELETES:,} x {1000 * DELETE_LATENCY:.0f} ms + one listing ({1000 * listing:.0f} ms) "
+        f"= {nominal:.3f} s",
+        f"- measured floor, the fake's real serial cost: a minimal client (no guardian code, no process start-up) "
+        f"deleting the {DELETES:,} one at a time, plus the listing: {spread(bare)}; "
+        f"{1000 * bare_per_delete:.2f} ms per delete",
+        f"- `guardian cleanup` (new process: list, plan, {DELETES:,} guarded deletes, each intent fsynced before its "
+        f"request, each outcome written before the next): {spread(cleanup)}; guardian CPU {spread(cleanup, 'cpu')}",
+        f"- ratio to the nominal floor: **{median(cleanup) / nominal:.3f}x** (target <= 1.15x); "
+        f"the minimal client's: {serial_floor / nominal:.3f}x",
+        f"- ratio to the measured floor: **{median(cleanup) / serial_floor:.3f}x**",
+        f"- the same run without deletes (process start-up, connect, listing, plan, closing count): "
+        f"{spread(no_delete)}; so each delete took {1000 * per_delete:.2f} ms in the guardian against "
+        f"{1000 * bare_per_delete:.2f} ms for the minimal client: **{1000 * (per_delete - bare_per_delete):.2f} ms** "
+        "of the guardian's own per delete",
+        f"- the same `guardian cleanup` with its state dir on tmpfs (fsync costs nothing there; not for real use): "
+        f"{spread(no_fsync)}, **{median(no_fsync) / nominal:.3f}x** the nominal floor, "
+        f"{median(no_fsync) / median(cleanup):.3f}x the run on disk",
+        f"- an fsync of an appended line on this disk, {DELETES:,} in a row after each round (as many as the run "
+        f"makes): median {1000 * statistics.median(fsyncs):.2f} ms, 99th percentile "
+        f"{1000 * sorted(fsyncs)[int(0.99 * (len(fsyncs) - 1))]:.2f} ms, max {1000 * max(fsyncs):.1f} ms; "
+        f"{sum(1 for f in fsyncs if f > DELETE_LATENCY) / len(fsyncs):.1%} take longer than a delete and cannot "
+        f"hide behind it",
+        "",
+    ]
 
 
 def fsync_times(path: Path, count: int) -> list[float]:

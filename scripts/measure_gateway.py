@@ -39,7 +39,7 @@ import peer  # noqa: E402
 
 from guardian.adapters import gateway  # noqa: E402
 from guardian.settings.model import Host  # noqa: E402
-from guardian.settings.secrets import Secret
+from guardian.settings.secrets import Secret  # noqa: E402
 
 SCOPES = [gateway.READ, gateway.WRITE, gateway.ADMIN]
 # With agents.entries set, only the agents named there exist: "main" must be listed too (measured: without it,

@@ -742,7 +742,7 @@ class FakeGateway:
             raw_key = _b64url_decode(device["publicKey"])
             public_key = Ed25519PublicKey.from_public_bytes(raw_key)
         except ValueError:
-            raise _device_error("DEVICE_AUTH_PUBLIC_KEY_INVALID", "device public key invalid")
+            raise _device_error("DEVICE_AUTH_PUBLIC_KEY_INVALID", "device public key invalid") from None
         if hashlib.sha256(raw_key).hexdigest() != device["id"]:
             raise _device_error("DEVICE_AUTH_DEVICE_ID_MISMATCH", "device identity mismatch")
         if abs(_now_ms() - device["signedAt"]) > SIGNATURE_MAX_SKEW_MS:

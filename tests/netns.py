@@ -37,7 +37,9 @@ class NetnsHost:
 
     def make(self) -> "NetnsHost":
         if os.geteuid() != 0:
-            raise NetnsError("the remote tests make network namespaces, which needs root (run them as root, as CI does)")
+            raise NetnsError(
+                "the remote tests make network namespaces, which needs root (run them as root, as CI does)"
+            )
         index = _free_subnet()
         tag = f"{os.getpid() % 10000}-{index}"
         self.netns = f"gdn-{tag}"

@@ -7,7 +7,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from guardian.core.anomaly import find, growth, rebound
-from guardian.core.forecast import forecast
 from guardian.core.records import CleanupRun, Sample
 from guardian.settings.model import Alerts
 
@@ -93,7 +92,9 @@ def test_a_steady_climb_toward_critical_is_growth(climb):
 
 
 def cleanup(minute, closed):
-    return CleanupRun(T0 + minute * MIN, "a", "r1", "cleanup", {"closed": closed} if closed else {"skipped: changed": 1})
+    return CleanupRun(
+        T0 + minute * MIN, "a", "r1", "cleanup", {"closed": closed} if closed else {"skipped: changed": 1}
+    )
 
 
 # a cleanup at minute 10.2 closed 12 of the 75 sessions seen at minute 10 (limit 100, notice 65)
@@ -138,7 +139,6 @@ def test_find_words_each_anomaly_for_the_alert_line():
     # 200 sessions of limit: +1 a minute (30 %/h) to 160 (80 %); a cleanup 30 s ago closed 5 of the 159 seen before it
     series = samples([(m, 100 + m) for m in range(61)], limit=200)
     now = T0 + 60 * MIN
-    fit = forecast([(s.time, s.usage) for s in series], 90, now, 3600)
     found = find(series, [cleanup(59.5, 5)], PREDICT, 3600, now)
     assert found == {
         "growth": "forecast to reach critical in 20m at +60.0 sessions/h (fit r² 1.00)",

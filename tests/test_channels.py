@@ -176,7 +176,9 @@ def test_alertmanager_alerts_state_everything_about_each_subject():
     assert warning["labels"] == {"alertname": "SessionUsageHigh", "host": "t440", "severity": "warning"}
     assert warning["startsAt"] == "2027-01-15T08:00:00+00:00" and warning["endsAt"] == "2027-01-15T08:02:00+00:00"
     assert warning["annotations"]["summary"].startswith("WARNING t440 92% (55/60)")
-    assert warning["annotations"]["usage"] == "91.7" and warning["annotations"]["dedup_key"] == "guardian/host/t440/usage"
+    assert (
+        warning["annotations"]["usage"] == "91.7" and warning["annotations"]["dedup_key"] == "guardian/host/t440/usage"
+    )
     assert all(by_severity[s]["endsAt"] == "2027-01-15T08:00:00+00:00" and "startsAt" not in by_severity[s]
                for s in ("notice", "critical"))  # the other levels are resolved, so nothing stale lingers
     unreachable = [a for a in firing if a["labels"]["alertname"] == "SessionHostUnreachable"]
@@ -188,7 +190,9 @@ def test_alertmanager_alerts_state_everything_about_each_subject():
                   if a["endsAt"] == "2027-01-15T08:02:00+00:00") == [
         ("SessionHostUnreachable", "warning"), ("SessionUsageHigh", "warning")]
     pool = alertmanager_alerts([line(name="shared", kind="pool", reason="resolved", level="ok")], T0, valid_for=120)
-    assert {a["labels"]["pool"] for a in pool} == {"shared"} and all(a["endsAt"] == "2027-01-15T08:00:00+00:00" for a in pool)
+    assert {a["labels"]["pool"] for a in pool} == {"shared"} and all(
+        a["endsAt"] == "2027-01-15T08:00:00+00:00" for a in pool
+    )
     assert len(pool) == 3  # a pool is never unreachable
 
 
@@ -248,8 +252,12 @@ def test_telegram_request(fake, write_config, cli, receiver, monkeypatch):
 def test_alertmanager_requests_to_every_replica_then_resolved(fake, write_config, receivers):
     first, second = receivers(), receivers()
     fill(fake, 55)
-    config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
-                               alerts={"channels": [{"type": "alertmanager", "urls": [first.base, second.base + "/"]}]}))
+    config = load(
+        write_config(
+            {"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+            alerts={"channels": [{"type": "alertmanager", "urls": [first.base, second.base + "/"]}]},
+        )
+    )
     checking.run(config, None, now=T0)
     for am in (first, second):
         (request,) = am.requests
@@ -379,11 +387,23 @@ def test_email_over_starttls_with_login(fake, write_config, cli, mail_servers, c
     server = mail_servers("starttls")
     fill(fake, 55)
     monkeypatch.setenv("MAIL_PASSWORD", "pw")
-    config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
-                          alerts={"channels": [{"type": "email", "smtp_host": "127.0.0.1", "smtp_port": server.port,
-                                                "username": "guardian", "password_env": "MAIL_PASSWORD",
-                                                "from": "guardian@ops.example", "to": ["oncall@ops.example", "b@ops.example"],
-                                                "ca_file": str(certificate[0])}]})
+    config = write_config(
+        {"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+        alerts={
+            "channels": [
+                {
+                    "type": "email",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": server.port,
+                    "username": "guardian",
+                    "password_env": "MAIL_PASSWORD",
+                    "from": "guardian@ops.example",
+                    "to": ["oncall@ops.example", "b@ops.example"],
+                    "ca_file": str(certificate[0]),
+                }
+            ]
+        },
+    )
     result = cli("check", "--config", config, "-q")
     assert "failed" not in result.stderr
     (mail,) = server.messages
@@ -392,8 +412,10 @@ def test_email_over_starttls_with_login(fake, write_config, cli, mail_servers, c
     message = mail["message"]
     assert message["Subject"] == "[guardian] CRITICAL t440 92%" and message["Auto-Submitted"] == "auto-generated"
     assert message["To"] == "oncall@ops.example, b@ops.example" and message["Message-ID"].endswith("@ops.example>")
-    assert message.get_content() == ("Session Limit Guardian: 1 subject needs telling\n- CRITICAL t440 92% (55/60), "
-                                     "up from ok. Act now, new sessions will soon be refused: guardian cleanup --hosts t440\n")
+    assert message.get_content() == (
+        "Session Limit Guardian: 1 subject needs telling\n- CRITICAL t440 92% (55/60), "
+        "up from ok. Act now, new sessions will soon be refused: guardian cleanup --hosts t440\n"
+    )
 
 
 def test_email_over_implicit_tls_retries_a_temporary_refusal(fake, write_config, cli, mail_servers, certificate, waits):
@@ -418,11 +440,16 @@ def test_email_permanent_refusal_and_an_untrusted_certificate_are_sentences(fake
     config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
                           alerts={"channels": [{**channel, "ca_file": str(certificate[0])}]})
     result = cli("check", "--config", config, "-q")
-    assert f"the mail server 127.0.0.1:{server.port} answered 535 5.7.8 Authentication credentials invalid" in result.stderr
+    assert (
+        f"the mail server 127.0.0.1:{server.port} answered 535 5.7.8 Authentication credentials invalid"
+        in result.stderr
+    )
     assert waits == []  # a 5xx is final: not retried within the run
     config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}}, alerts={"channels": [channel]})
     result = cli("check", "--config", config, "-q")
-    assert "has a certificate this machine does not trust" in result.stderr and "give its CA with ca_file" in result.stderr
+    assert (
+        "has a certificate this machine does not trust" in result.stderr and "give its CA with ca_file" in result.stderr
+    )
 
 
 def test_command_gets_the_envelope_on_stdin(fake, write_config, cli, command_script):
@@ -485,7 +512,9 @@ def test_apprise_url(fake, write_config, cli, receiver, monkeypatch):
                                                  b'"description": "Too Many Requests: retry after 3", '
                                                  b'"parameters": {"retry_after": 3}}')], [3.0]),
 ])
-def test_429_and_5xx_are_retried_honouring_retry_after(fake, write_config, cli, receiver, monkeypatch, waits, script, waited):
+def test_429_and_5xx_are_retried_honouring_retry_after(
+    fake, write_config, cli, receiver, monkeypatch, waits, script, waited
+):
     fill(fake, 55)
     monkeypatch.setenv("BOT_TOKEN", BOT_TOKEN)
     receiver.script = list(script)
@@ -511,7 +540,9 @@ def test_a_wait_past_the_cap_is_left_to_the_next_run(fake, write_config, cli, re
     assert [b["alerts"][0]["reason"] for b in receiver.bodies] == ["escalated"]
 
 
-def test_a_channel_down_catches_up_and_the_others_are_told_once(fake, write_config, cli, receivers, monkeypatch, state_dir):
+def test_a_channel_down_catches_up_and_the_others_are_told_once(
+    fake, write_config, cli, receivers, monkeypatch, state_dir
+):
     up, down = receivers(), receivers()
     down.stop()  # nothing listens: connection refused
     fill(fake, 55)
@@ -546,13 +577,25 @@ def test_no_secret_in_stderr_json_output_or_the_audit_log(fake, write_config, cl
     monkeypatch.setenv("BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("MAIL_PASSWORD", MAIL_PASSWORD)
     fill(fake, 55)
-    config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
-                          alerts={"channels": [
-                              {"type": "slack", "url_env": "SLACK_URL"},
-                              {"type": "telegram", "token_env": "BOT_TOKEN", "chat_id": 1, "api_url": telegram.base},
-                              {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": server.port, "username": "guardian",
-                               "password_env": "MAIL_PASSWORD", "from": "g@x.example", "to": "o@x.example",
-                               "ca_file": str(certificate[0])}]})
+    config = write_config(
+        {"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+        alerts={
+            "channels": [
+                {"type": "slack", "url_env": "SLACK_URL"},
+                {"type": "telegram", "token_env": "BOT_TOKEN", "chat_id": 1, "api_url": telegram.base},
+                {
+                    "type": "email",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": server.port,
+                    "username": "guardian",
+                    "password_env": "MAIL_PASSWORD",
+                    "from": "g@x.example",
+                    "to": "o@x.example",
+                    "ca_file": str(certificate[0]),
+                },
+            ]
+        },
+    )
     result = cli("check", "--config", config, "--json")
     report = json.loads(result.stdout)
     errors = {a["channel"]: a["error"] for a in report["alerts"]}
@@ -588,7 +631,9 @@ def run_minutes(fake, config, sessions):
 def test_min_level_channel_hears_its_levels_and_a_resolved_only_at_ok(fake, write_config, receivers, monkeypatch):
     config, everything, pager = two_webhooks(fake, write_config, receivers, monkeypatch, min_level="critical")
     run_minutes(fake, config, (70, 85, 95, 84, 40))  # notice, warning, critical, warning, ok
-    pager_told = [(b["alerts"][0]["reason"], b["alerts"][0]["level"], b["alerts"][0]["previous_level"]) for b in pager.bodies]
+    pager_told = [
+        (b["alerts"][0]["reason"], b["alerts"][0]["level"], b["alerts"][0]["previous_level"]) for b in pager.bodies
+    ]
     assert pager_told == [("escalated", "critical", "ok"), ("resolved", "ok", "critical")]
     assert [b["alerts"][0]["reason"] for b in everything.bodies] == ["escalated", "escalated", "escalated", "resolved"]
 
@@ -598,15 +643,21 @@ def test_hosts_filter_keeps_a_channel_to_its_hosts_and_their_pools(fakes, write_
     fill(a, 95)
     fill(b, 95)
     monkeypatch.setenv("HOOK_URL", receiver.url)
-    config = load(write_config({"a": {"url": a.url, "token": "secret", "limit": 100},
-                                "b": {"url": b.url, "token": "secret", "limit": 100}},
-                               pools={"shared": {"hosts": ["a", "b"], "limit": 250}, "b-only": {"hosts": ["b"], "limit": 100}},
-                               alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL", "hosts": ["a"]}]}))
+    config = load(
+        write_config(
+            {
+                "a": {"url": a.url, "token": "secret", "limit": 100},
+                "b": {"url": b.url, "token": "secret", "limit": 100},
+            },
+            pools={"shared": {"hosts": ["a", "b"], "limit": 250}, "b-only": {"hosts": ["b"], "limit": 100}},
+            alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL", "hosts": ["a"]}]},
+        )
+    )
     report = checking.run(config, None, now=T0)
     (body,) = receiver.bodies
     assert [alert["subject"] for alert in body["alerts"]] == ["host:a", "pool:shared"]
     log = next(d for d in report.deliveries if d.channel == "log")
-    assert [l.subject for l in log.lines] == ["host:a", "host:b", "pool:shared", "pool:b-only"]
+    assert [ln.subject for ln in log.lines] == ["host:a", "host:b", "pool:shared", "pool:b-only"]
 
 
 def test_resolved_can_be_switched_off_per_channel(fake, write_config, receivers, monkeypatch):
@@ -632,20 +683,46 @@ def test_every_channel_once_per_escalation_once_per_resolved_and_catching_up(
     monkeypatch.setenv("BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("MAIL_PASSWORD", "pw")
     monkeypatch.setenv("APPRISE_URL", f"json://127.0.0.1:{http['apprise'].base.rsplit(':', 1)[1]}/a")
-    config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}}, alerts={"channels": [
-        {"type": "webhook", "url_env": "WEBHOOK_URL", "name": "webhook"},
-        {"type": "slack", "url_env": "SLACK_URL", "name": "slack"},
-        {"type": "discord", "url_env": "DISCORD_URL", "name": "discord"},
-        {"type": "telegram", "token_env": "BOT_TOKEN", "chat_id": 42, "api_url": http["telegram"].base, "name": "telegram"},
-        {"type": "alertmanager", "urls": [http["alertmanager"].base], "name": "alertmanager"},
-        {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": mail.port, "username": "guardian",
-         "password_env": "MAIL_PASSWORD", "from": "g@x.example", "to": "o@x.example", "ca_file": str(certificate[0]),
-         "name": "email"},
-        {"type": "command", "command": argv(), "name": "command"},
-        {"type": "apprise", "url_env": "APPRISE_URL", "name": "apprise"}]}))
+    config = load(
+        write_config(
+            {"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+            alerts={
+                "channels": [
+                    {"type": "webhook", "url_env": "WEBHOOK_URL", "name": "webhook"},
+                    {"type": "slack", "url_env": "SLACK_URL", "name": "slack"},
+                    {"type": "discord", "url_env": "DISCORD_URL", "name": "discord"},
+                    {
+                        "type": "telegram",
+                        "token_env": "BOT_TOKEN",
+                        "chat_id": 42,
+                        "api_url": http["telegram"].base,
+                        "name": "telegram",
+                    },
+                    {"type": "alertmanager", "urls": [http["alertmanager"].base], "name": "alertmanager"},
+                    {
+                        "type": "email",
+                        "smtp_host": "127.0.0.1",
+                        "smtp_port": mail.port,
+                        "username": "guardian",
+                        "password_env": "MAIL_PASSWORD",
+                        "from": "g@x.example",
+                        "to": "o@x.example",
+                        "ca_file": str(certificate[0]),
+                        "name": "email",
+                    },
+                    {"type": "command", "command": argv(), "name": "command"},
+                    {"type": "apprise", "url_env": "APPRISE_URL", "name": "apprise"},
+                ]
+            },
+        )
+    )
 
     def counts():
-        return {**{name: len(r.requests) for name, r in http.items()}, "email": len(mail.messages), "command": len(commanded())}
+        return {
+            **{name: len(r.requests) for name, r in http.items()},
+            "email": len(mail.messages),
+            "command": len(commanded()),
+        }
 
     fill(fake, 55)
     report = checking.run(config, None, now=T0)
@@ -680,10 +757,15 @@ def test_notify_test_reports_each_channel_and_fails_when_one_does(write_config, 
     bad.status = 404
     monkeypatch.setenv("GOOD_URL", good.url)
     monkeypatch.setenv("BAD_URL", bad.base + SLACK_SECRET)
-    config = write_config({"t440": {"url": "ws://127.0.0.1:1", "limit": 60}},
-                          alerts={"channels": [{"type": "webhook", "url_env": "GOOD_URL", "name": "hook", "min_level": "critical",
-                                                "hosts": ["t440"]},
-                                               {"type": "slack", "url_env": "BAD_URL", "name": "chat"}]})
+    config = write_config(
+        {"t440": {"url": "ws://127.0.0.1:1", "limit": 60}},
+        alerts={
+            "channels": [
+                {"type": "webhook", "url_env": "GOOD_URL", "name": "hook", "min_level": "critical", "hosts": ["t440"]},
+                {"type": "slack", "url_env": "BAD_URL", "name": "chat"},
+            ]
+        },
+    )
     result = cli("notify-test", "--config", config)
     assert result.exit_code == 1
     assert result.stdout.splitlines() == ["hook: delivered", "chat: failed: Slack (env BAD_URL) answered HTTP 404"]
@@ -699,7 +781,10 @@ def test_notify_test_reports_each_channel_and_fails_when_one_does(write_config, 
     assert only.exit_code == 0 and json.loads(only.stdout) == {
         "channels": [{"channel": "hook", "delivered": True, "error": None}]}
     unknown = cli("notify-test", "--config", config, "--channels", "pager")
-    assert unknown.exit_code == 2 and "--channels names pager, which the config does not define (known: hook, chat)" in unknown.stderr
+    assert (
+        unknown.exit_code == 2
+        and "--channels names pager, which the config does not define (known: hook, chat)" in unknown.stderr
+    )
 
 
 def test_notify_test_without_channels_says_so(write_config, cli):

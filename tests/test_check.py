@@ -56,8 +56,12 @@ def test_two_hosts_counts_levels_exit_code_and_json(fakes, write_config, cli, st
     # the client never sends an Origin header and asks only for the scope check needs
     assert all("origin" not in {k.lower() for k in c["headers"]} for c in pc_a.connects)
     assert pc_a.connects[-1]["params"]["scopes"] == ["operator.read"]
-    assert pc_a.connects[-1]["params"]["client"] == {"id": "gateway-client", "version": pc_a.connects[-1]["params"]["client"]["version"],
-                                                      "platform": "linux", "mode": "backend"}
+    assert pc_a.connects[-1]["params"]["client"] == {
+        "id": "gateway-client",
+        "version": pc_a.connects[-1]["params"]["client"]["version"],
+        "platform": "linux",
+        "mode": "backend",
+    }
 
 
 def test_nagios_line_and_plain_output(fakes, write_config, cli):
@@ -67,7 +71,10 @@ def test_nagios_line_and_plain_output(fakes, write_config, cli):
     config = write_config({"pc-a": {"url": pc_a.url, "token": "secret", "limit": 40},
                            "t440": {"url": t440.url, "token": "secret", "limit": 60}})
     result = cli("check", "--config", config, "--format", "nagios", "--no-notify")
-    assert result.stdout.strip() == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 't440'=55;48;54;0;60"
+    assert (
+        result.stdout.strip()
+        == "SESSIONS CRITICAL - t440 92% (55/60), pc-a 40% (16/40) | 'pc-a'=16;32;36;0;40 't440'=55;48;54;0;60"
+    )
     plain = cli("check", "--config", config, "--format", "plain", "--no-notify").stdout.splitlines()
     assert plain[0].startswith("pc-a 40% (16/40) ok") and "idle=0" in plain[0]
     assert plain[1].startswith("t440 92% (55/60) critical")
@@ -96,7 +103,9 @@ def test_change_since_last_check(fake, write_config, cli):
     assert report["hosts"][0]["change"] == 3
 
 
-def test_webhook_gets_one_escalation_then_nothing_within_cooldown(fake, write_config, cli, receiver, monkeypatch, state_dir):
+def test_webhook_gets_one_escalation_then_nothing_within_cooldown(
+    fake, write_config, cli, receiver, monkeypatch, state_dir
+):
     fill(fake, 70)
     monkeypatch.setenv("HOOK_URL", receiver.url)
     config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
@@ -182,8 +191,10 @@ def test_pools_sum_their_hosts(fakes, write_config, cli):
     a, b = fakes(), fakes()
     fill(a, 30)
     fill(b, 42)
-    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 50}, "b": {"url": b.url, "token": "secret", "limit": 50}},
-                          pools={"shared": {"hosts": ["a", "b"], "limit": 80}})
+    config = write_config(
+        {"a": {"url": a.url, "token": "secret", "limit": 50}, "b": {"url": b.url, "token": "secret", "limit": 50}},
+        pools={"shared": {"hosts": ["a", "b"], "limit": 80}},
+    )
     result = cli("check", "--config", config, "--json")
     pool = json.loads(result.stdout)["pools"][0]
     assert (pool["sessions"], pool["level"], pool["hosts"]) == (72, "critical", ["a", "b"])
@@ -223,7 +234,9 @@ def test_a_pool_with_a_member_down_alerts_on_what_the_others_hold(fakes, write_c
 
 def test_hosts_option_selects_a_subset_and_rejects_unknown_names(fakes, write_config, cli):
     a, b = fakes(), fakes()
-    config = write_config({"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}})
+    config = write_config(
+        {"a": {"url": a.url, "token": "secret", "limit": 5}, "b": {"url": b.url, "token": "secret", "limit": 5}}
+    )
     report = json.loads(cli("check", "--config", config, "--hosts", "b", "--json").stdout)
     assert [h["name"] for h in report["hosts"]] == ["b"] and not a.connects
     bad = cli("check", "--config", config, "--hosts", "b,zz")
@@ -302,7 +315,11 @@ def test_older_release_without_total_count_is_counted(fakes, write_config, cli):
     fill(legacy, 9, idle=4)
     config = write_config({"old": {"url": legacy.url, "token": "secret", "limit": 10}})
     report = json.loads(cli("check", "--config", config, "--json").stdout)
-    assert (report["hosts"][0]["sessions"], report["hosts"][0]["idle"], report["hosts"][0]["level"]) == (9, 4, "critical")
+    assert (report["hosts"][0]["sessions"], report["hosts"][0]["idle"], report["hosts"][0]["level"]) == (
+        9,
+        4,
+        "critical",
+    )
 
 
 def test_remote_gateway_pairing_then_device_token(fakes, write_config, cli, state_dir):
@@ -314,7 +331,9 @@ def test_remote_gateway_pairing_then_device_token(fakes, write_config, cli, stat
     (request_id,) = remote.pending_pairings
     assert "pairing required" in first.stdout
     # the approve command ends the line, so the request id can be copied without punctuation
-    assert first.stdout.strip().endswith(f"run on far, then run the guardian again: openclaw devices approve {request_id}")
+    assert first.stdout.strip().endswith(
+        f"run on far, then run the guardian again: openclaw devices approve {request_id}"
+    )
     assert remote.connects[-1]["params"]["scopes"] == ["operator.read", "operator.admin"]  # one approval for all
     remote.approve(request_id)
     second = cli("check", "--config", config, "--json")

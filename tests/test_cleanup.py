@@ -94,7 +94,7 @@ def reference_plan(rows, rules, now, main_key):
         decided.append((index, r["key"], idle, reason))
     decided.sort(key=lambda d: (-(d[2] or 0), d[0]))  # most idle first; a tie keeps the listing's order
     result, closing = [], 0
-    for _, key, idle, reason in decided:
+    for _, key, _idle, reason in decided:
         if reason == "idle":
             closing += 1
             if closing > rules.max_per_run:
@@ -196,7 +196,9 @@ def test_each_intent_is_on_disk_before_its_delete_and_each_outcome_written_befor
             synced.append(os.fstat(fd).st_size)
 
     def events(data: bytes):
-        return [(r["event"], r["key"]) for r in audit.parse_lines(data.splitlines()) if r["event"] in ("intent", "outcome")]
+        return [
+            (r["event"], r["key"]) for r in audit.parse_lines(data.splitlines()) if r["event"] in ("intent", "outcome")
+        ]
 
     seen_at_each_delete = []  # (key, records written, records on disk) when the gateway has the request
     fake.on_request = lambda method, params: method == "sessions.delete" and seen_at_each_delete.append(
@@ -303,7 +305,9 @@ def test_connection_dropping_mid_run_leaves_an_exact_record(fake, write_config, 
     closed = {r["key"] for r in outcomes if r["result"] == "closed"}
     assert len(closed) == 2 and not closed & set(fake.sessions)
     unsure = [r for r in outcomes if r["result"] in ("unknown", "failed")]
-    assert len(unsure) == 2 and {r["key"] for r in unsure} == set(fake.sessions) | ({r["key"] for r in unsure} - set(fake.sessions))
+    assert len(unsure) == 2 and {r["key"] for r in unsure} == set(fake.sessions) | (
+        {r["key"] for r in unsure} - set(fake.sessions)
+    )
     assert len(fake.sessions) == 2
     # a rerun completes the cleanup without closing anything twice
     fake.drop_after_requests = None
@@ -361,7 +365,9 @@ def test_reserve_not_met_because_a_delete_failed_says_so(fake, write_config, cli
     config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}, cleanup={"reserve": 3})
     result = cli("cleanup", "--config", config, "--format", "plain")
     assert result.exit_code == 1
-    assert "a: reserve not met: 1 free slot after cleanup, 3 wanted; 1 delete failed; the other sessions" in result.stdout
+    assert (
+        "a: reserve not met: 1 free slot after cleanup, 3 wanted; 1 delete failed; the other sessions" in result.stdout
+    )
 
 
 def test_without_admin_scope_the_host_is_skipped_with_exit_3(fake, write_config, cli):

@@ -12,8 +12,13 @@ def test_usable_host(fake, write_config, cli):
 
 def test_scopes_cleared_without_a_device(fakes, write_config, cli):
     remote = fakes(remote=True)
-    result = cli("doctor", "--config", write_config({"a": {"url": remote.url, "token": "secret", "limit": 5, "device": False}}),
-                 "--format", "plain")
+    result = cli(
+        "doctor",
+        "--config",
+        write_config({"a": {"url": remote.url, "token": "secret", "limit": 5, "device": False}}),
+        "--format",
+        "plain",
+    )
     assert result.exit_code == 3 and "a (" in result.stdout and "NOT usable" in result.stdout
     assert "operator.read is missing, so `guardian check` cannot work" in result.stdout
     assert "operator.admin is missing, so `guardian cleanup` cannot work" in result.stdout
@@ -34,7 +39,9 @@ def test_pairing_then_usable_and_the_device_token_replaces_the_shared_token(fake
     tokenless = write_config({"far": {"url": remote.url, "limit": 5, "device": True}})
     third = cli("check", "--config", tokenless, "--json")
     assert third.exit_code == 0 and json.loads(third.stdout)["hosts"][0]["reachable"]
-    assert remote.connects[-1]["params"]["auth"] == {"deviceToken": remote.paired_devices[next(iter(remote.paired_devices))]["deviceToken"]}
+    assert remote.connects[-1]["params"]["auth"] == {
+        "deviceToken": remote.paired_devices[next(iter(remote.paired_devices))]["deviceToken"]
+    }
 
 
 def test_a_changed_identity_file_is_a_new_clear_pairing_request(fakes, write_config, cli, state_dir):

@@ -42,7 +42,9 @@ def test_check_and_doctor_against_two_real_gateways(real_gateways, write_config,
     create_sessions(real_gateways["pc-a"], 7)  # 70 %: notice
     code, hosts = check()
     assert code == 0 and (hosts["pc-a"]["sessions"], hosts["pc-a"]["level"]) == (7, "notice")
-    assert [(a["name"], a["level"], a["reason"]) for b in receiver.bodies for a in b["alerts"]] == [("pc-a", "notice", "escalated")]
+    assert [(a["name"], a["level"], a["reason"]) for b in receiver.bodies for a in b["alerts"]] == [
+        ("pc-a", "notice", "escalated")
+    ]
 
     create_sessions(real_gateways["t440"], 17)  # 85 %: warning
     code, hosts = check()
@@ -87,7 +89,9 @@ def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fak
     with rpc(lab) as connection:
         connection.call("chat.send", {"sessionKey": running, "message": "hello", "idempotencyKey": uuid.uuid4().hex})
     try:
-        wait_until(lambda: any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab)), what="a running run")
+        wait_until(
+            lambda: any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab)), what="a running run"
+        )
 
         recent = []
 

@@ -57,14 +57,20 @@ def test_guards_at_least_six_samples_spanning_five_minutes():
     six_over_five_minutes = forecast(series(rising, minutes=5, every=1), 90, NOW, HOUR)
     assert (five_over_an_hour.samples, five_over_an_hour.enough) == (5, False)
     assert (six_over_four_minutes.samples, six_over_four_minutes.enough) == (6, False)
-    assert (six_over_five_minutes.samples, six_over_five_minutes.enough, six_over_five_minutes.critical_in) == (6, True, pytest.approx(1200))
+    assert (six_over_five_minutes.samples, six_over_five_minutes.enough, six_over_five_minutes.critical_in) == (
+        6,
+        True,
+        pytest.approx(1200),
+    )
 
 
 def test_fit_quality_and_slope():
     clean = forecast(series(rising), 90, NOW, HOUR)
     burst = forecast(series(with_burst), 90, NOW, HOUR)
     assert clean.slope * 60 == pytest.approx(0.5) and clean.r2 == pytest.approx(1.0)
-    assert burst.slope * 60 == pytest.approx(0.5) and 0.5 < burst.r2 < 1.0  # the robust line ignores the burst; r² shows it
+    assert (
+        burst.slope * 60 == pytest.approx(0.5) and 0.5 < burst.r2 < 1.0
+    )  # the robust line ignores the burst; r² shows it
     assert forecast(series(lambda m: 70), 90, NOW, HOUR).r2 is None  # flat: nothing to explain
 
 
@@ -72,6 +78,8 @@ def test_only_the_window_before_now_counts():
     # a steep climb until an hour ago, flat since: no upward trend now, a rising one back then
     samples = series(lambda m: 70 + 0.5 * (m + 60) if m < -60 else 70, minutes=180)
     assert not forecast(samples, 90, NOW, HOUR).rising
-    assert forecast(samples, 90, NOW - 1.5 * HOUR, HOUR).critical_in == pytest.approx(70 * 60)  # 55 % then, +0.5 a minute
+    assert forecast(samples, 90, NOW - 1.5 * HOUR, HOUR).critical_in == pytest.approx(
+        70 * 60
+    )  # 55 % then, +0.5 a minute
     later = [(t, u) for t, u in series(rising)] + [(NOW + 60, 99.0)]  # a sample after `now` is ignored
     assert forecast(later, 90, NOW, HOUR).critical_in == pytest.approx(1200)

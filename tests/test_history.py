@@ -72,7 +72,9 @@ def test_forecast_beside_each_host_once_history_allows(fake, write_config):
     assert check_json(flat)["hosts"][0]["forecast"]["trend"] == "none" and "trend=none" in check_plain(flat)
 
 
-def test_growth_notice_after_two_checks_in_a_row_then_its_cooldown(fake, write_config, receiver, monkeypatch, state_dir):
+def test_growth_notice_after_two_checks_in_a_row_then_its_cooldown(
+    fake, write_config, receiver, monkeypatch, state_dir
+):
     monkeypatch.setenv("HOOK_URL", receiver.url)
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
                                alerts={"predict": "30m", "channels": [{"type": "webhook", "url_env": "HOOK_URL"}]}))
@@ -85,7 +87,9 @@ def test_growth_notice_after_two_checks_in_a_row_then_its_cooldown(fake, write_c
     # minute 5: the first forecast (six samples), minute 6: the second in a row
     assert sent == {0: ["escalated"], 6: ["growth"], 10: ["escalated"]}
     growth = next(a for b in receiver.bodies for a in b["alerts"] if a["reason"] == "growth")
-    assert growth["dedup_key"] == "guardian/host/a/growth" and growth["alert"] == "growth" and growth["level"] == "notice"
+    assert (
+        growth["dedup_key"] == "guardian/host/a/growth" and growth["alert"] == "growth" and growth["level"] == "notice"
+    )
     assert growth["detail"] == "forecast to reach critical in 14m at +60.0 sessions/h (fit r² 1.00)"
     assert "guardian report --hosts a" in growth["action"]
     memory = read_state(state_dir)["subjects"]["host:a/growth"]["channels"]["webhook-1"]
@@ -119,8 +123,10 @@ def test_rebound_after_a_cleanup_is_a_notice(fake, write_config, state_dir, caps
     capsys.readouterr()
     back = checking.run(config, None, now=T0 + 3 * MIN)
     assert reasons(back) == ["rebound"]
-    assert ("guardian alert: NOTICE a 66% (66/100), rebounding: 66 sessions, 66 before a cleanup closed 5 of them "
-            "1m30s ago: sessions leak faster than cleanup reclaims them. Cleanup alone will not hold") in capsys.readouterr().err
+    assert (
+        "guardian alert: NOTICE a 66% (66/100), rebounding: 66 sessions, 66 before a cleanup closed 5 of them "
+        "1m30s ago: sessions leak faster than cleanup reclaims them. Cleanup alone will not hold"
+    ) in capsys.readouterr().err
     assert reasons(checking.run(config, None, now=T0 + 4 * MIN)) == []  # its cooldown
 
 

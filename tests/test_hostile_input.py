@@ -43,10 +43,26 @@ hello_payloads = shaped({
     "features": shaped({"methods": json_values}) | json_values,
     "server": shaped({"version": json_values}) | json_values,
 }) | json_values
-error_objects = shaped({"code": json_values, "message": json_values, "retryable": json_values,
-                        "retryAfterMs": json_values,
-                        "details": shaped({"code": json_values, "retryAfterMs": json_values,
-                                           "missingScope": json_values, "requestId": json_values}) | json_values}) | json_values
+error_objects = (
+    shaped(
+        {
+            "code": json_values,
+            "message": json_values,
+            "retryable": json_values,
+            "retryAfterMs": json_values,
+            "details": shaped(
+                {
+                    "code": json_values,
+                    "retryAfterMs": json_values,
+                    "missingScope": json_values,
+                    "requestId": json_values,
+                }
+            )
+            | json_values,
+        }
+    )
+    | json_values
+)
 
 
 class Frame:
@@ -82,7 +98,9 @@ def text_frame(value) -> tuple[int, bytes]:
     return ABNF.OPCODE_TEXT, json.dumps(value).encode()
 
 
-raw_frames = st.tuples(st.sampled_from([ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE]), st.binary(max_size=64))
+raw_frames = st.tuples(
+    st.sampled_from([ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE]), st.binary(max_size=64)
+)
 frame_like = shaped({"type": st.sampled_from(["res", "event"]) | json_values, "id": st.just("$ID") | json_values,
                      "ok": json_values, "payload": json_values, "error": json_values, "event": json_values})
 any_frames = st.lists(raw_frames | (json_values | frame_like).map(text_frame), max_size=6)
@@ -113,7 +131,9 @@ def answer(ok, body) -> dict:
        ok=json_values, body=hello_payloads | error_objects, device=st.booleans())
 # the patched socket and the identity dir are the same for every example: sharing them is intended
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-def test_any_handshake_gives_a_connection_or_one_gateway_error(monkeypatch, tmp_path, noise, challenge, ok, body, device):
+def test_any_handshake_gives_a_connection_or_one_gateway_error(
+    monkeypatch, tmp_path, noise, challenge, ok, body, device
+):
     from guardian.adapters.identity import IdentityStore
 
     frames = [*noise, text_frame({"type": "event", "event": "connect.challenge", "payload": challenge}),
@@ -147,10 +167,18 @@ KNOWN_KEYS = ["hosts", "pools", "alerts", "cleanup", "history", "state_dir", "ur
               "critical", "margin", "channels", "type", "name", "url_env", "idle_after", "max_per_run", "reserve",
               "protect", "agents", "keys", "labels", "retention", "forecast_window", "min_level", "predict", "rebound"]
 config_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 200) | st.floats() | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 200)
+    | st.floats()
+    | st.text(max_size=12)
     | st.sampled_from(["ws://127.0.0.1:1", "wss://h.lan", "ws://10.0.0.1:1", "2h", "30m", "-1s", "webhook", "slack"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), inner, max_size=4),
-    max_leaves=16)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
 
 
 def check_parse(text: str) -> None:
@@ -168,8 +196,12 @@ def test_any_text_is_a_config_or_one_config_error(text):
     check_parse(text)
 
 
-@given(st.dictionaries(st.sampled_from(KNOWN_KEYS), config_values, max_size=5),
-       st.dictionaries(st.text(max_size=10), st.dictionaries(st.sampled_from(KNOWN_KEYS), config_values, max_size=5), max_size=2))
+@given(
+    st.dictionaries(st.sampled_from(KNOWN_KEYS), config_values, max_size=5),
+    st.dictionaries(
+        st.text(max_size=10), st.dictionaries(st.sampled_from(KNOWN_KEYS), config_values, max_size=5), max_size=2
+    ),
+)
 def test_any_config_shaped_yaml_is_a_config_or_one_config_error(root, hosts):
     check_parse(yaml.safe_dump({**root, "hosts": hosts}))
 
@@ -231,7 +263,9 @@ HOSTILE_ERROR = "<!channel> @everyone \x1b[2J\nguardian alert: forged <b>x</b> *
 
 def printable_lines(text: str) -> list[str]:
     lines = text.splitlines()
-    assert all(ch.isprintable() for line in lines for ch in line), [line for line in lines if not line.isprintable()][:1]
+    assert all(ch.isprintable() for line in lines for ch in line), [line for line in lines if not line.isprintable()][
+        :1
+    ]
     return lines
 
 
@@ -300,11 +334,15 @@ def test_the_gateway_token_appears_nowhere(fakes, write_config, cli, state_dir, 
     good.add_session(updated_at=0)
     config = write_config({"good": {"url": good.url, "token": GATEWAY_TOKEN, "limit": 10},
                            "rejecting": {"url": rejecting.url, "token": GATEWAY_TOKEN, "limit": 10}})
-    outputs = [cli("check", "--config", config, *fmt) for fmt in (["--json"], ["--format", "plain"], ["--format", "nagios"])]
+    outputs = [
+        cli("check", "--config", config, *fmt) for fmt in (["--json"], ["--format", "plain"], ["--format", "nagios"])
+    ]
     outputs += [cli("cleanup", "--config", config, "--json"), cli("doctor", "--config", config),
                 cli("report", "--config", config, "--json")]
     everything = "".join(r.stdout + r.stderr for r in outputs)
-    everything += "".join(p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file() and p.suffix != ".db")
+    everything += "".join(
+        p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file() and p.suffix != ".db"
+    )
     assert "token mismatch" in everything and GATEWAY_TOKEN not in everything
 
 
@@ -317,4 +355,6 @@ def test_a_device_key_readable_by_others_is_warned_about(tmp_path):
     store.key_file.chmod(0o644)
     fresh = IdentityStore(tmp_path)
     fresh.identity()
-    assert fresh.warnings == [f"the device key {fresh.key_file} is readable by other users; run: chmod 600 {fresh.key_file}"]
+    assert fresh.warnings == [
+        f"the device key {fresh.key_file} is readable by other users; run: chmod 600 {fresh.key_file}"
+    ]

@@ -53,8 +53,12 @@ def test_metrics_file_parses_and_holds_gauges_and_counters(fakes, write_config, 
     assert first["guardian_sessions", host("a")] == 9 and first["guardian_limit", host("a")] == 10
     assert first["guardian_usage_ratio", host("a")] == 0.9 and first["guardian_level", host("a")] == 3
     assert first["guardian_sessions", host("ab", "pool")] == 13 and first["guardian_level", host("b")] == 0
-    assert first["guardian_reachable", host("b")] == 1 and first["guardian_last_success_timestamp_seconds", host("b")] > 0
-    critical_log = frozenset({"channel": "log", "kind": "host", "name": "a", "level": "critical", "reason": "escalated"}.items())
+    assert (
+        first["guardian_reachable", host("b")] == 1 and first["guardian_last_success_timestamp_seconds", host("b")] > 0
+    )
+    critical_log = frozenset(
+        {"channel": "log", "kind": "host", "name": "a", "level": "critical", "reason": "escalated"}.items()
+    )
     assert first["guardian_alerts_sent_total", critical_log] == 1
     assert prom.stat().st_mode & 0o777 == 0o644
     assert not [p for p in prom.parent.iterdir() if p != prom]  # no temp file left behind
@@ -67,7 +71,10 @@ def test_metrics_file_parses_and_holds_gauges_and_counters(fakes, write_config, 
     assert second["guardian_sessions", host("a")] == 6 and second["guardian_idle_sessions", host("a")] == 0
     assert second["guardian_sessions_closed_total", host("a")] == 3
     assert second["guardian_alerts_sent_total", critical_log] == 1  # counted once, not again on each run
-    assert second["guardian_check_timestamp_seconds", frozenset()] >= first["guardian_check_timestamp_seconds", frozenset()]
+    assert (
+        second["guardian_check_timestamp_seconds", frozenset()]
+        >= first["guardian_check_timestamp_seconds", frozenset()]
+    )
 
 
 def test_unreachable_host_keeps_its_last_success_and_has_no_session_sample(fake, write_config, state_dir, tmp_path):
@@ -82,7 +89,9 @@ def test_unreachable_host_keeps_its_last_success_and_has_no_session_sample(fake,
     assert samples["guardian_last_success_timestamp_seconds", host("a")] == T0
 
 
-def test_counters_follow_a_replaced_audit_log_and_are_written_whatever_the_umask(fake, write_config, state_dir, tmp_path):
+def test_counters_follow_a_replaced_audit_log_and_are_written_whatever_the_umask(
+    fake, write_config, state_dir, tmp_path
+):
     fake.add_session()
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}}))
     report = checking.run(config, None, now=T0)

@@ -148,16 +148,31 @@ def replay_anomaly(steps, reason="growth", alerts=ALERTS, delivered=lambda minut
     return sent
 
 
-@pytest.mark.parametrize("reason, steps, expected", [
-    ("growth", [(0, True)], [(0, "growth", "notice", "ok")]),
-    ("growth", [(0, True), (1, True), (29, True)], [(0, "growth", "notice", "ok")]),
-    ("growth", [(0, True), (1, True), (30, True)], [(0, "growth", "notice", "ok"), (30, "growth", "notice", "notice")]),
-    ("growth", [(0, True), (5, False), (10, True)], [(0, "growth", "notice", "ok")]),  # a new episode waits out the cooldown
-    ("growth", [(0, True), (5, False), (35, True)], [(0, "growth", "notice", "ok"), (35, "growth", "notice", "notice")]),
-    ("growth", [(0, False), (1, False)], []),
-    ("rebound", [(0, True), (0.5, True), (20, True)], [(0, "rebound", "notice", "ok")]),
-    ("rebound", [(0, True), (31, True)], [(0, "rebound", "notice", "ok"), (31, "rebound", "notice", "notice")]),
-])
+@pytest.mark.parametrize(
+    "reason, steps, expected",
+    [
+        ("growth", [(0, True)], [(0, "growth", "notice", "ok")]),
+        ("growth", [(0, True), (1, True), (29, True)], [(0, "growth", "notice", "ok")]),
+        (
+            "growth",
+            [(0, True), (1, True), (30, True)],
+            [(0, "growth", "notice", "ok"), (30, "growth", "notice", "notice")],
+        ),
+        (
+            "growth",
+            [(0, True), (5, False), (10, True)],
+            [(0, "growth", "notice", "ok")],
+        ),  # a new episode waits out the cooldown
+        (
+            "growth",
+            [(0, True), (5, False), (35, True)],
+            [(0, "growth", "notice", "ok"), (35, "growth", "notice", "notice")],
+        ),
+        ("growth", [(0, False), (1, False)], []),
+        ("rebound", [(0, True), (0.5, True), (20, True)], [(0, "rebound", "notice", "ok")]),
+        ("rebound", [(0, True), (31, True)], [(0, "rebound", "notice", "ok"), (31, "rebound", "notice", "notice")]),
+    ],
+)
 def test_anomaly_notices_over_time(reason, steps, expected):
     assert replay_anomaly(steps, reason) == expected
 

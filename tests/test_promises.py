@@ -108,12 +108,12 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     # usage
     if reachable and subject.level != "ok" and RANK[subject.level] >= RANK[min_level] \
             and RANK[subject.level] > RANK[told.level]:
-        assert [(l.reason, l.level) for l in usage] == [("escalated", subject.level)], f"a rise not told to {where}"
+        assert [(ln.reason, ln.level) for ln in usage] == [("escalated", subject.level)], f"a rise not told to {where}"
     due = surely_over(told.at.get(told.level), now, cooldown.get(told.level, 0))
     if reachable and subject.level == told.level != "ok" and due:
-        assert [(l.reason, l.level) for l in usage] == [("repeat", told.level)], f"a due repeat not told to {where}"
+        assert [(ln.reason, ln.level) for ln in usage] == [("repeat", told.level)], f"a due repeat not told to {where}"
     if reachable and subject.level == "ok" and told.level != "ok":
-        assert [(l.status, l.reason) for l in usage] == [("resolved", "resolved")], f"no resolved to {where}"
+        assert [(ln.status, ln.reason) for ln in usage] == [("resolved", "resolved")], f"no resolved to {where}"
     for line in usage:
         assert reachable, f"usage told while unreachable to {where}"
         if line.status == "resolved":
@@ -123,7 +123,9 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
             continue
         assert line.level == subject.level and RANK[line.level] >= RANK[min_level], where
         if line.level == told.level:
-            assert maybe_over(told.at.get(line.level), now, cooldown[line.level]), f"a repeat in its cooldown to {where}"
+            assert maybe_over(told.at.get(line.level), now, cooldown[line.level]), (
+                f"a repeat in its cooldown to {where}"
+            )
         elif RANK[line.level] < RANK[told.level]:  # a reminder at a lower level, after it held for its cooldown
             assert maybe_over(subject.since, now, cooldown[line.level]), f"a lower level before it held to {where}"
             assert maybe_over(told.at.get(told.level), now, cooldown[told.level]), where
@@ -131,9 +133,9 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     # unreachable / reachable again
     unreachable = subject.failures >= ALERTS.unreachable_after
     if unreachable and surely_over(told.at.get("unreachable"), now, cooldown["unreachable"]):
-        assert [l.reason for l in reach] == ["unreachable"], f"an unreachable host not told to {where}"
+        assert [ln.reason for ln in reach] == ["unreachable"], f"an unreachable host not told to {where}"
     if reachable and told.unreachable:
-        assert [(l.status, l.dedup_key) for l in reach] == [("resolved", f"guardian/host/{name}/unreachable")], where
+        assert [(ln.status, ln.dedup_key) for ln in reach] == [("resolved", f"guardian/host/{name}/unreachable")], where
     for line in reach:
         if line.status == "firing":
             assert unreachable, where
@@ -145,9 +147,9 @@ def check_channel(channel, name, lines, subject, told, now, cooldown, retry):
     # what this channel refused on the last run is offered again while it still holds
     for line in retry:
         if line.alert == "usage" and line.status == "firing" and reachable and subject.level == line.level:
-            assert [l.level for l in usage] == [line.level], f"a refused alert not offered again to {where}"
+            assert [ln.level for ln in usage] == [line.level], f"a refused alert not offered again to {where}"
         if line.alert == "unreachable" and line.status == "firing" and unreachable:
-            assert [l.reason for l in reach] == ["unreachable"], f"a refused unreachable not offered again to {where}"
+            assert [ln.reason for ln in reach] == ["unreachable"], f"a refused unreachable not offered again to {where}"
 
 
 def clock_went_back(told: Told, wall: float) -> None:

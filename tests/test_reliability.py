@@ -94,7 +94,10 @@ def test_a_broken_gateway_costs_only_its_own_result(fault, fakes, write_config, 
     assert hosts["good"]["sessions"] == 9 and hosts["good"]["level"] == "critical"
     assert hosts["broken"]["reachable"] is False and "Traceback" not in checked.stderr
     ((alerted),) = [b["alerts"] for b in receiver.bodies]
-    assert {(a["subject"], a["reason"]) for a in alerted} == {("host:good", "escalated"), ("host:broken", "unreachable")}
+    assert {(a["subject"], a["reason"]) for a in alerted} == {
+        ("host:good", "escalated"),
+        ("host:broken", "unreachable"),
+    }
     cleaned = cli("cleanup", "--config", config, "--json")
     assert cleaned.exit_code == 3 and len(broken.sessions) == 2
     assert sorted(closed_keys(state_dir)) == sorted(r["key"] for r in good_idle)
@@ -123,7 +126,9 @@ def test_a_restart_in_the_middle_of_a_cleanup(fakes, write_config, cli, state_di
     assert first.exit_code == 1
     report = {h["name"]: h for h in json.loads(first.stdout)["hosts"]}
     assert "code 1012" in report["restarting"]["error"] and report["other"]["closed"] == 3
-    results = {r["key"]: r["result"] for r in audit_lines(state_dir) if r["event"] == "outcome" and r["host"] == "restarting"}
+    results = {
+        r["key"]: r["result"] for r in audit_lines(state_dir) if r["event"] == "outcome" and r["host"] == "restarting"
+    }
     assert list(results.values()) == ["closed", "closed", "unknown", "failed", "failed", "failed"]
     assert {k for k, v in results.items() if v == "closed"} == {r["key"] for r in idle} - set(restarting.sessions)
 
@@ -232,7 +237,9 @@ def test_overlapping_checks_lose_nothing_and_send_each_alert_once(fake, write_co
             or err.count("\n") != 1] == []
     alerted = {host for host, _ in completed}
     subjects = read_state(state_dir)["subjects"]
-    assert {s: (e["level"], e["count"]) for s, e in subjects.items()} == {f"host:h{i}": ("warning", 85) for i in alerted}
+    assert {s: (e["level"], e["count"]) for s, e in subjects.items()} == {
+        f"host:h{i}": ("warning", 85) for i in alerted
+    }
     delivered = [a["subject"] for body in receiver.bodies for a in body["alerts"]]
     assert sorted(delivered) == sorted(f"host:h{i}" for i in alerted)  # each once
     stderr_alerts = [line for _, err in completed for line in err.splitlines() if line.startswith("guardian alert:")]
@@ -295,7 +302,9 @@ def fill(point: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", ["read-only", "full"])
-def test_a_state_dir_that_cannot_be_written(broken, small_disk, fake, tmp_path, write_config, cli, receiver, monkeypatch):
+def test_a_state_dir_that_cannot_be_written(
+    broken, small_disk, fake, tmp_path, write_config, cli, receiver, monkeypatch
+):
     seed(fake, idle=2, fresh=90)
     monkeypatch.setenv("HOOK_URL", receiver.url)
     point = small_disk("size=2m,mode=0700")
@@ -414,7 +423,9 @@ def test_cleanup_refuses_when_the_gateway_clock_is_far_from_ours(fake, write_con
     now = 1_800_000_000.0
     for jump in (-3 * 3600, 3 * 3600):  # our clock moved; the gateway's did not
         fake.clock = lambda: int((now - jump) * 1000)
-        (report,) = cleaning.run(config, list(config.hosts.values()), rules, now, False, AuditLog(state_dir, "r", "cleanup"))
+        (report,) = cleaning.run(
+            config, list(config.hosts.values()), rules, now, False, AuditLog(state_dir, "r", "cleanup")
+        )
         assert len(fake.sessions) == 3 and report.closed == 0
         assert f"the gateway's clock is 3h {'behind' if jump > 0 else 'ahead of'} this machine's" in report.error
     assert [r["event"] for r in audit_lines(state_dir)] == ["host refused", "host refused"]

@@ -87,7 +87,9 @@ def test_pairing_check_and_cleanup_on_a_remote_gateway(remote, write_config, cli
     identities = IdentityStore(state_dir)
     idle = create_sessions(far, 3, identities)
     recent = []
-    idle_after_ms = idle_after_between(far, lambda: recent.extend(create_sessions(far, 2, identities)) or recent, identities)
+    idle_after_ms = idle_after_between(
+        far, lambda: recent.extend(create_sessions(far, 2, identities)) or recent, identities
+    )
     result = cli("cleanup", "--config", config, "--json", "--idle-after", f"{idle_after_ms}ms")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert {r["key"] for r in list_rows(far, identities)} == set(recent)
@@ -143,7 +145,9 @@ def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state
     host = json.loads(check.stdout)["hosts"][0]
     assert check.exit_code == 0 and (host["sessions"], host["level"], host["server_version"]) == (6, "ok", OLD_RELEASE)
 
-    dry = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json", "--idle-after", f"{idle_after_ms}ms").stdout)
+    dry = json.loads(
+        cli("cleanup", "--config", config, "--dry-run", "--json", "--idle-after", f"{idle_after_ms}ms").stdout
+    )
     assert {p["key"] for p in dry["hosts"][0]["plan"] if p["decision"] == "close"} == set(idle)
     result = cli("cleanup", "--config", config, "--json", "--idle-after", f"{idle_after_ms + 1000}ms")
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -170,6 +174,8 @@ def test_two_remote_gateways_pair_one_device_on_the_first_run(remote, write_conf
     second = cli("check", "--config", config, "--json")
     assert second.exit_code == 0, second.stdout + second.stderr
     tokens = json.loads((state_dir / "identity" / "device-tokens.json").read_text())
-    assert sorted(tokens) == ["far", "secure"] and all(t["deviceId"] == device_id and t["token"] for t in tokens.values())
+    assert sorted(tokens) == ["far", "secure"] and all(
+        t["deviceId"] == device_id and t["token"] for t in tokens.values()
+    )
     assert cli("check", "--config", config, "-q").exit_code == 0
     assert pending_requests(far) == [] and pending_requests(secure) == []

@@ -88,9 +88,13 @@ def test_report_numbers_are_exactly_what_the_checks_saw(history):
     expected_time = Counter()
     for level in levels[:-1]:
         expected_time[level] += STEP
-    assert t440.time_at_level == {level: expected_time[level] for level in ("ok", "notice", "warning", "critical", "unknown")}
+    assert t440.time_at_level == {
+        level: expected_time[level] for level in ("ok", "notice", "warning", "critical", "unknown")
+    }
     lines = [line for r in history["reports"] for d in r.deliveries for line in d.lines if line.subject == "host:t440"]
-    sent = Counter("unreachable" if line.reason == "unreachable" else line.level for line in lines if line.reason != "resolved")
+    sent = Counter(
+        "unreachable" if line.reason == "unreachable" else line.level for line in lines if line.reason != "resolved"
+    )
     assert t440.alerts_sent == {level: sent[level] for level in ("notice", "warning", "critical", "unreachable")}
     assert {line.reason for line in lines} >= {"escalated", "repeat", "growth", "rebound"}
     assert t440.sessions_closed == history["cleanups"][0].closed == 12
@@ -129,7 +133,9 @@ def test_report_json_has_the_same_numbers(history, cli):
     assert host["forecast"]["trend"] == "rising" and host["forecast"]["critical_in_seconds"] == 0
     assert len(host["series"]) == CHECKS and host["series"][-1][1] == 91.7
     assert [c["closed"] for c in data["cleanups"]] == [12] and data["pools"][0]["name"] == "shared"
-    assert sum(1 for a in data["alerts"] if a["subject"] == "host:t440" and a["reason"] != "resolved") == sum(t440.alerts_sent.values())
+    assert sum(1 for a in data["alerts"] if a["subject"] == "host:t440" and a["reason"] != "resolved") == sum(
+        t440.alerts_sent.values()
+    )
 
 
 def test_report_table_and_options(history, cli, tmp_path):
@@ -139,7 +145,9 @@ def test_report_table_and_options(history, cli, tmp_path):
     only = cli("report", "--config", history["path"], "--hosts", "pc-a", "--since", "1h", "--format", "plain")
     assert "t440" not in only.stdout.split("\n", 2)[2] and "pc-a now=40%" in only.stdout
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(history["start"] - 1))
-    assert "t440 now=92% min=50%" in cli("report", "--config", history["path"], "--since", iso, "--format", "plain").stdout
+    assert (
+        "t440 now=92% min=50%" in cli("report", "--config", history["path"], "--since", iso, "--format", "plain").stdout
+    )
     bad = cli("report", "--config", history["path"], "--since", "yesterday")
     assert bad.exit_code == 2 and "--since: 'yesterday' is neither a duration" in bad.stderr
     cli("report", "--config", history["path"], "--since", "6h", "-o", tmp_path / "r.json")

@@ -29,7 +29,9 @@ def test_ca_file_verifies(tls_fake, certificate, write_config, cli):
 
 def test_pinned_fingerprint_verifies(tls_fake, certificate, write_config, cli):
     pin = ":".join(certificate[2][i:i + 2] for i in range(0, 64, 2)).upper()  # the colon form openssl prints
-    code, host = check(cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": pin}}))
+    code, host = check(
+        cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": pin}})
+    )
     assert code == 0 and host["sessions"] == 1
 
 
@@ -40,12 +42,16 @@ def test_untrusted_certificate_is_a_sentence_about_the_certificate(tls_fake, cer
     # the fingerprint it presented, ready to compare and pin: the pin then works
     presented = host["error"].rsplit("fingerprint: ", 1)[1]
     assert presented.replace(":", "").lower() == certificate[2]
-    code, host = check(cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": presented}}))
+    code, host = check(
+        cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": presented}})
+    )
     assert code == 0
 
 
 def test_wrong_fingerprint_fails_before_the_token_is_sent(tls_fake, write_config, cli):
-    code, host = check(cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": "ab" * 32}}))
+    code, host = check(
+        cli, write_config({"a": {"url": tls_fake.url, "token": "secret", "limit": 10, "fingerprint": "ab" * 32}})
+    )
     assert code == 3 and "not the pinned sha256:" + "ab" * 32 in host["error"] and "nothing was sent" in host["error"]
     assert not tls_fake.connects
 

@@ -174,11 +174,17 @@ def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
     except WebSocketTimeoutException:
         raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s") from None
     except (WebSocketConnectionClosedException, OSError) as exc:
-        raise GatewayError("CLOSED", f"{host.name}: the connection dropped while waiting for {waiting_for} ({exc or 'closed'})") from None
+        raise GatewayError(
+            "CLOSED", f"{host.name}: the connection dropped while waiting for {waiting_for} ({exc or 'closed'})"
+        ) from None
     if opcode == ABNF.OPCODE_CLOSE:
         code, reason = _close_reason(frame.data)
-        raise GatewayError("CLOSED", f"{host.name}: the gateway closed the connection while we waited for "
-                                     f"{waiting_for} (code {code}{': ' + reason if reason else ''})", {"closeCode": code, "closeReason": reason})
+        raise GatewayError(
+            "CLOSED",
+            f"{host.name}: the gateway closed the connection while we waited for "
+            f"{waiting_for} (code {code}{': ' + reason if reason else ''})",
+            {"closeCode": code, "closeReason": reason},
+        )
     try:
         message = json.loads(frame.data)
     except (ValueError, UnicodeDecodeError):
@@ -280,20 +286,33 @@ def _open_socket(host: Host, deadline: float):
         ws = websocket.create_connection(host.url, **options)
     except ssl.SSLCertVerificationError as exc:
         presented = _presented_fingerprint(host, deadline)
-        pin = (f"; it presented sha256 {presented}: if `openssl x509 -noout -fingerprint -sha256 -in <cert>` on "
-               f"{host.name} prints the same, pin it with fingerprint: {presented}") if presented else ""
-        raise GatewayError("TLS", f"{host.name}: the TLS certificate of {urlsplit(host.url).netloc} is not trusted "
-                                  f"({exc.verify_message}); set ca_file to the CA that signed it{pin}",
-                           {"presentedFingerprint": presented}) from None
+        pin = (
+            (
+                f"; it presented sha256 {presented}: if `openssl x509 -noout -fingerprint -sha256 -in <cert>` on "
+                f"{host.name} prints the same, pin it with fingerprint: {presented}"
+            )
+            if presented
+            else ""
+        )
+        raise GatewayError(
+            "TLS",
+            f"{host.name}: the TLS certificate of {urlsplit(host.url).netloc} is not trusted "
+            f"({exc.verify_message}); set ca_file to the CA that signed it{pin}",
+            {"presentedFingerprint": presented},
+        ) from None
     except ssl.SSLError as exc:
-        raise GatewayError("TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})") from None
+        raise GatewayError(
+            "TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})"
+        ) from None
     except (socket.timeout, websocket.WebSocketTimeoutException):
         raise GatewayError("TIMEOUT", f"{target} did not accept a connection within {host.timeout:g}s") from None
     except ConnectionRefusedError:
         raise GatewayError("UNREACHABLE", f"{target} refused the connection (is the gateway running?)") from None
     except websocket.WebSocketBadStatusException as exc:
-        raise GatewayError("UNREACHABLE", f"{target} answered HTTP {exc.status_code} instead of a WebSocket "
-                                          f"upgrade (is this the gateway's port?)") from None
+        raise GatewayError(
+            "UNREACHABLE",
+            f"{target} answered HTTP {exc.status_code} instead of a WebSocket upgrade (is this the gateway's port?)",
+        ) from None
     except (OSError, websocket.WebSocketException) as exc:
         raise GatewayError("UNREACHABLE", f"cannot reach {target} ({exc})") from None
     if host.fingerprint:
@@ -352,7 +371,9 @@ def _read_hello(host: Host, payload) -> Hello:
     version = _object(_object(payload, "server"), "version")
     protocol = payload.get("protocol")
     if type(protocol) is not int or protocol not in (3, 4):
-        raise GatewayError("PROTOCOL", f"{host.name}: the gateway speaks protocol {str(protocol)[:20]}; the guardian speaks 3 and 4")
+        raise GatewayError(
+            "PROTOCOL", f"{host.name}: the gateway speaks protocol {str(protocol)[:20]}; the guardian speaks 3 and 4"
+        )
     return Hello(protocol=protocol, server_version=version if isinstance(version, str) else "unknown",
                  scopes=[s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else [],
                  main_session_key=main_key if isinstance(main_key, str) else None)
@@ -382,18 +403,27 @@ def _explain_connect_error(host: Host, error: GatewayError, identity, device_tok
     code = error.detail_code
     if code == "PAIRING_REQUIRED":
         request_id = error.details.get("requestId")
-        reason = {"not-paired": "is not approved yet", "scope-upgrade": "asks for more scopes than approved",
-                  "role-upgrade": "asks for a higher role than approved",
-                  "metadata-upgrade": "changed and must be approved again"}.get(error.details.get("reason"), "needs approval")
+        reason = {
+            "not-paired": "is not approved yet",
+            "scope-upgrade": "asks for more scopes than approved",
+            "role-upgrade": "asks for a higher role than approved",
+            "metadata-upgrade": "changed and must be approved again",
+        }.get(error.details.get("reason"), "needs approval")
         # the command ends the sentence, so a copied request id never carries punctuation with it
         fix = (f"run on {host.name}, then run the guardian again: openclaw devices approve {request_id}" if request_id
                else f"on {host.name} run `openclaw devices list` and approve the guardian's request")
-        error.message = (f"{host.name}: pairing required: this guardian's device ({identity.device_id[:12] if identity else '?'}...) "
-                         f"{reason}; to approve it, {fix}")
+        error.message = (
+            f"{host.name}: pairing required: this guardian's device "
+            f"({identity.device_id[:12] if identity else '?'}...) {reason}; to approve it, {fix}"
+        )
     elif code == "AUTH_TOKEN_MISMATCH":
-        error.message = f"{host.name}: the gateway rejected the token from {host.token.source if host.token else 'nowhere'} (token mismatch)"
-    elif code == "AUTH_DEVICE_TOKEN_MISMATCH" or (device_token_used and error.code in ("INVALID_REQUEST", "NOT_PAIRED")):
-        error.message = f"{host.name}: the gateway rejected this guardian's stored device token ({error.message}); set a gateway token for this host or pair again"
+        source = host.token.source if host.token else "nowhere"
+        error.message = f"{host.name}: the gateway rejected the token from {source} (token mismatch)"
+    elif code == "AUTH_DEVICE_TOKEN_MISMATCH" or (
+        device_token_used and error.code in ("INVALID_REQUEST", "NOT_PAIRED")
+    ):
+        error.message = (f"{host.name}: the gateway rejected this guardian's stored device token ({error.message}); "
+                         "set a gateway token for this host or pair again")
     elif code == "DEVICE_IDENTITY_REQUIRED" or (error.code == "NOT_PAIRED" and not host.token):
         error.message = (f"{host.name}: the gateway wants a token: set token_env or token_file for this host "
                          f"(the gateway's gateway.auth.token)")

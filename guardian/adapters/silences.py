@@ -31,9 +31,9 @@ from guardian.core.quiet import (
     subject_id,
     window_end,
 )
-from guardian.output.text import iso_time
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config, Scope
+from guardian.settings.units import iso_time
 
 VERSION = 1
 KEEP = 7 * 86400.0  # ended entries stay this long, for `silence list --all` and the report

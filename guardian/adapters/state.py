@@ -59,7 +59,9 @@ class State:
         for subject_id, subject in sorted(self.subjects.items()):
             subjects[subject_id] = {**asdict(subject), "channels": {}}
         for (subject_id, channel), memory in sorted(self.memories.items()):
-            subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})["channels"][channel] = asdict(memory)
+            subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})["channels"][channel] = asdict(
+                memory
+            )
         for (subject_id, channel), posted in sorted(self.posted.items()):
             entry = subjects.setdefault(subject_id, {**asdict(SubjectState()), "channels": {}})
             entry.setdefault("alertmanager", {})[channel] = asdict(posted)
@@ -190,7 +192,9 @@ class StateFile:
             try:
                 write_private(self.path, state.to_json())
             except OSError as exc:
-                raise StateError(f"cannot write {self.path} ({exc.strerror}); alerts of this run may be sent again") from None
+                raise StateError(
+                    f"cannot write {self.path} ({exc.strerror}); alerts of this run may be sent again"
+                ) from None
 
     @contextmanager
     def lock(self):

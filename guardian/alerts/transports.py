@@ -20,9 +20,10 @@ from typing import Callable
 from guardian import __version__
 from guardian.core.records import AlertLine
 from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
-from guardian.output.text import iso_time, safe
+from guardian.output.text import safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
 from guardian.settings.model import Channel
+from guardian.settings.units import iso_time
 
 USER_AGENT = f"session-limit-guardian/{__version__}"
 SYMBOLS = {"notice": "🟡", "warning": "🟠", "critical": "🔴", "resolved": "✅", "unreachable": "❓", "test": "🧪"}

@@ -1,8 +1,8 @@
 """`guardian cleanup`: close sessions idle for hours, never a live one, with an exact audit trail.
 
-Which sessions to close is guardian.core.planner's (pure). This is the thin shell around it: list every session, delete the chosen ones with the gateway's own
-guard against a session that woke up since the listing, and record intent and outcome of each
-delete in the audit log before moving on.
+Which sessions to close is guardian.core.planner's (pure). This is the thin shell around it: list
+every session, delete the chosen ones with the gateway's own guard against a session that woke up
+since the listing, and record intent and outcome of each delete in the audit log before moving on.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ class Deleter:
                 outcomes[d.key] = Outcome(d, "skipped: changed")
             else:
                 unchanged.append(d)
-        answers = self.connection.call_many([("sessions.delete", {"key": d.key}) for d in unchanged]) if unchanged else []
+        answers = (
+            self.connection.call_many([("sessions.delete", {"key": d.key}) for d in unchanged]) if unchanged else []
+        )
         outcomes.update({d.key: _outcome(d, a) for d, a in zip(unchanged, answers)})
         return [outcomes[d.key] for d in decisions]
 
@@ -160,7 +162,9 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
     return result
 
 
-def delete_chosen(deleter: Deleter, chosen: list[Verdict], kept: list, audit: AuditLog, record) -> tuple[list[Outcome], str | None]:
+def delete_chosen(
+    deleter: Deleter, chosen: list[Verdict], kept: list, audit: AuditLog, record
+) -> tuple[list[Outcome], str | None]:
     """Delete the chosen sessions, DELETE_WINDOW at a time: one outcome for each (those after a stop: failed, not
     attempted), and the error that stopped them. Once a delete is sent, nothing raises: the caller reports the outcomes.
 
@@ -243,7 +247,9 @@ def lock(state_dir):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise CleanupBusy(f"another guardian cleanup is running (lock {state_dir}/cleanup.lock); this one did nothing") from None
+        raise CleanupBusy(
+            f"another guardian cleanup is running (lock {state_dir}/cleanup.lock); this one did nothing"
+        ) from None
     return os.fdopen(fd)
 
 

@@ -46,7 +46,9 @@ def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
     if host.device:
         identity = identities.identity()
         stored = identities.device_token(host.name, identity.device_id)
-        result.device = f"{identity.device_id[:16]}... ({'paired, device token stored' if stored else 'no device token yet'})"
+        result.device = (
+            f"{identity.device_id[:16]}... ({'paired, device token stored' if stored else 'no device token yet'})"
+        )
     try:
         with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
             hello = connection.hello
@@ -65,7 +67,8 @@ def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
 
 def _scope_fix(host: Host, command: str, scope: str, granted: list[str]) -> str:
     if host.device:
-        fix = f"approve the guardian's scope request on {host.name}: openclaw devices list, then openclaw devices approve <id>"
+        fix = (f"approve the guardian's scope request on {host.name}: openclaw devices list, "
+               "then openclaw devices approve <id>")
     elif not granted:
         fix = (f"a gateway clears the scopes of clients without a paired device unless they connect over loopback: "
                f"set `device: true` for {host.name} and run `guardian doctor --hosts {host.name}` to request pairing")

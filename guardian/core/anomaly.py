@@ -93,8 +93,10 @@ def find(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, wind
         found[GROWTH] = f"forecast to reach critical in {eta_text(growing.critical_in)}{fit_text(growing, samples)}"
     back = rebound(samples, cleanups, alerts, now)
     if back:
-        found[REBOUND] = (f"{back.now} sessions, {back.before} before a cleanup closed {back.cleanup.closed} of them "
-                          f"{duration_text(now - back.cleanup.time)} ago: sessions leak faster than cleanup reclaims them")
+        found[REBOUND] = (
+            f"{back.now} sessions, {back.before} before a cleanup closed {back.cleanup.closed} of them "
+            f"{duration_text(now - back.cleanup.time)} ago: sessions leak faster than cleanup reclaims them"
+        )
     return found
 
 

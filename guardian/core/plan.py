@@ -34,14 +34,17 @@ def suggested_action(reason: str, level: str, hosts: str) -> str:
     if reason in RESOLVING:
         return ""
     if reason == "growth":
-        return (f"Usage keeps growing toward the limit: see which agent opens sessions (guardian report --hosts {hosts}); "
-                f"close idle ones meanwhile: guardian cleanup --hosts {hosts}")
+        return (
+            f"Usage keeps growing toward the limit: see which agent opens sessions (guardian report --hosts {hosts}); "
+            f"close idle ones meanwhile: guardian cleanup --hosts {hosts}"
+        )
     if reason == "rebound":
         return (f"Cleanup alone will not hold: find the agent or client leaking sessions "
                 f"(guardian report --hosts {hosts})")
     return {
         "notice": f"Nothing urgent; see what could go: guardian cleanup --dry-run --hosts {hosts}",
-        "warning": f"Close idle sessions now: guardian cleanup --hosts {hosts}; if usage keeps climbing, look for an agent leaking sessions",
+        "warning": f"Close idle sessions now: guardian cleanup --hosts {hosts}; "
+                   "if usage keeps climbing, look for an agent leaking sessions",
         "critical": f"Act now, new sessions will soon be refused: guardian cleanup --hosts {hosts}",
     }[level]
 

@@ -149,7 +149,8 @@ class AlertLine:
     subject: str  # "host:t440" / "pool:shared-key"
     kind: str  # host | pool
     name: str
-    reason: str  # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test | lowered (Alertmanager's)
+    # escalated | repeat | resolved | unreachable | reachable | growth | rebound | test | lowered (Alertmanager's)
+    reason: str
     level: str
     previous: str
     count: int | None

@@ -6,8 +6,9 @@ import socket
 
 from guardian import __version__
 from guardian.core.records import RESOLVING, AlertLine
-from guardian.output.text import iso_time, safe
+from guardian.output.text import safe
 from guardian.settings.levels import RANK
+from guardian.settings.units import iso_time
 
 ENVELOPE_VERSION = "1"
 PRODUCT = "Session Limit Guardian"
@@ -33,7 +34,9 @@ def body(line: AlertLine) -> str:
     if line.unreachable_members:
         usage = f"at least {usage}, {', '.join(line.unreachable_members)} unreachable"
     if line.alert in ("growth", "rebound"):
-        return safe(f"{label} {usage}, {'growing' if line.alert == 'growth' else 'rebounding'}: {line.detail}. {line.action}")
+        return safe(
+            f"{label} {usage}, {'growing' if line.alert == 'growth' else 'rebounding'}: {line.detail}. {line.action}"
+        )
     if line.reason == "reachable":  # the unreachable alert resolved; the usage alert stands as it was told
         level = f"still at {line.level}" if line.level != "ok" else "below notice"
         return f"{label} reachable again, {level}, {usage}"

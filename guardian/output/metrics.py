@@ -80,7 +80,9 @@ def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
         samples = [(_labels({"kind": s.kind, "name": s.name}), value(s)) for s in report.subjects]
         lines += _family(name, "gauge", help_text, [(labels, v) for labels, v in samples if v is not None])
     for name, help_text in COUNTERS:
-        samples = [(_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name]
+        samples = [
+            (_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name
+        ]
         lines += _family(name, "counter", help_text, samples)
     lines += _family("guardian_level_threshold_ratio", "gauge",
                      "Usage ratio at which a level is reached (alerts.thresholds).",

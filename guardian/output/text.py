@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 
 def safe(text: str, limit: int = 500) -> str:
     """Printable text only, so a session key or error from a gateway cannot move the cursor or forge lines."""
@@ -11,5 +9,3 @@ def safe(text: str, limit: int = 500) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def iso_time(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")

@@ -68,9 +68,15 @@ def _host(name: str, section: Section, warnings: list) -> Host:
         section.fail("url", "ca_file and fingerprint need a wss:// address")
     timeout = section.duration("timeout", 10.0)
     host = Host(
-        name=name, url=url.rstrip("/"), limit=limit, token=secret(section, "token", "tokens", warnings), insecure=insecure,
+        name=name,
+        url=url.rstrip("/"),
+        limit=limit,
+        token=secret(section, "token", "tokens", warnings),
+        insecure=insecure,
         device=(not is_loopback(parts.hostname)) if device is None else device,
-        ca_file=ca_file, fingerprint=fingerprint, timeout=timeout,
+        ca_file=ca_file,
+        fingerprint=fingerprint,
+        timeout=timeout,
     )
     section.done()
     return host
@@ -225,7 +231,9 @@ def _history(section: Section) -> History:
     history = History(retention=section.duration("retention", defaults.retention),
                       forecast_window=section.duration("forecast_window", defaults.forecast_window))
     if history.forecast_window < MIN_SPAN:
-        section.fail("forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long")
+        section.fail(
+            "forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long"
+        )
     section.done()
     return history
 

@@ -1,9 +1,11 @@
-"""Durations and time windows as the config writes them, read and written back; a value described in an error."""
+"""Durations and time windows as the config writes them, read and written back; instants as ISO text; a value
+described in an error."""
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timezone
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -36,7 +38,11 @@ def duration_text(seconds: float | None) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             rest = seconds % size // {"d": 3600, "h": 60, "m": 1}[unit]
-            return f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit]}" if rest else f"{seconds // size}{unit}"
+            return (
+                f"{seconds // size}{unit}{rest:02d}{ {'d': 'h', 'h': 'm', 'm': 's'}[unit] }"
+                if rest
+                else f"{seconds // size}{unit}"
+            )
     return f"{seconds}s"
 
 
@@ -84,3 +90,7 @@ def kind_of(value) -> str:
         return "a mapping"
     return {bool: "true/false", int: "a number", float: "a number", str: f"text {value!r}",
             list: "a list"}.get(type(value), type(value).__name__)
+
+
+def iso_time(now: float) -> str:
+    return datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
