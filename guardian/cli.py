@@ -172,7 +172,7 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     from guardian.render import print_check
 
     config = load_config(config_path, limit)
-    report = checking.run(config, hosts, now=time.time(), notify=not no_notify)
+    report = checking.run(config, hosts, now=time.time(), act=not no_notify)
     for warning in report.warnings[len(config.warnings):]:
         click.echo(f"guardian: warning: {warning}", err=True)
     for delivery in report.deliveries:

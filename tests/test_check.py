@@ -440,7 +440,7 @@ def test_the_idle_words_never_promise_more_than_a_dry_run_would_close(write_conf
         def words_hold(mix):
             gateway.sessions.clear()
             add_idle_mix(gateway, mix | {"recent": mix["recent"] + 1})  # at least one session: an alert
-            report = checking.run(load(config), None, now=time.time(), notify=False)
+            report = checking.run(load(config), None, now=time.time(), act=False)
             (line,) = [line for d in report.deliveries if d.channel == "log" for line in d.lines]
             dry_run = json.loads(cli("cleanup", "--config", config, "--dry-run", "--json").stdout)
             would_close = len(dry_run["hosts"][0]["actions"])

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from guardian.adapters import audit
+from guardian.commands.cleanup import count_sessions
 from guardian.core.planner import Rules, plan
 
 NOW = 1_800_000_000.0
@@ -651,3 +652,14 @@ def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_to
     assert len(closing) == min(rules.max_per_run, sum(may_close(r, rules, NOW, None) for r in listed.values()))
     assert not deleted & woken_at_delete
     assert deleted == {o.decision.key for o in report.outcomes if o.result == "closed"}
+
+
+@pytest.mark.parametrize("total", [True, False, -1, 2.5, "3"])
+def test_the_count_after_a_cleanup_is_unknown_when_totalcount_is_no_count(total):
+    """One reader of sessions.list's totalCount for check and cleanup: true is no count of 1 (issue 13)."""
+
+    class Connection:
+        def call(self, method, params):
+            return {"totalCount": total, "sessions": []}
+
+    assert count_sessions(Connection()) is None

@@ -171,7 +171,7 @@ def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways
     def config(limit, url=gw.url):
         return load(write_config({"pc-a": {"url": url, "token": gw.token, "limit": limit}}, alerts=channels))
 
-    count = checking.run(config(1000), None, now=0, notify=False).subjects[0].reading.count
+    count = checking.run(config(1000), None, now=0, act=False).subjects[0].reading.count
     if count < 20:  # enough sessions that a limit puts them at warning or at critical
         create_sessions(gw, 20 - count)
         count = 20

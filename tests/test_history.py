@@ -60,7 +60,7 @@ def test_forecast_beside_each_host_once_history_allows(fake, write_config):
     outputs = []
     for minute in range(6):  # 50 % + 2 points a minute: 60 % at the last, critical (90) in 15 min
         set_sessions(fake, 50 + 2 * minute, T0)
-        outputs.append(checking.run(config, None, now=T0 + minute * MIN, notify=False))
+        outputs.append(checking.run(config, None, now=T0 + minute * MIN, act=False))
     assert check_json(outputs[4])["hosts"][0]["forecast"] is None  # five samples: not enough history
     forecast = check_json(outputs[5])["hosts"][0]["forecast"]
     assert forecast == {"trend": "rising", "critical_in_seconds": 900, "full_in_seconds": 1200,
@@ -68,7 +68,7 @@ def test_forecast_beside_each_host_once_history_allows(fake, write_config):
                         "span_seconds": 300}
     assert check_plain(outputs[5]).endswith("critical_in=15m full_in=20m r2=1.00")
     set_sessions(fake, 50, T0)
-    flat = [checking.run(config, None, now=T0 + minute * MIN, notify=False) for minute in range(6, 66, 10)][-1]
+    flat = [checking.run(config, None, now=T0 + minute * MIN, act=False) for minute in range(6, 66, 10)][-1]
     assert check_json(flat)["hosts"][0]["forecast"]["trend"] == "none" and "trend=none" in check_plain(flat)
 
 

@@ -18,9 +18,9 @@ from guardian.core.quiet import (
     ending,
     finish,
     held_by,
+    named_subject,
     new_ack,
     new_silence,
-    subject_id,
     window_end,
 )
 from guardian.settings.levels import LEVELS
@@ -373,10 +373,10 @@ def test_a_silence_up_to_max_silence_is_made():
                                             ("host:t440", "host:t440"), ("t440/sales", "agent:t440/sales"),
                                             ("agent:pc-a/x", "agent:pc-a/x")])
 def test_a_subject_is_named_as_the_operator_writes_it(name, expected):
-    assert subject_id(name, config()) == expected
+    assert named_subject(name, config()) == expected
 
 
 @pytest.mark.parametrize("name", ["nope", "host:shared", "pool:t440", "nope/sales", "disk:t440"])
 def test_a_subject_not_in_the_config_is_refused(name):
     with pytest.raises(QuietError, match="is not a host, pool or HOST/AGENT of this config"):
-        subject_id(name, config())
+        named_subject(name, config())

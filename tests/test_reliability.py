@@ -495,7 +495,7 @@ def test_device_hosts_polled_at_once_on_a_fresh_state_dir_share_one_identity(fak
             "state_dir": str(state_dir),
             "hosts": {f"h{n}": {"url": g.url, "token_env": "TOKEN", "limit": 10, "device": True}
                       for n, g in enumerate(gateways)}}))
-        report = checking.run(load(str(config_path)), None, now=time.time(), notify=False)
+        report = checking.run(load(str(config_path)), None, now=time.time(), act=False)
         assert [s.error for s in report.subjects] == [None] * len(gateways)
         (device_id,) = {g.connects[-1]["params"]["device"]["id"] for g in gateways}
         assert json.loads((state_dir / "identity" / "device.json").read_text())["deviceId"] == device_id

@@ -435,6 +435,13 @@ def _explain_connect_error(host: Host, error: GatewayError, identity, device_tok
     return error
 
 
+def total_count(page: dict) -> int | None:
+    """sessions.list's totalCount when it is a count (a whole number, 0 or more: true is no count of 1), else None
+    (releases before 2026.9 have none)."""
+    total = page.get("totalCount")
+    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+
+
 def concurrently(work, items: list) -> list:
     """work(item) for every item at once, one thread each; each result is work's value or the exception it raised.
 

@@ -26,9 +26,9 @@ from guardian.core.quiet import (
     Silence,
     ending,
     finish,
+    named_subject,
     new_ack,
     new_silence,
-    subject_id,
     window_end,
 )
 from guardian.settings.levels import LEVELS
@@ -204,7 +204,7 @@ def row_text(row: dict) -> str:
 
 def acknowledge(config: Config, name: str, reason: str, duration: float | None, now: float) -> tuple[Ack, list[str]]:
     """Acknowledge the level the subject holds now (state.json, read under the lock); an earlier ack of it ends."""
-    subject = subject_id(name, config)
+    subject = named_subject(name, config)
     store = SilenceFile(config.state_dir)
     by = operator()
     with store.changing(now) as book:

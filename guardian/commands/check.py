@@ -1,7 +1,8 @@
-"""`guardian check`: poll every host at once, decide each subject's alerts, deliver, record.
+"""`guardian check`: poll every host at once, judge each subject, act, decide and deliver its alerts, record.
 
-load (the caller) -> observe (poll_hosts) -> decide + act + record (run, under the state lock)
--> render (guardian.render). The decisions themselves are in guardian.policy.
+load (the caller) -> observe (poll_hosts) -> decide the levels -> act (the on_critical cleanup) -> record history
+and forecast -> decide what each channel is told and deliver it -> save (run, under the state lock) -> render
+(guardian.output). The decisions themselves are in guardian.core: policy, plan, planner, forecast, anomaly.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries
-from guardian.core import anomaly, policy
+from guardian.core import anomaly, planner, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import log_channel, plan, remember
-from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject
+from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.history import History, HistoryError
 from guardian.settings.model import Config, Host, Pool
 
@@ -55,11 +56,9 @@ def _counts(connection, calls) -> tuple[int | None, int | None]:
 
 
 def _session_count(payload: dict, paged: bool) -> int | None:
-    total = payload.get("totalCount")
-    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+    total = gateway.total_count(payload)
+    if total is not None or paged:
         return total
-    if paged:
-        return None
     rows = payload.get("sessions")
     if not isinstance(rows, list):
         raise gateway.GatewayError("PROTOCOL", "sessions.list answered without totalCount or a sessions list")
@@ -95,52 +94,53 @@ def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
 
 
-def run(config: Config, host_names: str | None, now: float, notify: bool = True,
+def run(config: Config, host_names: str | None, now: float, act: bool = True,
         backoff: Backoff | None = None) -> CheckReport:
+    """One check. `act=False` (--no-notify) decides and shows only: it sends nothing, cleans nothing and
+    writes no state back, judging against the state as it is."""
     started, hosts = time.monotonic(), config.select(host_names)
-    selected = {h.name for h in hosts}
-    pools = [p for p in config.pools.values() if set(p.hosts) <= selected]
+    pools = config.pools_within(hosts)
     identities = IdentityStore(config.state_dir)
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities)}
     audit = AuditLog(config.state_dir, new_run_id(), "check")
-    closed_now, cleanup_warnings = _cleanup_critical(config, hosts, polls, now, audit) if notify else ({}, [])
-
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
-    subjects, deliveries, history_warnings, error = None, [], [], None
+    subjects, deliveries, run_warnings, error = None, [], [], None
     try:
-        # --no-notify changes nothing: it judges against the state as it is and writes none of it back
-        with store.locked() if notify else contextlib.nullcontext(store.look()) as state:
-            configured = {*(f"host:{name}" for name in config.hosts), *(f"pool:{name}" for name in config.pools)}
+        with store.locked() if act else contextlib.nullcontext(store.look()) as state:
+            configured = {*(subject_id("host", name) for name in config.hosts),
+                          *(subject_id("pool", name) for name in config.pools)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
-            subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
-            history_warnings = _trends(config, subjects, now, audit)
-            deliveries = _notify(state, subjects, config.alerts.channels, config, now, notify, backoff)
+            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            run_warnings = _cleanup_critical(config, subjects, now, audit) if act else []
+            run_warnings += _trends(config, subjects, now, audit)
+            deliveries = _notify(state, subjects, config.alerts.channels, config, now, act, backoff)
             with contextlib.suppress(AuditError):  # delivered is remembered all the same; said once below
                 record_deliveries(audit, deliveries, now)
     except StateError as exc:
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
-            subjects = _judge_all(state, hosts, pools, polls, closed_now, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
+            run_warnings = _cleanup_critical(config, subjects, now, audit) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
-                deliveries = _notify(state, subjects, (), config, now, notify, backoff)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *cleanup_warnings, *history_warnings,
+                deliveries = _notify(state, subjects, (), config, now, act, backoff)
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *run_warnings,
                 *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
 
 
-def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], closed_now: dict,
-               config: Config, now: float) -> list[Subject]:
+def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
+               now: float) -> list[Subject]:
     subjects = []
     for host in hosts:
         poll = polls[host.name]
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
-                               closed_now=closed_now.get(host.name)))
+                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
@@ -148,26 +148,28 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
     return subjects
 
 
-def _cleanup_critical(config: Config, hosts: list[Host], polls: dict[str, Poll], now: float, audit: AuditLog):
-    """cleanup.on_critical: clean a host at critical now instead of waiting for cron (same rules, same lock)."""
-    if not config.cleanup.on_critical:
-        return {}, []
-    critical = config.alerts.thresholds["critical"]
-    targets = [h for h in hosts if polls[h.name].reading and polls[h.name].reading.usage >= critical]
+def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog) -> list[str]:
+    """cleanup.on_critical: clean a host at critical now instead of waiting for cron (same rules, same lock).
+    Each host cleaned has its `closed_now`, for its alert line; what went wrong comes back as warnings."""
+    targets = planner.on_critical(subjects, config.alerts.thresholds["critical"]) if config.cleanup.on_critical else []
     if not targets:
-        return {}, []
-    from guardian.commands import cleanup
+        return []
+    from guardian.commands import cleanup  # only when a host is critical: the cleanup shell costs start-up
 
     try:
-        reports = cleanup.run(config, targets, cleanup.Rules.from_config(config.cleanup), now, False, audit)
+        reports = cleanup.run(config, [config.hosts[name] for name in targets],
+                              planner.Rules.from_config(config.cleanup), now, False, audit)
     except cleanup.CleanupBusy:
-        return {}, ["a host is critical but a cleanup is already running; it was left to that cleanup"]
+        return ["a host is critical but a cleanup is already running; it was left to that cleanup"]
     except AuditError:  # nothing was closed without its record; the run's one audit warning says why
-        return {}, []
+        return []
     except StateError as exc:  # no audit record, no delete: the alert still goes out
-        return {}, [f"a host is critical but it could not be cleaned: {exc}"]
-    warnings = [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
-    return {r.host.name: r.closed for r in reports if r.before is not None}, warnings
+        return [f"a host is critical but it could not be cleaned: {exc}"]
+    closed = {r.host.name: r.closed for r in reports if r.before is not None}
+    for subject in subjects:
+        if subject.kind == "host" and subject.name in closed:
+            subject.closed_now = closed[subject.name]
+    return [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
 
 
 def _audit_warning(failures: list[AuditError]) -> list[str]:
@@ -214,8 +216,8 @@ def _sample(subject: Subject, now: float) -> Sample:
 
 
 def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
-    subject_id = f"{kind}:{name}"
-    previous = state.subject(subject_id)
+    key = subject_id(kind, name)
+    previous = state.subject(key)
     if reading is None and kind == "pool":
         current = previous  # every member is down: those hosts alert; the pool keeps what it knew
     elif extra.get("unreachable_members"):
@@ -225,7 +227,7 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
         current = replace(previous, level=level, since=previous.since if level == previous.level else now)
     else:
         current = policy.observe(previous, reading, config.alerts, now)
-    state.subjects[subject_id] = current
+    state.subjects[key] = current
     return Subject(kind=kind, name=name, limit=limit, reading=reading, error=error, level=current.level,
                    previous_count=previous.count, last_success=current.checked_at, **extra)
 

@@ -63,8 +63,7 @@ def _sessions_of(connection, page: dict) -> list:
 
 
 def count_sessions(connection) -> int | None:
-    total = connection.call("sessions.list", {"limit": 1}).get("totalCount")
-    return total if isinstance(total, int) else None
+    return gateway.total_count(connection.call("sessions.list", {"limit": 1}))
 
 
 class Deleter:

@@ -140,6 +140,12 @@ def clock_skew_refusal(gateway_ms, now: float) -> str | None:
             f"fix the clock on one side (NTP)")
 
 
+def on_critical(subjects, critical: float) -> list[str]:
+    """The hosts `cleanup.on_critical` cleans at once: those whose reading is at or above critical (the reading,
+    not a level the margin holds: a host on its way down needs no cleanup now)."""
+    return [s.name for s in subjects if s.kind == "host" and s.reading is not None and s.reading.usage >= critical]
+
+
 def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Verdict]:
     """One decision per session, most idle first; at most max_per_run are closed."""
     now_ms = now * 1000

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from guardian.core.records import subject_id
 from guardian.settings.levels import LEVELS
 from guardian.settings.load import scope_problem
 from guardian.settings.model import Config, Maintenance, Scope
@@ -230,7 +231,7 @@ def new_silence(config: Config, scope: Scope, ends: float, reason: str, by: str,
     return Silence(silence_id, scope, now, ends, reason.strip(), by)
 
 
-def subject_id(name: str, config: Config) -> str:
+def named_subject(name: str, config: Config) -> str:
     """'t440' (a host, else a pool), 'host:t440', 'pool:shared', 't440/sales' or 'agent:t440/sales' -> its id."""
     kind, colon, rest = name.partition(":")
     if not colon:
@@ -239,7 +240,7 @@ def subject_id(name: str, config: Config) -> str:
     if scope is None or scope_problem(scope, config.hosts, config.pools, ()):
         raise QuietError(f"{name!r} is not a host, pool or HOST/AGENT of this config "
                          f"(hosts: {', '.join(config.hosts)}; pools: {', '.join(config.pools) or 'none'})")
-    return f"{kind}:{rest}"
+    return subject_id(kind, rest)
 
 
 def new_ack(subject: str, level: str, reason: str, by: str, ack_id: str, now: float,

@@ -166,6 +166,11 @@ class Config:
         """The hosts named in a comma-separated --hosts value, or all of them."""
         return _named("--hosts", names, self.hosts)
 
+    def pools_within(self, hosts) -> list[Pool]:
+        """The pools whose hosts are all among `hosts`: a pool is judged only when all of it was asked for."""
+        names = {host.name for host in hosts}
+        return [pool for pool in self.pools.values() if set(pool.hosts) <= names]
+
     def select_channels(self, names: str | None) -> list[Channel]:
         """The alert channels named in a comma-separated --channels value, or all of them."""
         return _named("--channels", names, {channel.name: channel for channel in self.alerts.channels})
