@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from guardian.adapters.files import private_dir
 from guardian.adapters.state import StateError
 from guardian.core.records import CleanupRun
 
@@ -86,7 +87,7 @@ class AuditLog:
             self._fd = None
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _error(self, exc: OSError) -> AuditError:

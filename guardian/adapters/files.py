@@ -1,17 +1,52 @@
-"""Small, careful file operations shared by state, identity and audit: atomic and private."""
+"""Small, careful file operations shared by state, identity, audit and cleanup: atomic, private, locked."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
 from pathlib import Path
 
 
+class LockBusy(Exception):
+    """Another process (or thread) holds the lock, past the time given to wait for it."""
+
+
+def private_dir(path: Path) -> Path:
+    """`path`, made if need be as every directory of the guardian's files is: private (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace `path` atomically with mode 0600, in a private (0700) directory made if need be."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     write_atomic(path, text, 0o600)
+
+
+def hold_lock(path: Path, wait: float | None) -> int:
+    """A descriptor holding an exclusive flock on `path` (0600, in a private directory made if need be): close it
+    to release. A descriptor of its own, so threads exclude each other too.
+
+    `wait`: None waits as long as it takes; else the seconds to keep trying (0: once) before LockBusy. OSError
+    when the file cannot be made or opened.
+    """
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = None if wait is None else time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if deadline is None else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(str(path)) from None
+                time.sleep(0.05)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_atomic(path: Path, text: str, mode: int) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardian.adapters.files import move_aside, write_private
+from guardian.adapters.files import hold_lock, move_aside, write_private
 
 
 def b64url(data: bytes) -> str:
@@ -74,10 +73,8 @@ class IdentityStore:
     @contextlib.contextmanager
     def _locked(self):
         """An exclusive lock on identity/lock; a descriptor of its own, so threads exclude each other too."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = hold_lock(self.lock_file, wait=None)  # held for one small read-modify-write
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for one small read-modify-write
             yield
         finally:
             os.close(fd)

@@ -7,16 +7,14 @@ and a corrupt file is moved aside with a warning so the run goes on from a clean
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from guardian.adapters.files import move_aside, write_private
+from guardian.adapters.files import LockBusy, hold_lock, move_aside, write_private
 from guardian.core.plan import Posted
 from guardian.core.records import ChannelMemory, SubjectState
 from guardian.settings.levels import LEVELS
@@ -200,12 +198,13 @@ class StateFile:
     def lock(self):
         """The exclusive state lock alone, room checked: for files changed beside state.json (silences.json)."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = hold_lock(self.lock_path, self.lock_timeout)
+        except LockBusy:
+            raise StateBusy(f"another guardian run has held {self.lock_path} for over "
+                            f"{self.lock_timeout:g}s; giving up this run") from None
         except OSError as exc:
             raise StateError(f"cannot use the state dir {self.dir} ({exc.strerror})") from None
         try:
-            self._acquire(fd)
             self._check_room()
             yield
         finally:
@@ -223,18 +222,6 @@ class StateFile:
         except (ValueError, TypeError, AttributeError) as exc:
             self.warnings.append(f"{self.path} is corrupt ({exc}); starting from a clean slate")
             return State()
-
-    def _acquire(self, fd: int) -> None:
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StateBusy(f"another guardian run has held {self.lock_path} for over "
-                                     f"{self.lock_timeout:g}s; giving up this run") from None
-                time.sleep(0.05)
 
     def _check_room(self) -> None:
         try:

@@ -7,13 +7,14 @@ since the listing, and record intent and outcome of each delete in the audit log
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import os
 import time
+from pathlib import Path
 
 from guardian.adapters import gateway
 from guardian.adapters.audit import AuditLog
+from guardian.adapters.files import LockBusy, hold_lock
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import StateError
 from guardian.core.planner import NOT_IDLE, Rules, Verdict, clock_skew_refusal, flagged, plan
@@ -238,14 +239,10 @@ class CleanupBusy(Exception):
 def lock(state_dir):
     """The cleanup lock, taken without waiting: a second cleanup exits at once. Released on close."""
     try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(state_dir, "cleanup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = hold_lock(Path(state_dir) / "cleanup.lock", wait=0)
     except OSError as exc:
         raise StateError(f"cannot use the state dir {state_dir} ({exc.strerror}); nothing was closed") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    except LockBusy:
         raise CleanupBusy(
             f"another guardian cleanup is running (lock {state_dir}/cleanup.lock); this one did nothing"
         ) from None
