@@ -84,6 +84,17 @@ def command_script(tmp_path):
 # --- payloads: formatting, escaping, limits --------------------------------------------------
 
 
+def test_every_channel_type_the_config_accepts_has_its_transport():
+    """One registry of channel types (settings.channels.READERS): each has its sender, and no sender is for a type
+    the config refuses."""
+    from guardian.alerts import transports
+    from guardian.settings.channels import CHANNEL_TYPES
+
+    assert all(callable(transports.sender(kind)) for kind in CHANNEL_TYPES)
+    senders = {name.removeprefix("send_") for name in vars(transports) if name.startswith("send_")}
+    assert senders == set(CHANNEL_TYPES)
+
+
 def test_fit_keeps_whole_lines_and_says_how_many_were_left_out():
     lines = [f"line {i} " + "x" * 40 for i in range(10)]
     text = fit("head", lines, 200)

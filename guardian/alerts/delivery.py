@@ -39,10 +39,10 @@ def deliver(channel: Channel, lines: list[AlertLine], now: float, backoff: Backo
         for line in lines:
             print(f"guardian alert: {line_text(line)}", file=sys.stderr)
         return None
-    from guardian.alerts import transports as channels
+    from guardian.alerts import transports  # only when a message goes out: requests and smtplib cost start-up
 
     try:
-        error = channels.SENDERS[channel.type](channel, lines, now, backoff or channels.DEFAULT_BACKOFF)
+        error = transports.sender(channel.type)(channel, lines, now, backoff or transports.DEFAULT_BACKOFF)
     except Exception as exc:  # one broken channel never stops the others; it is reported as its error
         error = f"unexpected {type(exc).__name__}: {exc}"
     return redact(error, channel.secrets) if error else None

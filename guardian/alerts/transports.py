@@ -22,6 +22,7 @@ from guardian.core.records import AlertLine
 from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
 from guardian.output.text import safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
+from guardian.settings.levels import LEVELS
 from guardian.settings.model import Channel
 from guardian.settings.units import iso_time
 
@@ -232,7 +233,7 @@ def send_telegram(channel: TelegramChannel, lines, now, backoff) -> str | None:
 
 # --- Alertmanager ----------------------------------------------------------------------------
 
-SEVERITIES = ("notice", "warning", "critical")
+SEVERITIES = LEVELS[1:]
 # A firing alert ends (endsAt) this many check intervals after it was posted, as Prometheus's rules
 # do (4 x its evaluation interval, "allow for two Eval or Alertmanager send failures"): three runs
 # in a row may be skipped or fail before a firing alert ends by itself.
@@ -426,7 +427,7 @@ def send_apprise(channel: UrlChannel, lines, now, backoff) -> str | None:
     return with_retries(attempt, backoff)
 
 
-SENDERS = {
-    "webhook": send_webhook, "slack": send_slack, "discord": send_discord, "telegram": send_telegram,
-    "alertmanager": send_alertmanager, "email": send_email, "command": send_command, "apprise": send_apprise,
-}
+def sender(kind: str) -> Callable:
+    """The transport of a channel type: `send_<type>` here, for each type of guardian.settings.channels.READERS
+    (the one registry of channel types)."""
+    return globals()[f"send_{kind}"]

@@ -57,7 +57,6 @@ def hears(channel: Channel, subject: Subject) -> bool:
 
 
 @dataclass
-
 class ChannelPlan:
     """What one channel is sent this run, and what it remembers once it accepted that."""
 
@@ -106,7 +105,6 @@ def remember(plans: list[ChannelPlan], errors: list[str | None]) -> None:
 
 
 @dataclass(frozen=True)
-
 class Posted:
     """What one Alertmanager channel last accepted about one subject."""
 

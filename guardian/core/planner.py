@@ -26,7 +26,6 @@ MAX_CLOCK_SKEW = 300.0
 
 
 @dataclass(frozen=True)
-
 class Rules:
     """What cleanup.* says, after the command-line overrides."""
 
@@ -49,7 +48,6 @@ class Rules:
 
 
 @dataclass(frozen=True)
-
 class Verdict:
     """One session: close it or keep it, and why."""
 

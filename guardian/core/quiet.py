@@ -20,12 +20,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from guardian.core.records import subject_id
-from guardian.settings.levels import LEVELS
+from guardian.settings.levels import RANK
 from guardian.settings.load import scope_problem
 from guardian.settings.model import Config, Maintenance, Scope
 from guardian.settings.units import duration_text
 
-RANK = {level: rank for rank, level in enumerate(LEVELS)}
 UNREACHABLE = "unreachable"  # the "level" of a subject whose polls keep failing, for acks and holds
 
 

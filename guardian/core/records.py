@@ -22,7 +22,6 @@ def subject_id(kind: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
-
 class Reading:
     """One successful poll of a subject."""
 
@@ -36,7 +35,6 @@ class Reading:
 
 
 @dataclass(frozen=True)
-
 class SubjectState:
     level: str = "ok"
     failures: int = 0  # failed polls in a row
@@ -46,7 +44,6 @@ class SubjectState:
 
 
 @dataclass(frozen=True)
-
 class ChannelMemory:
     """What one channel was told about one subject. It changes only with a message the channel
     accepted (a resolved the channel does not want counts as told), never on a silent drop."""
@@ -74,7 +71,6 @@ class Sample(NamedTuple):
 
 
 @dataclass(frozen=True)
-
 class CleanupRun:
     """What one run (a `cleanup`, or a check's on_critical cleanup) did to one host."""
 
@@ -90,7 +86,6 @@ class CleanupRun:
 
 
 @dataclass
-
 class Poll:
     """What one host's poll found: a reading, or the error that stopped it."""
 
@@ -102,7 +97,6 @@ class Poll:
 
 
 @dataclass
-
 class Subject:
     """A host or a pool as this run saw and judged it."""
 
@@ -141,7 +135,6 @@ class Subject:
 
 
 @dataclass(frozen=True)
-
 class AlertLine:
     """One subject in an alert message, with its identity (subject, alert kind, dedup_key, status); what the
     line says is guardian.output.message's."""
@@ -184,7 +177,6 @@ class AlertLine:
 
 
 @dataclass
-
 class Delivery:
     channel: str
     lines: list[AlertLine]
@@ -193,7 +185,6 @@ class Delivery:
 
 
 @dataclass
-
 class CheckReport:
     time: float
     subjects: list[Subject]

@@ -21,16 +21,15 @@ from pathlib import Path
 from guardian.adapters.files import write_atomic
 from guardian.core.records import CheckReport
 from guardian.history import History
+from guardian.settings.levels import RANK
 from guardian.settings.model import Alerts
-
-LEVEL_VALUE = {"ok": 0, "notice": 1, "warning": 2, "critical": 3}
 
 GAUGES = [  # name, help, value of a subject (None: no sample)
     ("guardian_sessions", "Non-archived sessions at this check.", lambda s: s.reading and s.reading.count),
     ("guardian_limit", "Configured session limit.", lambda s: s.limit),
     ("guardian_usage_ratio", "Sessions divided by the limit.", lambda s: s.reading and s.reading.count / s.limit),
     ("guardian_level", "Alert level: 0 ok, 1 notice, 2 warning, 3 critical (the last known one when unreachable).",
-     lambda s: LEVEL_VALUE[s.level]),
+     lambda s: RANK[s.level]),
     ("guardian_idle_sessions", "Sessions idle past cleanup.idle_after.", lambda s: s.reading and s.reading.idle),
     ("guardian_reachable", "1 when this check read the subject, else 0.", lambda s: int(s.reading is not None)),
     ("guardian_last_success_timestamp_seconds", "When the subject was last read successfully.",

@@ -16,7 +16,6 @@ from guardian.settings.units import kind_of
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class UrlChannel(Channel):
     """webhook, slack, discord and apprise: everything is in one secret URL."""
 
@@ -28,7 +27,6 @@ class UrlChannel(Channel):
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class TelegramChannel(Channel):
     token: Secret
     chat_id: str
@@ -40,7 +38,6 @@ class TelegramChannel(Channel):
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class EmailChannel(Channel):
     smtp_host: str
     smtp_port: int
@@ -57,14 +54,12 @@ class EmailChannel(Channel):
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class AlertmanagerChannel(Channel):
     urls: tuple[str, ...]  # base URLs; alerts go to <url>/api/v2/alerts of each
     check_interval: float = 30.0  # how often `guardian check` runs: firing alerts end a few of these ahead
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class CommandChannel(Channel):
     argv: tuple[str, ...]
 

@@ -24,7 +24,7 @@ from guardian.settings.model import (
     Cleanup,
     Config,
     ConfigError,
-    History,
+    HistorySettings,
     Host,
     Maintenance,
     Pool,
@@ -226,9 +226,9 @@ def _cleanup(section: Section) -> Cleanup:
     return cleanup
 
 
-def _history(section: Section) -> History:
-    defaults = History()
-    history = History(retention=section.duration("retention", defaults.retention),
+def _history(section: Section) -> HistorySettings:
+    defaults = HistorySettings()
+    history = HistorySettings(retention=section.duration("retention", defaults.retention),
                       forecast_window=section.duration("forecast_window", defaults.forecast_window))
     if history.forecast_window < MIN_SPAN:
         section.fail(

@@ -31,7 +31,6 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-
 class Host:
     name: str
     url: str
@@ -49,7 +48,6 @@ class Host:
 
 
 @dataclass(frozen=True)
-
 class Pool:
     name: str
     hosts: tuple[str, ...]
@@ -57,7 +55,6 @@ class Pool:
 
 
 @dataclass(frozen=True, kw_only=True)
-
 class Channel:
     """Where alerts go, with the filters that choose what it hears about. Each type's own settings
     are in a subclass (guardian.channel_settings)."""
@@ -76,7 +73,6 @@ class Channel:
 
 
 @dataclass(frozen=True)
-
 class Alerts:
     thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
     cooldown: dict = field(
@@ -93,7 +89,6 @@ class Alerts:
 
 
 @dataclass(frozen=True)
-
 class Protect:
     agents: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
@@ -101,7 +96,6 @@ class Protect:
 
 
 @dataclass(frozen=True)
-
 class Cleanup:
     idle_after: float = 7200.0
     max_per_run: int = 50
@@ -112,14 +106,15 @@ class Cleanup:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    """`history:`, how long history.db keeps samples and how many the forecast fits (the store is
+    guardian.history.History)."""
 
-class History:
     retention: float = 30 * 86400.0  # history.db rows older than this are pruned
     forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
 
 
 @dataclass(frozen=True)
-
 class Scope:
     """What a silence or a maintenance window holds: these subjects' alerts of these kinds on these channels.
 
@@ -134,7 +129,6 @@ class Scope:
 
 
 @dataclass(frozen=True)
-
 class Maintenance:
     """A recurring window (`maintenance:`): from `start` to `end` (minutes after local midnight, an end
     before the start is on the next day) on each of `days` (0 Monday .. 6 Sunday), in zone `tz`."""
@@ -150,13 +144,12 @@ class Maintenance:
 
 
 @dataclass(frozen=True)
-
 class Config:
     hosts: dict  # name -> Host, in file order
     pools: dict = field(default_factory=dict)
     alerts: Alerts = Alerts()
     cleanup: Cleanup = Cleanup()
-    history: History = History()
+    history: HistorySettings = HistorySettings()
     maintenance: tuple[Maintenance, ...] = ()
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     path: str | None = None  # the file it came from; None for the no-file default
