@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 import click
 
@@ -85,7 +86,8 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        if click.get_current_context().find_root().params.get("debug"):
+        context = click.get_current_context().find_object(Context)
+        if context is not None and context.debug:
             return command(*args, **kwargs)
         from guardian.adapters.state import StateError
         from guardian.history import HistoryError
@@ -118,13 +120,27 @@ def host_options(command):
     return config_option(command)
 
 
-def load_config(config_path, limit):
-    from guardian.settings.load import load
+@dataclass
+class Context:
+    """What every command of one `guardian` run shares (click's ctx.obj, made by the group): --debug, and
+    how a config is loaded and a warning said."""
 
-    config = load(config_path, limit)
-    for warning in config.warnings:
-        click.echo(f"guardian: warning: {warning}", err=True)
-    return config
+    debug: bool = False
+
+    def load(self, config_path: str | None, limit: int | None):
+        """The config (guardian.settings.load), its warnings said on stderr."""
+        from guardian.settings.load import load
+
+        config = load(config_path, limit)
+        self.warn(config.warnings)
+        return config
+
+    def warn(self, warnings) -> None:
+        for warning in warnings:
+            click.echo(f"guardian: warning: {warning}", err=True)
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
 
 
 def write_metrics(path: str, report, config) -> None:
@@ -148,8 +164,10 @@ def output_format(fmt: str | None, as_json: bool) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="guardian")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-sentence errors.")
-def main(debug):
+@click.pass_context
+def main(ctx, debug):
     """Session Limit Guardian: keeps OpenClaw gateways from running out of sessions."""
+    ctx.obj = Context(debug=debug)
 
 
 @main.command(cls=NagiosPlugin)
@@ -166,15 +184,15 @@ def main(debug):
     "--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format)."
 )
 @friendly_errors
-def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
+@pass_context
+def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian.commands import check as checking
     from guardian.render import print_check
 
-    config = load_config(config_path, limit)
+    config = app.load(config_path, limit)
     report = checking.run(config, hosts, now=time.time(), act=not no_notify)
-    for warning in report.warnings[len(config.warnings):]:
-        click.echo(f"guardian: warning: {warning}", err=True)
+    app.warn(report.warnings[len(config.warnings):])
     for delivery in report.deliveries:
         if delivery.error:
             click.echo(f"guardian: alert channel {delivery.channel} failed ({delivery.error}); "
@@ -207,14 +225,15 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the problems (failed deletes, reserve not met), "
                                                   "on stderr.")
 @friendly_errors
-def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
+@pass_context
+def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
     from guardian.adapters.audit import AuditLog, new_run_id
     from guardian.commands import cleanup as cleaning
     from guardian.core.planner import Rules
     from guardian.render import cleanup_summary, print_cleanup
 
-    config = load_config(config_path, limit)
+    config = app.load(config_path, limit)
     selected = config.select(hosts)
     rules = Rules.from_config(config.cleanup, idle_after, max_per_run)
     now = time.time()
@@ -241,14 +260,14 @@ def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON: per channel, whether it was "
                                                       "delivered, and the error.")
 @friendly_errors
-def notify_test(config_path, channel_names, as_json):
+@pass_context
+def notify_test(app, config_path, channel_names, as_json):
     """Send a sample alert to every alert channel and say, per channel, whether it was delivered."""
-    import json
-
     from guardian.adapters.audit import AuditError, AuditLog, new_run_id
     from guardian.alerts import delivery
+    from guardian.output.diagnosis import print_deliveries
 
-    config = load_config(config_path, 1)  # no gateway is contacted: the local default needs no real limit
+    config = app.load(config_path, 1)  # no gateway is contacted: the local default needs no real limit
     channels = config.select_channels(channel_names)
     if not channels:
         fail("no alert channels are configured (alerts.channels in the config file; see the README)", 1)
@@ -259,12 +278,7 @@ def notify_test(config_path, channel_names, as_json):
     except AuditError as exc:  # the samples went out all the same: say what each channel did
         click.echo(f"guardian: warning: cannot append to {exc.path} ({exc.reason}); the test is not in the audit log",
                    err=True)
-    if as_json:
-        click.echo(json.dumps({"channels": [{"channel": d.channel, "delivered": d.error is None, "error": d.error}
-                                            for d in deliveries]}, indent=2))
-    else:
-        for d in deliveries:
-            click.echo(f"{d.channel}: {'delivered' if d.error is None else f'failed: {d.error}'}")
+    print_deliveries(deliveries, as_json)
     sys.exit(1 if any(d.error for d in deliveries) else 0)
 
 
@@ -280,12 +294,13 @@ def notify_test(config_path, channel_names, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
 @friendly_errors
-def report(config_path, hosts, limit, since, fmt, as_json, output):
+@pass_context
+def report(app, config_path, hosts, limit, since, fmt, as_json, output):
     """Usage over a period per host: levels, alerts, cleanups, and when each host will fill up."""
     from guardian import report as reporting
     from guardian.render import print_report
 
-    config = load_config(config_path, limit)
+    config = app.load(config_path, limit)
     now = time.time()
     try:
         start = reporting.parse_since(since, now)
@@ -306,25 +321,21 @@ def report(config_path, hosts, limit, since, fmt, as_json, output):
 )
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @friendly_errors
-def doctor(config_path, hosts, limit, fmt, as_json):
+@pass_context
+def doctor(app, config_path, hosts, limit, fmt, as_json):
     """Check each host is fully usable, and say how to fix what is not."""
     from guardian.commands import doctor as diagnosis
+    from guardian.output.diagnosis import print_results
 
-    config = load_config(config_path, limit)
+    config = app.load(config_path, limit)
     results, warnings = diagnosis.run(config, hosts)
-    for warning in warnings:
-        click.echo(f"guardian: warning: {warning}", err=True)
-    diagnosis.print_results(results, output_format(fmt, as_json))
+    app.warn(warnings)
+    print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
 
 
 def names(value: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (value or "").split(",") if n.strip())
-
-
-def warn_all(warnings) -> None:
-    for warning in warnings:
-        click.echo(f"guardian: warning: {warning}", err=True)
 
 
 def quiet_errors(command):
@@ -373,17 +384,18 @@ def silence():
 @click.option("--channels", metavar="NAMES", help="Comma-separated channels to hold (default: all).")
 @friendly_errors
 @quiet_errors
-def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
+@pass_context
+def silence_add(app, config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
     """Silence alerts until a time; prints the silence's id."""
     from guardian.adapters import silences as silence_store
     from guardian.core import quiet
     from guardian.settings.model import Scope
 
-    config, now = load_config(config_path, 1), time.time()
+    config, now = app.load(config_path, 1), time.time()
     scope = Scope(hosts=names(hosts), pools=names(pools), agents=names(agents),
                   alerts=() if "all" in alerts else alerts, channels=names(channels))
     made, warnings = silence_store.add(config, scope, quiet.end_time(duration, until, now), reason, now)
-    warn_all(warnings)
+    app.warn(warnings)
     click.echo(made.id)
 
 
@@ -392,15 +404,16 @@ def silence_add(config_path, hosts, pools, agents, alerts, duration, until, reas
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
 @click.option("--all", "include_ended", is_flag=True, help="Also those that ended in the last week.")
 @friendly_errors
-def silence_list(config_path, as_json, include_ended):
+@pass_context
+def silence_list(app, config_path, as_json, include_ended):
     """The active silences, acknowledgements and maintenance windows."""
     import json
 
     from guardian.adapters import silences as silence_store
 
-    config = load_config(config_path, 1)
+    config = app.load(config_path, 1)
     rows, warnings = silence_store.listing(config, time.time(), include_ended)
-    warn_all(warnings)
+    app.warn(warnings)
     if as_json:
         click.echo(json.dumps({"quiet": rows}, indent=2))
     for row in [] if as_json else rows:
@@ -412,12 +425,13 @@ def silence_list(config_path, as_json, include_ended):
 @click.argument("entry_id", metavar="ID")
 @friendly_errors
 @quiet_errors
-def silence_remove(config_path, entry_id):
+@pass_context
+def silence_remove(app, config_path, entry_id):
     """End a silence or an acknowledgement now (its id from `guardian silence list`)."""
     from guardian.adapters import silences as silence_store
 
-    kind, warnings = silence_store.remove(load_config(config_path, 1), entry_id, time.time())
-    warn_all(warnings)
+    kind, warnings = silence_store.remove(app.load(config_path, 1), entry_id, time.time())
+    app.warn(warnings)
     click.echo(f"{kind} {entry_id} removed")
 
 
@@ -428,7 +442,8 @@ def silence_remove(config_path, entry_id):
 @click.option("--for", "duration", type=Duration(), help="End it after this long (default: when the level changes).")
 @friendly_errors
 @quiet_errors
-def ack(config_path, subject, reason, duration):
+@pass_context
+def ack(app, config_path, subject, reason, duration):
     """Acknowledge the level a host, pool or agent holds now: its repeats stop.
 
     \b
@@ -442,8 +457,8 @@ def ack(config_path, subject, reason, duration):
     """
     from guardian.adapters import silences as silence_store
 
-    made, warnings = silence_store.acknowledge(load_config(config_path, 1), subject, reason, duration, time.time())
-    warn_all(warnings)
+    made, warnings = silence_store.acknowledge(app.load(config_path, 1), subject, reason, duration, time.time())
+    app.warn(warnings)
     click.echo(f"{made.id}: {made.subject} acknowledged at {made.level}")
 
 

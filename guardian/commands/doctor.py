@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-
 from guardian.adapters import gateway
 from guardian.adapters.identity import IdentityStore
+from guardian.core.records import Diagnosis
 from guardian.settings.model import Config, Host
 
 NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}
-
-
-@dataclass
-class Diagnosis:
-    host: str
-    url: str
-    reachable: bool = False
-    server_version: str | None = None
-    protocol: int | None = None
-    scopes: list[str] = field(default_factory=list)
-    token: str = "none"
-    tls: str = ""
-    device: str = "not used (loopback)"
-    problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
-
-    @property
-    def usable(self) -> bool:
-        return self.reachable and not self.problems
 
 
 def tls_description(host: Host) -> str:
@@ -88,17 +68,3 @@ def run(config: Config, host_names: str | None) -> tuple[list[Diagnosis], list[s
     return results, identities.warnings
 
 
-def print_results(results: list[Diagnosis], fmt: str) -> None:
-    import click
-
-    if fmt == "json":
-        click.echo(json.dumps([{**asdict(r), "usable": r.usable} for r in results], indent=2))
-        return
-    for r in results:
-        verdict = "usable" if r.usable else "NOT usable"
-        click.echo(f"{r.host} ({r.url}): {verdict}")
-        if r.reachable:
-            click.echo(f"  server {r.server_version}, protocol {r.protocol}, scopes {', '.join(r.scopes) or 'none'}")
-        click.echo(f"  token: {r.token}; tls: {r.tls}; device: {r.device}")
-        for problem in r.problems:
-            click.echo(f"  problem: {problem}")

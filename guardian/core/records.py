@@ -253,3 +253,23 @@ class HostCleanup:
     @property
     def kept(self) -> Counter:
         return Counter(d.reason for d in self.decisions if not d.close)
+
+
+@dataclass
+class Diagnosis:
+    """What `guardian doctor` found on one host."""
+
+    host: str
+    url: str
+    reachable: bool = False
+    server_version: str | None = None
+    protocol: int | None = None
+    scopes: list[str] = field(default_factory=list)
+    token: str = "none"
+    tls: str = ""
+    device: str = "not used (loopback)"
+    problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and not self.problems
