@@ -59,6 +59,7 @@ CREATE TABLE rollups (
   PRIMARY KEY (resolution, kind, name, start)
 ) WITHOUT ROWID;
 CREATE TABLE rolled (resolution INTEGER PRIMARY KEY, until REAL NOT NULL);  -- samples before `until` are rolled up
+CREATE TABLE pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before REAL NOT NULL);  -- raw samples complete from `before`
 CREATE TABLE imports (sha256 TEXT PRIMARY KEY, rows INTEGER NOT NULL, time REAL NOT NULL);
 """
 RESOLUTIONS = (300, 3600)
@@ -189,13 +190,15 @@ class History:
 
     def summaries(self, subjects: list[tuple[str, str]], since: float, until: float, keep,
                   points: int) -> dict[tuple[str, str], Summary]:
-        """Each subject from `since` to `until`, aggregated in SQLite: raw samples while they cover the period,
+        """Each subject from `since` to `until`, aggregated in SQLite: the raw samples when they reach back that far,
         else the 5-minute rollups (within `keep.five_minute`) or the hourly ones, then raw after the last rollup."""
         if not self.path.exists():
             return {subject: _summary(0, 0, None, None, None, [0] * len(TIME_LEVELS), None, []) for subject in subjects}
-        resolution = 0 if since >= until - keep.retention else 300 if since >= until - keep.five_minute else 3600
         summaries = {}
         with self._transaction(write=False) as db:
+            raw_from = (db.execute("SELECT before FROM pruned").fetchone() or (-math.inf,))[0]
+            latest = db.execute("SELECT max(time) FROM samples").fetchone()[0]
+            resolution = 0 if since >= raw_from else 300 if since >= latest - keep.five_minute else 3600
             rolled_until = dict(db.execute("SELECT resolution, until FROM rolled")).get(resolution, -math.inf)
             if since >= rolled_until:  # raw covers it all
                 resolution, rolled_until = 0, since
@@ -261,9 +264,12 @@ class History:
 
     @staticmethod
     def _prune(db, now: float, keep, subjects: set[tuple[str, str]]) -> None:
-        """Drop raw rows past `keep.retention` (an indexed range delete that finds nothing on most runs), and these
+        """Drop raw rows past `keep.retention` once rolled up (an indexed range delete that finds nothing on most runs), and these
         subjects' rollups past their window (by the primary key, per subject: no index on time alone to keep)."""
-        db.execute("DELETE FROM samples WHERE time < ?", (now - keep.retention,))
+        rolled_until = db.execute("SELECT min(until) FROM rolled").fetchone()[0]  # kept until every rollup has them
+        cutoff = min(now - keep.retention, rolled_until or math.inf)
+        if db.execute("DELETE FROM samples WHERE time < ?", (cutoff,)).rowcount:
+            db.execute("INSERT OR REPLACE INTO pruned VALUES (1, ?)", (cutoff,))
         for resolution, window in zip(RESOLUTIONS, (keep.five_minute, keep.hourly)):
             db.executemany("DELETE FROM rollups WHERE resolution = ? AND kind = ? AND name = ? AND start < ?",
                            [(resolution, kind, name, now - window) for kind, name in sorted(subjects)])
@@ -357,9 +363,10 @@ def _upgrade(db) -> None:
     if version < SCHEMA_VERSION:
         for statement in _statements((SAMPLES if version == 0 else "") + ROLLUPS):
             db.execute(statement)  # not executescript: it would commit, and let another process in
-        latest = db.execute("SELECT max(time) FROM samples").fetchone()[0]
-        if latest is not None:
+        oldest, latest = db.execute("SELECT min(time), max(time) FROM samples").fetchone()
+        if latest is not None:  # version 1 pruned by age: what is left is complete from its oldest row
             History._roll_up(db, latest)
+            db.execute("INSERT INTO pruned VALUES (1, ?)", (oldest,))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute("COMMIT")
 

@@ -4,13 +4,21 @@ beside each host, and the growth and rebound notices through the per-channel ale
 from __future__ import annotations
 
 import json
+import sqlite3
+import tempfile
+from pathlib import Path
 
+import pytest
 from conftest import read_state
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from guardian import check as checking
 from guardian import cleanup
 from guardian.audit import AuditLog
+from guardian.config import History as HistorySettings
 from guardian.config import load
-from guardian.history import History
+from guardian.history import MAX_GAP, TIME_LEVELS, History, Sample, Summary
 from guardian.render import check_json, check_plain
 
 T0 = 1_800_000_000.0
@@ -142,3 +150,117 @@ def test_unusable_history_costs_the_forecast_not_the_check(fake, write_config, s
     result = cli("check", "--config", path, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["hosts"][0]["sessions"] == 3
     assert "this check has no forecast" in result.stderr
+
+
+# --- history that scales (issue 15): SQL aggregation, rollups, the schema migration ---------------------------
+
+RAW_ONLY = HistorySettings(retention=400 * 86400.0)
+DATA = Path(__file__).parent / "data"
+
+
+def reference(samples: list[Sample], since: float, until: float, points: int) -> Summary:
+    """What `report` computed in Python over every row before issue 15: the oracle for the SQL aggregation."""
+    own = [s for s in samples if since <= s.time <= until]
+    readings = [s for s in own if s.usage is not None]
+    values = [s.usage for s in readings]
+    usage = ({"now": values[-1], "min": min(values), "mean": sum(values) / len(values), "max": max(values)} if values
+             else {"now": None, "min": None, "mean": None, "max": None})
+    spent = dict.fromkeys(TIME_LEVELS, 0.0)
+    for sample, following in zip(own, own[1:]):
+        gap = following.time - sample.time
+        if gap <= MAX_GAP:
+            spent[sample.level if sample.reachable else "unknown"] += gap
+    if len(own) <= points:
+        series = [(s.time, s.usage) for s in own]
+    else:
+        start, end = own[0].time, own[-1].time
+        buckets: dict[int, list[Sample]] = {}
+        for sample in own:
+            buckets.setdefault(min(points - 1, int((sample.time - start) / (end - start) * points)), []).append(sample)
+        series = []
+        for bucket in buckets.values():
+            with_usage = [s for s in bucket if s.usage is not None]
+            peak = max(with_usage, key=lambda s: s.usage) if with_usage else bucket[0]
+            series.append((peak.time, peak.usage))
+    return Summary(len(own), usage, spent, readings[-1] if readings else None, series)
+
+
+SUBJECTS = (("host", "a", 40), ("pool", "p", 60))
+checks = st.lists(st.tuples(st.integers(1, 900),
+                            st.tuples(*[st.tuples(st.one_of(st.none(), st.integers(0, 70)),
+                                                  st.sampled_from(("ok", "notice", "warning", "critical")))] * 2)),
+                  min_size=1, max_size=20)
+
+
+def record_checks(state_dir: Path, drawn, keep) -> list[Sample]:
+    """Write the drawn checks through History.record, as `check` does, and return every sample written."""
+    history, written, now = History(state_dir), [], T0
+    for gap, readings in drawn:
+        now += gap
+        rows = [Sample(now, kind, name, sessions, limit, None if sessions is None else 100 * sessions / limit, level,
+                       None if sessions is None else sessions // 2, sessions is not None)
+                for (kind, name, limit), (sessions, level) in zip(SUBJECTS, readings)]
+        history.record(rows, now - 3600, keep)
+        written += rows
+    return written
+
+
+@given(checks, st.floats(0, 1), st.integers(2, 12))
+def test_report_aggregation_in_sqlite_equals_the_python_of_every_row(drawn, where, points):
+    with tempfile.TemporaryDirectory() as tmp:
+        written = record_checks(Path(tmp), drawn, RAW_ONLY)
+        until = written[-1].time
+        since = T0 + where * (until - T0)
+        got = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, RAW_ONLY, points)
+    for kind, name, _ in SUBJECTS:
+        assert got[kind, name] == reference([s for s in written if s.name == name], since, until, points)
+
+
+@given(checks, st.floats(0, 1))
+def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
+    """Over a period the raw rows no longer cover, the rollups give the same count, min, max, mean, latest
+    reading and time at each level as the raw rows did (from a bucket boundary on); the chart keeps the peak."""
+    keep = HistorySettings(retention=600.0, five_minute=1800.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = record_checks(Path(tmp), drawn, keep)
+        until = written[-1].time
+        since = (T0 + where * (until - T0)) // 300 * 300
+        if since < until - keep.five_minute:  # read from the hourly rollups
+            since = since // 3600 * 3600
+        got = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, keep, 480)
+    for kind, name, _ in SUBJECTS:
+        expected = reference([s for s in written if s.name == name], since, until, 480)
+        summary = got[kind, name]
+        assert (summary.samples, summary.latest[:7] if summary.latest else None) == (
+            expected.samples, expected.latest[:7] if expected.latest else None)  # idle counts are not rolled up
+        assert summary.usage == pytest.approx(expected.usage)
+        assert summary.time_at_level == pytest.approx(expected.time_at_level)
+        assert max((u for _, u in summary.series if u is not None), default=None) == expected.usage["max"]
+
+
+def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.db")
+    db.executescript((DATA / "history-v1.sql").read_text())
+    rows = [Sample(*row[:8], bool(row[8])) for row in db.execute("SELECT * FROM samples ORDER BY time, kind, name")]
+    db.close()
+    assert len(rows) == 576
+    history = History(tmp_path)
+    assert history.read([("host", "a"), ("host", "b")], 0, 2 * T0) == rows  # opening it upgrades it, keeping every row
+    db = sqlite3.connect(tmp_path / "history.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    rolled = db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall()
+    last = rows[-1].time
+    assert rolled == [(300, sum(1 for s in rows if s.time < last // 300 * 300)),
+                      (3600, sum(1 for s in rows if s.time < last // 3600 * 3600))]
+    history.read([("host", "a")], 0, 2 * T0)
+    assert db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall() == rolled  # once
+    # a check later prunes the raw rows past two days; the report over them reads the rollups
+    later = last + 3 * 86400
+    history.record([Sample(later, "host", "a", 1, 40, 2.5, "ok", 0, True)], later - 3600, HistorySettings())
+    assert db.execute("SELECT min(time) FROM samples").fetchone()[0] == later
+    start = rows[0].time // 300 * 300
+    summary = history.summaries([("host", "b")], start, last, HistorySettings(), 480)["host", "b"]
+    expected = reference([s for s in rows if s.name == "b"], start, last, 480)
+    assert (summary.samples, summary.latest[:7]) == (expected.samples, expected.latest[:7])
+    assert summary.usage == pytest.approx(expected.usage)
+    assert summary.time_at_level == pytest.approx(expected.time_at_level)
