@@ -12,15 +12,20 @@ HistoryError, which costs a check its forecast, never its alerts.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 from guardian.audit import parse_lines
 from guardian.files import move_aside
+from guardian.policy import level_for
 
 SCHEMA_VERSION = 2
 SAMPLES = """
@@ -216,12 +221,15 @@ class History:
                                                  [tuple(point) for point in series])
         return summaries
 
-    def import_samples(self, samples: list[Sample], digest: str, keep, now: float) -> int:
-        """Add samples from another monitor (`digest`: of the file they came from), into the raw rows and into
-        every rollup they fall in. The same file again adds nothing: 0. Else the number of samples added."""
+    def import_csv(self, data: bytes, alerts, keep, now: float) -> int | None:
+        """Add the samples of a CSV file from another monitor (see parse_csv) to the raw rows and to every rollup
+        they fall in: the number added, or None when this very file was imported before. ValueError (naming the
+        line) when any row is bad, and then nothing is added."""
+        samples = parse_csv(data, alerts)
+        digest = hashlib.sha256(data).hexdigest()
         with self._transaction(write=True) as db:
             if db.execute("SELECT 1 FROM imports WHERE sha256 = ?", (digest,)).fetchone():
-                return 0
+                return None
             db.execute("CREATE TEMP TABLE incoming AS SELECT * FROM samples WHERE 0")
             db.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
             for resolution, until in db.execute("SELECT resolution, until FROM rolled").fetchall():
@@ -235,6 +243,17 @@ class History:
             db.execute("INSERT INTO imports VALUES (?, ?, ?)", (digest, len(samples), now))
         return len(samples)
 
+    def export_csv(self, since: float, handle) -> int:
+        """Write the CSV that import_csv reads (times in ISO 8601, UTC) from `since`, oldest first; the rows written."""
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        written = 0
+        for when, kind, name, sessions, limit in self.export(since):
+            writer.writerow((datetime.fromtimestamp(when, timezone.utc).isoformat(), kind, name,
+                             "" if sessions is None else sessions, limit))
+            written += 1
+        return written
+
     def export(self, since: float):
         """(time, kind, name, sessions, limit) from `since`, oldest first: the raw samples, and before the oldest
         of them the latest reading of each 5-minute bucket, and before those of each hour."""
@@ -242,12 +261,13 @@ class History:
             return
         with self._transaction(write=False) as db:
             raw_from = db.execute("SELECT min(time) FROM samples").fetchone()[0] or math.inf
-            five_minute_from = min(raw_from, db.execute("SELECT min(start) FROM rollups WHERE resolution = 300")
+            five_minute_from = min(raw_from, db.execute("SELECT min(first_at) FROM rollups WHERE resolution = 300")
                                    .fetchone()[0] or math.inf)
             for resolution, until in ((3600, five_minute_from), (300, raw_from)):
                 yield from db.execute(
                     'SELECT last_reading_at, kind, name, last_sessions, "limit" FROM rollups WHERE resolution = ? '
-                    "AND last_reading_at >= ? AND start < ? ORDER BY start, kind, name", (resolution, since, until))
+                    "AND last_reading_at >= ? AND last_reading_at < ? ORDER BY last_reading_at, kind, name",
+                    (resolution, since, until))
             yield from db.execute('SELECT time, kind, name, sessions, "limit" FROM samples WHERE time >= ? '
                                   "ORDER BY time, kind, name", (max(since, raw_from),))
 
@@ -340,6 +360,72 @@ class History:
             db.close()
             raise
         return db
+
+
+def parse_csv(data: bytes, alerts) -> list[Sample]:
+    """Samples from CSV with the header `time,kind,name,sessions,limit`: time in epoch seconds or ISO 8601 (UTC
+    unless it says otherwise), kind host or pool, sessions empty when the subject could not be read. Each gets the
+    level a check would have given it with these thresholds. ValueError naming the first bad line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if [field.strip() for field in header or []] != list(CSV_HEADER):
+        raise ValueError(f"line 1: the header must be {','.join(CSV_HEADER)}")
+    rows = []
+    for row in reader:
+        if any(field.strip() for field in row):
+            try:
+                rows.append(_csv_row(row))
+            except ValueError as exc:
+                raise ValueError(f"line {reader.line_num}: {exc}") from None
+    rows.sort(key=lambda row: row[0])
+    levels: dict[tuple[str, str], str] = {}  # per subject, the level it was at: kept while it cannot be read
+    samples = []
+    for when, kind, name, sessions, limit in rows:
+        usage = None if sessions is None else 100 * sessions / limit
+        previous = levels.get((kind, name), "ok")
+        levels[kind, name] = previous if usage is None else level_for(usage, alerts, previous)
+        samples.append(Sample(when, kind, name, sessions, limit, usage, levels[kind, name], None, usage is not None))
+    return samples
+
+
+def _csv_row(row: list[str]) -> tuple:
+    if len(row) != len(CSV_HEADER):
+        raise ValueError(f"expected {len(CSV_HEADER)} fields ({','.join(CSV_HEADER)}), found {len(row)}")
+    time_text, kind, name, sessions_text, limit_text = (field.strip() for field in row)
+    if kind not in ("host", "pool"):
+        raise ValueError(f"kind must be host or pool, not {kind!r}")
+    if not name:
+        raise ValueError("the name is empty")
+    sessions = None if sessions_text == "" else _count("sessions", sessions_text, 0)
+    return _time(time_text), kind, name, sessions, _count("limit", limit_text, 1)
+
+
+def _time(text: str) -> float:
+    try:
+        when = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"time {text!r} is neither epoch seconds nor an ISO 8601 date and time") from None
+        when = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(when):
+        raise ValueError(f"time {text!r} is not a moment")
+    return when
+
+
+def _count(field: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{field} {text!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{field} must be at least {minimum}, not {value}")
+    return value
 
 
 def _statements(script: str) -> list[str]:

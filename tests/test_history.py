@@ -3,9 +3,14 @@ beside each host, and the growth and rebound notices through the per-channel ale
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import sqlite3
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +21,10 @@ from hypothesis import strategies as st
 from guardian import check as checking
 from guardian import cleanup
 from guardian.audit import AuditLog
+from guardian.config import Alerts
 from guardian.config import History as HistorySettings
 from guardian.config import load
-from guardian.history import MAX_GAP, TIME_LEVELS, History, Sample, Summary
+from guardian.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Sample, Summary
 from guardian.render import check_json, check_plain
 
 T0 = 1_800_000_000.0
@@ -264,3 +270,77 @@ def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_p
     assert (summary.samples, summary.latest[:7]) == (expected.samples, expected.latest[:7])
     assert summary.usage == pytest.approx(expected.usage)
     assert summary.time_at_level == pytest.approx(expected.time_at_level)
+
+
+# --- guardian history import / export -------------------------------------------------------------------------
+
+
+def test_import_brings_in_another_monitors_samples_once(write_config, cli, tmp_path, state_dir):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}},
+                        alerts={"thresholds": {"notice": 50, "warning": 70, "critical": 90}})
+    now = float(int(time.time()))
+    csv_file = tmp_path / "old-monitor.csv"
+    csv_file.write_text("time,kind,name,sessions,limit\n"
+                        f"{now - 7200:.0f},host,a,10,40\n"
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now - 7170))},host,a,30,40\n"
+                        f"{now - 7140:.0f},host,a,,40\n")
+    first = cli("history", "import", "--config", path, csv_file)
+    assert (first.exit_code, first.stdout.strip()) == (0, f"{csv_file}: 3 samples added")
+    again = cli("history", "import", "--config", path, csv_file)
+    assert again.exit_code == 0 and "imported before; nothing added" in again.stdout
+    rows = History(state_dir).read([("host", "a")], 0, now)
+    # the level a check would have given each, with the configured thresholds; kept while unreadable
+    assert [(r.sessions, r.usage, r.level, r.reachable) for r in rows] == [
+        (10, 25.0, "ok", True), (30, 75.0, "warning", True), (None, None, "warning", False)]
+    report = cli("report", "--config", path, "--since", "3h", "--format", "plain")
+    assert "a now=75% min=25% mean=50.0% max=75% ok=30s warning=30s" in report.stdout
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("x,host,a,1,2", "line 3: time 'x' is neither epoch seconds nor an ISO 8601 date and time"),
+    ("1,gateway,a,1,2", "line 3: kind must be host or pool, not 'gateway'"),
+    ("1,host,,1,2", "line 3: the name is empty"),
+    ("1,host,a,-1,2", "line 3: sessions must be at least 0, not -1"),
+    ("1,host,a,1,0", "line 3: limit must be at least 1, not 0"),
+    ("1,host,a,1", "line 3: expected 5 fields (time,kind,name,sessions,limit), found 4"),
+])
+def test_a_bad_row_is_named_and_nothing_is_imported(write_config, cli, tmp_path, state_dir, line, problem):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}})
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text(f"time,kind,name,sessions,limit\n1800000000,host,a,5,40\n{line}\n")
+    result = cli("history", "import", "--config", path, csv_file)
+    assert (result.exit_code, result.stderr.strip()) == (2, f"guardian: {csv_file}: {problem}; nothing was imported from it")
+    assert History(state_dir).read([("host", "a")], 0, 2 * T0) == []
+    header = cli("history", "import", "--config", path, csv_file.write_text("when,host\n") and csv_file)
+    assert header.exit_code == 2 and "line 1: the header must be time,kind,name,sessions,limit" in header.stderr
+
+
+exported_rows = st.lists(st.tuples(st.integers(0, 86400 * 1000), st.sampled_from(("host", "pool")),
+                                   st.sampled_from(("a", "b", "x y", "é")), st.one_of(st.none(), st.integers(0, 99)),
+                                   st.integers(1, 99)),
+                         max_size=30, unique_by=lambda row: (row[0], row[1], row[2]))
+
+
+@given(exported_rows)
+def test_export_then_import_is_a_round_trip(rows):
+    alerts = Alerts()
+    text = "time,kind,name,sessions,limit\n" + "".join(
+        f"{T0 + ms / 1000},{kind},{name},{'' if sessions is None else sessions},{limit}\n"
+        for ms, kind, name, sessions, limit in rows)
+    expected = sorted((round(T0 * 1000) + ms, kind, name, sessions, limit) for ms, kind, name, sessions, limit in rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        first, second = History(Path(tmp) / "1"), History(Path(tmp) / "2")
+        now = T0 + 86400 + 60
+        first.import_csv(text.encode(), alerts, RAW_ONLY, now)
+        out = io.StringIO()
+        assert first.export_csv(-math.inf, out) == len(rows)
+        exported = list(csv.reader(io.StringIO(out.getvalue())))
+        assert exported[0] == list(CSV_HEADER)
+        assert [(round(datetime.fromisoformat(t).timestamp() * 1000), k, n, int(s) if s else None, int(lim))
+                for t, k, n, s, lim in exported[1:]] == expected
+        second.import_csv(out.getvalue().encode(), alerts, RAW_ONLY, now)
+        again = io.StringIO()
+        second.export_csv(-math.inf, again)
+        assert again.getvalue() == out.getvalue()
+        assert first.import_csv(text.encode(), alerts, RAW_ONLY, now) is None  # the same file again adds nothing
+
