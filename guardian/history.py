@@ -57,10 +57,12 @@ CREATE TABLE rollups (
   samples INTEGER NOT NULL,
   readings INTEGER NOT NULL,        -- samples with a usage
   usage_min REAL, usage_max REAL, usage_sum REAL,
-  max_at REAL,                      -- when the highest reading was first seen
-  first_at REAL NOT NULL, last_at REAL NOT NULL,     -- the first and last sample
-  last_reading_at REAL, last_usage REAL, last_sessions INTEGER, last_level TEXT,
-  ok REAL NOT NULL, notice REAL NOT NULL, warning REAL NOT NULL, critical REAL NOT NULL, unknown REAL NOT NULL,
+  -- times as whole seconds after `start`, and seconds at each level, whole: small integers take 1-2 bytes, not 8
+  max_at INTEGER,                   -- when the highest reading was first seen
+  first_at INTEGER NOT NULL, last_at INTEGER NOT NULL,     -- the first and last sample
+  last_reading_at INTEGER, last_usage REAL, last_sessions INTEGER, last_level TEXT,
+  ok INTEGER NOT NULL, notice INTEGER NOT NULL, warning INTEGER NOT NULL, critical INTEGER NOT NULL,
+  unknown INTEGER NOT NULL,
   PRIMARY KEY (resolution, kind, name, start)
 ) WITHOUT ROWID;
 CREATE TABLE rolled (resolution INTEGER PRIMARY KEY, until REAL NOT NULL);  -- samples before `until` are rolled up
@@ -82,8 +84,10 @@ _BUCKET = "PARTITION BY kind, name, start"
 _ROLL_UP = f"""
 INSERT INTO rollups
 SELECT :resolution, kind, name, start, max(last_limit), count(*), count(usage), min(usage), max(usage), sum(usage),
-       max(max_at), min(time), max(time), max(last_reading_at), max(last_usage), max(last_sessions), max(last_level),
-       {", ".join(f"sum({level})" for level in TIME_LEVELS)}
+       {", ".join(f"CAST(round({time} - start) AS INTEGER)" for time in ("max(max_at)", "min(time)", "max(time)",
+                                                                        "max(last_reading_at)"))},
+       max(last_usage), max(last_sessions), max(last_level),
+       {", ".join(f"CAST(round(sum({level})) AS INTEGER)" for level in TIME_LEVELS)}
 FROM (SELECT *, {_AT_LEVEL},
              FIRST_VALUE("limit") OVER (PARTITION BY kind, name, start ORDER BY time DESC) AS last_limit,
              FIRST_VALUE(time) OVER by_usage AS max_at,
@@ -109,22 +113,26 @@ ON CONFLICT (resolution, kind, name, start) DO UPDATE SET
 """
 # A subject's period as segments: its raw samples from :lo, and before them its rollups of :resolution
 _SEGMENTS = f"""
-WITH raw AS ({_GAPS.format(source="samples", subject="AND kind = :kind AND name = :name AND time <= :until")}),
+WITH raw AS ({_GAPS.format(source="samples INDEXED BY samples_by_subject",
+                           subject="AND kind = :kind AND name = :name AND time <= :until")}),
 segments AS (
   SELECT 1 AS samples, usage IS NOT NULL AS readings, usage AS usage_min, usage AS usage_max, usage AS usage_sum,
-         time AS point, time AS first_at, time AS last_at, CASE WHEN usage IS NOT NULL THEN time END AS reading_at,
-         usage, sessions, "limit", level, idle, {_AT_LEVEL}
+         time AS point, time AS first_at, time AS last_at, {_AT_LEVEL}
   FROM raw
   UNION ALL
-  SELECT samples, readings, usage_min, usage_max, usage_sum, coalesce(max_at, first_at), first_at, last_at,
-         last_reading_at, last_usage, last_sessions, "limit", last_level, NULL, {", ".join(TIME_LEVELS)}
+  SELECT samples, readings, usage_min, usage_max, usage_sum, start + coalesce(max_at, first_at), start + first_at,
+         start + last_at, {", ".join(TIME_LEVELS)}
   FROM rollups WHERE resolution = :resolution AND kind = :kind AND name = :name
                      AND start >= :rollup_from AND start < :lo)
 """
 _SUMMARY = _SEGMENTS + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max), sum(usage_sum),
     min(first_at), max(last_at), {", ".join(f"sum({level})" for level in TIME_LEVELS)} FROM segments"""
-_LATEST = _SEGMENTS + """SELECT reading_at, sessions, "limit", usage, level, idle FROM segments
-    WHERE reading_at IS NOT NULL ORDER BY reading_at DESC LIMIT 1"""
+# the latest reading: raw, by the index; else from the latest rollup that had one
+_LATEST = ("""SELECT time, sessions, "limit", usage, level, idle FROM samples WHERE kind = :kind AND name = :name
+              AND usage IS NOT NULL AND time >= :lo AND time <= :until ORDER BY time DESC LIMIT 1""",
+           """SELECT start + last_reading_at, last_sessions, "limit", last_usage, last_level, NULL FROM rollups
+              WHERE resolution = :resolution AND kind = :kind AND name = :name AND start >= :rollup_from
+              AND start < :lo AND last_reading_at IS NOT NULL ORDER BY start DESC LIMIT 1""")
 _EVERY_POINT = _SEGMENTS + "SELECT point, usage_max FROM segments ORDER BY first_at"
 # the highest reading of each of :points time buckets (the first one on a tie), or the bucket's first time and NULL
 _PEAKS = _SEGMENTS + """SELECT point, usage_max FROM (
@@ -177,8 +185,8 @@ class History:
         now = max(s.time for s in samples)
         with self._transaction(write=True) as db:
             db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
-            self._roll_up(db, now)
-            self._prune(db, now, keep, {(s.kind, s.name) for s in samples})
+            rolled = self._roll_up(db, now)
+            self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, rolled)
             rows = db.execute("SELECT * FROM samples WHERE time >= ? ORDER BY time", (since,)).fetchall()
         return [_sample(row) for row in rows]
 
@@ -212,7 +220,7 @@ class History:
             for kind, name in subjects:
                 params = {**base, "kind": kind, "name": name}
                 count, samples, readings, low, high, total, first, last, *spent = db.execute(_SUMMARY, params).fetchone()
-                latest = db.execute(_LATEST, params).fetchone()
+                latest = next(filter(None, (db.execute(query, params).fetchone() for query in _LATEST)), None)
                 latest = latest and Sample(latest[0], kind, name, latest[1], latest[2], latest[3], latest[4], latest[5],
                                            True)
                 series = db.execute(_EVERY_POINT if count <= points else _PEAKS,
@@ -238,8 +246,7 @@ class History:
                            {"resolution": resolution, "lo": -math.inf, "hi": until})
             db.execute("INSERT INTO samples SELECT * FROM incoming")
             db.execute("DROP TABLE incoming")
-            self._roll_up(db, now)
-            self._prune(db, now, keep, {(s.kind, s.name) for s in samples})
+            self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, self._roll_up(db, now) or RESOLUTIONS)
             db.execute("INSERT INTO imports VALUES (?, ?, ?)", (digest, len(samples), now))
         return len(samples)
 
@@ -255,42 +262,48 @@ class History:
         return written
 
     def export(self, since: float):
-        """(time, kind, name, sessions, limit) from `since`, oldest first: the raw samples, and before the oldest
-        of them the latest reading of each 5-minute bucket, and before those of each hour."""
+        """(time, kind, name, sessions, limit) from `since`, oldest first: the raw samples, and for the buckets
+        wholly before the oldest of them the latest reading of each 5-minute bucket, and before those of each hour."""
         if not self.path.exists():
             return
         with self._transaction(write=False) as db:
             raw_from = db.execute("SELECT min(time) FROM samples").fetchone()[0] or math.inf
-            five_minute_from = min(raw_from, db.execute("SELECT min(first_at) FROM rollups WHERE resolution = 300")
+            five_minute_from = min(raw_from, db.execute("SELECT min(start) FROM rollups WHERE resolution = 300")
                                    .fetchone()[0] or math.inf)
             for resolution, until in ((3600, five_minute_from), (300, raw_from)):
                 yield from db.execute(
-                    'SELECT last_reading_at, kind, name, last_sessions, "limit" FROM rollups WHERE resolution = ? '
-                    "AND last_reading_at >= ? AND last_reading_at < ? ORDER BY last_reading_at, kind, name",
+                    'SELECT start + last_reading_at AS at, kind, name, last_sessions, "limit" FROM rollups '
+                    "WHERE resolution = ? AND at >= ? AND start + resolution <= ? ORDER BY at, kind, name",
                     (resolution, since, until))
             yield from db.execute('SELECT time, kind, name, sessions, "limit" FROM samples WHERE time >= ? '
                                   "ORDER BY time, kind, name", (max(since, raw_from),))
 
     @staticmethod
-    def _roll_up(db, now: float) -> None:
-        """Roll up the raw samples of every bucket finished since the last time: a few rows on most runs."""
+    def _roll_up(db, now: float) -> list[int]:
+        """Roll up the raw samples of every bucket finished since the last time (a few rows, once a bucket):
+        the resolutions that had one."""
         rolled_until = dict(db.execute("SELECT resolution, until FROM rolled"))
+        rolled = []
         for resolution in RESOLUTIONS:
             finished = now // resolution * resolution
             if finished > rolled_until.get(resolution, -math.inf):
                 db.execute(_ROLL_UP.format(source="samples", subject=""),
                            {"resolution": resolution, "lo": rolled_until.get(resolution, -math.inf), "hi": finished})
                 db.execute("INSERT OR REPLACE INTO rolled VALUES (?, ?)", (resolution, finished))
+                rolled.append(resolution)
+        return rolled
 
     @staticmethod
-    def _prune(db, now: float, keep, subjects: set[tuple[str, str]]) -> None:
-        """Drop raw rows past `keep.retention` once rolled up (an indexed range delete that finds nothing on most runs), and these
-        subjects' rollups past their window (by the primary key, per subject: no index on time alone to keep)."""
+    def _prune(db, now: float, keep, subjects: set[tuple[str, str]], resolutions) -> None:
+        """Drop raw rows past `keep.retention` once rolled up (an indexed range delete that finds nothing on most
+        runs), and these subjects' rollups of `resolutions` past their window (by the primary key, per subject:
+        no index on time alone to keep)."""
         rolled_until = db.execute("SELECT min(until) FROM rolled").fetchone()[0]  # kept until every rollup has them
         cutoff = min(now - keep.retention, rolled_until or math.inf)
         if db.execute("DELETE FROM samples WHERE time < ?", (cutoff,)).rowcount:
             db.execute("INSERT OR REPLACE INTO pruned VALUES (1, ?)", (cutoff,))
-        for resolution, window in zip(RESOLUTIONS, (keep.five_minute, keep.hourly)):
+        windows = dict(zip(RESOLUTIONS, (keep.five_minute, keep.hourly)))
+        for resolution, window in ((r, windows[r]) for r in resolutions):
             db.executemany("DELETE FROM rollups WHERE resolution = ? AND kind = ? AND name = ? AND start < ?",
                            [(resolution, kind, name, now - window) for kind, name in sorted(subjects)])
 
