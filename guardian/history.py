@@ -1,8 +1,11 @@
-"""history.db: one row per host and pool per check, for the forecast, the anomalies and `guardian report`.
+"""history.db: one row per host and pool per check, for the forecast, the anomalies and `guardian report`,
+and their 5-minute and hourly rollups, so months of history stay small and quick to report on.
 
 SQLite in WAL mode, so `guardian report` reads while a check writes. A check's write is one
-transaction: insert its rows, prune those past the retention (an indexed range delete that finds
-nothing on most runs), read back the recent rows its forecast needs. Alerts and cleanup actions are
+transaction: insert its rows, roll up the buckets that just finished (a few rows, once a bucket),
+prune what is past its window (indexed range deletes that find nothing on most runs), read back the
+recent raw rows its forecast needs. `report` aggregates in SQL (`summaries`), never row by row in
+Python, so its memory does not grow with the history. Alerts and cleanup actions are
 not copied here: they are read from the audit log. The one thing kept from it is the running totals
 behind the Prometheus counters (`audit_counters`), brought up to date from where they stopped.
 
@@ -66,7 +69,8 @@ CREATE TABLE rollups (
   PRIMARY KEY (resolution, kind, name, start)
 ) WITHOUT ROWID;
 CREATE TABLE rolled (resolution INTEGER PRIMARY KEY, until REAL NOT NULL);  -- samples before `until` are rolled up
-CREATE TABLE pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before REAL NOT NULL);  -- raw samples complete from `before`
+-- raw samples are complete from `before` on
+CREATE TABLE pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before REAL NOT NULL);
 CREATE TABLE imports (sha256 TEXT PRIMARY KEY, rows INTEGER NOT NULL, time REAL NOT NULL);
 """
 RESOLUTIONS = (300, 3600)
@@ -210,8 +214,8 @@ class History:
         summaries = {}
         with self._transaction(write=False) as db:
             raw_from = (db.execute("SELECT before FROM pruned").fetchone() or (-math.inf,))[0]
-            latest = db.execute("SELECT max(time) FROM samples").fetchone()[0]
-            resolution = 0 if since >= raw_from else 300 if since >= latest - keep.five_minute else 3600
+            newest = db.execute("SELECT max(time) FROM samples").fetchone()[0] or until
+            resolution = 0 if since >= raw_from else 300 if since >= newest - keep.five_minute else 3600
             rolled_until = dict(db.execute("SELECT resolution, until FROM rolled")).get(resolution, -math.inf)
             if since >= rolled_until:  # raw covers it all
                 resolution, rolled_until = 0, since
@@ -219,7 +223,8 @@ class History:
                     "rollup_from": since // resolution * resolution if resolution else since}
             for kind, name in subjects:
                 params = {**base, "kind": kind, "name": name}
-                count, samples, readings, low, high, total, first, last, *spent = db.execute(_SUMMARY, params).fetchone()
+                summary = db.execute(_SUMMARY, params).fetchone()
+                count, samples, readings, low, high, total, first, last, *spent = summary
                 latest = next(filter(None, (db.execute(query, params).fetchone() for query in _LATEST)), None)
                 latest = latest and Sample(latest[0], kind, name, latest[1], latest[2], latest[3], latest[4], latest[5],
                                            True)

@@ -19,11 +19,13 @@ from pathlib import Path
 from bench import measured
 from bench_scale import Fleet, guardian, interleaved, median, spread, write_config
 
+from guardian.config import History as HistorySettings
 from guardian.history import RESOLUTIONS, TIME_LEVELS, History, Sample
 
 HOSTS, LIMIT, STEP = 50, 60, 30
 DAY = 86400
 LEVELS = ((90, "critical"), (80, "warning"), (65, "notice"))
+KEEP = HistorySettings()  # the default windows
 
 
 def usage_at(host: int, when: float) -> float:
@@ -39,15 +41,11 @@ def level(usage: float) -> str:
 def create(state_dir: Path, now: float) -> History:
     """An empty history.db at the current schema."""
     history = History(state_dir)
-    history.record([Sample(now, "host", "gw0", 0, LIMIT, 0.0, "ok", 0, True)], now, _Keep())
+    history.record([Sample(now, "host", "gw0", 0, LIMIT, 0.0, "ok", 0, True)], now, KEEP)
     with history._transaction(write=True) as db:
         db.execute("DELETE FROM samples")
         db.execute("DELETE FROM rolled")
     return history
-
-
-class _Keep:
-    retention, five_minute, hourly = 2 * DAY, 90 * DAY, 400 * DAY
 
 
 def raw_rows(start: float, end: float, noise: random.Random):
@@ -56,7 +54,8 @@ def raw_rows(start: float, end: float, noise: random.Random):
         for host in range(HOSTS):
             sessions = round(LIMIT * min(100.0, usage_at(host, when) + noise.uniform(-3, 3)) / 100)
             usage = 100 * sessions / LIMIT
-            yield when + noise.random(), "host", f"gw{host}", sessions, LIMIT, usage, level(usage), 0, 1  # cron's jitter
+            jittered = when + noise.random()  # as cron starts checks
+            yield jittered, "host", f"gw{host}", sessions, LIMIT, usage, level(usage), 0, 1
         when += STEP
 
 
@@ -79,13 +78,13 @@ def year_of_history(state_dir: Path, now: float) -> None:
     history = create(state_dir, now)
     with history._transaction(write=True) as db:
         db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       raw_rows(now - _Keep.retention, now, random.Random(1)))
-        for resolution, window in zip(RESOLUTIONS, (_Keep.five_minute, 365 * DAY)):
+                       raw_rows(now - KEEP.retention, now, random.Random(1)))
+        for resolution, window in zip(RESOLUTIONS, (KEEP.five_minute, 365 * DAY)):
             finished = now // resolution * resolution
             db.executemany(f"INSERT INTO rollups VALUES ({', '.join('?' * 22)})",
                            rollup_rows(resolution, now - window, finished))
             db.execute("INSERT INTO rolled VALUES (?, ?)", (resolution, finished))
-        db.execute("INSERT INTO pruned VALUES (1, ?)", (now - _Keep.retention,))
+        db.execute("INSERT INTO pruned VALUES (1, ?)", (now - KEEP.retention,))
     checkpoint(history)
 
 
@@ -114,7 +113,7 @@ def history_section(runs: int) -> list[str]:
 
     out = ["## history", "", f"{measured()}.", "",
            "Regenerate this section alone: `.venv/bin/python scripts/bench.py --only history --markdown "
-           "docs/benchmarks.md` (no real gateway). " + __doc__.split("\n\n")[2].replace("\n", " "), ""]
+           "docs/benchmarks.md` (no real gateway). " + __doc__.split("\n\n")[2].replace("\n", " ").strip(), ""]
     with tempfile.TemporaryDirectory(prefix="guardian-history-") as workdir:
         root = Path(workdir)
         fleet = Fleet(HOSTS)
