@@ -115,21 +115,29 @@ ON CONFLICT (resolution, kind, name, start) DO UPDATE SET
              f"ELSE {column} END" for column in ("last_reading_at", "last_usage", "last_sessions", "last_level"))},
   {", ".join(f"{level} = {level} + excluded.{level}" for level in TIME_LEVELS)}
 """
-# A subject's period as segments: its raw samples from :lo, and before them its rollups of :resolution
-_SEGMENTS = f"""
-WITH raw AS ({_GAPS.format(source="samples INDEXED BY samples_by_subject",
-                           subject="AND kind = :kind AND name = :name AND time <= :until")}),
+
+
+def _segments(time_at_level: bool) -> str:
+    """A subject's period as `segments`: its raw samples from :lo, and before them its rollups of :resolution;
+    with the seconds at each level, or without (the chart needs no gaps between checks: a window pass saved)."""
+    raw = (_GAPS.format(source="samples INDEXED BY samples_by_subject",
+                        subject="AND kind = :kind AND name = :name AND time <= :until") if time_at_level else
+           "SELECT * FROM samples WHERE kind = :kind AND name = :name AND time >= :lo AND time <= :until")
+    return f"""
+WITH raw AS ({raw}),
 segments AS (
   SELECT 1 AS samples, usage IS NOT NULL AS readings, usage AS usage_min, usage AS usage_max, usage AS usage_sum,
-         time AS point, time AS first_at, time AS last_at, {_AT_LEVEL}
+         time AS point, time AS first_at, time AS last_at{", " + _AT_LEVEL if time_at_level else ""}
   FROM raw
   UNION ALL
   SELECT samples, readings, usage_min, usage_max, usage_sum, start + coalesce(max_at, first_at), start + first_at,
-         start + last_at, {", ".join(TIME_LEVELS)}
+         start + last_at{", " + ", ".join(TIME_LEVELS) if time_at_level else ""}
   FROM rollups WHERE resolution = :resolution AND kind = :kind AND name = :name
                      AND start >= :rollup_from AND start < :lo)
 """
-_SUMMARY = _SEGMENTS + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max), sum(usage_sum),
+
+
+_SUMMARY = _segments(True) + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max), sum(usage_sum),
     min(first_at), max(last_at), {", ".join(f"sum({level})" for level in TIME_LEVELS)} FROM segments"""
 # the latest reading: raw, by the index; else from the latest rollup that had one
 _LATEST = ("""SELECT time, sessions, "limit", usage, level, idle FROM samples WHERE kind = :kind AND name = :name
@@ -137,9 +145,9 @@ _LATEST = ("""SELECT time, sessions, "limit", usage, level, idle FROM samples WH
            """SELECT start + last_reading_at, last_sessions, "limit", last_usage, last_level, NULL FROM rollups
               WHERE resolution = :resolution AND kind = :kind AND name = :name AND start >= :rollup_from
               AND start < :lo AND last_reading_at IS NOT NULL ORDER BY start DESC LIMIT 1""")
-_EVERY_POINT = _SEGMENTS + "SELECT point, usage_max FROM segments ORDER BY first_at"
+_EVERY_POINT = _segments(False) + "SELECT point, usage_max FROM segments ORDER BY first_at"
 # the highest reading of each of :points time buckets (the first one on a tie), or the bucket's first time and NULL
-_PEAKS = _SEGMENTS + """SELECT point, usage_max FROM (
+_PEAKS = _segments(False) + """SELECT point, usage_max FROM (
     SELECT point, usage_max, bucket, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY usage_max IS NULL,
                                                         usage_max DESC, point) AS rank
     FROM (SELECT *, min(:points - 1, CAST((point - :first) / (:last - :first) * :points AS INTEGER)) AS bucket
