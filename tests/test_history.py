@@ -294,6 +294,10 @@ def test_import_brings_in_another_monitors_samples_once(write_config, cli, tmp_p
         (10, 25.0, "ok", True), (30, 75.0, "warning", True), (None, None, "warning", False)]
     report = cli("report", "--config", path, "--since", "3h", "--format", "plain")
     assert "a now=75% min=25% mean=50.0% max=75% ok=30s warning=30s" in report.stdout
+    exported = cli("history", "export", "--config", path, "--since", "7185s", "-o", tmp_path / "out.csv")
+    assert exported.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1:] == [
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(now - 7170 + k * 30))},host,a,{sessions},40"
+        for k, sessions in enumerate(("30", ""))]
 
 
 @pytest.mark.parametrize("line, problem", [
