@@ -150,8 +150,8 @@ _EVERY_POINT = _segments(False) + "SELECT point, usage_max FROM segments ORDER B
 _PEAKS = _segments(False) + """SELECT point, usage_max FROM (
     SELECT point, usage_max, bucket, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY usage_max IS NULL,
                                                         usage_max DESC, point) AS rank
-    FROM (SELECT *, min(:points - 1, CAST((point - :first) / (:last - :first) * :points AS INTEGER)) AS bucket
-          FROM segments))
+    FROM (SELECT *, max(0, min(:points - 1, CAST((point - :first) / (:last - :first) * :points AS INTEGER)))
+                    AS bucket FROM segments))
 WHERE rank = 1 ORDER BY bucket"""
 
 
@@ -224,11 +224,11 @@ class History:
             raw_from = (db.execute("SELECT before FROM pruned").fetchone() or (-math.inf,))[0]
             newest = db.execute("SELECT max(time) FROM samples").fetchone()[0] or until
             resolution = 0 if since >= raw_from else 300 if since >= newest - keep.five_minute else 3600
-            rolled_until = dict(db.execute("SELECT resolution, until FROM rolled")).get(resolution, -math.inf)
-            if since >= rolled_until:  # raw covers it all
-                resolution, rolled_until = 0, since
-            base = {"until": until, "lo": rolled_until, "resolution": resolution,
-                    "rollup_from": since // resolution * resolution if resolution else since}
+            rolled = dict(db.execute("SELECT resolution, until FROM rolled"))
+            base = _period(since, until, resolution, rolled)
+            # a chart point an hour or more wide is drawn from the hourly rollups: 12 times fewer rows
+            chart = _period(-(-since // 3600) * 3600, until, 3600, rolled) if (
+                resolution and (until - since) / points >= 3600) else base
             for kind, name in subjects:
                 params = {**base, "kind": kind, "name": name}
                 summary = db.execute(_SUMMARY, params).fetchone()
@@ -237,7 +237,8 @@ class History:
                 latest = latest and Sample(latest[0], kind, name, latest[1], latest[2], latest[3], latest[4], latest[5],
                                            True)
                 series = db.execute(_EVERY_POINT if count <= points else _PEAKS,
-                                    {**params, "points": points, "first": first, "last": last}).fetchall()
+                                    {**chart, "kind": kind, "name": name, "points": points, "first": first,
+                                     "last": last}).fetchall()
                 summaries[kind, name] = _summary(samples or 0, readings or 0, low, high, total, spent, latest,
                                                  [tuple(point) for point in series])
         return summaries
@@ -481,6 +482,15 @@ def _upgrade(db) -> None:
             db.execute("INSERT INTO pruned VALUES (1, ?)", (oldest,))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute("COMMIT")
+
+
+def _period(since: float, until: float, resolution: int, rolled: dict) -> dict:
+    """The query parameters for a period read from rollups of `resolution` (0: raw), then raw after them."""
+    rolled_until = rolled.get(resolution, -math.inf)
+    if since >= rolled_until:  # raw covers it all
+        return {"until": until, "lo": since, "resolution": 0, "rollup_from": since}
+    return {"until": until, "lo": rolled_until, "resolution": resolution,
+            "rollup_from": since // resolution * resolution}
 
 
 def _summary(samples, readings, low, high, total, spent, latest, series) -> Summary:

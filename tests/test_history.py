@@ -234,6 +234,8 @@ def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
         if since < until - keep.five_minute:  # read from the hourly rollups
             since = since // 3600 * 3600
         got = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, keep, 480)
+        # a chart of points an hour or more wide: drawn from the hourly rollups
+        wide = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, keep, 2)
     for kind, name, _ in SUBJECTS:
         expected = reference([s for s in written if s.name == name], since, until, 480)
         summary = got[kind, name]
@@ -242,6 +244,8 @@ def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
         assert summary.usage == pytest.approx(expected.usage)
         assert summary.time_at_level == pytest.approx(expected.time_at_level)
         assert max((u for _, u in summary.series if u is not None), default=None) == expected.usage["max"]
+        chart = wide[kind, name].series  # within the period, and never above its peak
+        assert len(chart) <= 2 and all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
 
 
 def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
