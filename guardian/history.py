@@ -137,8 +137,8 @@ segments AS (
 """
 
 
-_SUMMARY = _segments(True) + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max), sum(usage_sum),
-    min(first_at), max(last_at), {", ".join(f"sum({level})" for level in TIME_LEVELS)} FROM segments"""
+_SUMMARY = _segments(True) + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max),
+    sum(usage_sum), min(first_at), max(last_at), {", ".join(f"sum({level})" for level in TIME_LEVELS)} FROM segments"""
 # the latest reading: raw, by the index; else from the latest rollup that had one
 _LATEST = ("""SELECT time, sessions, "limit", usage, level, idle FROM samples WHERE kind = :kind AND name = :name
               AND usage IS NOT NULL AND time >= :lo AND time <= :until ORDER BY time DESC LIMIT 1""",

@@ -245,7 +245,8 @@ def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
         assert summary.time_at_level == pytest.approx(expected.time_at_level)
         assert max((u for _, u in summary.series if u is not None), default=None) == expected.usage["max"]
         chart = wide[kind, name].series  # within the period, and never above its peak
-        assert len(chart) <= 2 and all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
+        assert len(chart) <= 2
+        assert all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
 
 
 def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
