@@ -129,7 +129,9 @@ class Cleanup:
 
 @dataclass(frozen=True)
 class History:
-    retention: float = 30 * 86400.0  # history.db rows older than this are pruned
+    retention: float = 2 * 86400.0  # raw check samples older than this are pruned (their rollups stay)
+    five_minute: float = 90 * 86400.0  # 5-minute rollups older than this are pruned
+    hourly: float = 400 * 86400.0  # hourly rollups older than this are pruned
     forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
 
 
@@ -664,6 +666,8 @@ def _history(section: _Section) -> History:
 
     defaults = History()
     history = History(retention=section.duration("retention", defaults.retention),
+                      five_minute=section.duration("five_minute", defaults.five_minute),
+                      hourly=section.duration("hourly", defaults.hourly),
                       forecast_window=section.duration("forecast_window", defaults.forecast_window))
     if history.forecast_window < MIN_SPAN:
         section.fail("forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long")
