@@ -8,6 +8,7 @@ code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
@@ -309,6 +310,54 @@ def report(app, config_path, hosts, limit, since, fmt, as_json, output):
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
     print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
+
+
+@main.group()
+def history():
+    """Samples in and out of history.db as CSV: time,kind,name,sessions,limit."""
+
+
+@history.command("import")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@friendly_errors
+@pass_context
+def history_import(app, config_path, file):
+    """Add the samples of a CSV file (another monitor's logs) to the history; the same file again adds nothing."""
+    from pathlib import Path
+
+    from guardian.history import History
+
+    config = app.load(config_path, None)
+    try:
+        added = History(config.state_dir).import_csv(Path(file).read_bytes(), config.alerts, config.history,
+                                                     time.time())
+    except ValueError as exc:
+        fail(f"{file}: {exc}; nothing was imported from it", 2)
+    click.echo(f"{file}: imported before; nothing added" if added is None else f"{file}: {added} samples added")
+
+
+@history.command("export")
+@config_option
+@click.option("--since", metavar="24h|7d|ISO", help="Start of the period (default: all the history kept).")
+@click.option("-o", "--output", metavar="FILE", help="Write the CSV to FILE instead of stdout.")
+@friendly_errors
+@pass_context
+def history_export(app, config_path, since, output):
+    """Write the history as CSV: raw samples, and the latest reading of each rollup before them."""
+    from guardian.history import History
+    from guardian.report import parse_since
+
+    config = app.load(config_path, None)
+    try:
+        start = parse_since(since, time.time()) if since else -math.inf
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    if output:
+        with open(output, "w", newline="") as handle:
+            History(config.state_dir).export_csv(start, handle)
+    else:
+        History(config.state_dir).export_csv(start, click.get_text_stream("stdout"))
 
 
 @main.command()

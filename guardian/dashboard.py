@@ -99,7 +99,7 @@ def _card(subject, report) -> str:
 
 def _chart(subject, report) -> str:
     start, end = report.since, report.now + (report.now - report.since) * AHEAD
-    readings = [u for _, u in subject.series() if u is not None]
+    readings = [u for _, u in subject.series if u is not None]
     top = max(100.0, *readings) if readings else 100.0
     top = 10 * -(-top // 10)  # round up to a multiple of 10
 
@@ -133,7 +133,7 @@ def _chart(subject, report) -> str:
     now_x = x(report.now)
     parts.append(f'<line x1="{now_x:.1f}" y1="{TOP}" x2="{now_x:.1f}" y2="{bottom}" stroke="#8b949e" '
                  f'stroke-dasharray="2 3"/><text x="{now_x:.1f}" y="{TOP - 5}" text-anchor="middle">now</text>')
-    parts += _usage_path(subject.series(), x, y, bottom)
+    parts += _usage_path(subject.series, x, y, bottom)
     parts += _forecast_line(subject, report.now, end, x, y)
     for run in subject.cleanups:
         cx = x(run.time)

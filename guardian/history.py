@@ -1,8 +1,11 @@
-"""history.db: one row per host and pool per check, for the forecast, the anomalies and `guardian report`.
+"""history.db: one row per host and pool per check, for the forecast, the anomalies and `guardian report`,
+and their 5-minute and hourly rollups, so months of history stay small and quick to report on.
 
 SQLite in WAL mode, so `guardian report` reads while a check writes. A check's write is one
-transaction: insert its rows, prune those past the retention (an indexed range delete that finds
-nothing on most runs), read back the recent rows its forecast needs. Alerts and cleanup actions are
+transaction: insert its rows, roll up the buckets that just finished (a few rows, once a bucket),
+prune what is past its window (indexed range deletes that find nothing on most runs), read back the
+recent raw rows its forecast needs. `report` aggregates in SQL (`summaries`), never row by row in
+Python, so its memory does not grow with the history. Alerts and cleanup actions are
 not copied here: they are read from the audit log. The one thing kept from it is the running totals
 behind the Prometheus counters (`audit_counters`), brought up to date from where they stopped.
 
@@ -12,16 +15,23 @@ HistoryError, which costs a check its forecast, never its alerts.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import math
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from guardian.adapters.audit import parse_lines
 from guardian.adapters.files import move_aside
+from guardian.core.policy import level_for
 from guardian.core.records import Sample
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+SCHEMA_VERSION = 2
+SAMPLES = """
 CREATE TABLE samples (
   time REAL NOT NULL,         -- epoch seconds of the check
   kind TEXT NOT NULL,         -- host | pool
@@ -40,6 +50,121 @@ CREATE TABLE counters (metric TEXT NOT NULL, labels TEXT NOT NULL, value INTEGER
 CREATE TABLE audit_position (id INTEGER PRIMARY KEY CHECK (id = 1), inode INTEGER NOT NULL,
                              bytes_read INTEGER NOT NULL);
 """
+# version 2: the samples of each finished 5-minute and hour bucket, summed up, so raw rows can go after two days
+ROLLUPS = """
+CREATE TABLE rollups (
+  resolution INTEGER NOT NULL,      -- seconds: 300 | 3600
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  start INTEGER NOT NULL,           -- epoch seconds, a multiple of the resolution
+  "limit" INTEGER NOT NULL,         -- the last sample's
+  samples INTEGER NOT NULL,
+  readings INTEGER NOT NULL,        -- samples with a usage
+  usage_min REAL, usage_max REAL, usage_sum REAL,
+  -- times as whole seconds after `start`, and seconds at each level, whole: small integers take 1-2 bytes, not 8
+  max_at INTEGER,                   -- when the highest reading was first seen
+  first_at INTEGER NOT NULL, last_at INTEGER NOT NULL,     -- the first and last sample
+  last_reading_at INTEGER, last_usage REAL, last_sessions INTEGER, last_level TEXT,
+  ok INTEGER NOT NULL, notice INTEGER NOT NULL, warning INTEGER NOT NULL, critical INTEGER NOT NULL,
+  unknown INTEGER NOT NULL,
+  PRIMARY KEY (resolution, kind, name, start)
+) WITHOUT ROWID;
+CREATE TABLE rolled (resolution INTEGER PRIMARY KEY, until REAL NOT NULL);  -- samples before `until` are rolled up
+-- raw samples are complete from `before` on
+CREATE TABLE pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before REAL NOT NULL);
+CREATE TABLE imports (sha256 TEXT PRIMARY KEY, rows INTEGER NOT NULL, time REAL NOT NULL);
+"""
+RESOLUTIONS = (300, 3600)
+MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
+TIME_LEVELS = ("ok", "notice", "warning", "critical", "unknown")
+CSV_HEADER = ("time", "kind", "name", "sessions", "limit")
+
+# Seconds from each sample to the next of its subject, once, over the rows of `{source}` from :lo on
+_GAPS = """SELECT *, LEAD(time) OVER (PARTITION BY kind, name ORDER BY time) - time AS gap FROM {source}
+           WHERE time >= :lo {subject}"""
+_AT_LEVEL = ", ".join(f"CASE WHEN gap <= {MAX_GAP} AND {test} THEN gap ELSE 0 END AS {level}" for level, test in (
+    *((level, f"reachable AND level = '{level}'") for level in TIME_LEVELS[:-1]), ("unknown", "NOT reachable")))
+_BUCKET = "PARTITION BY kind, name, start"
+# One rollup row per subject and finished bucket in [:lo, :hi); a bucket already there (an import) is merged into
+_ROLL_UP = f"""
+INSERT INTO rollups
+SELECT :resolution, kind, name, start, max(last_limit), count(*), count(usage), min(usage), max(usage), sum(usage),
+       {", ".join(f"CAST(round({time} - start) AS INTEGER)" for time in ("max(max_at)", "min(time)", "max(time)",
+                                                                        "max(last_reading_at)"))},
+       max(last_usage), max(last_sessions), max(last_level),
+       {", ".join(f"CAST(round(sum({level})) AS INTEGER)" for level in TIME_LEVELS)}
+FROM (SELECT *, {_AT_LEVEL},
+             FIRST_VALUE("limit") OVER (PARTITION BY kind, name, start ORDER BY time DESC) AS last_limit,
+             FIRST_VALUE(time) OVER by_usage AS max_at,
+             FIRST_VALUE(CASE WHEN usage IS NOT NULL THEN time END) OVER latest AS last_reading_at,
+             FIRST_VALUE(usage) OVER latest AS last_usage,
+             FIRST_VALUE(CASE WHEN usage IS NOT NULL THEN sessions END) OVER latest AS last_sessions,
+             FIRST_VALUE(CASE WHEN usage IS NOT NULL THEN level END) OVER latest AS last_level
+      FROM (SELECT *, CAST(time / :resolution AS INTEGER) * :resolution AS start FROM ({_GAPS})) WHERE time < :hi
+      WINDOW by_usage AS ({_BUCKET} ORDER BY usage IS NULL, usage DESC, time),
+             latest AS ({_BUCKET} ORDER BY usage IS NULL, time DESC))
+WHERE true GROUP BY kind, name, start
+ON CONFLICT (resolution, kind, name, start) DO UPDATE SET
+  "limit" = CASE WHEN excluded.last_at > last_at THEN excluded."limit" ELSE "limit" END,
+  samples = samples + excluded.samples, readings = readings + excluded.readings,
+  usage_min = min(coalesce(usage_min, excluded.usage_min), coalesce(excluded.usage_min, usage_min)),
+  usage_max = max(coalesce(usage_max, excluded.usage_max), coalesce(excluded.usage_max, usage_max)),
+  usage_sum = coalesce(usage_sum, 0) + coalesce(excluded.usage_sum, 0),
+  max_at = CASE WHEN excluded.usage_max > coalesce(usage_max, -1) THEN excluded.max_at ELSE max_at END,
+  first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at),
+  {", ".join(f"{column} = CASE WHEN excluded.last_reading_at > coalesce(last_reading_at, -1) THEN excluded.{column} "
+             f"ELSE {column} END" for column in ("last_reading_at", "last_usage", "last_sessions", "last_level"))},
+  {", ".join(f"{level} = {level} + excluded.{level}" for level in TIME_LEVELS)}
+"""
+
+
+def _segments(time_at_level: bool) -> str:
+    """A subject's period as `segments`: its raw samples from :lo, and before them its rollups of :resolution;
+    with the seconds at each level, or without (the chart needs no gaps between checks: a window pass saved)."""
+    raw = (_GAPS.format(source="samples INDEXED BY samples_by_subject",
+                        subject="AND kind = :kind AND name = :name AND time <= :until") if time_at_level else
+           "SELECT * FROM samples WHERE kind = :kind AND name = :name AND time >= :lo AND time <= :until")
+    return f"""
+WITH raw AS ({raw}),
+segments AS (
+  SELECT 1 AS samples, usage IS NOT NULL AS readings, usage AS usage_min, usage AS usage_max, usage AS usage_sum,
+         time AS point, time AS first_at, time AS last_at{", " + _AT_LEVEL if time_at_level else ""}
+  FROM raw
+  UNION ALL
+  SELECT samples, readings, usage_min, usage_max, usage_sum, start + coalesce(max_at, first_at), start + first_at,
+         start + last_at{", " + ", ".join(TIME_LEVELS) if time_at_level else ""}
+  FROM rollups WHERE resolution = :resolution AND kind = :kind AND name = :name
+                     AND start >= :rollup_from AND start < :lo)
+"""
+
+
+_SUMMARY = _segments(True) + f"""SELECT count(*), sum(samples), sum(readings), min(usage_min), max(usage_max),
+    sum(usage_sum), min(first_at), max(last_at), {", ".join(f"sum({level})" for level in TIME_LEVELS)} FROM segments"""
+# the latest reading: raw, by the index; else from the latest rollup that had one
+_LATEST = ("""SELECT time, sessions, "limit", usage, level, idle FROM samples WHERE kind = :kind AND name = :name
+              AND usage IS NOT NULL AND time >= :lo AND time <= :until ORDER BY time DESC LIMIT 1""",
+           """SELECT start + last_reading_at, last_sessions, "limit", last_usage, last_level, NULL FROM rollups
+              WHERE resolution = :resolution AND kind = :kind AND name = :name AND start >= :rollup_from
+              AND start < :lo AND last_reading_at IS NOT NULL ORDER BY start DESC LIMIT 1""")
+_EVERY_POINT = _segments(False) + "SELECT point, usage_max FROM segments ORDER BY first_at"
+# the highest reading of each of :points time buckets (the first one on a tie), or the bucket's first time and NULL
+_PEAKS = _segments(False) + """SELECT point, usage_max FROM (
+    SELECT point, usage_max, bucket, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY usage_max IS NULL,
+                                                        usage_max DESC, point) AS rank
+    FROM (SELECT *, max(0, min(:points - 1, CAST((point - :first) / (:last - :first) * :points AS INTEGER)))
+                    AS bucket FROM segments))
+WHERE rank = 1 ORDER BY bucket"""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One subject over a period, as SQLite aggregated it: what `guardian report` shows of it."""
+
+    samples: int
+    usage: dict  # min / mean / max over the period (the mean of the samples), and now (the latest reading)
+    time_at_level: dict  # seconds at each level (`unknown`: unreadable); a gap over MAX_GAP counts nowhere
+    latest: Sample | None  # the latest reading
+    series: list  # (time, usage) to draw, at most `points`: each time bucket's highest reading (None: unreachable)
 
 
 class HistoryError(Exception):
@@ -51,17 +176,19 @@ class History:
         self.path = Path(state_dir) / "history.db"
         self.warnings: list[str] = []
 
-    def record(self, samples: list[Sample], since: float, retention: float) -> list[Sample]:
-        """Append this check's rows, prune those older than `retention`, return every row since `since`."""
+    def record(self, samples: list[Sample], since: float, keep) -> list[Sample]:
+        """Append this check's rows, roll up the buckets it finished, prune what is past its window (`keep`:
+        config.history), and return every raw row since `since`."""
         now = max(s.time for s in samples)
         with self._transaction(write=True) as db:
             db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
-            db.execute("DELETE FROM samples WHERE time < ?", (now - retention,))
+            rolled = self._roll_up(db, now)
+            self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, rolled)
             rows = db.execute("SELECT * FROM samples WHERE time >= ? ORDER BY time", (since,)).fetchall()
         return [_sample(row) for row in rows]
 
     def read(self, subjects: list[tuple[str, str]], since: float, until: float) -> list[Sample]:
-        """The rows of these (kind, name) subjects from `since` to `until`, oldest first."""
+        """The raw rows of these (kind, name) subjects from `since` to `until`, oldest first."""
         if not self.path.exists():
             return []
         rows = []
@@ -70,6 +197,114 @@ class History:
                 rows += db.execute("SELECT * FROM samples WHERE kind = ? AND name = ? AND time >= ? AND time <= ? "
                                    "ORDER BY time", (kind, name, since, until)).fetchall()
         return sorted((_sample(row) for row in rows), key=lambda s: s.time)
+
+    def summaries(self, subjects: list[tuple[str, str]], since: float, until: float, keep,
+                  points: int) -> dict[tuple[str, str], Summary]:
+        """Each subject from `since` to `until`, aggregated in SQLite: the raw samples when they reach back that far,
+        else the 5-minute rollups (within `keep.five_minute`) or the hourly ones, then raw after the last rollup."""
+        if not self.path.exists():
+            return {subject: _summary(0, 0, None, None, None, [0] * len(TIME_LEVELS), None, []) for subject in subjects}
+        summaries = {}
+        with self._transaction(write=False) as db:
+            raw_from = (db.execute("SELECT before FROM pruned").fetchone() or (-math.inf,))[0]
+            newest = db.execute("SELECT max(time) FROM samples").fetchone()[0] or until
+            resolution = 0 if since >= raw_from else 300 if since >= newest - keep.five_minute else 3600
+            rolled = dict(db.execute("SELECT resolution, until FROM rolled"))
+            base = _period(since, until, resolution, rolled)
+            # a chart point an hour or more wide is drawn from the hourly rollups: 12 times fewer rows
+            chart = _period(-(-since // 3600) * 3600, until, 3600, rolled) if (
+                resolution and (until - since) / points >= 3600) else base
+            for kind, name in subjects:
+                params = {**base, "kind": kind, "name": name}
+                summary = db.execute(_SUMMARY, params).fetchone()
+                count, samples, readings, low, high, total, first, last, *spent = summary
+                latest = next(filter(None, (db.execute(query, params).fetchone() for query in _LATEST)), None)
+                latest = latest and Sample(latest[0], kind, name, latest[1], latest[2], latest[3], latest[4], latest[5],
+                                           True)
+                series = db.execute(_EVERY_POINT if count <= points else _PEAKS,
+                                    {**chart, "kind": kind, "name": name, "points": points, "first": first,
+                                     "last": last}).fetchall()
+                summaries[kind, name] = _summary(samples or 0, readings or 0, low, high, total, spent, latest,
+                                                 [tuple(point) for point in series])
+        return summaries
+
+    def import_csv(self, data: bytes, alerts, keep, now: float) -> int | None:
+        """Add the samples of a CSV file from another monitor (see parse_csv) to the raw rows and to every rollup
+        they fall in: the number added, or None when this very file was imported before. ValueError (naming the
+        line) when any row is bad, and then nothing is added."""
+        samples = parse_csv(data, alerts)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._transaction(write=True) as db:
+            if db.execute("SELECT 1 FROM imports WHERE sha256 = ?", (digest,)).fetchone():
+                return None
+            db.execute("CREATE TEMP TABLE incoming AS SELECT * FROM samples WHERE 0")
+            db.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
+            for resolution, until in db.execute("SELECT resolution, until FROM rolled").fetchall():
+                # buckets already rolled up take their imported samples now; later ones get them as checks roll up
+                db.execute(_ROLL_UP.format(source="incoming", subject=""),
+                           {"resolution": resolution, "lo": -math.inf, "hi": until})
+            db.execute("INSERT INTO samples SELECT * FROM incoming")
+            db.execute("DROP TABLE incoming")
+            self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, self._roll_up(db, now) or RESOLUTIONS)
+            db.execute("INSERT INTO imports VALUES (?, ?, ?)", (digest, len(samples), now))
+        return len(samples)
+
+    def export_csv(self, since: float, handle) -> int:
+        """Write the CSV that import_csv reads (times in ISO 8601, UTC) from `since`, oldest first; the rows written."""
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        written = 0
+        for when, kind, name, sessions, limit in self.export(since):
+            writer.writerow((datetime.fromtimestamp(when, timezone.utc).isoformat(), kind, name,
+                             "" if sessions is None else sessions, limit))
+            written += 1
+        return written
+
+    def export(self, since: float):
+        """(time, kind, name, sessions, limit) from `since`, oldest first: the raw samples, and for the buckets
+        wholly before the oldest of them the latest reading of each 5-minute bucket, and before those of each hour."""
+        if not self.path.exists():
+            return
+        with self._transaction(write=False) as db:
+            raw_from = db.execute("SELECT min(time) FROM samples").fetchone()[0] or math.inf
+            five_minute_from = min(raw_from, db.execute("SELECT min(start) FROM rollups WHERE resolution = 300")
+                                   .fetchone()[0] or math.inf)
+            for resolution, until in ((3600, five_minute_from), (300, raw_from)):
+                yield from db.execute(
+                    'SELECT start + last_reading_at AS at, kind, name, last_sessions, "limit" FROM rollups '
+                    "WHERE resolution = ? AND at >= ? AND start + resolution <= ? ORDER BY at, kind, name",
+                    (resolution, since, until))
+            yield from db.execute('SELECT time, kind, name, sessions, "limit" FROM samples WHERE time >= ? '
+                                  "ORDER BY time, kind, name", (max(since, raw_from),))
+
+    @staticmethod
+    def _roll_up(db, now: float) -> list[int]:
+        """Roll up the raw samples of every bucket finished since the last time (a few rows, once a bucket):
+        the resolutions that had one."""
+        rolled_until = dict(db.execute("SELECT resolution, until FROM rolled"))
+        rolled = []
+        for resolution in RESOLUTIONS:
+            finished = now // resolution * resolution
+            if finished > rolled_until.get(resolution, -math.inf):
+                db.execute(_ROLL_UP.format(source="samples", subject=""),
+                           {"resolution": resolution, "lo": rolled_until.get(resolution, -math.inf), "hi": finished})
+                db.execute("INSERT OR REPLACE INTO rolled VALUES (?, ?)", (resolution, finished))
+                rolled.append(resolution)
+        return rolled
+
+    @staticmethod
+    def _prune(db, now: float, keep, subjects: set[tuple[str, str]], resolutions) -> None:
+        """Drop raw rows past `keep.retention` once rolled up (an indexed range delete that finds nothing on most
+        runs), and these subjects' rollups of `resolutions` past their window (by the primary key, per subject:
+        no index on time alone to keep)."""
+        rolled_until = db.execute("SELECT min(until) FROM rolled").fetchone()[0]  # kept until every rollup has them
+        cutoff = min(now - keep.retention, rolled_until or math.inf)
+        if db.execute("DELETE FROM samples WHERE time < ?", (cutoff,)).rowcount:
+            db.execute("INSERT OR REPLACE INTO pruned VALUES (1, ?)", (cutoff,))
+        windows = dict(zip(RESOLUTIONS, (keep.five_minute, keep.hourly)))
+        for resolution, window in ((r, windows[r]) for r in resolutions):
+            db.executemany("DELETE FROM rollups WHERE resolution = ? AND kind = ? AND name = ? AND start < ?",
+                           [(resolution, kind, name, now - window) for kind, name in sorted(subjects)])
 
     def audit_counters(self, audit_path: Path, count) -> dict[tuple[str, str], int]:
         """Running totals over the audit log, {(metric, labels json): value}.
@@ -132,13 +367,123 @@ class History:
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute("PRAGMA journal_mode = WAL")
-                db.executescript(f"BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                _upgrade(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL: a power cut may lose the last rows, never the file
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except BaseException:
             db.close()
             raise
         return db
+
+
+def parse_csv(data: bytes, alerts) -> list[Sample]:
+    """Samples from CSV with the header `time,kind,name,sessions,limit`: time in epoch seconds or ISO 8601 (UTC
+    unless it says otherwise), kind host or pool, sessions empty when the subject could not be read. Each gets the
+    level a check would have given it with these thresholds. ValueError naming the first bad line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if [field.strip() for field in header or []] != list(CSV_HEADER):
+        raise ValueError(f"line 1: the header must be {','.join(CSV_HEADER)}")
+    rows = []
+    for row in reader:
+        if any(field.strip() for field in row):
+            try:
+                rows.append(_csv_row(row))
+            except ValueError as exc:
+                raise ValueError(f"line {reader.line_num}: {exc}") from None
+    rows.sort(key=lambda row: row[0])
+    levels: dict[tuple[str, str], str] = {}  # per subject, the level it was at: kept while it cannot be read
+    samples = []
+    for when, kind, name, sessions, limit in rows:
+        usage = None if sessions is None else 100 * sessions / limit
+        previous = levels.get((kind, name), "ok")
+        levels[kind, name] = previous if usage is None else level_for(usage, alerts, previous)
+        samples.append(Sample(when, kind, name, sessions, limit, usage, levels[kind, name], None, usage is not None))
+    return samples
+
+
+def _csv_row(row: list[str]) -> tuple:
+    if len(row) != len(CSV_HEADER):
+        raise ValueError(f"expected {len(CSV_HEADER)} fields ({','.join(CSV_HEADER)}), found {len(row)}")
+    time_text, kind, name, sessions_text, limit_text = (field.strip() for field in row)
+    if kind not in ("host", "pool"):
+        raise ValueError(f"kind must be host or pool, not {kind!r}")
+    if not name:
+        raise ValueError("the name is empty")
+    sessions = None if sessions_text == "" else _count("sessions", sessions_text, 0)
+    return _time(time_text), kind, name, sessions, _count("limit", limit_text, 1)
+
+
+def _time(text: str) -> float:
+    try:
+        when = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"time {text!r} is neither epoch seconds nor an ISO 8601 date and time") from None
+        when = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(when):
+        raise ValueError(f"time {text!r} is not a moment")
+    return when
+
+
+def _count(field: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{field} {text!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{field} must be at least {minimum}, not {value}")
+    return value
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, split where SQLite says one ends (a `;` in a comment does not)."""
+    import sqlite3
+
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
+def _upgrade(db) -> None:
+    """Create the schema, or bring a version 1 file (raw samples only) to version 2 by rolling up all its rows:
+    once, under the write lock, whoever opens it first."""
+    db.execute("BEGIN IMMEDIATE")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        for statement in _statements((SAMPLES if version == 0 else "") + ROLLUPS):
+            db.execute(statement)  # not executescript: it would commit, and let another process in
+        oldest, latest = db.execute("SELECT min(time), max(time) FROM samples").fetchone()
+        if latest is not None:  # version 1 pruned by age: what is left is complete from its oldest row
+            History._roll_up(db, latest)
+            db.execute("INSERT INTO pruned VALUES (1, ?)", (oldest,))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.execute("COMMIT")
+
+
+def _period(since: float, until: float, resolution: int, rolled: dict) -> dict:
+    """The query parameters for a period read from rollups of `resolution` (0: raw), then raw after them."""
+    rolled_until = rolled.get(resolution, -math.inf)
+    if since >= rolled_until:  # raw covers it all
+        return {"until": until, "lo": since, "resolution": 0, "rollup_from": since}
+    return {"until": until, "lo": rolled_until, "resolution": resolution,
+            "rollup_from": since // resolution * resolution}
+
+
+def _summary(samples, readings, low, high, total, spent, latest, series) -> Summary:
+    usage = {"now": latest.usage if latest else None, "min": low, "mean": total / readings if readings else None,
+             "max": high}
+    return Summary(samples, usage, dict(zip(TIME_LEVELS, (float(s or 0) for s in spent))), latest, series)
 
 
 def _sample(row) -> Sample:

@@ -343,14 +343,14 @@ def report_json(report) -> dict:
     def entry(s) -> dict:
         latest = s.latest
         return {
-            "name": s.name, "limit": s.limit, "samples": len(s.samples),
+            "name": s.name, "limit": s.limit, "samples": s.samples,
             "as_of": iso_time(latest.time) if latest else None, "sessions_now": latest.sessions if latest else None,
             "level_now": latest.level if latest else None,
             "usage": {key: None if value is None else round(value, 1) for key, value in s.usage.items()},
             "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
             "alerts_sent": s.alerts_sent, "sessions_closed": s.sessions_closed,
             "forecast": forecast_json(s.forecast, s.limit),
-            "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series()],
+            "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series],
         }
 
     hottest = report.hottest
@@ -399,7 +399,7 @@ def report_plain(report) -> str:
         parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
                  f"mean={percent(usage['mean'], 1)}", f"max={percent(usage['max'])}", level_times_text(s),
                  f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *forecast_plain(s.forecast),
-                 f"usage=[{sparkline(s.series(), report.since, report.now)}]"]
+                 f"usage=[{sparkline(s.series, report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
     for a in report.alerts:
         lines.append(f"alert {iso_time(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
@@ -425,7 +425,7 @@ def report_tables(report) -> list:
         usage, latest = s.usage, s.latest
         hosts.add_row(Text(subject_label(s)), Text(percent(usage["now"]), style=colours[latest and latest.level]),
                       percent(usage["min"]), percent(usage["mean"], 1), percent(usage["max"]),
-                      sparkline(s.series(), report.since, report.now), level_times_text(s), alerts_text(s),
+                      sparkline(s.series, report.since, report.now), level_times_text(s), alerts_text(s),
                       str(s.sessions_closed), forecast_text(s.forecast))
     alerts = Table(title="Alerts", title_justify="left")
     for column in ("Time", "Subject", "Level", "Reason", "Usage", "Channels"):

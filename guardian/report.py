@@ -1,7 +1,8 @@
 """`guardian report`: what happened over a period, host by host, and what comes next.
 
-`build` is pure: (subjects, their history samples, the audit records of the period, settings,
-since, now) -> Report. `run` is the thin shell that reads history.db and the audit log for it.
+`build` is pure: (subjects, their summaries over the period, their recent samples, the audit records of
+the period, settings, since, now) -> Report. `run` is the thin shell that reads history.db (aggregated there,
+so memory stays flat however long the period) and the audit log for it.
 Rendering is guardian.render (terminal, JSON) and guardian.dashboard (HTML).
 """
 
@@ -15,13 +16,11 @@ from datetime import datetime, timezone
 from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
 from guardian.core.forecast import Forecast, forecast
 from guardian.core.records import RESOLVING, CleanupRun, Sample
-from guardian.history import History
+from guardian.history import History, Summary
 from guardian.settings.model import Config
 from guardian.settings.units import parse_duration
 
-MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
 SERIES_POINTS = 480  # a chart or sparkline needs no more; each keeps its bucket's highest usage
-TIME_LEVELS = ("ok", "notice", "warning", "critical", "unknown")
 ALERT_LEVELS = ("notice", "warning", "critical", "unreachable")
 
 
@@ -53,7 +52,7 @@ class SubjectReport:
     kind: str
     name: str
     limit: int
-    samples: list[Sample]
+    summary: Summary  # the period, aggregated in history.db
     forecast: Forecast
     alerts: list[SentAlert] = field(default_factory=list)
     cleanups: list[CleanupRun] = field(default_factory=list)
@@ -63,31 +62,24 @@ class SubjectReport:
         return f"{self.kind}:{self.name}"
 
     @property
-    def readings(self) -> list[Sample]:
-        return [s for s in self.samples if s.usage is not None]
+    def samples(self) -> int:
+        return self.summary.samples
 
     @property
     def latest(self) -> Sample | None:
-        return self.readings[-1] if self.readings else None
+        return self.summary.latest
 
     @property
     def usage(self) -> dict:
-        """min / mean / max over the period (the mean of the samples), and now (the latest reading)."""
-        values = [s.usage for s in self.readings]
-        if not values:
-            return {"now": None, "min": None, "mean": None, "max": None}
-        return {"now": values[-1], "min": min(values), "mean": sum(values) / len(values), "max": max(values)}
+        return self.summary.usage
 
     @property
     def time_at_level(self) -> dict[str, float]:
-        """Seconds at each level: each gap between two checks counts at the level of the first
-        (`unknown` when it could not be read); a gap over MAX_GAP counts nowhere."""
-        spent = dict.fromkeys(TIME_LEVELS, 0.0)
-        for sample, following in zip(self.samples, self.samples[1:]):
-            gap = following.time - sample.time
-            if gap <= MAX_GAP:
-                spent[sample.level if sample.reachable else "unknown"] += gap
-        return spent
+        return self.summary.time_at_level
+
+    @property
+    def series(self) -> list[tuple[float, float | None]]:
+        return self.summary.series
 
     @property
     def alerts_sent(self) -> dict[str, int]:
@@ -97,21 +89,6 @@ class SubjectReport:
     @property
     def sessions_closed(self) -> int:
         return sum(run.closed for run in self.cleanups)
-
-    def series(self, points: int = SERIES_POINTS) -> list[tuple[float, float | None]]:
-        """(time, usage) to draw, at most `points`: each time bucket's highest reading (None: unreachable)."""
-        if len(self.samples) <= points:
-            return [(s.time, s.usage) for s in self.samples]
-        start, end = self.samples[0].time, self.samples[-1].time
-        buckets: dict[int, list[Sample]] = {}
-        for sample in self.samples:
-            buckets.setdefault(min(points - 1, int((sample.time - start) / (end - start) * points)), []).append(sample)
-        series = []
-        for bucket in buckets.values():
-            readings = [s for s in bucket if s.usage is not None]
-            peak = max(readings, key=lambda s: s.usage) if readings else bucket[0]
-            series.append((peak.time, peak.usage))
-        return series
 
 
 @dataclass
@@ -144,29 +121,30 @@ def parse_since(text: str, now: float) -> float:
 
 
 def run(config: Config, host_names: str | None, since: float, now: float) -> Report:
-    """Read history.db and the audit log for the period, and build the report."""
+    """Aggregate history.db over the period, read the audit log for it, and build the report."""
     hosts = config.select(host_names)
     selected = {h.name for h in hosts}
     subjects = [("host", h.name, h.limit) for h in hosts]
     subjects += [("pool", p.name, p.limit) for p in config.pools.values() if set(p.hosts) <= selected]
-    # the forecast looks back from now, whatever the period
-    samples = History(config.state_dir).read([(kind, name) for kind, name, _ in subjects],
-                                             min(since, now - config.history.forecast_window), now)
+    history = History(config.state_dir)
+    ids = [(kind, name) for kind, name, _ in subjects]
+    summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
+    recent = history.read(ids, now - config.history.forecast_window, now)  # the forecast looks back from now
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
-    return build(subjects, samples, records, config, since, now)
+    return build(subjects, summaries, recent, records, config, since, now)
 
 
-def build(subjects: list[tuple[str, str, int]], samples: list[Sample], records: list[dict], config: Config,
-          since: float, now: float) -> Report:
+def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str], Summary], recent: list[Sample],
+          records: list[dict], config: Config, since: float, now: float) -> Report:
     ids = {f"{kind}:{name}" for kind, name, _ in subjects}
     alerts = [a for a in sent_alerts(records) if a.subject in ids]
     runs = [r for r in cleanup_runs(records) if f"host:{r.host}" in ids]
     critical = config.alerts.thresholds["critical"]
     reports = []
     for kind, name, limit in subjects:
-        own = [s for s in samples if s.kind == kind and s.name == name]
-        fit = forecast([(s.time, s.usage) for s in own], critical, now, config.history.forecast_window)
-        reports.append(SubjectReport(kind, name, limit, [s for s in own if s.time >= since], fit,
+        own = [(s.time, s.usage) for s in recent if s.kind == kind and s.name == name]
+        fit = forecast(own, critical, now, config.history.forecast_window)
+        reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit,
                                      [a for a in alerts if a.subject == f"{kind}:{name}"],
                                      [r for r in runs if kind == "host" and r.host == name]))
     reports.sort(key=_heat)

@@ -1,6 +1,6 @@
 """Benchmarks: figures measured side by side in one run (never timed assertions in tests).
 
-    .venv/bin/python scripts/bench.py [--runs N] [--sessions 100] [--only check|cleanup|scale]
+    .venv/bin/python scripts/bench.py [--runs N] [--sessions 100] [--only check|cleanup|scale|history]
                                       [--markdown docs/benchmarks.md]
 
 Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and spread:
@@ -12,6 +12,8 @@ Starts two real OpenClaw gateways (scripts/peer.py) and prints, with median and 
   1, 2 and 4 deletes in flight, which is how its default was chosen.
 - scale (scripts/bench_scale.py, fake gateways only): start-up, 50 gateways, 10,000 sessions,
   1,000 deletes.
+- history (scripts/bench_history.py, fake gateways only): `report` over 30 and 365 days of 50 hosts,
+  history.db's size, and `check` beside a year of history.
 """
 
 from __future__ import annotations
@@ -235,17 +237,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=100)
-    parser.add_argument("--only", choices=("check", "cleanup", "scale"),
-                        help="run one part (cleanup ~10 minutes, scale ~6 minutes and no real gateway)")
+    parser.add_argument("--only", choices=("check", "cleanup", "scale", "history"),
+                        help="run one part (cleanup ~10 minutes, scale ~6 minutes; scale and history need no real "
+                             "gateway)")
     parser.add_argument("--markdown", help="also write the figures to this file, each section in place of its own")
     args = parser.parse_args()
     out = []
-    if args.only != "scale":
+    if args.only not in ("scale", "history"):
         bench_real(args, out)
     if args.only in (None, "scale"):
         from bench_scale import scale_section  # here: bench_scale imports from this module
 
         out += scale_section(args.runs)
+    if args.only in (None, "history"):
+        from bench_history import history_section  # here: bench_history imports from this module
+
+        out += history_section(args.runs)
     print("\n".join(out))
     if args.markdown:
         write_sections(Path(args.markdown), out)

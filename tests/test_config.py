@@ -129,6 +129,10 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
             "g.yaml:4: history.retention: 0 has no unit",
         ),
         (
+            "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  hourly: 0s\n",
+            "g.yaml:4: history.hourly: '0s' is zero",
+        ),
+        (
             "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  forecast_window: 2m\n",
             "g.yaml:4: history.forecast_window: must be at least 300s",
         ),
@@ -156,16 +160,18 @@ def test_each_error_names_the_key_and_line(text, expected):
 
 def test_history_and_anomaly_settings():
     defaults = cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n")
-    assert (defaults.history.retention, defaults.history.forecast_window) == (30 * 86400, 3600)
+    assert (defaults.history.retention, defaults.history.forecast_window) == (2 * 86400, 3600)
+    assert (defaults.history.five_minute, defaults.history.hourly) == (90 * 86400, 400 * 86400)
     assert (defaults.alerts.predict, defaults.alerts.rebound) == (None, 1800)
     assert defaults.alerts.cooldown["growth"] == defaults.alerts.cooldown["rebound"] == 1800
     config = cfg("""
         hosts:
           a: {url: ws://127.0.0.1:1, limit: 1}
-        history: {retention: 7d, forecast_window: 30m}
+        history: {retention: 7d, five_minute: 30d, hourly: 104w, forecast_window: 30m}
         alerts: {predict: 30m, rebound: off, cooldown: {growth: 1h}}
         """)
     assert (config.history.retention, config.history.forecast_window) == (7 * 86400, 1800)
+    assert (config.history.five_minute, config.history.hourly) == (30 * 86400, 104 * 604800)
     assert (config.alerts.predict, config.alerts.rebound, config.alerts.cooldown["growth"]) == (1800, 0, 3600)
 
 

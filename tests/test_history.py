@@ -3,16 +3,29 @@ beside each host, and the growth and rebound notices through the per-channel ale
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
+import sqlite3
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
 
+import pytest
 from conftest import read_state
+from hypothesis import given
+from hypothesis import strategies as st
 
 from guardian.adapters.audit import AuditLog
 from guardian.commands import check as checking
 from guardian.commands import cleanup
-from guardian.history import History
+from guardian.core.records import Sample
+from guardian.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Summary
 from guardian.render import check_json, check_plain
 from guardian.settings.load import load
+from guardian.settings.model import Alerts, HistorySettings
 
 T0 = 1_800_000_000.0
 MIN = 60.0
@@ -149,3 +162,201 @@ def test_unusable_history_costs_the_forecast_not_the_check(fake, write_config, s
     result = cli("check", "--config", path, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["hosts"][0]["sessions"] == 3
     assert "this check has no forecast" in result.stderr
+
+
+# --- history that scales (issue 15): SQL aggregation, rollups, the schema migration ---------------------------
+
+RAW_ONLY = HistorySettings(retention=400 * 86400.0)
+DATA = Path(__file__).parent / "data"
+
+
+def reference(samples: list[Sample], since: float, until: float, points: int) -> Summary:
+    """What `report` computed in Python over every row before issue 15: the oracle for the SQL aggregation."""
+    own = [s for s in samples if since <= s.time <= until]
+    readings = [s for s in own if s.usage is not None]
+    values = [s.usage for s in readings]
+    usage = ({"now": values[-1], "min": min(values), "mean": sum(values) / len(values), "max": max(values)} if values
+             else {"now": None, "min": None, "mean": None, "max": None})
+    spent = dict.fromkeys(TIME_LEVELS, 0.0)
+    for sample, following in zip(own, own[1:]):
+        gap = following.time - sample.time
+        if gap <= MAX_GAP:
+            spent[sample.level if sample.reachable else "unknown"] += gap
+    if len(own) <= points:
+        series = [(s.time, s.usage) for s in own]
+    else:
+        start, end = own[0].time, own[-1].time
+        buckets: dict[int, list[Sample]] = {}
+        for sample in own:
+            buckets.setdefault(min(points - 1, int((sample.time - start) / (end - start) * points)), []).append(sample)
+        series = []
+        for bucket in buckets.values():
+            with_usage = [s for s in bucket if s.usage is not None]
+            peak = max(with_usage, key=lambda s: s.usage) if with_usage else bucket[0]
+            series.append((peak.time, peak.usage))
+    return Summary(len(own), usage, spent, readings[-1] if readings else None, series)
+
+
+SUBJECTS = (("host", "a", 40), ("pool", "p", 60))
+checks = st.lists(st.tuples(st.integers(1, 900),
+                            st.tuples(*[st.tuples(st.one_of(st.none(), st.integers(0, 70)),
+                                                  st.sampled_from(("ok", "notice", "warning", "critical")))] * 2)),
+                  min_size=1, max_size=20)
+
+
+def record_checks(state_dir: Path, drawn, keep) -> list[Sample]:
+    """Write the drawn checks through History.record, as `check` does, and return every sample written."""
+    history, written, now = History(state_dir), [], T0
+    for gap, readings in drawn:
+        now += gap
+        rows = [Sample(now, kind, name, sessions, limit, None if sessions is None else 100 * sessions / limit, level,
+                       None if sessions is None else sessions // 2, sessions is not None)
+                for (kind, name, limit), (sessions, level) in zip(SUBJECTS, readings)]
+        history.record(rows, now - 3600, keep)
+        written += rows
+    return written
+
+
+@given(checks, st.floats(0, 1), st.integers(2, 12))
+def test_report_aggregation_in_sqlite_equals_the_python_of_every_row(drawn, where, points):
+    with tempfile.TemporaryDirectory() as tmp:
+        written = record_checks(Path(tmp), drawn, RAW_ONLY)
+        until = written[-1].time
+        since = T0 + where * (until - T0)
+        got = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, RAW_ONLY, points)
+    for kind, name, _ in SUBJECTS:
+        assert got[kind, name] == reference([s for s in written if s.name == name], since, until, points)
+
+
+@given(checks, st.floats(0, 1))
+def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
+    """Over a period the raw rows no longer cover, the rollups give the same count, min, max, mean, latest
+    reading and time at each level as the raw rows did (from a bucket boundary on); the chart keeps the peak."""
+    keep = HistorySettings(retention=600.0, five_minute=1800.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = record_checks(Path(tmp), drawn, keep)
+        until = written[-1].time
+        since = (T0 + where * (until - T0)) // 300 * 300
+        if since < until - keep.five_minute:  # read from the hourly rollups
+            since = since // 3600 * 3600
+        got = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, keep, 480)
+        # a chart of points an hour or more wide: drawn from the hourly rollups
+        wide = History(Path(tmp)).summaries([(kind, name) for kind, name, _ in SUBJECTS], since, until, keep, 2)
+    for kind, name, _ in SUBJECTS:
+        expected = reference([s for s in written if s.name == name], since, until, 480)
+        summary = got[kind, name]
+        assert (summary.samples, summary.latest[:7] if summary.latest else None) == (
+            expected.samples, expected.latest[:7] if expected.latest else None)  # idle counts are not rolled up
+        assert summary.usage == pytest.approx(expected.usage)
+        assert summary.time_at_level == pytest.approx(expected.time_at_level)
+        assert max((u for _, u in summary.series if u is not None), default=None) == expected.usage["max"]
+        chart = wide[kind, name].series  # within the period, and never above its peak
+        assert len(chart) <= 2
+        assert all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
+
+
+def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.db")
+    db.executescript((DATA / "history-v1.sql").read_text())
+    rows = [Sample(*row[:8], bool(row[8])) for row in db.execute("SELECT * FROM samples ORDER BY time, kind, name")]
+    db.close()
+    assert len(rows) == 576
+    history = History(tmp_path)
+    assert history.read([("host", "a"), ("host", "b")], 0, 2 * T0) == rows  # opening it upgrades it, keeping every row
+    db = sqlite3.connect(tmp_path / "history.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    rolled = db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall()
+    last = rows[-1].time
+    assert rolled == [(300, sum(1 for s in rows if s.time < last // 300 * 300)),
+                      (3600, sum(1 for s in rows if s.time < last // 3600 * 3600))]
+    history.read([("host", "a")], 0, 2 * T0)
+    assert db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall() == rolled  # once
+    # a check later prunes the raw rows past two days; the report over them reads the rollups
+    later = last + 3 * 86400
+    history.record([Sample(later, "host", "a", 1, 40, 2.5, "ok", 0, True)], later - 3600, HistorySettings())
+    assert db.execute("SELECT min(time) FROM samples").fetchone()[0] == later
+    start = rows[0].time // 300 * 300
+    summary = history.summaries([("host", "b")], start, last, HistorySettings(), 480)["host", "b"]
+    expected = reference([s for s in rows if s.name == "b"], start, last, 480)
+    assert (summary.samples, summary.latest[:7]) == (expected.samples, expected.latest[:7])
+    assert summary.usage == pytest.approx(expected.usage)
+    assert summary.time_at_level == pytest.approx(expected.time_at_level)
+
+
+# --- guardian history import / export -------------------------------------------------------------------------
+
+
+def test_import_brings_in_another_monitors_samples_once(write_config, cli, tmp_path, state_dir):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}},
+                        alerts={"thresholds": {"notice": 50, "warning": 70, "critical": 90}})
+    now = float(int(time.time()))
+    csv_file = tmp_path / "old-monitor.csv"
+    csv_file.write_text("time,kind,name,sessions,limit\n"
+                        f"{now - 7200:.0f},host,a,10,40\n"
+                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now - 7170))},host,a,30,40\n"
+                        f"{now - 7140:.0f},host,a,,40\n")
+    first = cli("history", "import", "--config", path, csv_file)
+    assert (first.exit_code, first.stdout.strip()) == (0, f"{csv_file}: 3 samples added")
+    again = cli("history", "import", "--config", path, csv_file)
+    assert again.exit_code == 0 and "imported before; nothing added" in again.stdout
+    rows = History(state_dir).read([("host", "a")], 0, now)
+    # the level a check would have given each, with the configured thresholds; kept while unreadable
+    assert [(r.sessions, r.usage, r.level, r.reachable) for r in rows] == [
+        (10, 25.0, "ok", True), (30, 75.0, "warning", True), (None, None, "warning", False)]
+    report = cli("report", "--config", path, "--since", "3h", "--format", "plain")
+    assert "a now=75% min=25% mean=50.0% max=75% ok=30s warning=30s" in report.stdout
+    exported = cli("history", "export", "--config", path, "--since", "7185s", "-o", tmp_path / "out.csv")
+    assert exported.exit_code == 0 and (tmp_path / "out.csv").read_text().splitlines()[1:] == [
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(now - 7170 + k * 30))},host,a,{sessions},40"
+        for k, sessions in enumerate(("30", ""))]
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("x,host,a,1,2", "line 3: time 'x' is neither epoch seconds nor an ISO 8601 date and time"),
+    ("1,gateway,a,1,2", "line 3: kind must be host or pool, not 'gateway'"),
+    ("1,host,,1,2", "line 3: the name is empty"),
+    ("1,host,a,-1,2", "line 3: sessions must be at least 0, not -1"),
+    ("1,host,a,1,0", "line 3: limit must be at least 1, not 0"),
+    ("1,host,a,1", "line 3: expected 5 fields (time,kind,name,sessions,limit), found 4"),
+])
+def test_a_bad_row_is_named_and_nothing_is_imported(write_config, cli, tmp_path, state_dir, line, problem):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}})
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text(f"time,kind,name,sessions,limit\n1800000000,host,a,5,40\n{line}\n")
+    result = cli("history", "import", "--config", path, csv_file)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"guardian: {csv_file}: {problem}; nothing was imported from it"
+    assert History(state_dir).read([("host", "a")], 0, 2 * T0) == []
+    header = cli("history", "import", "--config", path, csv_file.write_text("when,host\n") and csv_file)
+    assert header.exit_code == 2 and "line 1: the header must be time,kind,name,sessions,limit" in header.stderr
+
+
+exported_rows = st.lists(st.tuples(st.integers(0, 86400 * 1000), st.sampled_from(("host", "pool")),
+                                   st.sampled_from(("a", "b", "x y", "é")), st.one_of(st.none(), st.integers(0, 99)),
+                                   st.integers(1, 99)),
+                         max_size=30, unique_by=lambda row: (row[0], row[1], row[2]))
+
+
+@given(exported_rows)
+def test_export_then_import_is_a_round_trip(rows):
+    alerts = Alerts()
+    text = "time,kind,name,sessions,limit\n" + "".join(
+        f"{T0 + ms / 1000},{kind},{name},{'' if sessions is None else sessions},{limit}\n"
+        for ms, kind, name, sessions, limit in rows)
+    expected = sorted((round(T0 * 1000) + ms, kind, name, sessions, limit) for ms, kind, name, sessions, limit in rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        first, second = History(Path(tmp) / "1"), History(Path(tmp) / "2")
+        now = T0 + 86400 + 60
+        first.import_csv(text.encode(), alerts, RAW_ONLY, now)
+        out = io.StringIO()
+        assert first.export_csv(-math.inf, out) == len(rows)
+        exported = list(csv.reader(io.StringIO(out.getvalue())))
+        assert exported[0] == list(CSV_HEADER)
+        assert [(round(datetime.fromisoformat(t).timestamp() * 1000), k, n, int(s) if s else None, int(lim))
+                for t, k, n, s, lim in exported[1:]] == expected
+        second.import_csv(out.getvalue().encode(), alerts, RAW_ONLY, now)
+        again = io.StringIO()
+        second.export_csv(-math.inf, again)
+        assert again.getvalue() == out.getvalue()
+        assert first.import_csv(text.encode(), alerts, RAW_ONLY, now) is None  # the same file again adds nothing
+

@@ -191,7 +191,7 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     # back far enough for the forecast window, and for the check before the oldest cleanup in question
     since = now - max(config.history.forecast_window, config.alerts.rebound + REBOUND_LOOKBACK)
     try:
-        recent = history.record([_sample(s, now) for s in subjects], since, config.history.retention)
+        recent = history.record([_sample(s, now) for s in subjects], since, config.history)
     except HistoryError as exc:
         return [*history.warnings, f"{exc}; this check has no forecast"]
     cleanups = cleanup_runs(audit.records_since(now - config.alerts.rebound)) if config.alerts.rebound else []

@@ -229,7 +229,9 @@ def _cleanup(section: Section) -> Cleanup:
 def _history(section: Section) -> HistorySettings:
     defaults = HistorySettings()
     history = HistorySettings(retention=section.duration("retention", defaults.retention),
-                      forecast_window=section.duration("forecast_window", defaults.forecast_window))
+                              five_minute=section.duration("five_minute", defaults.five_minute),
+                              hourly=section.duration("hourly", defaults.hourly),
+                              forecast_window=section.duration("forecast_window", defaults.forecast_window))
     if history.forecast_window < MIN_SPAN:
         section.fail(
             "forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long"

@@ -110,7 +110,9 @@ class HistorySettings:
     """`history:`, how long history.db keeps samples and how many the forecast fits (the store is
     guardian.history.History)."""
 
-    retention: float = 30 * 86400.0  # history.db rows older than this are pruned
+    retention: float = 2 * 86400.0  # raw check samples older than this are pruned (their rollups stay)
+    five_minute: float = 90 * 86400.0  # 5-minute rollups older than this are pruned
+    hourly: float = 400 * 86400.0  # hourly rollups older than this are pruned
     forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
 
 

@@ -1,0 +1,165 @@
+"""The history section of scripts/bench.py: `guardian report` over months of 50 hosts, history.db's size,
+and what a year of history beside it costs `check`.
+
+    .venv/bin/python scripts/bench.py --only history [--runs 10] [--markdown docs/benchmarks.md]
+
+history.db is generated straight in SQL (executemany), as a year of checks every 30 s would leave it with the
+default windows: raw samples for the last 2 days, 5-minute rollups for 90 days, hourly ones for the year.
+A second file holds 30 days of raw samples only (`history.retention: 30d`, what every check kept before
+issue 15), for the SQL aggregation without rollups. The guardian runs as a new process each time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from pathlib import Path
+
+from bench import measured
+from bench_scale import Fleet, guardian, interleaved, median, spread, write_config
+
+from guardian.core.records import Sample
+from guardian.history import RESOLUTIONS, TIME_LEVELS, History
+from guardian.settings.model import HistorySettings
+
+HOSTS, LIMIT, STEP = 50, 60, 30
+DAY = 86400
+LEVELS = ((90, "critical"), (80, "warning"), (65, "notice"))
+KEEP = HistorySettings()  # the default windows
+
+
+def usage_at(host: int, when: float) -> float:
+    """A working day: a peak around 10:00 UTC, each host at its own height."""
+    hour = when % DAY / 3600
+    return max(0.0, min(100.0, 20 + host % 30 + 45 * math.exp(-((hour - 10) / 3) ** 2)))
+
+
+def level(usage: float) -> str:
+    return next((name for threshold, name in LEVELS if usage >= threshold), "ok")
+
+
+def create(state_dir: Path, now: float) -> History:
+    """An empty history.db at the current schema."""
+    history = History(state_dir)
+    history.record([Sample(now, "host", "gw0", 0, LIMIT, 0.0, "ok", 0, True)], now, KEEP)
+    with history._transaction(write=True) as db:
+        db.execute("DELETE FROM samples")
+        db.execute("DELETE FROM rolled")
+    return history
+
+
+def raw_rows(start: float, end: float, noise: random.Random):
+    when = start // STEP * STEP
+    while when < end:
+        for host in range(HOSTS):
+            sessions = round(LIMIT * min(100.0, usage_at(host, when) + noise.uniform(-3, 3)) / 100)
+            usage = 100 * sessions / LIMIT
+            jittered = when + noise.random()  # as cron starts checks
+            yield jittered, "host", f"gw{host}", sessions, LIMIT, usage, level(usage), 0, 1
+        when += STEP
+
+
+def rollup_rows(resolution: int, start: float, end: float):
+    bucket = start // resolution * resolution
+    samples = resolution // STEP
+    while bucket < end:
+        for host in range(HOSTS):
+            usage = usage_at(host, bucket + resolution / 2)
+            spent = dict.fromkeys(TIME_LEVELS, 0)
+            spent[level(usage)] = resolution
+            # times in whole seconds after the bucket's start, as History rolls them up
+            yield (resolution, "host", f"gw{host}", int(bucket), LIMIT, samples, samples, max(0.0, usage - 3.3),
+                   min(100.0, usage + 3.3), usage * samples, resolution // 3, 0, resolution - STEP,
+                   resolution - STEP, usage, round(usage * LIMIT / 100), level(usage), *spent.values())
+        bucket += resolution
+
+
+def year_of_history(state_dir: Path, now: float) -> None:
+    history = create(state_dir, now)
+    with history._transaction(write=True) as db:
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       raw_rows(now - KEEP.retention, now, random.Random(1)))
+        for resolution, window in zip(RESOLUTIONS, (KEEP.five_minute, 365 * DAY)):
+            finished = now // resolution * resolution
+            db.executemany(f"INSERT INTO rollups VALUES ({', '.join('?' * 22)})",
+                           rollup_rows(resolution, now - window, finished))
+            db.execute("INSERT INTO rolled VALUES (?, ?)", (resolution, finished))
+        db.execute("INSERT INTO pruned VALUES (1, ?)", (now - KEEP.retention,))
+    checkpoint(history)
+
+
+def raw_only(state_dir: Path, now: float, seconds: float) -> None:
+    history = create(state_dir, now)
+    with history._transaction(write=True) as db:
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       raw_rows(now - seconds, now, random.Random(1)))
+    checkpoint(history)
+
+
+def checkpoint(history: History) -> None:
+    """Fold the WAL into the file, so its size is the history's."""
+    with history._transaction(write=False) as db:
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("BEGIN")
+
+
+def size_mib(state_dir: Path) -> float:
+    return sum(path.stat().st_size for path in state_dir.glob("history.db*")) / 2**20
+
+
+def history_section(runs: int) -> list[str]:
+    import time
+
+    out = ["## history", "", f"{measured()}.", "",
+           "Regenerate this section alone: `.venv/bin/python scripts/bench.py --only history --markdown "
+           "docs/benchmarks.md` (no real gateway). " + __doc__.split("\n\n")[2].replace("\n", " ").strip(), ""]
+    with tempfile.TemporaryDirectory(prefix="guardian-history-") as workdir:
+        root = Path(workdir)
+        fleet = Fleet(HOSTS)
+        try:
+            fleet.set(gateways=list(range(HOSTS)), latency=0.0, sessions=10)
+            configs = {}
+            for name in ("year", "month", "hour", "empty"):
+                (root / name).mkdir()
+                configs[name] = write_config(root / name, fleet, {f"gw{i}": i for i in range(HOSTS)})
+            now = time.time()
+            started = time.perf_counter()
+            year_of_history(root / "year" / "state", now)
+            made_year = time.perf_counter() - started
+            started = time.perf_counter()
+            raw_only(root / "month" / "state", now, 30 * DAY)
+            made_month = time.perf_counter() - started
+            raw_only(root / "hour" / "state", now, 3600)
+            year_mib, month_mib = size_mib(root / "year" / "state"), size_mib(root / "month" / "state")
+            reports = interleaved({
+                "30d": guardian("report", "--config", str(configs["year"]), "--since", "30d", "--json"),
+                "365d": guardian("report", "--config", str(configs["year"]), "--since", "365d", "--json"),
+                "raw 30d": guardian("report", "--config", str(configs["month"]), "--since", "30d", "--json"),
+            }, runs)
+            checks = interleaved({name: guardian("check", "--config", str(configs[name]), "-q")
+                                  for name in ("empty", "hour", "year")}, runs)
+        finally:
+            fleet.stop()
+    out += [f"### report over {HOSTS} hosts sampled every {STEP} s", "",
+            f"- `report --since 30d --json` (5-minute rollups, then the raw tail): {spread(reports['30d'])}; "
+            f"peak memory {spread(reports['30d'], 'rss_kib', 'MiB', 1 / 1024)} (target < 1.5 s, < 80 MiB)",
+            f"- `report --since 365d --json` (hourly rollups): {spread(reports['365d'])}; "
+            f"peak memory {spread(reports['365d'], 'rss_kib', 'MiB', 1 / 1024)} (target < 3 s)",
+            f"- `report --since 30d --json` over 30 days of raw samples only ({HOSTS * 30 * DAY // STEP:,} rows, "
+            f"aggregated in SQLite without rollups): {spread(reports['raw 30d'])}; "
+            f"peak memory {spread(reports['raw 30d'], 'rss_kib', 'MiB', 1 / 1024)}",
+            "- before issue 15 (every row loaded into Python), 20 hosts over 30 days took 9.3 s and 922 MiB", "",
+            f"### history.db for {HOSTS} hosts", "",
+            f"- a year with the default windows (2 days raw, 90 days of 5-minute rollups, a year of hourly ones): "
+            f"**{year_mib:.0f} MiB** (target < 200 MiB); generated in {made_year:.0f} s",
+            f"- 30 days of raw samples only: {month_mib:.0f} MiB; generated in {made_month:.0f} s", "",
+            f"### check over {HOSTS} fake gateways beside a year of history", "",
+            f"- empty history.db: {spread(checks['empty'])}",
+            f"- the last hour only (what the forecast and the rebound read back, {HOSTS * 3600 // STEP:,} rows): "
+            f"{spread(checks['hour'])}",
+            f"- a year of history: {spread(checks['year'])}",
+            f"- year / empty: **{median(checks['year']) / median(checks['empty']):.2f}x**; year / last hour: "
+            f"**{median(checks['year']) / median(checks['hour']):.2f}x** (target <= 1.05x)", ""]
+    return out
