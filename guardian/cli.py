@@ -51,7 +51,7 @@ def fail(message: str, code: int):
 def nagios_unknown(sentence: str) -> str:
     """The Nagios line of a check without a verdict: one line, and no "|", which would start perfdata.
 
-    Here, not in guardian.render: the last line of defence must not need the imports that may have failed.
+    Here, not in guardian.output.render: the last line of defence must not need the imports that may have failed.
     """
     return f"SESSIONS UNKNOWN - {' '.join(sentence.split()).replace('|', '/')}"
 
@@ -90,8 +90,8 @@ def friendly_errors(command):
         context = click.get_current_context().find_object(Context)
         if context is not None and context.debug:
             return command(*args, **kwargs)
+        from guardian.adapters.history import HistoryError
         from guardian.adapters.state import StateError
-        from guardian.history import HistoryError
         from guardian.settings.model import ConfigError
 
         try:
@@ -146,7 +146,7 @@ pass_context = click.make_pass_decorator(Context, ensure=True)
 
 def write_metrics(path: str, report, config) -> None:
     """A metrics file that cannot be written is a warning: the check itself was done."""
-    from guardian.history import HistoryError
+    from guardian.adapters.history import HistoryError
     from guardian.output import metrics
 
     try:
@@ -189,7 +189,7 @@ def main(ctx, debug):
 def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian.commands import check as checking
-    from guardian.render import print_check
+    from guardian.output.render import print_check
 
     config = app.load(config_path, limit)
     report = checking.run(config, hosts, now=time.time(), act=not no_notify)
@@ -232,7 +232,7 @@ def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fm
     from guardian.adapters.audit import AuditLog, new_run_id
     from guardian.commands import cleanup as cleaning
     from guardian.core.planner import Rules
-    from guardian.render import cleanup_summary, print_cleanup
+    from guardian.output.render import cleanup_summary, print_cleanup
 
     config = app.load(config_path, limit)
     selected = config.select(hosts)
@@ -298,8 +298,8 @@ def notify_test(app, config_path, channel_names, as_json):
 @pass_context
 def report(app, config_path, hosts, limit, since, fmt, as_json, output):
     """Usage over a period per host: levels, alerts, cleanups, and when each host will fill up."""
-    from guardian import report as reporting
-    from guardian.render import print_report
+    from guardian.commands import report as reporting
+    from guardian.output.render import print_report
 
     config = app.load(config_path, limit)
     now = time.time()
@@ -326,7 +326,7 @@ def history_import(app, config_path, file):
     """Add the samples of a CSV file (another monitor's logs) to the history; the same file again adds nothing."""
     from pathlib import Path
 
-    from guardian.history import History
+    from guardian.adapters.history import History
 
     config = app.load(config_path, None)
     try:
@@ -345,8 +345,8 @@ def history_import(app, config_path, file):
 @pass_context
 def history_export(app, config_path, since, output):
     """Write the history as CSV: raw samples, and the latest reading of each rollup before them."""
-    from guardian.history import History
-    from guardian.report import parse_since
+    from guardian.adapters.history import History
+    from guardian.commands.report import parse_since
 
     config = app.load(config_path, None)
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 from bench import measured
 from bench_scale import Fleet, guardian, interleaved, median, spread, write_config
 
+from guardian.adapters.history import RESOLUTIONS, TIME_LEVELS, History
 from guardian.core.records import Sample
-from guardian.history import RESOLUTIONS, TIME_LEVELS, History
 from guardian.settings.model import HistorySettings
 
 HOSTS, LIMIT, STEP = 50, 60, 30

@@ -17,7 +17,7 @@ from guardian.commands import check as checking
 from guardian.core.policy import level_for
 from guardian.core.records import Reading
 from guardian.output.message import line_text
-from guardian.render import threshold_count
+from guardian.output.render import threshold_count
 from guardian.settings.levels import RANK
 from guardian.settings.load import load
 from guardian.settings.model import Alerts
@@ -284,7 +284,7 @@ def test_the_unknown_line_is_one_line_without_perfdata():
 
 
 def test_an_unexpected_failure_of_check_is_unknown(fake, write_config, cli, monkeypatch):
-    from guardian import render
+    from guardian.output import render
 
     def broken(*args):
         raise RuntimeError("a bug")

@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardian.adapters.audit import AuditLog
+from guardian.adapters.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Summary
 from guardian.commands import check as checking
 from guardian.commands import cleanup
 from guardian.core.records import Sample
-from guardian.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Summary
-from guardian.render import check_json, check_plain
+from guardian.output.render import check_json, check_plain
 from guardian.settings.load import load
 from guardian.settings.model import Alerts, HistorySettings
 

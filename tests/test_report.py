@@ -17,13 +17,13 @@ import pytest
 import yaml
 from fake_gateway import FakeGateway
 
-from guardian import report as reporting
 from guardian.adapters.audit import AuditLog
+from guardian.adapters.history import History
 from guardian.commands import check as checking
 from guardian.commands import cleanup
+from guardian.commands import report as reporting
 from guardian.core.forecast import forecast
-from guardian.history import History
-from guardian.render import report_plain
+from guardian.output.render import report_plain
 from guardian.settings.load import load
 
 STEP = 600.0  # a check every 10 minutes (cron's 30 s is just more rows)
@@ -199,7 +199,7 @@ def test_html_report_renders_in_headless_chromium(history, cli, tmp_path):
 
 
 def test_html_escapes_names_from_the_config_and_the_audit_log(history):
-    from guardian.dashboard import page
+    from guardian.output.dashboard import page
 
     built = reporting.run(history["config"], None, history["start"], history["end"])
     built.alerts.append(reporting.SentAlert(history["end"], "host:<script>alert(1)</script>", "repeat", "notice", 1, 2,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
 from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
+from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries
@@ -22,7 +23,6 @@ from guardian.core import anomaly, planner, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import log_channel, plan, remember
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
-from guardian.history import History, HistoryError
 from guardian.settings.model import Config, Host, Pool
 
 if TYPE_CHECKING:

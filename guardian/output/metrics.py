@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from guardian.adapters.files import write_atomic
+from guardian.adapters.history import History
 from guardian.core.records import CheckReport
-from guardian.history import History
 from guardian.settings.levels import RANK
 from guardian.settings.model import Alerts
 

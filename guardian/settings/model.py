@@ -108,7 +108,7 @@ class Cleanup:
 @dataclass(frozen=True)
 class HistorySettings:
     """`history:`, how long history.db keeps samples and how many the forecast fits (the store is
-    guardian.history.History)."""
+    guardian.adapters.history.History)."""
 
     retention: float = 2 * 86400.0  # raw check samples older than this are pruned (their rollups stay)
     five_minute: float = 90 * 86400.0  # 5-minute rollups older than this are pruned

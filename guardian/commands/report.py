@@ -3,7 +3,7 @@
 `build` is pure: (subjects, their summaries over the period, their recent samples, the audit records of
 the period, settings, since, now) -> Report. `run` is the thin shell that reads history.db (aggregated there,
 so memory stays flat however long the period) and the audit log for it.
-Rendering is guardian.render (terminal, JSON) and guardian.dashboard (HTML).
+Rendering is guardian.output.render (terminal, JSON) and guardian.output.dashboard (HTML).
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
+from guardian.adapters.history import History, Summary
 from guardian.core.forecast import Forecast, forecast
-from guardian.core.records import RESOLVING, CleanupRun, Sample
-from guardian.history import History, Summary
+from guardian.core.records import RESOLVING, CleanupRun, Sample, subject_id
+from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config
 from guardian.settings.units import parse_duration
 
 SERIES_POINTS = 480  # a chart or sparkline needs no more; each keeps its bucket's highest usage
-ALERT_LEVELS = ("notice", "warning", "critical", "unreachable")
+ALERT_LEVELS = (*LEVELS[1:], "unreachable")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SubjectReport:
 
     @property
     def id(self) -> str:
-        return f"{self.kind}:{self.name}"
+        return subject_id(self.kind, self.name)
 
     @property
     def samples(self) -> int:
@@ -123,9 +124,8 @@ def parse_since(text: str, now: float) -> float:
 def run(config: Config, host_names: str | None, since: float, now: float) -> Report:
     """Aggregate history.db over the period, read the audit log for it, and build the report."""
     hosts = config.select(host_names)
-    selected = {h.name for h in hosts}
     subjects = [("host", h.name, h.limit) for h in hosts]
-    subjects += [("pool", p.name, p.limit) for p in config.pools.values() if set(p.hosts) <= selected]
+    subjects += [("pool", p.name, p.limit) for p in config.pools_within(hosts)]
     history = History(config.state_dir)
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
@@ -136,16 +136,16 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
 
 def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str], Summary], recent: list[Sample],
           records: list[dict], config: Config, since: float, now: float) -> Report:
-    ids = {f"{kind}:{name}" for kind, name, _ in subjects}
+    ids = {subject_id(kind, name) for kind, name, _ in subjects}
     alerts = [a for a in sent_alerts(records) if a.subject in ids]
-    runs = [r for r in cleanup_runs(records) if f"host:{r.host}" in ids]
+    runs = [r for r in cleanup_runs(records) if subject_id("host", r.host) in ids]
     critical = config.alerts.thresholds["critical"]
     reports = []
     for kind, name, limit in subjects:
         own = [(s.time, s.usage) for s in recent if s.kind == kind and s.name == name]
         fit = forecast(own, critical, now, config.history.forecast_window)
         reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit,
-                                     [a for a in alerts if a.subject == f"{kind}:{name}"],
+                                     [a for a in alerts if a.subject == subject_id(kind, name)],
                                      [r for r in runs if kind == "host" and r.host == name]))
     reports.sort(key=_heat)
     return Report(since, now, dict(config.alerts.thresholds), reports, alerts, runs)

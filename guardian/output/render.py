@@ -12,7 +12,8 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import OVER_CAP
 from guardian.core.records import CLEANED, NOT_CLEANED, PARTLY_CLEANED, CheckReport, Reading, Subject
 from guardian.output.message import line_json
-from guardian.output.text import safe
+from guardian.output.text import forecast_text, percent, report_headline, safe, subject_label
+from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -36,21 +37,6 @@ def unreachable_text(subject: Subject) -> str:
 
 def change_text(change: int | None) -> str:
     return "" if change is None else f"{change:+d}"
-
-
-def subject_label(subject: Subject) -> str:
-    return f"pool {subject.name}" if subject.kind == "pool" else subject.name
-
-
-def forecast_text(fit: Forecast | None) -> str:
-    """'critical in 20m, full in 40m (r² 0.97)', 'no upward trend', or '' without enough history."""
-    if fit is None or not fit.enough:
-        return ""
-    if not fit.rising:
-        return "no upward trend"
-    critical = "critical now" if fit.critical_in == 0 else f"critical in {eta_text(fit.critical_in)}"
-    quality = "" if fit.r2 is None else f" (r² {fit.r2:.2f})"
-    return ("full now" if fit.full_in == 0 else f"{critical}, full in {eta_text(fit.full_in)}") + quality
 
 
 def forecast_json(fit: Forecast | None, limit: int) -> dict | None:
@@ -90,7 +76,7 @@ def check_json(report: CheckReport) -> dict:
 
     code = report.exit_code
     levels = [s.level for s in report.subjects if s.reading]
-    status = "unknown" if code == 3 else max(levels, key=["ok", "notice", "warning", "critical"].index, default="ok")
+    status = "unknown" if code == 3 else worst("ok", *levels)
     return {
         "version": JSON_VERSION, "time": iso_time(report.time), "status": status, "exit_code": code,
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
@@ -311,21 +297,6 @@ def sparkline(series: list[tuple[float, float | None]], since: float, until: flo
     return "".join(" " if u is None else SPARK[min(len(SPARK) - 1, int(u / 100 * len(SPARK)))] for u in columns)
 
 
-def headline(report) -> str:
-    """The answer at a glance: the hottest host, when it fills, what was done about it."""
-    sent = sum(1 for a in report.alerts if a.counted_as)
-    closed = sum(run.closed for run in report.cleanups)
-    done = (f"{sent} alert{'s' if sent != 1 else ''} sent, {closed} session{'s' if closed != 1 else ''} closed "
-            f"by {len(report.cleanups)} cleanup{'s' if len(report.cleanups) != 1 else ''}")
-    hottest = report.hottest
-    if hottest is None:
-        return f"No history for these hosts since {iso_time(report.since)}; {done}."
-    latest = hottest.latest
-    outlook = forecast_text(hottest.forecast) or "not enough recent history for a forecast"
-    return (f"Hottest: {hottest.name} at {latest.usage:.0f}% ({latest.sessions}/{latest.limit}, {latest.level}); "
-            f"{outlook}. In the period: {done}.")
-
-
 def level_times_text(subject) -> str:
     spent = subject.time_at_level
     return " ".join(f"{level}={duration_text(seconds)}" for level, seconds in spent.items() if seconds)
@@ -333,10 +304,6 @@ def level_times_text(subject) -> str:
 
 def alerts_text(subject) -> str:
     return ",".join(f"{level}:{n}" for level, n in subject.alerts_sent.items() if n) or "none"
-
-
-def percent(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}%"
 
 
 def report_json(report) -> dict:
@@ -360,7 +327,7 @@ def report_json(report) -> dict:
         "since": iso_time(report.since),
         "thresholds": report.thresholds,
         "hottest": hottest.name if hottest else None,
-        "headline": headline(report),
+        "headline": report_headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
         "alerts": [
@@ -393,7 +360,7 @@ def report_json(report) -> dict:
 
 
 def report_plain(report) -> str:
-    lines = [f"report {iso_time(report.since)} .. {iso_time(report.now)}", headline(report)]
+    lines = [f"report {iso_time(report.since)} .. {iso_time(report.now)}", report_headline(report)]
     for s in report.subjects:
         usage = s.usage
         parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
@@ -417,7 +384,7 @@ def report_tables(report) -> list:
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", None: "magenta"}
     hosts = Table(title=f"Sessions from {iso_time(report.since)} to {iso_time(report.now)}", title_justify="left",
-                  caption=headline(report), caption_justify="left")
+                  caption=report_headline(report), caption_justify="left")
     for column in ("Host", "Now", "Min", "Mean", "Max", "Usage over the period", "Time at level", "Alerts sent",
                    "Closed", "Forecast"):
         hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", "Closed") else "left")
@@ -462,7 +429,7 @@ def print_report(report, fmt: str, output: str | None) -> None:
             console.print(table)
         text = console.file.getvalue() if output else None
     elif fmt == "html":
-        from guardian.dashboard import page
+        from guardian.output.dashboard import page
 
         text = page(report)
     elif fmt == "json":

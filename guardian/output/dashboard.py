@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from guardian.render import forecast_text, headline, percent, subject_label
+from guardian.output.text import forecast_text, percent, report_headline, subject_label
 from guardian.settings.units import duration_text, iso_time
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
@@ -25,17 +25,21 @@ TABLE_ROWS = 100  # alerts listed on the page, latest first
 
 CSS = """
 *{box-sizing:border-box}
-body{margin:0;padding:24px 32px;background:#0d1117;color:#e6edf3;font:15px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
+body{margin:0;padding:24px 32px;background:#0d1117;color:#e6edf3;
+     font:15px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
 header{display:flex;justify-content:space-between;align-items:baseline;flex-wrap:wrap;gap:8px}
 h1{margin:0;font-size:24px;font-weight:600}
 h2{font-size:18px;margin:28px 0 8px}
 .period{color:#8b949e}
-.headline{margin:16px 0 20px;padding:14px 18px;border-radius:8px;background:#161b22;border-left:6px solid var(--level);font-size:19px}
+.headline{margin:16px 0 20px;padding:14px 18px;border-radius:8px;background:#161b22;border-left:6px solid var(--level);
+          font-size:19px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:18px}
-.card{background:#161b22;border:1px solid #30363d;border-radius:10px;padding:14px 16px 8px;border-top:5px solid var(--level)}
+.card{background:#161b22;border:1px solid #30363d;border-radius:10px;padding:14px 16px 8px;
+      border-top:5px solid var(--level)}
 .card header{align-items:center}
 .name{font-size:21px;font-weight:600}
-.badge{display:inline-block;margin-left:10px;padding:1px 9px;border-radius:10px;background:var(--level);color:#0d1117;font-size:13px;font-weight:700;text-transform:uppercase;vertical-align:middle}
+.badge{display:inline-block;margin-left:10px;padding:1px 9px;border-radius:10px;background:var(--level);color:#0d1117;
+       font-size:13px;font-weight:700;text-transform:uppercase;vertical-align:middle}
 .now{font-size:34px;font-weight:700;color:var(--level);line-height:1}
 .now small{font-size:15px;color:#8b949e;font-weight:400}
 .outlook{margin:6px 0 2px;font-size:16px}
@@ -65,8 +69,9 @@ def page(report) -> str:
 <style>{CSS}</style></head>
 <body>
 <header><h1>Session Limit Guardian</h1>
-<span class="period">{_when(report.since)} → {_when(report.now)} ({duration_text(report.now - report.since)})</span></header>
-<p class="headline" style="--level:{COLOURS[level]}">{escape(headline(report))}</p>
+<span class="period">{_when(report.since)} → {_when(report.now)} ({duration_text(report.now - report.since)})</span>
+</header>
+<p class="headline" style="--level:{COLOURS[level]}">{escape(report_headline(report))}</p>
 <section class="cards">
 {cards}
 </section>
@@ -141,7 +146,8 @@ def _chart(subject, report) -> str:
             f'<g class="cleanup-marker"><title>{escape(iso_time(run.time))}: cleanup ({escape(run.command)}) '
             f'closed {run.closed}</title><line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" '
             f'stroke="#58a6ff" stroke-width="1.5" stroke-dasharray="1 3"/>'
-            f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" fill="#58a6ff"/>'
+            f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" '
+            'fill="#58a6ff"/>'
             f'<text x="{cx + 8:.1f}" y="{bottom - 3}" style="fill:#58a6ff">−{run.closed}</text></g>'
         )
     for alert in subject.alerts:
@@ -227,7 +233,8 @@ def _alerts_table(report) -> str:
                     f'<td>{percent(a.usage) if isinstance(a.usage, (int, float)) else "-"}</td>'
                     f'<td>{escape(a.detail or "")}</td><td>{escape(channels)}</td></tr>')
     more = len(report.alerts) - len(rows)
-    note = f'<p class="none">The latest {len(rows)} of {len(report.alerts)}; guardian report --format json has them all.</p>'
+    note = (f'<p class="none">The latest {len(rows)} of {len(report.alerts)}; '
+            'guardian report --format json has them all.</p>')
     return ("<table><tr><th>Time</th><th>Subject</th><th>Level</th><th>Reason</th><th>Usage</th><th>Detail</th>"
             f"<th>Channels</th></tr>{''.join(rows)}</table>" + (note if more else ""))
 

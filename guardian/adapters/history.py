@@ -29,6 +29,7 @@ from guardian.adapters.audit import parse_lines
 from guardian.adapters.files import move_aside
 from guardian.core.policy import level_for
 from guardian.core.records import Sample
+from guardian.settings.levels import LEVELS
 
 SCHEMA_VERSION = 2
 SAMPLES = """
@@ -76,7 +77,7 @@ CREATE TABLE imports (sha256 TEXT PRIMARY KEY, rows INTEGER NOT NULL, time REAL 
 """
 RESOLUTIONS = (300, 3600)
 MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
-TIME_LEVELS = ("ok", "notice", "warning", "critical", "unknown")
+TIME_LEVELS = (*LEVELS, "unknown")
 CSV_HEADER = ("time", "kind", "name", "sessions", "limit")
 
 # Seconds from each sample to the next of its subject, once, over the rows of `{source}` from :lo on
