@@ -19,7 +19,7 @@ from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries
-from guardian.core import anomaly, planner, policy
+from guardian.core import anomaly, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import log_channel, plan, remember
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
@@ -151,10 +151,15 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
 def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog) -> list[str]:
     """cleanup.on_critical: clean a host at critical now instead of waiting for cron (same rules, same lock).
     Each host cleaned has its `closed_now`, for its alert line; what went wrong comes back as warnings."""
-    targets = planner.on_critical(subjects, config.alerts.thresholds["critical"]) if config.cleanup.on_critical else []
+    if not config.cleanup.on_critical:
+        return []
+    # only with on_critical, and the shell only for a critical host: each costs start-up
+    from guardian.core import planner
+
+    targets = planner.on_critical(subjects, config.alerts.thresholds["critical"])
     if not targets:
         return []
-    from guardian.commands import cleanup  # only when a host is critical: the cleanup shell costs start-up
+    from guardian.commands import cleanup
 
     try:
         reports = cleanup.run(config, [config.hosts[name] for name in targets],

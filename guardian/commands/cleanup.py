@@ -17,8 +17,20 @@ from guardian.adapters.audit import AuditLog
 from guardian.adapters.files import LockBusy, hold_lock
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import StateError
-from guardian.core.planner import NOT_IDLE, Rules, Verdict, clock_skew_refusal, flagged, plan
-from guardian.core.records import CLEANED, NOT_ATTEMPTED, PARTLY_CLEANED, PLANNED, HostCleanup, Outcome
+from guardian.core.planner import (
+    CLEANED,
+    NOT_ATTEMPTED,
+    NOT_IDLE,
+    PARTLY_CLEANED,
+    PLANNED,
+    HostCleanup,
+    Outcome,
+    Rules,
+    Verdict,
+    clock_skew_refusal,
+    flagged,
+    plan,
+)
 from guardian.settings.model import Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones

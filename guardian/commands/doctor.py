@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guardian.adapters import gateway
 from guardian.adapters.identity import IdentityStore
-from guardian.core.records import Diagnosis
+from guardian.core.diagnosis import Diagnosis
 from guardian.settings.model import Config, Host
 
 NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}

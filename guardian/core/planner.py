@@ -5,9 +5,10 @@ its reason. The keep reasons are checked in the order they are listed; a session
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from dataclasses import dataclass, field
 
-from guardian.settings.model import Cleanup
+from guardian.settings.model import Cleanup, Host
 from guardian.settings.units import duration_text
 
 # keep reasons, in the order they are checked
@@ -172,3 +173,49 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
                                   updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
                                   reason=reason or "idle"))
     return decisions
+
+
+# --- what became of the plan: a cleanup's records (guardian.commands.cleanup fills them in) -----------
+
+NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
+# how far a host's run got
+CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+
+
+@dataclass
+class Outcome:
+    decision: Verdict
+    result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
+    error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """The gateway answered this delete (an unknown one was sent and never answered)."""
+        return self.result != "unknown" and not (self.error or "").startswith(NOT_ATTEMPTED)
+
+
+@dataclass
+class HostCleanup:
+    host: Host
+    before: int | None = None
+    after: int | None = None
+    decisions: list[Verdict] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: str | None = None  # what stopped the run on this host, or went wrong after it
+    unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
+    status: str = NOT_CLEANED
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    @property
+    def closed(self) -> int:
+        return self.count("closed")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed") + self.count("unknown")
+
+    @property
+    def kept(self) -> Counter:
+        return Counter(d.reason for d in self.decisions if not d.close)

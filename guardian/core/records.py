@@ -5,12 +5,10 @@ guardian.output phrases them.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from guardian.core.forecast import Forecast
-from guardian.core.planner import Verdict
 from guardian.settings.model import Host
 
 RESOLVING = ("resolved", "reachable")  # the reasons of a resolved line: usage back to ok, a host reachable again
@@ -209,67 +207,3 @@ def exit_code(levels: list[str], unknown: bool) -> int:
     if "warning" in levels:
         return 1
     return 0
-
-
-NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
-# how far a host's run got
-CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
-
-
-@dataclass
-class Outcome:
-    decision: Verdict
-    result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
-    error: str | None = None
-
-    @property
-    def settled(self) -> bool:
-        """The gateway answered this delete (an unknown one was sent and never answered)."""
-        return self.result != "unknown" and not (self.error or "").startswith(NOT_ATTEMPTED)
-
-
-@dataclass
-class HostCleanup:
-    host: Host
-    before: int | None = None
-    after: int | None = None
-    decisions: list[Verdict] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    error: str | None = None  # what stopped the run on this host, or went wrong after it
-    unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
-    status: str = NOT_CLEANED
-
-    def count(self, result: str) -> int:
-        return sum(1 for o in self.outcomes if o.result == result)
-
-    @property
-    def closed(self) -> int:
-        return self.count("closed")
-
-    @property
-    def failed(self) -> int:
-        return self.count("failed") + self.count("unknown")
-
-    @property
-    def kept(self) -> Counter:
-        return Counter(d.reason for d in self.decisions if not d.close)
-
-
-@dataclass
-class Diagnosis:
-    """What `guardian doctor` found on one host."""
-
-    host: str
-    url: str
-    reachable: bool = False
-    server_version: str | None = None
-    protocol: int | None = None
-    scopes: list[str] = field(default_factory=list)
-    token: str = "none"
-    tls: str = ""
-    device: str = "not used (loopback)"
-    problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
-
-    @property
-    def usable(self) -> bool:
-        return self.reachable and not self.problems

@@ -7,7 +7,8 @@ from dataclasses import asdict
 
 import click
 
-from guardian.core.records import Delivery, Diagnosis
+from guardian.core.diagnosis import Diagnosis
+from guardian.core.records import Delivery
 
 
 def print_results(results: list[Diagnosis], fmt: str) -> None:

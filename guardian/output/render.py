@@ -9,8 +9,8 @@ import json
 import math
 
 from guardian.core.forecast import Forecast
-from guardian.core.planner import OVER_CAP
-from guardian.core.records import CLEANED, NOT_CLEANED, PARTLY_CLEANED, CheckReport, Reading, Subject
+from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
+from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import line_json
 from guardian.output.text import forecast_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
