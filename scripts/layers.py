@@ -5,6 +5,9 @@ imported). A floor is a module's height: 0 for a module that imports nothing of 
 one more than the highest module it imports (a circle counts as one module). Usage:
 
     python scripts/layers.py [--arrows]     # from the repository's top; exits 1 when there is a circle
+
+It prints the modules' floors, then the same for the folders (each of guardian's subpackages as one node,
+a module at the top as itself): the layers README "How the code is laid out" names.
 """
 
 from __future__ import annotations
@@ -111,22 +114,39 @@ def floors(edges: dict[str, set[str]]) -> dict[str, int]:
     return height
 
 
-def main(argv: list[str]) -> int:
-    edges = graph(Path.cwd())
+def folders(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with each subpackage of the guardian as one node (guardian.core.policy -> guardian.core)."""
+    def folder(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    collapsed: dict[str, set[str]] = {}
+    for name, targets in edges.items():
+        collapsed.setdefault(folder(name), set()).update(folder(t) for t in targets)
+    return {name: targets - {name} for name, targets in collapsed.items()}
+
+
+def show(edges: dict[str, set[str]], what: str, arrows: bool) -> list[list[str]]:
     height = floors(edges)
     loops = circles(edges)
     by_floor: dict[int, list[str]] = {}
     for name, level in height.items():
         by_floor.setdefault(level, []).append(name)
-    print(f"{len(edges)} modules, {len(by_floor)} floors, {sum(map(len, edges.values()))} arrows, {len(loops)} circles")
+    print(f"{len(edges)} {what}, {len(by_floor)} floors, {sum(map(len, edges.values()))} arrows, {len(loops)} circles")
     for level in sorted(by_floor, reverse=True):
         print(f"  floor {level:2}: {' '.join(sorted(by_floor[level]))}")
     for group in loops:
         print(f"  circle: {' <-> '.join(group)}")
-    if "--arrows" in argv:
+    if arrows:
         for name in sorted(edges):
             for target in sorted(edges[name]):
                 print(f"  {name} -> {target}")
+    return loops
+
+
+def main(argv: list[str]) -> int:
+    edges = graph(Path.cwd())
+    loops = show(edges, "modules", "--arrows" in argv)
+    show(folders(edges), "folders", "--arrows" in argv)
     return 1 if loops else 0
 
 
