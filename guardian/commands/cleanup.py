@@ -153,15 +153,15 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
             return result
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
-        record = functools.partial(_record, clock, host, dry_run)
+        entry = functools.partial(_audit_entry, clock, host, dry_run)
         # the kept records go out with the plan (dry run) or the first intents, in one write and one fsync
-        kept = [record("kept", d) for d in result.decisions if not d.close and d.reason != NOT_IDLE]
+        kept = [entry("kept", d) for d in result.decisions if not d.close and d.reason != NOT_IDLE]
         if dry_run:
             result.outcomes = [Outcome(d, "planned") for d in chosen]
-            audit.write_all(kept + [record("planned", d) for d in chosen])
+            audit.write_all(kept + [entry("planned", d) for d in chosen])
             result.after, result.status = result.before - len(chosen), PLANNED
             return result
-        result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, record)
+        result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, entry)
         result.status = CLEANED if all(o.settled for o in result.outcomes) else PARTLY_CLEANED
         if result.error:
             return result
@@ -175,7 +175,7 @@ def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: 
 
 
 def delete_chosen(
-    deleter: Deleter, chosen: list[Verdict], kept: list, audit: AuditLog, record
+    deleter: Deleter, chosen: list[Verdict], kept: list, audit: AuditLog, entry
 ) -> tuple[list[Outcome], str | None]:
     """Delete the chosen sessions, DELETE_WINDOW at a time: one outcome for each (those after a stop: failed, not
     attempted), and the error that stopped them. Once a delete is sent, nothing raises: the caller reports the outcomes.
@@ -188,10 +188,10 @@ def delete_chosen(
     "may or may not be gone".
     """
     batches = [chosen[start:start + DELETE_WINDOW] for start in range(0, len(chosen), DELETE_WINDOW)]
-    audit.write_all(kept + [record("intent", d) for d in (batches[0] if batches else [])])
+    audit.write_all(kept + [entry("intent", d) for d in (batches[0] if batches else [])])
     outcomes: list[Outcome] = []
     for index, batch in enumerate(batches):
-        ahead = _IntentsAhead(audit, record, batches[index + 1] if index + 1 < len(batches) else [])
+        ahead = _IntentsAhead(audit, entry, batches[index + 1] if index + 1 < len(batches) else [])
         error = None
         try:
             answered = deleter.delete(batch, ahead.write)
@@ -203,7 +203,7 @@ def delete_chosen(
             answered += _not_attempted(chosen[len(outcomes) + len(answered):], error)
         outcomes += answered
         try:
-            audit.write_all([record("outcome", o.decision, result=o.result, error=o.error) for o in answered],
+            audit.write_all([entry("outcome", o.decision, result=o.result, error=o.error) for o in answered],
                             sync=error is not None or index + 1 == len(batches))
         except StateError as exc:  # nothing more is sent without a record; the report still has every outcome
             if error is None:
@@ -221,19 +221,19 @@ def _not_attempted(decisions: list[Verdict], error: str) -> list[Outcome]:
 class _IntentsAhead:
     """The intents of the next batch, written while the current one is in flight (never raises there)."""
 
-    def __init__(self, audit: AuditLog, record, batch: list[Verdict]):
-        self.audit, self.record, self.batch = audit, record, batch
+    def __init__(self, audit: AuditLog, entry, batch: list[Verdict]):
+        self.audit, self.entry, self.batch = audit, entry, batch
         self.failure: StateError | None = None
 
     def write(self) -> None:
         if self.failure is None and self.batch:
             try:
-                self.audit.write_all([self.record("intent", d) for d in self.batch])
+                self.audit.write_all([self.entry("intent", d) for d in self.batch])
             except StateError as exc:
                 self.failure = exc
 
 
-def _record(clock, host: Host, dry_run: bool, event: str, decision: Verdict, **outcome) -> tuple[float, str, dict]:
+def _audit_entry(clock, host: Host, dry_run: bool, event: str, decision: Verdict, **outcome) -> tuple[float, str, dict]:
     """An audit record (time, event, fields) of one decision, timed now, written later by write_all."""
     return clock(), event, {"host": host.name, "dry_run": dry_run, **outcome, **_fields(decision)}
 
