@@ -1,4 +1,4 @@
-"""Backtest of the peak forecast (guardian/peaks.py) on synthetic months with known daily peaks.
+"""Backtest of the peak forecast (guardian/core/peaks.py) on synthetic months with known daily peaks.
 
 Each month: 30-second checks in a real zone (some months cross a DST change), a weekday peak at a
 month's own time with a day-to-day jitter, a second smaller bump in the afternoon, noise, session
@@ -132,7 +132,7 @@ def per_weekday(days: dict[date, peaks.DayBins]):
 
 
 def day_kinds(days: dict[date, peaks.DayBins]):
-    """guardian/peaks.py's model."""
+    """guardian/core/peaks.py's model."""
     return fit(daily_peaks(days))[0].expected
 
 

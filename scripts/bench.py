@@ -65,7 +65,7 @@ def bare_connect(url: str, token: str, scope: str):
     """A minimal client (websocket-client, no guardian code): challenge, then connect."""
     import websocket
 
-    # no pure-Python UTF-8 scan of every frame: the guardian skips it too (guardian/gateway.py)
+    # no pure-Python UTF-8 scan of every frame: the guardian skips it too (guardian/adapters/gateway.py)
     ws = websocket.create_connection(url, timeout=60, suppress_origin=True, skip_utf8_validation=True)
     json.loads(ws.recv())
     ws.send(json.dumps({"type": "req", "id": "c", "method": "connect", "params": {

@@ -57,7 +57,7 @@ class Pool:
 @dataclass(frozen=True, kw_only=True)
 class Channel:
     """Where alerts go, with the filters that choose what it hears about. Each type's own settings
-    are in a subclass (guardian.channel_settings)."""
+    are in a subclass (guardian.settings.channels)."""
 
     name: str
     type: str
