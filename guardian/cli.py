@@ -231,12 +231,12 @@ def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fm
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
     from guardian.adapters.audit import AuditLog, new_run_id
     from guardian.commands import cleanup as cleaning
-    from guardian.core.planner import Rules
+    from guardian.core.planner import this_run
     from guardian.output.render import cleanup_summary, print_cleanup
 
     config = app.load(config_path, limit)
     selected = config.select(hosts)
-    rules = Rules.from_config(config.cleanup, idle_after, max_per_run)
+    rules = this_run(config.cleanup, idle_after, max_per_run)
     now = time.time()
     try:
         reports = cleaning.run(

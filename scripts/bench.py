@@ -36,9 +36,8 @@ from demo import write_config
 from guardian.adapters import gateway
 from guardian.adapters.audit import AuditLog
 from guardian.commands import cleanup as cleaning
-from guardian.core.planner import Rules
 from guardian.settings.load import load
-from guardian.settings.model import Host
+from guardian.settings.model import Cleanup, Host
 from guardian.settings.secrets import Secret
 
 GUARDIAN = [sys.executable, "-m", "guardian"]
@@ -140,7 +139,7 @@ SETTLE = 2.0  # seconds after creating sessions, so the gateway has finished wri
 
 def bench_cleanup(gw: peer.Gateway, config: Path, sessions: int, out: list[str]) -> None:
     base = load(str(config))
-    rules = Rules(idle_after=0.001, max_per_run=sessions)
+    rules = Cleanup(idle_after=0.001, max_per_run=sessions)
 
     def store_of(count: int) -> list[str]:
         """The gateway's store topped up to `count` idle sessions: the keys a case must close."""

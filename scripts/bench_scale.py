@@ -25,8 +25,8 @@ from bench import bare_serial_deletes, measured, timed
 
 from guardian.adapters import gateway
 from guardian.commands import cleanup as cleaning
-from guardian.core.planner import Rules, plan
-from guardian.settings.model import Host
+from guardian.core.planner import plan
+from guardian.settings.model import Cleanup, Host, Protect
 from guardian.settings.secrets import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ def bench_dry_run(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> Non
             f"- {BIG:,} sessions: wall {spread(samples['big'])}; guardian CPU {spread(samples['big'], 'cpu')}",
             f"- the guardian's own CPU for the {BIG - SMALL:,} more sessions: **{extra:.3f} s** (target < 1 s)", ""]
     out += ["The planner alone, in-process (best of 5), to show it is linear:", ""]
-    rules = Rules(idle_after=7200, max_per_run=50, protect_keys=("agent:*:telegram:*",))
+    rules = Cleanup(idle_after=7200, max_per_run=50, protect=Protect(keys=("agent:*:telegram:*",)))
     now = time.time()
     for count in (1_000, 10_000, 100_000):
         rows = [{"key": f"agent:main:bench:{i}", "sessionId": str(i), "agentId": "main",

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from guardian.adapters import audit
 from guardian.commands.cleanup import count_sessions
-from guardian.core.planner import Rules, plan
+from guardian.core.planner import plan
+from guardian.settings.model import Cleanup, Protect
 
 NOW = 1_800_000_000.0
 H = 3600 * 1000  # an hour in ms
@@ -27,8 +28,8 @@ def row(key, idle_hours, **fields):
             "updatedAt": int(NOW * 1000 - idle_hours * H), **fields}
 
 
-RULES = Rules(idle_after=2 * 3600, max_per_run=50, protect_agents=("ops",), protect_keys=("agent:*:telegram:*",),
-              protect_labels=("keep-me",), agent_idle_after={"batch": 1800})
+RULES = Cleanup(idle_after=2 * 3600, max_per_run=50, agent_idle_after={"batch": 1800},
+                protect=Protect(agents=("ops",), keys=("agent:*:telegram:*",), labels=("keep-me",)))
 
 
 @pytest.mark.parametrize("session, close, reason", [
@@ -57,7 +58,7 @@ def test_each_rule(session, close, reason):
 
 def test_most_idle_first_and_the_cap():
     rows = [row(f"agent:main:s{h}", h) for h in (3, 9, 5, 1, 7)]
-    decisions = plan(rows, Rules(idle_after=7200, max_per_run=2), NOW)
+    decisions = plan(rows, Cleanup(idle_after=7200, max_per_run=2), NOW)
     assert [(d.key, d.close, d.reason) for d in decisions] == [
         ("agent:main:s9", True, "idle"), ("agent:main:s7", True, "idle"),
         ("agent:main:s5", False, "over the per-run cap"), ("agent:main:s3", False, "over the per-run cap"),
@@ -80,11 +81,11 @@ def reference_plan(rows, rules, now, main_key):
             reason = "main session"
         elif r.get("pinned"):
             reason = "pinned"
-        elif agent in rules.protect_agents:
+        elif agent in rules.protect.agents:
             reason = "protected agent"
-        elif any(fnmatch.fnmatchcase(r["key"], p) for p in rules.protect_keys):
+        elif any(fnmatch.fnmatchcase(r["key"], p) for p in rules.protect.keys):
             reason = "protected key pattern"
-        elif r.get("label") in rules.protect_labels:
+        elif r.get("label") in rules.protect.labels:
             reason = "protected label"
         elif idle is None:
             reason = "no activity time"
@@ -129,8 +130,8 @@ def random_store(count, seed):
 @pytest.mark.parametrize("count, cap", [(10, 3), (10_000, 3_000)])
 def test_a_big_store_gets_the_same_decisions_as_the_plain_rules(count, cap):
     rows = random_store(count, seed=count)
-    rules = Rules(idle_after=2 * 3600, max_per_run=cap, protect_agents=("ops",), protect_keys=("agent:*:telegram:*",),
-                  protect_labels=("keep-me",), agent_idle_after={"batch": 1800})
+    rules = Cleanup(idle_after=2 * 3600, max_per_run=cap, agent_idle_after={"batch": 1800},
+                    protect=Protect(agents=("ops",), keys=("agent:*:telegram:*",), labels=("keep-me",)))
     decisions = plan(rows, rules, NOW, main_key="agent:main:main")
     assert [(d.key, d.close, d.reason) for d in decisions] == reference_plan(rows, rules, NOW, "agent:main:main")
     assert sum(d.close for d in decisions) == cap  # the store is big enough to reach the cap
@@ -239,7 +240,7 @@ def test_an_intent_that_cannot_be_written_stops_its_delete(fake, write_config, s
             super().write_all(records, sync)
 
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
-    (report,) = cleaning.run(config, list(config.hosts.values()), Rules.from_config(config.cleanup), time.time(), False,
+    (report,) = cleaning.run(config, list(config.hosts.values()), config.cleanup, time.time(), False,
                              FullAfterThreeWrites(state_dir, "r", "cleanup"))
     closed = [r["key"] for r in records(state_dir, "outcome") if r["result"] == "closed"]
     assert [r["key"] for r in records(state_dir, "intent")] == closed and len(closed) == 2
@@ -435,17 +436,17 @@ def test_an_unreadable_activity_time_keeps_its_session_and_the_rest_is_cleaned(f
 @given(key=st.text(min_size=1))
 def test_a_key_named_literally_in_protect_keys_is_protected_whatever_characters_it_has(key):
     session = {"key": key, "sessionId": "s", "agentId": "main", "updatedAt": int(NOW * 1000 - 5 * H)}
-    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, protect_keys=(key,)), NOW)
+    (decision,) = plan([session], Cleanup(idle_after=7200, max_per_run=50, protect=Protect(keys=(key,))), NOW)
     assert (decision.close, decision.reason) == (False, "protected key pattern")
 
 
 @pytest.mark.parametrize("protect, session, reason", [
-    ({"protect_agents": ("Sales",)}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids
-    ({"protect_labels": ("Keep-Me",)}, row("agent:main:a", 5, label="keep-me"), "protected label"),
-    ({"protect_keys": ("agent:*:Telegram:*",)}, row("agent:main:telegram:42", 5), "protected key pattern"),
+    ({"protect": Protect(agents=("Sales",))}, row("agent:sales:a", 5), "protected agent"),  # OpenClaw folds agent ids
+    ({"protect": Protect(labels=("Keep-Me",))}, row("agent:main:a", 5, label="keep-me"), "protected label"),
+    ({"protect": Protect(keys=("agent:*:Telegram:*",))}, row("agent:main:telegram:42", 5), "protected key pattern"),
 ])
 def test_protect_entries_match_whatever_their_case(protect, session, reason):
-    (decision,) = plan([session], Rules(idle_after=7200, max_per_run=50, **protect), NOW)
+    (decision,) = plan([session], Cleanup(idle_after=7200, max_per_run=50, **protect), NOW)
     assert (decision.close, decision.reason) == (False, reason)
 
 
@@ -457,7 +458,7 @@ def test_protect_entries_match_whatever_their_case(protect, session, reason):
 @given(agent=st.sampled_from(["main", "sales", "ops-2", "Work"]), main_key=st.sampled_from([None, "agent:main:main"]))
 def test_no_agents_main_session_is_closed_even_when_the_row_does_not_say_it_is_main(agent, main_key):
     (decision,) = plan([{"key": f"agent:{agent}:main", "sessionId": "s", "updatedAt": int(NOW * 1000 - 5 * H)}],
-                       Rules(idle_after=7200, max_per_run=50), NOW, main_key=main_key)
+                       Cleanup(idle_after=7200, max_per_run=50), NOW, main_key=main_key)
     assert (decision.close, decision.reason) == (False, "main session")
 
 
@@ -548,11 +549,13 @@ KEYS = st.one_of(st.builds("agent:{}:{}:{}".format, st.sampled_from(AGENT_IDS),
 STORES = st.lists(KEYS, unique=True, max_size=12).flatmap(
     lambda keys: st.tuples(*[random_row((key, i)) for i, key in enumerate(keys)]).map(list))
 RULES_DRAWN = st.builds(
-    Rules, idle_after=st.floats(60, 6 * 3600), max_per_run=st.integers(1, 8),
-    protect_agents=st.lists(st.sampled_from(AGENT_IDS + ["SALES"]), max_size=2).map(tuple),
-    protect_keys=st.lists(st.sampled_from(["agent:*:telegram:*", "agent:main:dashboard:[C123]", "agent:sales:*"]),
-                          max_size=2).map(tuple),
-    protect_labels=st.lists(st.sampled_from(["keep-me", "KEEP-ME"]), max_size=1).map(tuple),
+    Cleanup, idle_after=st.floats(60, 6 * 3600), max_per_run=st.integers(1, 8),
+    protect=st.builds(
+        Protect,
+        agents=st.lists(st.sampled_from(AGENT_IDS + ["SALES"]), max_size=2).map(tuple),
+        keys=st.lists(st.sampled_from(["agent:*:telegram:*", "agent:main:dashboard:[C123]", "agent:sales:*"]),
+                      max_size=2).map(tuple),
+        labels=st.lists(st.sampled_from(["keep-me", "KEEP-ME"]), max_size=1).map(tuple)),
     agent_idle_after=st.dictionaries(st.sampled_from(AGENT_IDS), st.floats(60, 6 * 3600), max_size=2))
 
 
@@ -565,10 +568,10 @@ def may_close(r, rules, now, main_key) -> bool:
     from_key = re.match(r"agent:([^:]*):", key)
     agent = r["agentId"] if isinstance(r.get("agentId"), str) else from_key and from_key.group(1)
     agent_main = re.fullmatch(r"agent:[^:]+:main", key, re.IGNORECASE) is not None
-    protected = (str(agent).casefold() in [a.casefold() for a in rules.protect_agents]
+    protected = (str(agent).casefold() in [a.casefold() for a in rules.protect.agents]
                  or any(key.casefold() == p.casefold() or fnmatch.fnmatchcase(key.casefold(), p.casefold())
-                        for p in rules.protect_keys)
-                 or str(r.get("label")).casefold() in [label.casefold() for label in rules.protect_labels])
+                        for p in rules.protect.keys)
+                 or str(r.get("label")).casefold() in [label.casefold() for label in rules.protect.labels])
     live = any(r.get(flag) not in (None, False) for flag in ("hasActiveRun", "isMain", "pinned", "archived"))
     idle = now - max(times) / 1000
     return (not live and r.get("status") != "running" and key != main_key and not agent_main and not protected
@@ -576,13 +579,13 @@ def may_close(r, rules, now, main_key) -> bool:
 
 
 @example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "hasActiveRun": 1}],
-         rules=Rules(idle_after=7200, max_per_run=5))  # a flag that is not plainly false keeps the session
+         rules=Cleanup(idle_after=7200, max_per_run=5))  # a flag that is not plainly false keeps the session
 @example(rows=[{"key": "agent:lab:main", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
-         rules=Rules(idle_after=7200, max_per_run=5))
+         rules=Cleanup(idle_after=7200, max_per_run=5))
 @example(rows=[{"key": "agent:main:dashboard:[C123]", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H)}],
-         rules=Rules(idle_after=7200, max_per_run=5, protect_keys=("agent:main:dashboard:[C123]",)))
+         rules=Cleanup(idle_after=7200, max_per_run=5, protect=Protect(keys=("agent:main:dashboard:[C123]",))))
 @example(rows=[{"key": "agent:main:x", "sessionId": "s0", "updatedAt": int(NOW * 1000 - 5 * H), "endedAt": math.nan}],
-         rules=Rules(idle_after=7200, max_per_run=5))
+         rules=Cleanup(idle_after=7200, max_per_run=5))
 @given(rows=STORES, rules=RULES_DRAWN)
 def test_no_planned_delete_is_of_a_session_the_rules_keep(rows, rules):
     decisions = plan(rows, rules, NOW, main_key="agent:main:main")
@@ -609,11 +612,11 @@ def both_releases(tmp_path_factory):
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # the gateways are the module's, reset here
-@example(release="2026.9", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[0])
-@example(release="2026.4", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Rules(7200, 5), touched=[1])
-@example(release="2026.4", rows=[row("agent:sales:main", 5)], rules=Rules(7200, 5), touched=[])
+@example(release="2026.9", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Cleanup(7200, 5), touched=[0])
+@example(release="2026.4", rows=[row("agent:main:a", 5), row("agent:main:b", 5)], rules=Cleanup(7200, 5), touched=[1])
+@example(release="2026.4", rows=[row("agent:sales:main", 5)], rules=Cleanup(7200, 5), touched=[])
 @example(release="2026.9", rows=fake_store_rows([{"key": "", "sessionId": "s0", "hasActiveRun": 1}]),
-         rules=Rules(60, 1), touched=[])  # found by hypothesis: a 1 is not "no active run"
+         rules=Cleanup(60, 1), touched=[])  # found by hypothesis: a 1 is not "no active run"
 @given(release=st.sampled_from(["2026.9", "2026.4"]), rows=STORES.map(fake_store_rows), rules=RULES_DRAWN,
        touched=st.lists(st.integers(0, 11), max_size=4))
 def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_touched_after_the_listing(

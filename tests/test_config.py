@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from guardian.cli import main
-from guardian.core.planner import Rules
+from guardian.core.planner import this_run
 from guardian.settings.load import load, parse
 from guardian.settings.model import ConfigError
 from guardian.settings.units import parse_duration
@@ -386,8 +386,8 @@ def test_an_agent_without_idle_after_inherits_the_global_one_and_the_command_lin
           agents: {{batch: {agent_section}}}
         """)
     own = 600 if "idle_after" in agent_section else None
-    assert Rules.from_config(config.cleanup).threshold("batch") == (own or 1800)
-    assert Rules.from_config(config.cleanup, idle_after=45).threshold("batch") == (own or 45)
+    assert config.cleanup.idle_after_for("batch") == (own or 1800)
+    assert this_run(config.cleanup, idle_after=45).idle_after_for("batch") == (own or 45)
 
 
 # Every place the config reads a duration, as (YAML that sets it to VALUE, the key path the error names).

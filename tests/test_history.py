@@ -127,7 +127,7 @@ def test_rebound_after_a_cleanup_is_a_notice(fake, write_config, state_dir, caps
     checking.run(config, None, now=T0 + MIN)
     at = T0 + 1.5 * MIN
     fake.clock = lambda: int(at * 1000)  # the gateway's clock agrees with the moved one
-    closed = cleanup.run(config, list(config.hosts.values()), cleanup.Rules.from_config(config.cleanup), at, False,
+    closed = cleanup.run(config, list(config.hosts.values()), config.cleanup, at, False,
                          AuditLog(state_dir, "c1", "cleanup"), clock=lambda: at)
     assert closed[0].closed == 5
     assert reasons(checking.run(config, None, now=T0 + 2 * MIN)) == []  # 61: the cleanup worked

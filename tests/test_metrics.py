@@ -64,7 +64,7 @@ def test_metrics_file_parses_and_holds_gauges_and_counters(fakes, write_config, 
     assert not [p for p in prom.parent.iterdir() if p != prom]  # no temp file left behind
 
     config = load(path)
-    cleanup.run(config, [config.hosts["a"]], cleanup.Rules.from_config(config.cleanup), now, False,
+    cleanup.run(config, [config.hosts["a"]], config.cleanup, now, False,
                 AuditLog(state_dir, "c1", "cleanup"))
     cli("check", "--config", path, "--prom-file", prom, "-q")
     second = parse(prom)

@@ -28,7 +28,7 @@ from guardian.adapters.audit import AuditLog
 from guardian.adapters.state import State
 from guardian.commands import check as checking
 from guardian.commands import cleanup as cleaning
-from guardian.core.planner import Rules, clock_skew_refusal
+from guardian.core.planner import clock_skew_refusal
 from guardian.settings.load import load
 
 H = 3600 * 1000  # an hour in ms
@@ -419,7 +419,7 @@ def test_clock_jumps_cause_no_alert_storm(fake, write_config):
 def test_cleanup_refuses_when_the_gateway_clock_is_far_from_ours(fake, write_config, cli, state_dir):
     idle, _ = seed(fake, idle=3)
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
-    rules = Rules.from_config(config.cleanup)
+    rules = config.cleanup
     now = 1_800_000_000.0
     for jump in (-3 * 3600, 3 * 3600):  # our clock moved; the gateway's did not
         fake.clock = lambda: int((now - jump) * 1000)

@@ -71,7 +71,7 @@ def history(tmp_path_factory):
             if k == 18:  # cron's cleanup, five minutes after this check
                 at = now + 300
                 t440.clock = lambda: int(at * 1000)  # the gateway's clock agrees with the moved one
-                cleanups = cleanup.run(config, [config.hosts["t440"]], cleanup.Rules.from_config(config.cleanup), at,
+                cleanups = cleanup.run(config, [config.hosts["t440"]], config.cleanup, at,
                                        False, AuditLog(config.state_dir, "cron-cleanup", "cleanup"), clock=lambda: at)
     yield {"config": config, "path": str(path), "start": start, "end": end, "reports": reports, "cleanups": cleanups,
            "dir": tmp}

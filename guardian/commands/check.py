@@ -163,7 +163,7 @@ def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit
 
     try:
         reports = cleanup.run(config, [config.hosts[name] for name in targets],
-                              planner.Rules.from_config(config.cleanup), now, False, audit)
+                              config.cleanup, now, False, audit)
     except cleanup.CleanupBusy:
         return ["a host is critical but a cleanup is already running; it was left to that cleanup"]
     except AuditError:  # nothing was closed without its record; the run's one audit warning says why

@@ -25,13 +25,12 @@ from guardian.core.planner import (
     PLANNED,
     HostCleanup,
     Outcome,
-    Rules,
     Verdict,
     clock_skew_refusal,
     flagged,
     plan,
 )
-from guardian.settings.model import Config, Host
+from guardian.settings.model import Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
@@ -140,7 +139,7 @@ def _outcome(decision: Verdict, answer) -> Outcome:
     return Outcome(decision, "closed" if answer.get("deleted") is True else "already gone")
 
 
-def clean_host(host: Host, rules: Rules, now: float, dry_run: bool, identities: IdentityStore, audit: AuditLog,
+def clean_host(host: Host, rules: Cleanup, now: float, dry_run: bool, identities: IdentityStore, audit: AuditLog,
                clock=time.time) -> HostCleanup:
     result = HostCleanup(host)
     with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
@@ -261,7 +260,7 @@ def lock(state_dir):
     return os.fdopen(fd)
 
 
-def run(config: Config, hosts: list[Host], rules: Rules, now: float, dry_run: bool, audit: AuditLog,
+def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: bool, audit: AuditLog,
         clock=time.time) -> list[HostCleanup]:
     """Clean every host at once; `clock` times each audit record (tests pass a moved one)."""
     identities = IdentityStore(config.state_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guardian.settings.model import Cleanup, Host
 from guardian.settings.units import duration_text
@@ -26,26 +26,10 @@ EARLIEST_MS, LATEST_MS = 1_000_000_000_000, 253_402_300_800_000
 MAX_CLOCK_SKEW = 300.0
 
 
-@dataclass(frozen=True)
-class Rules:
-    """What cleanup.* says, after the command-line overrides."""
-
-    idle_after: float
-    max_per_run: int
-    protect_agents: tuple[str, ...] = ()
-    protect_keys: tuple[str, ...] = ()
-    protect_labels: tuple[str, ...] = ()
-    agent_idle_after: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, cleanup: Cleanup, idle_after: float | None = None, max_per_run: int | None = None):
-        return cls(idle_after=cleanup.idle_after if idle_after is None else idle_after,
-                   max_per_run=cleanup.max_per_run if max_per_run is None else max_per_run,
-                   protect_agents=cleanup.protect.agents, protect_keys=cleanup.protect.keys,
-                   protect_labels=cleanup.protect.labels, agent_idle_after=cleanup.agent_idle_after)
-
-    def threshold(self, agent: str | None) -> float:
-        return self.agent_idle_after.get(agent, self.idle_after)
+def this_run(cleanup: Cleanup, idle_after: float | None = None, max_per_run: int | None = None) -> Cleanup:
+    """The rules of one run: cleanup.* with the command line's --idle-after and --max-per-run, when given."""
+    return replace(cleanup, idle_after=cleanup.idle_after if idle_after is None else idle_after,
+                   max_per_run=cleanup.max_per_run if max_per_run is None else max_per_run)
 
 
 @dataclass(frozen=True)
@@ -96,7 +80,7 @@ def is_agent_main(key) -> bool:
     return len(parts) == 3 and parts[0] == "agent" and parts[1] != "" and parts[2] == "main"
 
 
-def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
+def keep_reason(row: dict, rules: Cleanup, main_key: str | None) -> str | None:
     """Why this session must never be closed whatever its idle time, or None."""
     if flagged(row, "archived"):
         return ARCHIVED
@@ -108,12 +92,12 @@ def keep_reason(row: dict, rules: Rules, main_key: str | None) -> str | None:
         return MAIN
     if flagged(row, "pinned"):
         return PINNED
-    if _folded(agent_of(row)) in map(str.casefold, rules.protect_agents):
+    if _folded(agent_of(row)) in map(str.casefold, rules.protect.agents):
         return PROTECTED_AGENT
     key = str(row.get("key", "")).casefold()
-    if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect_keys)):
+    if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect.keys)):
         return PROTECTED_KEY
-    if _folded(row.get("label")) in map(str.casefold, rules.protect_labels):
+    if _folded(row.get("label")) in map(str.casefold, rules.protect.labels):
         return PROTECTED_LABEL
     return None
 
@@ -145,7 +129,7 @@ def on_critical(subjects, critical: float) -> list[str]:
     return [s.name for s in subjects if s.kind == "host" and s.reading is not None and s.reading.usage >= critical]
 
 
-def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None) -> list[Verdict]:
+def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = None) -> list[Verdict]:
     """One decision per session, most idle first; at most max_per_run are closed."""
     now_ms = now * 1000
     judged = []  # (idle seconds, row, agent, keep reason): the cap needs the order before any decision is final
@@ -159,7 +143,7 @@ def plan(rows: list[dict], rules: Rules, now: float, main_key: str | None = None
                 reason, idle = BAD_TIME, None
             elif idle is None:
                 reason = NO_TIME
-            elif idle <= rules.threshold(agent):
+            elif idle <= rules.idle_after_for(agent):
                 reason = NOT_IDLE
         judged.append((idle, row, agent, reason))
     judged.sort(key=lambda j: -(j[0] or 0))

@@ -104,6 +104,10 @@ class Cleanup:
     protect: Protect = Protect()
     agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
 
+    def idle_after_for(self, agent: str | None) -> float:
+        """How long an agent's sessions must be idle before they may close: the agent's own, else idle_after."""
+        return self.agent_idle_after.get(agent, self.idle_after)
+
 
 @dataclass(frozen=True)
 class HistorySettings:
