@@ -311,6 +311,29 @@ def doctor(config_path, hosts, limit, fmt, as_json):
     sys.exit(0 if all(r.usable for r in results) else 3)
 
 
+@main.command()
+@config_option
+@click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
+              help="Session limit of the local gateway when there is no config file (env GUARDIAN_LIMIT).")
+@click.option("--listen", metavar="HOST:PORT", help="Where to serve HTTP (default serve.listen, else 127.0.0.1:9877); "
+                                                    "an address that is not loopback must be serve.listen.")
+@shard_option
+@friendly_errors
+def serve(config_path, limit, listen, shard):
+    """Run check and cleanup on a schedule, and serve /metrics, the live page and /api/v1/status over HTTP.
+
+    SIGTERM finishes the pass in flight and exits; SIGHUP reloads the config.
+    """
+    from guardian import serve as serving
+
+    config = load_config(config_path, limit, shard)
+    try:
+        address = serving.address(config, listen)
+    except ValueError as exc:
+        fail(f"--listen: {exc}", USAGE_ERROR)
+    serving.Service(lambda: load_config(config_path, limit, shard), config, time.time).serve_forever(address)
+
+
 def names(value: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (value or "").split(",") if n.strip())
 
