@@ -12,12 +12,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 from hypothesis import example, given
 from hypothesis import strategies as st
+from test_contrib import PROMTOOL
 from test_report import CHROMIUM, chromium
 
 from guardian import check as checking
@@ -146,6 +148,9 @@ def test_endpoints_answer_what_the_cron_commands_print(fake, write_config, cli):
     metrics_text = svc.answer("/metrics", {}, now)[2]
     assert 'guardian_sessions{kind="host",name="gw"} 18' in metrics_text
     assert 'guardian_level{kind="host",name="gw"} 3' in metrics_text
+    if PROMTOOL:
+        linted = subprocess.run([PROMTOOL, "check", "metrics"], input=metrics_text, capture_output=True, text=True)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
     assert svc.answer("/", {}, now)[2].count('class="tile"') == 1
     assert "<svg" in svc.answer("/report", {"since": ["7d"]}, now)[2]
     assert svc.answer("/report", {"since": ["soon"]}, now)[0] == 400
@@ -197,12 +202,9 @@ def test_the_process_serves_reloads_on_sighup_and_exits_on_sigterm(fake, write_c
     hosts = {"gw": {"url": fake.url, "token": "secret", "limit": 20}}
     config = write_config(hosts, serve={"listen": f"127.0.0.1:{port}", "check_every": "1s", "token_env": "SERVE_TOKEN"})
     stderr = tmp_path / "serve.err"
-    with open(stderr, "w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "guardian", "serve", "--config", config],
-                                   stderr=err, env=os.environ.copy(), cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(f"{base}/healthz"), what="serve to answer /healthz")
+    with serving(config, stderr) as process:
+        wait_until(lambda: answers(f"{base}/healthz"), what="serve to answer /healthz")
         assert get(f"{base}/metrics")[0] == 401
         wait_until(lambda: get(f"{base}/api/v1/status", "t0ken")[0] == 200, what="a first check")
         assert json.loads(get(f"{base}/api/v1/status", "t0ken")[1])["hosts"][0]["sessions"] == 4
@@ -219,14 +221,24 @@ def test_the_process_serves_reloads_on_sighup_and_exits_on_sigterm(fake, write_c
         assert get(f"{base}/healthz")[0] == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+    assert "nonsense" in stderr.read_text() and "stopped" in stderr.read_text()
+
+
+@contextmanager
+def serving(config: str, stderr: Path):
+    """A `guardian serve --config config` process, its stderr to a file; killed after if still running."""
+    with open(stderr, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "guardian", "serve", "--config", config],
+                                   stderr=err, env=os.environ.copy(), cwd=ROOT)
+    try:
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "nonsense" in stderr.read_text() and "stopped" in stderr.read_text()
 
 
-def _answers(url) -> bool:
+def answers(url) -> bool:
     try:
         return get(url)[0] == 200
     except OSError:
