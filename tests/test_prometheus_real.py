@@ -37,8 +37,9 @@ def test_prometheus_scrapes_serve_and_the_shipped_rule_fires_at_critical(real_ga
     serve_port, prometheus_port = free_port(), free_port()
     config = write_config({"pc-a": {"url": gw.url, "token": gw.token, "limit": limit}},
                           serve={"listen": f"127.0.0.1:{serve_port}", "check_every": "1s"})
+    target = {"job_name": "guardian", "static_configs": [{"targets": [f"127.0.0.1:{serve_port}"]}]}
     scrape = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(RULES)],
-              "scrape_configs": [{"job_name": "guardian", "static_configs": [{"targets": [f"127.0.0.1:{serve_port}"]}]}]}
+              "scrape_configs": [target]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
     base, made = f"http://127.0.0.1:{prometheus_port}", []
     with serving(config, tmp_path / "serve.err"), open(tmp_path / "prometheus.log", "w") as log:
