@@ -74,6 +74,7 @@ class Service:
         self.due = {"check": self.started, "cleanup": self.started}
         self.failures = Counter({"check": 0, "cleanup": 0})
         self.last: LastCheck | None = None
+        self.warned: set[str] = set()  # the last check's warnings, logged when they first appeared
         self.stopping = False
         self.reload_asked = False
         self.wake = threading.Event()
@@ -87,7 +88,7 @@ class Service:
         """Run each pass that is due at `now` (check first), and schedule its next one. The passes run."""
         ran = []
         for name in ("check", "cleanup"):
-            if now >= self.due[name]:
+            if now >= self.due[name] and not self.stopping:  # SIGTERM: the pass in flight ends, no other starts
                 try:
                     getattr(self, f"_{name}")(now)
                 except Exception as exc:  # one failure never stops the service
@@ -100,6 +101,10 @@ class Service:
     def _check(self, now: float) -> None:
         config = self.config
         report = checking.run(config, None, now)
+        for warning in report.warnings:  # said once, not on every pass: cron mails each run's, a journal need not
+            if warning not in self.warned:
+                self.log(f"warning: {warning}")
+        self.warned = set(report.warnings)
         for delivery in (d for d in report.deliveries if d.error):
             self.log(f"alert channel {delivery.channel} failed ({delivery.error}); it will be sent again next check")
         if report.error:  # the state dir could not be used: the alerts reached stderr only
@@ -150,9 +155,8 @@ class Service:
         server = ThreadingHTTPServer(where, handler(self))
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._ask_reload)
+        handlers = {number: signal.signal(number, handler) for number, handler in
+                    ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._ask_reload))}
         host, port = server.server_address[:2]
         self.log(f"listening on http://{host}:{port}; check every {self.config.serve.check_every:g}s, "
                  f"cleanup every {self.config.serve.cleanup_every:g}s")
@@ -167,6 +171,8 @@ class Service:
         finally:
             server.shutdown()
             server.server_close()
+            for number, previous in handlers.items():
+                signal.signal(number, previous)
         self.log("stopped")
 
     def _stop(self, signum, frame):  # the pass in flight finishes: the loop ends after it

@@ -104,6 +104,25 @@ def test_a_check_that_raises_is_logged_and_counted_and_the_next_runs_on_time(fak
     assert svc.last.status["hosts"][0]["sessions"] == 5
 
 
+def test_sigterm_lets_the_pass_in_flight_finish_and_starts_no_other(fake, write_config, monkeypatch):
+    fill(fake, 3)
+    config = write_config({"gw": {"url": fake.url, "token": "secret", "limit": 20}})
+    log = []
+    svc = service(config, log, start=time.time())
+    real_run = checking.run
+
+    def terminated_midway(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # to serve_forever's handler, while this check is in flight
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(checking, "run", terminated_midway)
+    svc.serve_forever(("127.0.0.1", 0))
+    assert svc.last.status["hosts"][0]["sessions"] == 3  # the check finished and was kept
+    assert svc.due["cleanup"] == svc.started  # the cleanup due with it did not start
+    assert log[-1] == "stopped"
+    assert signal.getsignal(signal.SIGTERM) is not svc._stop  # the handlers before it are back
+
+
 def test_healthz_is_503_once_the_last_good_check_is_older_than_three_intervals(fake, write_config, monkeypatch):
     config = write_config({"gw": {"url": fake.url, "token": "secret", "limit": 20}}, serve={"check_every": "10s"})
     svc, t0 = service(config), 1_000_000.0
