@@ -85,7 +85,7 @@ class Service:
         return self.config.serve.check_every if name == "check" else self.config.serve.cleanup_every
 
     def run_due(self, now: float) -> list[str]:
-        """Run each pass that is due at `now` (check first), and schedule its next one. The passes run."""
+        """Run each pass that is due at `now` (check first), and schedule its next one; returns the passes run."""
         ran = []
         for name in ("check", "cleanup"):
             if now >= self.due[name] and not self.stopping:  # SIGTERM: the pass in flight ends, no other starts
