@@ -182,7 +182,9 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
     started = time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < 60 * minutes:
-            samples.append((elapsed / 60, proc_status(serving.process.pid, "VmRSS")))
+            rss = proc_status(serving.process.pid, "VmRSS")
+            if rss:  # 0 while the new process is still starting
+                samples.append((elapsed / 60, rss))
             serving.get("/metrics")  # scraped as Prometheus would
             time.sleep(10)
         checks = json.loads(serving.get("/api/v1/status") or "{}")
