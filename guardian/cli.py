@@ -119,10 +119,28 @@ def host_options(command):
     return config_option(command)
 
 
-def load_config(config_path, limit):
+class Shard(click.ParamType):
+    name = "K/N"
+
+    def convert(self, value, param, ctx):
+        from guardian.config import parse_shard
+
+        try:
+            return parse_shard(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+shard_option = click.option("--shard", type=Shard(), help="Only the hosts whose name hashes to shard K of N, "
+                                                           "for N guardians splitting one fleet (e.g. 1/2).")
+
+
+def load_config(config_path, limit, shard=None):
+    from dataclasses import replace
+
     from guardian.config import load
 
-    config = load(config_path, limit)
+    config = replace(load(config_path, limit), shard=shard)
     for warning in config.warnings:
         click.echo(f"guardian: warning: {warning}", err=True)
     return config
@@ -164,13 +182,14 @@ def main(debug):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout (for cron); alert lines and errors still go "
                                                   "to stderr.")
 @click.option("--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format).")
+@shard_option
 @friendly_errors
-def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
+def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file, shard):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian import check as checking
     from guardian.render import print_check
 
-    config = load_config(config_path, limit)
+    config = load_config(config_path, limit, shard)
     report = checking.run(config, hosts, now=time.time(), notify=not no_notify)
     for warning in report.warnings[len(config.warnings):]:
         click.echo(f"guardian: warning: {warning}", err=True)
@@ -200,14 +219,15 @@ def check(config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the problems (failed deletes, reserve not met), "
                                                   "on stderr.")
+@shard_option
 @friendly_errors
-def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
+def cleanup(config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet, shard):
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
     from guardian import cleanup as cleaning
     from guardian.audit import AuditLog, new_run_id
     from guardian.render import cleanup_summary, print_cleanup
 
-    config = load_config(config_path, limit)
+    config = load_config(config_path, limit, shard)
     selected = config.select(hosts)
     rules = cleaning.Rules.from_config(config.cleanup, idle_after, max_per_run)
     now = time.time()
@@ -348,6 +368,29 @@ def doctor(config_path, hosts, limit, fmt, as_json):
         click.echo(f"guardian: warning: {warning}", err=True)
     diagnosis.print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
+
+
+@main.command()
+@config_option
+@click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
+              help="Session limit of the local gateway when there is no config file (env GUARDIAN_LIMIT).")
+@click.option("--listen", metavar="HOST:PORT", help="Where to serve HTTP (default serve.listen, else 127.0.0.1:9877); "
+                                                    "an address that is not loopback must be serve.listen.")
+@shard_option
+@friendly_errors
+def serve(config_path, limit, listen, shard):
+    """Run check and cleanup on a schedule, and serve /metrics, the live page and /api/v1/status over HTTP.
+
+    SIGTERM finishes the pass in flight and exits; SIGHUP reloads the config.
+    """
+    from guardian import serve as serving
+
+    config = load_config(config_path, limit, shard)
+    try:
+        address = serving.address(config, listen)
+    except ValueError as exc:
+        fail(f"--listen: {exc}", USAGE_ERROR)
+    serving.Service(lambda: load_config(config_path, limit, shard), config, time.time).serve_forever(address)
 
 
 def names(value: str | None) -> tuple[str, ...]:
