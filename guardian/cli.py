@@ -121,6 +121,22 @@ def host_options(command):
     return config_option(command)
 
 
+class Shard(click.ParamType):
+    name = "K/N"
+
+    def convert(self, value, param, ctx):
+        from guardian.settings.model import parse_shard
+
+        try:
+            return parse_shard(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+shard_option = click.option("--shard", type=Shard(), help="Only the hosts whose name hashes to shard K of N, "
+                                                           "for N guardians splitting one fleet (e.g. 1/2).")
+
+
 @dataclass
 class Context:
     """What every command of one `guardian` run shares (click's ctx.obj, made by the group): --debug, and
@@ -128,11 +144,13 @@ class Context:
 
     debug: bool = False
 
-    def load(self, config_path: str | None, limit: int | None):
-        """The config (guardian.settings.load), its warnings said on stderr."""
+    def load(self, config_path: str | None, limit: int | None, shard: tuple[int, int] | None = None):
+        """The config (guardian.settings.load) for this run's --shard, its warnings said on stderr."""
+        from dataclasses import replace
+
         from guardian.settings.load import load
 
-        config = load(config_path, limit)
+        config = replace(load(config_path, limit), shard=shard)
         self.warn(config.warnings)
         return config
 
@@ -184,14 +202,15 @@ def main(ctx, debug):
 @click.option(
     "--prom-file", metavar="PATH", help="Also write the metrics to PATH (Prometheus textfile-collector format)."
 )
+@shard_option
 @friendly_errors
 @pass_context
-def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file):
+def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_file, shard):
     """Poll every gateway at once, alert on usage, exit with the Nagios code."""
     from guardian.commands import check as checking
     from guardian.output.render import print_check
 
-    config = app.load(config_path, limit)
+    config = app.load(config_path, limit, shard)
     report = checking.run(config, hosts, now=time.time(), act=not no_notify)
     app.warn(report.warnings[len(config.warnings):])
     for delivery in report.deliveries:
@@ -225,16 +244,17 @@ def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_f
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the problems (failed deletes, reserve not met), "
                                                   "on stderr.")
+@shard_option
 @friendly_errors
 @pass_context
-def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet):
+def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fmt, as_json, quiet, shard):
     """Close sessions idle for hours, never a live one, recording each action in the audit log."""
     from guardian.adapters.audit import AuditLog, new_run_id
     from guardian.commands import cleanup as cleaning
     from guardian.core.planner import this_run
     from guardian.output.render import cleanup_summary, print_cleanup
 
-    config = app.load(config_path, limit)
+    config = app.load(config_path, limit, shard)
     selected = config.select(hosts)
     rules = this_run(config.cleanup, idle_after, max_per_run)
     now = time.time()
@@ -381,6 +401,30 @@ def doctor(app, config_path, hosts, limit, fmt, as_json):
     app.warn(warnings)
     print_results(results, output_format(fmt, as_json))
     sys.exit(0 if all(r.usable for r in results) else 3)
+
+
+@main.command()
+@config_option
+@click.option("--limit", type=click.IntRange(min=1), envvar="GUARDIAN_LIMIT",
+              help="Session limit of the local gateway when there is no config file (env GUARDIAN_LIMIT).")
+@click.option("--listen", metavar="HOST:PORT", help="Where to serve HTTP (default serve.listen, else 127.0.0.1:9877); "
+                                                    "an address that is not loopback must be serve.listen.")
+@shard_option
+@friendly_errors
+@pass_context
+def serve(app, config_path, limit, listen, shard):
+    """Run check and cleanup on a schedule, and serve /metrics, the live page and /api/v1/status over HTTP.
+
+    SIGTERM finishes the pass in flight and exits; SIGHUP reloads the config.
+    """
+    from guardian.commands import serve as serving
+
+    config = app.load(config_path, limit, shard)
+    try:
+        address = serving.address(config, listen)
+    except ValueError as exc:
+        fail(f"--listen: {exc}", USAGE_ERROR)
+    serving.Service(lambda: app.load(config_path, limit, shard), config, time.time).serve_forever(address)
 
 
 def names(value: str | None) -> tuple[str, ...]:

@@ -442,26 +442,35 @@ def total_count(page: dict) -> int | None:
     return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
 
 
-def concurrently(work, items: list) -> list:
-    """work(item) for every item at once, one thread each; each result is work's value or the exception it raised.
+DEFAULT_CONCURRENCY = 64  # check.concurrency: 500 hosts need not be 500 threads at once
+
+
+def concurrently(work, items: list, cap: int = DEFAULT_CONCURRENCY) -> list:
+    """work(item) for every item, at most `cap` at once; each result is work's value or the exception it raised.
 
     One item's failure (a dead host, a bug meeting one host's odd reply) never costs the others
-    their result. Plain threads: the work is waiting on sockets, and concurrent.futures would add
-    to the start-up of every cron run.
+    their result. Plain threads, each taking the next item when it is done: the work is waiting on
+    sockets, and concurrent.futures would add to the start-up of every cron run.
     """
     results: list = [None] * len(items)
+    queue = iter(enumerate(items))
+    taking = threading.Lock()
 
-    def isolated(index, item):
-        try:
-            results[index] = work(item)
-        except Exception as exc:  # isolated per item, reported by the caller as that item's error
-            results[index] = exc
+    def worker():
+        while True:
+            with taking:
+                index, item = next(queue, (None, None))
+            if index is None:
+                return
+            try:
+                results[index] = work(item)
+            except Exception as exc:  # isolated per item, reported by the caller as that item's error
+                results[index] = exc
 
-    threads = [threading.Thread(target=isolated, args=(i, item), daemon=True) for i, item in enumerate(items[1:], 1)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(cap, len(items)) - 1)]
     for thread in threads:
         thread.start()
-    if items:
-        isolated(0, items[0])  # the first on this thread: a single host needs no thread at all
+    worker()  # this thread is one of the workers: a single host needs no thread at all
     for thread in threads:
         thread.join()
     return results

@@ -65,12 +65,13 @@ def _session_count(payload: dict, paged: bool) -> int | None:
     return len(rows)
 
 
-def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore) -> list[Poll]:
+def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore,
+               concurrency: int = gateway.DEFAULT_CONCURRENCY) -> list[Poll]:
     def poll(host):
         return read_host(host, idle_after, identities)
 
     polls = []
-    for host, result in zip(hosts, gateway.concurrently(poll, hosts)):
+    for host, result in zip(hosts, gateway.concurrently(poll, hosts, concurrency)):
         if isinstance(result, Poll):
             polls.append(result)
         else:
@@ -101,7 +102,8 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     started, hosts = time.monotonic(), config.select(host_names)
     pools = config.pools_within(hosts)
     identities = IdentityStore(config.state_dir)
-    polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities)}
+    polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities,
+                                                config.check.concurrency)}
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     subjects, deliveries, run_warnings, error = None, [], [], None

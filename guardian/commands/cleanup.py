@@ -265,7 +265,8 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
     """Clean every host at once; `clock` times each audit record (tests pass a moved one)."""
     identities = IdentityStore(config.state_dir)
     with lock(config.state_dir), audit.kept_open():
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, clock), hosts)
+        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, clock), hosts,
+                                       config.check.concurrency)
     reports = []
     for host, result in zip(hosts, results):
         if isinstance(result, HostCleanup):

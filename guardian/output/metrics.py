@@ -97,15 +97,21 @@ def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(path: str, report: CheckReport, alerts: Alerts, state_dir: Path) -> None:
-    """Bring the counters up to date and replace the metrics file. OSError or HistoryError if it cannot."""
-    def increments(audit_records):  # called once per write: this check's polls are counted once
+def exposition(report: CheckReport, alerts: Alerts, state_dir: Path) -> str:
+    """Bring the counters up to date and give the metrics text: once per check (its polls are counted
+    once). HistoryError if the counters cannot be kept."""
+    def increments(audit_records):
         found = count(audit_records)
         found.update(collector_errors(report))  # update, not +: a Counter sum drops the zeros
         return found
 
     counters = History(state_dir).audit_counters(Path(state_dir) / "audit.jsonl", increments)
-    write_atomic(Path(path), textfile(report, counters, alerts), 0o644)
+    return textfile(report, counters, alerts)
+
+
+def write(path: str, report: CheckReport, alerts: Alerts, state_dir: Path) -> None:
+    """Replace the metrics file. OSError or HistoryError if it cannot."""
+    write_atomic(Path(path), exposition(report, alerts, state_dir), 0o644)
 
 
 def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:

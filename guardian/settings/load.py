@@ -21,6 +21,7 @@ from guardian.settings.model import (
     MIN_SPAN,
     Alerts,
     Channel,
+    Check,
     Cleanup,
     Config,
     ConfigError,
@@ -30,7 +31,9 @@ from guardian.settings.model import (
     Pool,
     Protect,
     Scope,
+    Serve,
     is_loopback,
+    listen_address,
     split_url,
 )
 from guardian.settings.reader import Section, list_items, readable_file, secret, yaml_load
@@ -240,6 +243,29 @@ def _history(section: Section) -> HistorySettings:
     return history
 
 
+def _check(section: Section) -> Check:
+    check = Check(concurrency=section.integer("concurrency", Check().concurrency, minimum=1))
+    section.done()
+    return check
+
+
+def _serve(section: Section, warnings: list) -> Serve:
+    defaults = Serve()
+    listen = section.text("listen", defaults.listen)
+    try:
+        host, _ = listen_address(listen)
+    except ValueError as exc:
+        section.fail("listen", str(exc))
+    serve = Serve(listen=listen, check_every=section.duration("check_every", defaults.check_every),
+                  cleanup_every=section.duration("cleanup_every", defaults.cleanup_every),
+                  token=secret(section, "token", "tokens", warnings), insecure=section.boolean("insecure", False))
+    if not is_loopback(host) and serve.token is None and not serve.insecure:
+        section.fail("listen", f"{listen} is not loopback: anyone who can reach it would read the fleet's state; "
+                               "set token_env or token_file, or insecure: true if the network is trusted")
+    section.done()
+    return serve
+
+
 def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
     """Validate the text of a config file. Raises ConfigError."""
     data = yaml_load(text)
@@ -275,10 +301,12 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
     maintenance = _maintenance(root, hosts, pools, alerts.channels) if root.has("maintenance") else ()
     cleanup = _cleanup(root.section("cleanup"))
     history = _history(root.section("history"))
+    check, serve = _check(root.section("check")), _serve(root.section("serve"), warnings)
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
     return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history, maintenance=maintenance,
-                  state_dir=Path(state_dir).expanduser(), path=path, warnings=tuple(warnings))
+                  check=check, serve=serve, state_dir=Path(state_dir).expanduser(), path=path,
+                  warnings=tuple(warnings))
 
 
 def load(path: str | None = None, limit: int | None = None) -> Config:

@@ -5,6 +5,7 @@ Built by guardian.settings.load from the file (or the local default); nothing he
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -121,6 +122,25 @@ class HistorySettings:
 
 
 @dataclass(frozen=True)
+class Check:
+    concurrency: int = 64  # polls at once (gateway.concurrently's cap)
+
+
+DEFAULT_LISTEN = "127.0.0.1:9877"
+
+
+@dataclass(frozen=True)
+class Serve:
+    """`guardian serve`: its schedule, and who may read its HTTP endpoints."""
+
+    listen: str = DEFAULT_LISTEN
+    check_every: float = 30.0
+    cleanup_every: float = 900.0
+    token: Secret | None = None  # a bearer token every request but /healthz must carry
+    insecure: bool = False  # a non-loopback address without a token: the network is trusted
+
+
+@dataclass(frozen=True)
 class Scope:
     """What a silence or a maintenance window holds: these subjects' alerts of these kinds on these channels.
 
@@ -157,13 +177,17 @@ class Config:
     cleanup: Cleanup = Cleanup()
     history: HistorySettings = HistorySettings()
     maintenance: tuple[Maintenance, ...] = ()
+    check: Check = Check()
+    serve: Serve = Serve()
+    shard: tuple[int, int] | None = None  # --shard K/N: only the hosts whose name hashes to K of N
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     path: str | None = None  # the file it came from; None for the no-file default
     warnings: tuple[str, ...] = ()
 
     def select(self, names: str | None) -> list[Host]:
-        """The hosts named in a comma-separated --hosts value, or all of them."""
-        return _named("--hosts", names, self.hosts)
+        """The hosts named in a comma-separated --hosts value, or all of them; of those, the shard's."""
+        hosts = _named("--hosts", names, self.hosts)
+        return [h for h in hosts if in_shard(h.name, *self.shard)] if self.shard else hosts
 
     def pools_within(self, hosts) -> list[Pool]:
         """The pools whose hosts are all among `hosts`: a pool is judged only when all of it was asked for."""
@@ -184,6 +208,33 @@ def _named(option: str, names: str | None, known: dict) -> list:
         raise ConfigError(f"{option} names {', '.join(unknown)}, which the config does not define "
                           f"(known: {', '.join(known) or 'none'})")
     return [known[n] for n in wanted]
+
+
+def in_shard(name: str, k: int, n: int) -> bool:
+    """Whether host `name` is in shard K of N (1-based): a stable hash, the same on every machine and run,
+    so N guardians split the hosts with no coordination (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n == k - 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/3' -> (2, 3). ValueError naming the problem if not K/N with 1 <= K <= N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a shard: write K/N, e.g. 1/3 for the first of three guardians")
+    k, n = int(match[1]), int(match[2])
+    if not 1 <= k <= n:
+        raise ValueError(f"{text!r}: K must be from 1 to N")
+    return k, n
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9877' or '[::1]:9877' -> (host, port). ValueError if not."""
+    parts = split_url(f"http://{text}", ("http",))
+    if parts is None or parts.port is None or parts.path or parts.query or parts.username:
+        raise ValueError(f"{text!r} is not an address to listen on: write HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return parts.hostname, parts.port
 
 
 def is_loopback(hostname: str) -> bool:
