@@ -190,6 +190,10 @@ def replay(walk_steps, monkeypatch_run):
                 mine.failures = 0 if subject.reading is not None else mine.failures + 1
                 if subject.level != mine.level:
                     mine.level, mine.since = subject.level, now
+                elif subject.reading is not None and wall < mine.since[0]:
+                    # the clock went back past the time it came to its level: as for a cooldown, the
+                    # lower level's hold then counts from the new time, never from hours ahead
+                    mine.since = (wall, mine.since[1])
             offered = {d.channel: d for d in report.deliveries}
             for channel in MIN_LEVEL:
                 delivery = offered.get(channel)
@@ -236,6 +240,9 @@ OUTAGE_CYCLE = walk(50, DOWN, DOWN, 50, DOWN, DOWN, 50, DOWN, DOWN, 50)  # an un
 BACK_AT_WARNING = walk(85, DOWN, DOWN, 85)  # a usage resolved (dedup key .../usage) while at warning
 BACK_LOWER_WIPES_COOLDOWN = walk(95, DOWN, DOWN, 85, DOWN, DOWN, 85)  # coming back lower reset the unreachable cooldown
 REFUSED_THEN_DROP = [*walk(95, 82), *walk(82, refused={"chat"}), *walk(95)]
+# found by hypothesis: the clock back 3 h, then forward 2 h, after b dropped from critical to notice
+CLOCK_BACK_AFTER_A_DROP = [*walk(*[(10, 10)] * 11), *walk((10, 97), (10, 62)),
+                           Step(60.0, (10, 62), jump=-3 * 3600.0), Step(60.0, (10, 62), jump=2 * 3600.0)]
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -246,6 +253,7 @@ REFUSED_THEN_DROP = [*walk(95, 82), *walk(82, refused={"chat"}), *walk(95)]
 @example(BACK_AT_WARNING)
 @example(BACK_LOWER_WIPES_COOLDOWN)
 @example(REFUSED_THEN_DROP)
+@example(CLOCK_BACK_AFTER_A_DROP)
 def test_every_promise_holds_on_any_walk(run_step, walk_steps):
     replay(walk_steps, run_step)
 
