@@ -137,6 +137,10 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
             "g.yaml:4: history.forecast_window: must be at least 300s",
         ),
         (
+            "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  tz: Mars/Olympus\n",
+            "g.yaml:4: history.tz: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
             "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  keep: 30d\n",
             "g.yaml:4: history.keep: is not a known setting",
         ),
@@ -173,6 +177,13 @@ def test_history_and_anomaly_settings():
     assert (config.history.retention, config.history.forecast_window) == (7 * 86400, 1800)
     assert (config.history.five_minute, config.history.hourly) == (30 * 86400, 104 * 604800)
     assert (config.alerts.predict, config.alerts.rebound, config.alerts.cooldown["growth"]) == (1800, 0, 3600)
+
+
+def test_history_tz_names_the_days_of_the_peak_forecast(monkeypatch):
+    config = cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory: {tz: Europe/Paris}\n")
+    assert str(config.history.zone) == "Europe/Paris"
+    monkeypatch.setenv("TZ", "America/New_York")  # unset: the machine's zone
+    assert str(cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n").history.zone) == "America/New_York"
 
 
 def test_loose_token_file_draws_a_warning(tmp_path):

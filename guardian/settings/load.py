@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import (
@@ -234,13 +235,24 @@ def _history(section: Section) -> HistorySettings:
     history = HistorySettings(retention=section.duration("retention", defaults.retention),
                               five_minute=section.duration("five_minute", defaults.five_minute),
                               hourly=section.duration("hourly", defaults.hourly),
-                              forecast_window=section.duration("forecast_window", defaults.forecast_window))
+                              forecast_window=section.duration("forecast_window", defaults.forecast_window),
+                              tz=section.text("tz"))
     if history.forecast_window < MIN_SPAN:
         section.fail(
             "forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long"
         )
+    if history.tz is not None and not _is_zone(history.tz):
+        section.fail("tz", f"{history.tz!r} is not an IANA time zone (e.g. Europe/Paris, UTC)")
     section.done()
     return history
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, or no zone name at all ("../x")
+        return False
+    return True
 
 
 def _check(section: Section) -> Check:

@@ -5,8 +5,11 @@ Built by guardian.settings.load from the file (or the local default); nothing he
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from datetime import timezone, tzinfo
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -119,6 +122,22 @@ class HistorySettings:
     five_minute: float = 90 * 86400.0  # 5-minute rollups older than this are pruned
     hourly: float = 400 * 86400.0  # hourly rollups older than this are pruned
     forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
+    tz: str | None = None  # the IANA zone whose days the peak forecast counts in; None: the machine's
+
+    @property
+    def zone(self) -> tzinfo:
+        """`tz`, else the machine's zone ($TZ, then /etc/localtime), else UTC."""
+        name = self.tz or os.environ.get("TZ", "").lstrip(":")
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (KeyError, ValueError, OSError):  # a $TZ that is no IANA name (e.g. "UTC0"): the machine's file
+                pass
+        try:
+            with open("/etc/localtime", "rb") as handle:
+                return ZoneInfo.from_file(handle)
+        except (OSError, ValueError):
+            return timezone.utc
 
 
 @dataclass(frozen=True)
