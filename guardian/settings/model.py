@@ -9,9 +9,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
-from zoneinfo import ZoneInfo
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from guardian.settings.secrets import Secret
 
