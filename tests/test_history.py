@@ -283,6 +283,24 @@ def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_p
     assert summary.time_at_level == pytest.approx(expected.time_at_level)
 
 
+def test_usage_points_are_the_5_minute_means_then_the_raw_samples(tmp_path):
+    """The peak forecast's points: each finished 5-minute bucket's mean usage at its middle where the raw rows
+    were rolled up (and may be pruned), the raw samples after; every sample counted once."""
+    keep = HistorySettings(retention=600.0)
+    history = History(tmp_path)
+    written = []
+    for minute in range(80):  # a check a minute, usage = the minute; the first hour is rolled up, then pruned
+        sample = Sample(T0 + minute * 60, "host", "a", minute, 100, float(minute), "ok", 0, True)
+        history.record([sample], T0, keep)
+        written.append(sample)
+    got = history.usage_points([("host", "a")], T0, written[-1].time)[("host", "a")]
+    assert history.read([("host", "a")], T0, T0 + 20 * 60) == []  # pruned: only the rollups have these minutes
+    boundary = next(i for i, (t, _) in enumerate(got) if t in {s.time for s in written})
+    rolled, raw = got[:boundary], got[boundary:]
+    assert rolled == [(T0 + k * 300 + 150, 5 * k + 2.0) for k in range(boundary)]  # minutes 5k..5k+4
+    assert raw == [(s.time, s.usage) for s in written[5 * boundary:]]
+
+
 # --- guardian history import / export -------------------------------------------------------------------------
 
 
