@@ -278,3 +278,20 @@ def test_report_without_enough_days_says_why_there_is_no_peak(write_config, cli,
     assert report["hosts"][0]["peak"]["days_of_history"] == 2
     plain = cli("report", "--config", path, "--format", "plain").stdout
     assert "peak a: not enough history for a peak forecast: 2 complete days of the 3 needed" in plain
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)")
+def test_html_shows_a_weekday_by_hour_heatmap_and_the_next_peak(write_config, cli, tmp_path):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 100}}, history={"tz": "UTC"})
+    csv_file = tmp_path / "month.csv"
+    csv_file.write_text(daily_peaks_csv(14, time.time(), ZoneInfo("UTC")))
+    cli("history", "import", "--config", path, csv_file)
+    page = tmp_path / "report.html"
+    assert cli("report", "--config", path, "--since", "3d", "--format", "html", "-o", page).exit_code == 0
+    dom = chromium("--dump-dom", page.as_uri(), user_data=tmp_path / "profile").stdout
+    assert re.findall(r'<svg class="heatmap" data-subject="([^"]+)"', dom) == ["host:a"]
+    assert dom.count('class="heat"') == 7 * 24 and "Mon 10:00: " in dom  # every weekday and hour has data
+    assert 'class="next-peak"' in dom and "usual peak " in dom  # the chart runs past now to the next 10:00
+    screenshot = Path(os.environ.get("GUARDIAN_SCREENSHOT_DIR", tmp_path)) / "heatmap.png"
+    chromium(f"--screenshot={screenshot}", "--window-size=900,800", page.as_uri(), user_data=tmp_path / "profile")
+    assert screenshot.stat().st_size > 10_000
