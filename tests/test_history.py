@@ -378,3 +378,55 @@ def test_export_then_import_is_a_round_trip(rows):
         assert again.getvalue() == out.getvalue()
         assert first.import_csv(text.encode(), alerts, RAW_ONLY, now) is None  # the same file again adds nothing
 
+
+
+# --- the peak forecast in check (issue 15) -----------------------------------------------------------------------
+
+
+def peaked_history(state_dir: Path, days: int, until: float) -> None:
+    """`days` days before `until` of 5-minute samples of host a with a daily bump at 10:00 UTC."""
+    rows = [Sample(t, "host", "a", 0, 100, 20 + 60 * math.exp(-((t % 86400 / 3600 - 10) / 1.5) ** 2 / 2), "ok", 0,
+                   True) for t in range(int(until // 86400 - days) * 86400, int(until), 300)]
+    History(state_dir).record(rows, until, HistorySettings(retention=400 * 86400))
+
+
+def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly(fake, write_config, state_dir):
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"}))
+    peaked_history(state_dir, 5, T0)
+    set_sessions(fake, 30, T0)
+    first = check_json(checking.run(config, None, now=T0 + 60, act=False))["hosts"][0]["peak"]
+    assert first["days_of_history"] == 5 and first["typical_time"].startswith(("09:5", "10:0"))
+    assert datetime.fromisoformat(first["next_at"]).timestamp() > T0 + 60
+
+    reads = []
+    real = History.usage_points
+    def counted(self, *args):
+        reads.append(args)
+        return real(self, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(History, "usage_points", counted)
+        for minute in range(2, 60):  # every check within the hour reads the cached profile
+            checking.run(config, None, now=T0 + minute * 60, act=False)
+        assert reads == []
+        later = check_json(checking.run(config, None, now=T0 + 3700, act=False))["hosts"][0]["peak"]
+    assert len(reads) == 1 and later["days_of_history"] == 5  # an hour on: computed again, once
+
+
+def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_dir):
+    from zoneinfo import ZoneInfo
+
+    from guardian.adapters.peak_cache import cached_peaks
+
+    peaked_history(state_dir, 5, T0)
+    history, ids = History(state_dir), {"host:a": ("host", "a")}
+    first = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0)
+    next_at = datetime.fromisoformat(first["host:a"]["next_at"]).timestamp()
+    assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0 + 60) == first
+    paris = cached_peaks(history, state_dir, ids, ZoneInfo("Europe/Paris"), 90.0, T0 + 60)["host:a"]
+    assert paris["next_at"].endswith("+01:00")  # T0 is in January (2027-01-15)
+    before = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at - 600)["host:a"]
+    assert before["next_at"] == first["host:a"]["next_at"]
+    after = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at + 60)["host:a"]  # within the hour
+    assert datetime.fromisoformat(after["next_at"]).timestamp() > next_at + 60  # the passed peak is not announced
+    (state_dir / "peaks.json").write_text("{not json")
+    assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0) == first

@@ -66,7 +66,8 @@ def check_json(report: CheckReport) -> dict:
         r = s.reading
         data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
                 "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
-                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit)}
+                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit),
+                "peak": s.peak}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
