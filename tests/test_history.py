@@ -430,3 +430,16 @@ def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_d
     assert datetime.fromisoformat(after["next_at"]).timestamp() > next_at + 60  # the passed peak is not announced
     (state_dir / "peaks.json").write_text("{not json")
     assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0) == first
+
+
+def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake, write_config, state_dir):
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"},
+                               alerts={"thresholds": {"notice": 50, "warning": 60, "critical": 75},
+                                       "peak_notice": "8h"}))
+    peaked_history(state_dir, 5, T0)  # a daily peak at 80 % around 10:00 UTC; T0 is 08:00 UTC
+    set_sessions(fake, 30, T0)
+    first = checking.run(config, None, now=T0 + 60, act=True)
+    assert "peak" in reasons(first)
+    line = next(line for d in first.deliveries for line in d.lines if line.reason == "peak")
+    assert line.level == "notice" and line.detail.startswith("daily peak expected at 10:0")
+    assert "peak" not in reasons(checking.run(config, None, now=T0 + 120, act=True))  # once per peak

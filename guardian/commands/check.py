@@ -221,7 +221,7 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
                                     now, window)
         if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
-            subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now)
+            subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now, subject.peak)
     return history.warnings
 
 

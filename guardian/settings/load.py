@@ -39,7 +39,7 @@ from guardian.settings.model import (
 )
 from guardian.settings.reader import Section, list_items, readable_file, secret, yaml_load
 from guardian.settings.secrets import Secret
-from guardian.settings.units import kind_of, parse_when
+from guardian.settings.units import duration_text, kind_of, parse_when
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -108,7 +108,11 @@ def _alerts(section: Section, warnings: list, host_names) -> Alerts:
         predict=section.duration("predict", None, can_be_off=True),
         rebound=section.duration("rebound", defaults.rebound, can_be_off=True) or 0.0,
         max_silence=section.duration("max_silence", defaults.max_silence),
+        peak_notice=section.duration("peak_notice", None, can_be_off=True),
     )
+    if alerts.peak_notice and alerts.peak_notice > alerts.cooldown["peak"]:
+        section.fail("peak_notice", f"must be at most cooldown.peak ({duration_text(alerts.cooldown['peak'])}), "
+                                    "else one peak would be told twice")
     section.done()
     return alerts
 

@@ -81,7 +81,7 @@ class Alerts:
     thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
     cooldown: dict = field(
         default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0,
-                                 "growth": 1800.0, "rebound": 1800.0}
+                                 "growth": 1800.0, "rebound": 1800.0, "peak": 72000.0}
     )
     margin: float = 5.0
     resolved: bool = True
@@ -89,6 +89,9 @@ class Alerts:
     channels: tuple[Channel, ...] = ()
     predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
     rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
+    # peak notice this long before a daily peak whose expected usage reaches critical (None: off); once a peak,
+    # as cooldown.peak (20h: less than a day, more than peak_notice) keeps the next check of its window quiet
+    peak_notice: float | None = None
     max_silence: float = 7 * 86400.0  # `guardian silence add` refuses a longer one
 
 
