@@ -31,6 +31,7 @@ HOSTS = {"pc-a": (40, 27), "t440": (60, 55)}  # name: (limit, sessions to create
 # name: (share of the limit in use overnight, at the usual daily peak, the peak's growth in points a week)
 PEAKS = {"pc-a": (0.15, 0.55, 0.5), "t440": (0.20, 0.82, 2.0)}
 MONTH = 30 * 86400
+POOL, POOL_LIMIT = "shared-key", 90  # both hosts share one key
 
 
 def fill(gw: peer.Gateway, count: int) -> None:
@@ -55,7 +56,8 @@ def write_config(workdir: Path, gateways: list[peer.Gateway], limits: dict, **se
 
 
 def month_of_history(path: Path, now: float) -> None:
-    """A CSV (guardian history import) of the last 30 days before now, a sample every 5 minutes per host: busy
+    """A CSV (guardian history import) of the last 30 days before now, a sample every 5 minutes per host and for
+    the pool: busy
     weekdays peaking around 10:00 local time and again after lunch, quiet weekends, peaks growing week by week."""
     rows = ["time,kind,name,sessions,limit"]
     for t in range(int(now - MONTH) // 300 * 300, int(now) - 300, 300):
@@ -63,11 +65,15 @@ def month_of_history(path: Path, now: float) -> None:
         hour = local.hour + local.minute / 60
         busy = 0.35 if local.weekday() >= 5 else 1.0
         bumps = math.exp(-((hour - 10) / 1.6) ** 2 / 2) + 0.6 * math.exp(-((hour - 14.5) / 1.2) ** 2 / 2)
+        pooled = 0
         for name, (limit, _) in HOSTS.items():
             low, high, growth = PEAKS[name]
             top = high + growth / 100 * (t - now) / (7 * 86400)  # lower further back
             usage = low + busy * (top - low) * bumps + 0.02 * math.sin(t / 997 + len(name))  # a little noise
-            rows.append(f"{t},host,{name},{max(0, min(limit, round(usage * limit)))},{limit}")
+            sessions = max(0, min(limit, round(usage * limit)))
+            pooled += sessions
+            rows.append(f"{t},host,{name},{sessions},{limit}")
+        rows.append(f"{t},pool,{POOL},{pooled},{POOL_LIMIT}")
     path.write_text("\n".join(rows) + "\n")
 
 
@@ -91,7 +97,7 @@ def main() -> int:
             fill(gw, HOSTS[gw.name][1])
             print(f"demo: {gw.name} at {gw.url}: {HOSTS[gw.name][1]} sessions, limit {HOSTS[gw.name][0]}", flush=True)
         config = write_config(workdir, gateways, {name: limit for name, (limit, _) in HOSTS.items()},
-                              pools={"shared-key": {"hosts": list(HOSTS), "limit": 90}})
+                              pools={POOL: {"hosts": list(HOSTS), "limit": POOL_LIMIT}})
         history_csv = workdir / "last-month.csv"
         month_of_history(history_csv, time.time())
         show("history", "import", str(history_csv), config=config)
