@@ -8,11 +8,14 @@ and a `guardian cleanup --dry-run`. Stops the gateways at the end, unless --keep
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 import peer
@@ -25,6 +28,10 @@ from guardian.settings.secrets import Secret
 ROOT = Path(__file__).resolve().parent.parent
 GUARDIAN = [sys.executable, "-m", "guardian"]
 HOSTS = {"pc-a": (40, 27), "t440": (60, 55)}  # name: (limit, sessions to create)
+# name: (share of the limit in use overnight, at the usual daily peak, the peak's growth in points a week)
+PEAKS = {"pc-a": (0.15, 0.55, 0.5), "t440": (0.20, 0.82, 2.0)}
+MONTH = 30 * 86400
+POOL, POOL_LIMIT = "shared-key", 90  # both hosts share one key
 
 
 def fill(gw: peer.Gateway, count: int) -> None:
@@ -48,6 +55,28 @@ def write_config(workdir: Path, gateways: list[peer.Gateway], limits: dict, **se
     return path
 
 
+def month_of_history(path: Path, now: float) -> None:
+    """A CSV (guardian history import) of the last 30 days before now, a sample every 5 minutes per host and for
+    the pool: busy
+    weekdays peaking around 10:00 local time and again after lunch, quiet weekends, peaks growing week by week."""
+    rows = ["time,kind,name,sessions,limit"]
+    for t in range(int(now - MONTH) // 300 * 300, int(now) - 300, 300):
+        local = datetime.fromtimestamp(t)
+        hour = local.hour + local.minute / 60
+        busy = 0.35 if local.weekday() >= 5 else 1.0
+        bumps = math.exp(-((hour - 10) / 1.6) ** 2 / 2) + 0.6 * math.exp(-((hour - 14.5) / 1.2) ** 2 / 2)
+        pooled = 0
+        for name, (limit, _) in HOSTS.items():
+            low, high, growth = PEAKS[name]
+            top = high + growth / 100 * (t - now) / (7 * 86400)  # lower further back
+            usage = low + busy * (top - low) * bumps + 0.02 * math.sin(t / 997 + len(name))  # a little noise
+            sessions = max(0, min(limit, round(usage * limit)))
+            pooled += sessions
+            rows.append(f"{t},host,{name},{sessions},{limit}")
+        rows.append(f"{t},pool,{POOL},{pooled},{POOL_LIMIT}")
+    path.write_text("\n".join(rows) + "\n")
+
+
 def show(*args: str, config: Path) -> int:
     command = ["guardian", *args, "--config", str(config)]
     print(f"\n$ {' '.join(command)}", flush=True)
@@ -68,12 +97,21 @@ def main() -> int:
             fill(gw, HOSTS[gw.name][1])
             print(f"demo: {gw.name} at {gw.url}: {HOSTS[gw.name][1]} sessions, limit {HOSTS[gw.name][0]}", flush=True)
         config = write_config(workdir, gateways, {name: limit for name, (limit, _) in HOSTS.items()},
-                              pools={"shared-key": {"hosts": list(HOSTS), "limit": 90}})
+                              pools={POOL: {"hosts": list(HOSTS), "limit": POOL_LIMIT}})
+        history_csv = workdir / "last-month.csv"
+        month_of_history(history_csv, time.time())
+        show("history", "import", str(history_csv), config=config)
         show("check", config=config)
         show("doctor", config=config)
         show("cleanup", "--dry-run", "--hosts", "pc-a", "--idle-after", "1s", "--max-per-run", "10", config=config)
+        show("report", "--since", "30d", "--format", "plain", config=config)
+        page = workdir / "report.html"
+        show("report", "--since", "7d", "--format", "html", "-o", str(page), config=config)
+        print(f"demo: the HTML report (a weekday x hour heatmap per host, the next peak on each chart): {page}")
         print("\nThe check exits 2 (critical: t440 is at 92 %), as a Nagios plugin would. The dry run shows what a\n"
-              "cleanup would close if these sessions had been idle: the 10 most idle (the per-run cap), nothing else.")
+              "cleanup would close if these sessions had been idle: the 10 most idle (the per-run cap), nothing else.\n"
+              "The month imported (guardian history import) gives each host a peak forecast from day one: the\n"
+              "'peak' lines of the report, the usual daily peak and when t440's peaks are expected to reach critical.")
         if args.keep:
             print(f"\ndemo: gateways left running. Try: GUARDIAN_CONFIG={config} {sys.executable} -m guardian check\n"
                   "demo: press Ctrl-C to stop them.", flush=True)

@@ -144,3 +144,49 @@ def test_find_words_each_anomaly_for_the_alert_line():
         "growth": "forecast to reach critical in 20m at +60.0 sessions/h (fit r² 1.00)",
         "rebound": "160 sessions, 159 before a cleanup closed 5 of them 30s ago: sessions leak faster than cleanup "
                    "reclaims them"}
+
+
+# --- peak: a notice before a daily peak expected at critical (issue 15) -------------------------------------------
+
+T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+
+
+def next_peak(at: float, expected: float) -> dict:
+    from datetime import datetime, timezone
+
+    return {"typical_time": "10:00", "typical_usage": expected - 2, "p90_usage": expected + 1,
+            "next_at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="minutes"),
+            "next_expected_usage": expected, "growth_points_per_week": 1.0, "critical_peak_on": None,
+            "days_of_history": 7}
+
+
+@given(st.integers(-3600, 20 * 3600), st.floats(50, 100), st.sampled_from([None, 3600.0, 8 * 3600.0]))
+@example(ahead=8 * 3600, expected=90.0, lead=8 * 3600.0)  # the edges: exactly the lead ahead, exactly critical
+@example(ahead=0, expected=95.0, lead=8 * 3600.0)  # the peak is now: too late to be a notice ahead of it
+def test_peak_notice_within_its_lead_before_a_peak_expected_at_critical(ahead, expected, lead):
+    alerts = Alerts(peak_notice=lead)
+    peak_at = (T0 + ahead) // 60 * 60  # next_at is to the minute
+    found = find([], [], alerts, 3600.0, T0, next_peak(peak_at, expected))
+    due = lead is not None and 0 < peak_at - T0 <= lead and expected >= alerts.thresholds["critical"]
+    assert ("peak" in found) == due
+    if due:
+        assert found["peak"].startswith("daily peak expected at ") and f"at {expected:.0f}%" in found["peak"]
+
+
+@given(st.integers(1, 16), st.integers(1, 30))
+def test_peak_notice_is_told_once_per_peak_with_its_own_memory(lead_hours, every_minutes):
+    """Checks every few minutes over three days, a daily peak at critical: each peak told once, to each channel."""
+    from guardian.core.policy import decide_anomaly
+    from guardian.core.records import ChannelMemory
+
+    alerts = Alerts(peak_notice=lead_hours * 3600.0)
+    peaks = [T0 + 2 * 3600 + day * 86400 for day in range(3)]  # 10:00 UTC each day
+    memory, told = ChannelMemory(), []
+    for now in range(int(T0), int(peaks[-1]), every_minutes * 60):
+        upcoming = next(p for p in peaks if p > now)
+        found = find([], [], alerts, 3600.0, now, next_peak(upcoming, 93.0))
+        if "peak" in found:
+            decision = decide_anomaly(memory, "peak", alerts, now)
+            memory = decision.memory
+            told += [upcoming for _ in decision.notices]
+    assert told == peaks  # each once, the first within the lead of it

@@ -137,6 +137,14 @@ def test_full_example_loads_into_frozen_dataclasses(tmp_path):
             "g.yaml:4: history.forecast_window: must be at least 300s",
         ),
         (
+            "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nalerts:\n  peak_notice: 21h\n",
+            "g.yaml:4: alerts.peak_notice: must be at most cooldown.peak (20h), else one peak would be told twice",
+        ),
+        (
+            "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  tz: Mars/Olympus\n",
+            "g.yaml:4: history.tz: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
             "hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory:\n  keep: 30d\n",
             "g.yaml:4: history.keep: is not a known setting",
         ),
@@ -162,7 +170,7 @@ def test_history_and_anomaly_settings():
     defaults = cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n")
     assert (defaults.history.retention, defaults.history.forecast_window) == (2 * 86400, 3600)
     assert (defaults.history.five_minute, defaults.history.hourly) == (90 * 86400, 400 * 86400)
-    assert (defaults.alerts.predict, defaults.alerts.rebound) == (None, 1800)
+    assert (defaults.alerts.predict, defaults.alerts.rebound, defaults.alerts.peak_notice) == (None, 1800, None)
     assert defaults.alerts.cooldown["growth"] == defaults.alerts.cooldown["rebound"] == 1800
     config = cfg("""
         hosts:
@@ -173,6 +181,13 @@ def test_history_and_anomaly_settings():
     assert (config.history.retention, config.history.forecast_window) == (7 * 86400, 1800)
     assert (config.history.five_minute, config.history.hourly) == (30 * 86400, 104 * 604800)
     assert (config.alerts.predict, config.alerts.rebound, config.alerts.cooldown["growth"]) == (1800, 0, 3600)
+
+
+def test_history_tz_names_the_days_of_the_peak_forecast(monkeypatch):
+    config = cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\nhistory: {tz: Europe/Paris}\n")
+    assert str(config.history.zone) == "Europe/Paris"
+    monkeypatch.setenv("TZ", "America/New_York")  # unset: the machine's zone
+    assert str(cfg("hosts:\n  a: {url: ws://127.0.0.1:1, limit: 1}\n").history.zone) == "America/New_York"
 
 
 def test_loose_token_file_draws_a_warning(tmp_path):

@@ -283,6 +283,24 @@ def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_p
     assert summary.time_at_level == pytest.approx(expected.time_at_level)
 
 
+def test_usage_points_are_the_5_minute_means_then_the_raw_samples(tmp_path):
+    """The peak forecast's points: each finished 5-minute bucket's mean usage at its middle where the raw rows
+    were rolled up (and may be pruned), the raw samples after; every sample counted once."""
+    keep = HistorySettings(retention=600.0)
+    history = History(tmp_path)
+    written = []
+    for minute in range(80):  # a check a minute, usage = the minute; the first hour is rolled up, then pruned
+        sample = Sample(T0 + minute * 60, "host", "a", minute, 100, float(minute), "ok", 0, True)
+        history.record([sample], T0, keep)
+        written.append(sample)
+    got = history.usage_points([("host", "a")], T0, written[-1].time)[("host", "a")]
+    assert history.read([("host", "a")], T0, T0 + 20 * 60) == []  # pruned: only the rollups have these minutes
+    boundary = next(i for i, (t, _) in enumerate(got) if t in {s.time for s in written})
+    rolled, raw = got[:boundary], got[boundary:]
+    assert rolled == [(T0 + k * 300 + 150, 5 * k + 2.0) for k in range(boundary)]  # minutes 5k..5k+4
+    assert raw == [(s.time, s.usage) for s in written[5 * boundary:]]
+
+
 # --- guardian history import / export -------------------------------------------------------------------------
 
 
@@ -360,3 +378,68 @@ def test_export_then_import_is_a_round_trip(rows):
         assert again.getvalue() == out.getvalue()
         assert first.import_csv(text.encode(), alerts, RAW_ONLY, now) is None  # the same file again adds nothing
 
+
+
+# --- the peak forecast in check (issue 15) -----------------------------------------------------------------------
+
+
+def peaked_history(state_dir: Path, days: int, until: float) -> None:
+    """`days` days before `until` of 5-minute samples of host a with a daily bump at 10:00 UTC."""
+    rows = [Sample(t, "host", "a", 0, 100, 20 + 60 * math.exp(-((t % 86400 / 3600 - 10) / 1.5) ** 2 / 2), "ok", 0,
+                   True) for t in range(int(until // 86400 - days) * 86400, int(until), 300)]
+    History(state_dir).record(rows, until, HistorySettings(retention=400 * 86400))
+
+
+def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly(fake, write_config, state_dir):
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"}))
+    peaked_history(state_dir, 5, T0)
+    set_sessions(fake, 30, T0)
+    first = check_json(checking.run(config, None, now=T0 + 60, act=False))["hosts"][0]["peak"]
+    assert first["days_of_history"] == 5 and first["typical_time"].startswith(("09:5", "10:0"))
+    assert datetime.fromisoformat(first["next_at"]).timestamp() > T0 + 60
+
+    reads = []
+    real = History.usage_points
+    def counted(self, *args):
+        reads.append(args)
+        return real(self, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(History, "usage_points", counted)
+        for minute in range(2, 60):  # every check within the hour reads the cached profile
+            checking.run(config, None, now=T0 + minute * 60, act=False)
+        assert reads == []
+        later = check_json(checking.run(config, None, now=T0 + 3700, act=False))["hosts"][0]["peak"]
+    assert len(reads) == 1 and later["days_of_history"] == 5  # an hour on: computed again, once
+
+
+def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_dir):
+    from zoneinfo import ZoneInfo
+
+    from guardian.adapters.peak_cache import cached_peaks
+
+    peaked_history(state_dir, 5, T0)
+    history, ids = History(state_dir), {"host:a": ("host", "a")}
+    first = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0)
+    next_at = datetime.fromisoformat(first["host:a"]["next_at"]).timestamp()
+    assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0 + 60) == first
+    paris = cached_peaks(history, state_dir, ids, ZoneInfo("Europe/Paris"), 90.0, T0 + 60)["host:a"]
+    assert paris["next_at"].endswith("+01:00")  # T0 is in January (2027-01-15)
+    before = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at - 600)["host:a"]
+    assert before["next_at"] == first["host:a"]["next_at"]
+    after = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at + 60)["host:a"]  # within the hour
+    assert datetime.fromisoformat(after["next_at"]).timestamp() > next_at + 60  # the passed peak is not announced
+    (state_dir / "peaks.json").write_text("{not json")
+    assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0) == first
+
+
+def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake, write_config, state_dir):
+    config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"},
+                               alerts={"thresholds": {"notice": 50, "warning": 60, "critical": 75},
+                                       "peak_notice": "8h"}))
+    peaked_history(state_dir, 5, T0)  # a daily peak at 80 % around 10:00 UTC; T0 is 08:00 UTC
+    set_sessions(fake, 30, T0)
+    first = checking.run(config, None, now=T0 + 60, act=True)
+    assert "peak" in reasons(first)
+    line = next(line for d in first.deliveries for line in d.lines if line.reason == "peak")
+    assert line.level == "notice" and line.detail.startswith("daily peak expected at 10:0")
+    assert "peak" not in reasons(checking.run(config, None, now=T0 + 120, act=True))  # once per peak

@@ -5,13 +5,16 @@ will fill, and what was done about it. The HTML page is opened in headless Chrom
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -215,3 +218,80 @@ def test_an_audit_log_that_cannot_be_read_is_one_sentence(write_config, cli, sta
     result = cli("report", "--config", config, "--format", "plain")
     assert result.exit_code == 3 and result.stdout == ""
     assert result.stderr == f"guardian: cannot read {state_dir / 'audit.jsonl'} (Is a directory)\n"
+
+
+# --- the peak forecast (issue 15) ------------------------------------------------------------------------------
+
+
+def daily_peaks_csv(days: int, now: float, zone: ZoneInfo) -> str:
+    """`days` local days before today, every 5 minutes: a bump at 10:00 whose top grows a point a day."""
+    today = datetime.fromtimestamp(now, zone).date()
+    rows = ["time,kind,name,sessions,limit"]
+    for back in range(days, 0, -1):
+        day = today - timedelta(days=back)
+        midnight = datetime.combine(day, datetime.min.time(), tzinfo=zone).timestamp()
+        for step in range(288):
+            hour = step / 12
+            usage = 20 + (50 + days - back) * math.exp(-((hour - 10) / 1.5) ** 2 / 2)
+            rows.append(f"{midnight + step * 300:.0f},host,a,{round(usage)},100")
+    return "\n".join(rows) + "\n"
+
+
+def minutes_apart(a: str, b: str) -> int:
+    return abs((datetime.strptime(a, "%H:%M") - datetime.strptime(b, "%H:%M")).total_seconds()) // 60
+
+
+def test_report_tells_each_host_its_daily_peak_in_history_tz(write_config, cli, tmp_path):
+    zone = ZoneInfo("Pacific/Auckland")  # far from UTC: a day in UTC would put the peak at 21:00 or 22:00
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 100}},
+                        alerts={"thresholds": {"notice": 50, "warning": 70, "critical": 90}},
+                        history={"tz": "Pacific/Auckland"})
+    csv_file = tmp_path / "month.csv"
+    csv_file.write_text(daily_peaks_csv(10, time.time(), zone))
+    assert cli("history", "import", "--config", path, csv_file).exit_code == 0
+    report = json.loads(cli("report", "--config", path, "--since", "30d", "--format", "json").stdout)
+    peak = report["hosts"][0]["peak"]
+    assert set(peak) == {"typical_time", "typical_usage", "p90_usage", "next_at", "next_expected_usage",
+                         "growth_points_per_week", "critical_peak_on", "days_of_history"}
+    assert peak["days_of_history"] == 10 and minutes_apart(peak["typical_time"], "10:00") <= 5
+    assert peak["growth_points_per_week"] == pytest.approx(7, abs=0.3)  # a point a day
+    next_at = datetime.fromisoformat(peak["next_at"])
+    assert minutes_apart(next_at.strftime("%H:%M"), "10:00") <= 5
+    assert next_at.utcoffset() == zone.utcoffset(next_at.replace(tzinfo=None))  # told in history.tz
+    assert peak["next_expected_usage"] > 78 and peak["critical_peak_on"] is not None  # 80 then 90 within 2 weeks
+    plain = cli("report", "--config", path, "--since", "30d", "--format", "plain").stdout
+    line = next(line for line in plain.splitlines() if line.startswith("peak a: "))
+    assert re.fullmatch(r"peak a: usual peak (09:30-10:30|09:35-10:35|09:25-10:25) at \d+% \(p90 \d+%\); "
+                        r"next (today|tomorrow) (09:5\d|10:0\d), "
+                        r"expected \d+%; peaks \+7\.\d points a week, critical peak expected on \d{4}-\d\d-\d\d", line)
+    table = cli("report", "--config", path, "--since", "30d", "--format", "table", "-o", tmp_path / "r.txt")
+    assert table.exit_code == 0 and "usual peak 09:" in (tmp_path / "r.txt").read_text()
+
+
+def test_report_without_enough_days_says_why_there_is_no_peak(write_config, cli, tmp_path):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 100}})
+    csv_file = tmp_path / "two-days.csv"
+    csv_file.write_text(daily_peaks_csv(2, time.time(), ZoneInfo("UTC")))
+    cli("history", "import", "--config", path, csv_file)
+    report = json.loads(cli("report", "--config", path, "--format", "json").stdout)
+    assert report["hosts"][0]["peak"]["typical_time"] is None
+    assert report["hosts"][0]["peak"]["days_of_history"] == 2
+    plain = cli("report", "--config", path, "--format", "plain").stdout
+    assert "peak a: not enough history for a peak forecast: 2 complete days of the 3 needed" in plain
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)")
+def test_html_shows_a_weekday_by_hour_heatmap_and_the_next_peak(write_config, cli, tmp_path):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 100}}, history={"tz": "UTC"})
+    csv_file = tmp_path / "month.csv"
+    csv_file.write_text(daily_peaks_csv(14, time.time(), ZoneInfo("UTC")))
+    cli("history", "import", "--config", path, csv_file)
+    page = tmp_path / "report.html"
+    assert cli("report", "--config", path, "--since", "3d", "--format", "html", "-o", page).exit_code == 0
+    dom = chromium("--dump-dom", page.as_uri(), user_data=tmp_path / "profile").stdout
+    assert re.findall(r'<svg class="heatmap" data-subject="([^"]+)"', dom) == ["host:a"]
+    assert dom.count('class="heat"') == 7 * 24 and "Mon 10:00: " in dom  # every weekday and hour has data
+    assert 'class="next-peak"' in dom and "usual peak " in dom  # the chart runs past now to the next 10:00
+    screenshot = Path(os.environ.get("GUARDIAN_SCREENSHOT_DIR", tmp_path)) / "heatmap.png"
+    chromium(f"--screenshot={screenshot}", "--window-size=900,800", page.as_uri(), user_data=tmp_path / "profile")
+    assert screenshot.stat().st_size > 10_000

@@ -150,7 +150,7 @@ def _upgraded(subject_id: str, old: _MemoryV1, cooldown: dict) -> dict:
 
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),), "dict": (dict,)}
-TOLD_KINDS = (*LEVELS[1:], "unreachable", "growth", "rebound")
+TOLD_KINDS = (*LEVELS[1:], "unreachable", "growth", "rebound", "peak")
 
 
 def _checked(kind, entry):

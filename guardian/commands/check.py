@@ -17,6 +17,7 @@ from guardian.adapters import gateway
 from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
+from guardian.adapters.peak_cache import cached_peaks
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries
 from guardian.core import anomaly, policy
@@ -206,13 +207,21 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     by_subject: dict[str, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
     for sample in recent:
         by_subject.setdefault(sample.subject, []).append(sample)
+    critical = config.alerts.thresholds["critical"]
+    try:
+        peaks = cached_peaks(history, config.state_dir, {s.id: (s.kind, s.name) for s in subjects},
+                             config.history.zone, critical, now)
+    except (HistoryError, OSError) as exc:
+        peaks = {}
+        history.warnings.append(f"{exc}; this check has no peak forecast")
     for subject in subjects:
         samples = by_subject.get(subject.id, [])
-        subject.forecast = forecast([(s.time, s.usage) for s in samples], config.alerts.thresholds["critical"],
+        subject.peak = peaks.get(subject.id)
+        subject.forecast = forecast([(s.time, s.usage) for s in samples], critical,
                                     now, window)
         if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
-            subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now)
+            subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now, subject.peak)
     return history.warnings
 
 

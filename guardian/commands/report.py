@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
 from guardian.adapters.history import History, Summary
 from guardian.core.forecast import Forecast, forecast
+from guardian.core.peaks import LOOKBACK_DAYS, PeakForecast, peak_forecast
 from guardian.core.records import RESOLVING, CleanupRun, Sample, subject_id
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config
@@ -55,6 +56,7 @@ class SubjectReport:
     limit: int
     summary: Summary  # the period, aggregated in history.db
     forecast: Forecast
+    peak: PeakForecast
     alerts: list[SentAlert] = field(default_factory=list)
     cleanups: list[CleanupRun] = field(default_factory=list)
 
@@ -130,12 +132,15 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
     recent = history.read(ids, now - config.history.forecast_window, now)  # the forecast looks back from now
+    # the peak forecast looks back its own weeks from now, whatever the period (a day more: the zone's offset)
+    profile_points = history.usage_points(ids, now - (LOOKBACK_DAYS + 1) * 86400, now)
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
-    return build(subjects, summaries, recent, records, config, since, now)
+    return build(subjects, summaries, recent, profile_points, records, config, since, now)
 
 
 def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str], Summary], recent: list[Sample],
-          records: list[dict], config: Config, since: float, now: float) -> Report:
+          profile_points: dict[tuple[str, str], list[tuple[float, float | None]]], records: list[dict],
+          config: Config, since: float, now: float) -> Report:
     ids = {subject_id(kind, name) for kind, name, _ in subjects}
     alerts = [a for a in sent_alerts(records) if a.subject in ids]
     runs = [r for r in cleanup_runs(records) if subject_id("host", r.host) in ids]
@@ -144,7 +149,8 @@ def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str],
     for kind, name, limit in subjects:
         own = [(s.time, s.usage) for s in recent if s.kind == kind and s.name == name]
         fit = forecast(own, critical, now, config.history.forecast_window)
-        reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit,
+        peak = peak_forecast(profile_points.get((kind, name), []), now, config.history.zone, critical)
+        reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit, peak,
                                      [a for a in alerts if a.subject == subject_id(kind, name)],
                                      [r for r in runs if kind == "host" and r.host == name]))
     reports.sort(key=_heat)

@@ -3,7 +3,9 @@
 - growth: usage keeps climbing: a real trend, not one step, says critical within `alerts.predict`,
   at this check and at the one before (one noisy check is not a trend);
 - rebound: within `alerts.rebound` of a cleanup that closed sessions on a host, its sessions are
-  back to where they were before it, and at or above notice: they leak faster than cleanup reclaims them.
+  back to where they were before it, and at or above notice: they leak faster than cleanup reclaims them;
+- peak: within `alerts.peak_notice` before the next daily peak (core/peaks.py, as check caches it), its
+  expected usage reaches critical: time to make room before the agents get busy.
 
 Pure functions of (samples, cleanups, settings, now). Whom to tell, and when again, is the
 policy's (`policy.decide_anomaly`), through the same per-channel memory as the usage alerts.
@@ -12,13 +14,14 @@ policy's (`policy.decide_anomaly`), through the same per-channel memory as the u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from guardian.core.forecast import Forecast, forecast
 from guardian.core.records import CleanupRun, Sample
 from guardian.settings.model import Alerts
 from guardian.settings.units import duration_text, eta_text
 
-GROWTH, REBOUND = "growth", "rebound"
+GROWTH, REBOUND, PEAK = "growth", "rebound", "peak"
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,27 @@ def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, n
     return None
 
 
+def peak_ahead(peak: dict | None, alerts: Alerts, now: float) -> str | None:
+    """What the peak notice says when the next daily peak (a PeakForecast.as_json) is due within
+    `alerts.peak_notice` of `now` and expected at or above critical; None otherwise."""
+    if not alerts.peak_notice or not peak or peak.get("next_at") is None or peak.get("next_expected_usage") is None:
+        return None
+    at = datetime.fromisoformat(peak["next_at"])
+    ahead = at.timestamp() - now
+    if not 0 < ahead <= alerts.peak_notice or peak["next_expected_usage"] < alerts.thresholds["critical"]:
+        return None
+    return (f"daily peak expected at {at:%H:%M} (in {eta_text(ahead)}) at {peak['next_expected_usage']:.0f}%, "
+            f"critical is {alerts.thresholds['critical']:.0f}% (usual peak {peak['typical_usage']:.0f}%, "
+            f"p90 {peak['p90_usage']:.0f}%)")
+
+
 def find(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, window: float,
-         now: float) -> dict[str, str]:
+         now: float, peak: dict | None = None) -> dict[str, str]:
     """This subject's anomalies at `now`: {reason: what the alert line says about it}."""
     found = {}
+    coming = peak_ahead(peak, alerts, now)
+    if coming:
+        found[PEAK] = coming
     growing = growth(samples, alerts, window, now)
     if growing:
         found[GROWTH] = f"forecast to reach critical in {eta_text(growing.critical_in)}{fit_text(growing, samples)}"

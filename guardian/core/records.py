@@ -114,6 +114,7 @@ class Subject:
     last_success: float | None = None  # time of the last successful poll, this one or an earlier one
     forecast: Forecast | None = None  # None: history.db could not be used
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
+    peak: dict | None = None  # the next daily peak (PeakForecast.as_json), from the hourly cache; None: no history
 
     @property
     def id(self) -> str:

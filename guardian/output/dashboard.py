@@ -4,7 +4,8 @@ Inline CSS and inline SVG only: nothing is fetched when the page is viewed, so i
 file, offline, behind any proxy. Every text that came from a gateway, the config or the audit log
 goes through html.escape. One card per host (then per pool): usage now and its forecast, a chart
 of usage against the thresholds and the limit with alert and cleanup markers, and the dashed
-forecast line; then the cleanups of the period (few, and what was done) and its alerts.
+forecast line, the next expected daily peak marked on it; the usual peak in words and a weekday x hour
+heatmap of usage (in history.tz); then the cleanups of the period (few, and what was done) and its alerts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from guardian.output.text import forecast_text, percent, report_headline, subject_label
+from guardian.output.text import forecast_text, peak_text, percent, report_headline, subject_label
 from guardian.settings.units import duration_text, iso_time
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
@@ -20,6 +21,7 @@ COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical
 WIDTH, HEIGHT = 640, 230
 LEFT, RIGHT, TOP, BOTTOM = 44, 92, 18, 30  # margins: axis labels left and below, threshold labels right
 AHEAD = 0.15  # the chart runs this share of the period past now, for the forecast line
+PEAK_AHEAD = 86400.0  # the chart runs on to the next expected daily peak when it is this close
 REFRESH_SECONDS = 300
 TABLE_ROWS = 100  # alerts listed on the page, latest first
 
@@ -53,6 +55,8 @@ th{color:#8b949e;font-weight:600;background:#1c2129}
 td.level{font-weight:700;color:var(--level)}
 td.time{white-space:nowrap;color:#8b949e}
 .none{color:#8b949e}
+.peak{margin:2px 0 4px;font-size:14px;color:#8b949e}
+svg.heatmap{width:100%;height:auto;display:block;margin:4px 0 6px}
 """
 
 
@@ -95,15 +99,20 @@ def _card(subject, report) -> str:
 <header><span class="name">{escape(subject_label(subject))}<span class="badge">{escape(level)}</span></span>
 <span class="now">{now}</span></header>
 <div class="outlook">{escape(outlook)}</div>
+<div class="peak">{escape(peak_text(subject.peak, report.now))}</div>
 <div class="stats"><span>min <b>{percent(usage['min'])}</b></span><span>mean <b>{percent(usage['mean'], 1)}</b></span>
 <span>max <b>{percent(usage['max'])}</b></span><span>alerts sent <b>{escape(sent)}</b></span>
 <span>closed <b>{subject.sessions_closed}</b></span><span>{escape(spent)}</span></div>
 {_chart(subject, report)}
+{_heatmap(subject)}
 </article>"""
 
 
 def _chart(subject, report) -> str:
     start, end = report.since, report.now + (report.now - report.since) * AHEAD
+    next_peak = subject.peak.next_at and subject.peak.next_at.timestamp()
+    if next_peak and next_peak - report.now <= PEAK_AHEAD:  # far enough to show the next daily peak
+        end = max(end, next_peak + (next_peak - start) * 0.05)
     readings = [u for _, u in subject.series if u is not None]
     top = max(100.0, *readings) if readings else 100.0
     top = 10 * -(-top // 10)  # round up to a multiple of 10
@@ -140,6 +149,7 @@ def _chart(subject, report) -> str:
                  f'stroke-dasharray="2 3"/><text x="{now_x:.1f}" y="{TOP - 5}" text-anchor="middle">now</text>')
     parts += _usage_path(subject.series, x, y, bottom)
     parts += _forecast_line(subject, report.now, end, x, y)
+    parts += _next_peak(subject, end, x, y)
     for run in subject.cleanups:
         cx = x(run.time)
         parts.append(
@@ -202,6 +212,54 @@ def _forecast_line(subject, now: float, end: float, x, y) -> list[str]:
     return [f'<line class="forecast" x1="{x(latest.time):.1f}" y1="{y(latest.usage):.1f}" x2="{x(until):.1f}" '
             f'y2="{y(latest.usage + rise):.1f}" stroke="{COLOURS["critical"]}" stroke-width="2" stroke-dasharray="5 4">'
             f'<title>{escape(forecast_text(fit))}</title></line>']
+
+
+def _next_peak(subject, end: float, x, y) -> list[str]:
+    """A diamond where the next daily peak is expected, when it falls within the chart."""
+    peak = subject.peak
+    if peak.next_at is None or peak.next_at.timestamp() > end:
+        return []
+    px, py = x(peak.next_at.timestamp()), y(peak.next_expected_usage)
+    label = f"next peak {peak.next_at:%a %H:%M}, expected {percent(peak.next_expected_usage)}"
+    return [f'<g class="next-peak"><title>{escape(label)}</title>'
+            f'<path d="M{px:.1f},{py - 7:.1f} L{px + 7:.1f},{py:.1f} L{px:.1f},{py + 7:.1f} L{px - 7:.1f},{py:.1f} Z" '
+            f'fill="none" stroke="{COLOURS["warning"]}" stroke-width="2"/></g>']
+
+
+HEAT_CELL, HEAT_LEFT, HEAT_TOP = 22, 40, 14
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _heatmap(subject) -> str:
+    """Usage by weekday (rows) and hour (columns), the median over the weeks; empty without a peak forecast."""
+    rows = subject.peak.heatmap
+    if not subject.peak.enough or not rows:
+        return ""
+    parts = [f'<text x="{HEAT_LEFT + hour * HEAT_CELL + HEAT_CELL / 2}" y="{HEAT_TOP - 3}" '
+             f'text-anchor="middle">{hour:02}</text>' for hour in range(0, 24, 3)]
+    for day, row in enumerate(rows):
+        cy = HEAT_TOP + day * HEAT_CELL
+        parts.append(f'<text x="{HEAT_LEFT - 6}" y="{cy + HEAT_CELL * 0.65:.1f}" '
+                     f'text-anchor="end">{WEEKDAYS[day]}</text>')
+        for hour, usage in enumerate(row):
+            fill = "#21262d" if usage is None else _heat_colour(usage)
+            title = f"{WEEKDAYS[day]} {hour:02}:00: " + ("no data" if usage is None else percent(usage))
+            parts.append(f'<rect class="heat" x="{HEAT_LEFT + hour * HEAT_CELL}" y="{cy}" width="{HEAT_CELL - 2}" '
+                         f'height="{HEAT_CELL - 2}" fill="{fill}"><title>{escape(title)}</title></rect>')
+    width, height = HEAT_LEFT + 24 * HEAT_CELL + 4, HEAT_TOP + 7 * HEAT_CELL
+    return (f'<svg class="heatmap" data-subject="{escape(subject.id)}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="usage of {escape(subject_label(subject))} by weekday and hour">{"".join(parts)}</svg>')
+
+
+def _heat_colour(usage: float) -> str:
+    """From the page's blue (idle) to critical red (full), through the warning amber."""
+    share = max(0.0, min(usage, 100.0)) / 100
+    stops = [(0.0, (0x16, 0x3a, 0x5f)), (0.6, (0xd2, 0x99, 0x22)), (1.0, (0xf8, 0x51, 0x49))]
+    for (a, low), (b, high) in zip(stops, stops[1:]):
+        if share <= b:
+            mix = (share - a) / (b - a)
+            return "#" + "".join(f"{round(lo + (hi - lo) * mix):02x}" for lo, hi in zip(low, high))
+    return "#f85149"
 
 
 def _time_ticks(since: float, until: float) -> list[float]:

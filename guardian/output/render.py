@@ -12,7 +12,7 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import line_json
-from guardian.output.text import forecast_text, percent, report_headline, safe, subject_label
+from guardian.output.text import forecast_text, peak_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
 
@@ -66,7 +66,8 @@ def check_json(report: CheckReport) -> dict:
         r = s.reading
         data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
                 "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
-                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit)}
+                "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit),
+                "peak": s.peak}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
@@ -317,6 +318,7 @@ def report_json(report) -> dict:
             "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
             "alerts_sent": s.alerts_sent, "sessions_closed": s.sessions_closed,
             "forecast": forecast_json(s.forecast, s.limit),
+            "peak": s.peak.as_json(),
             "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series],
         }
 
@@ -368,6 +370,7 @@ def report_plain(report) -> str:
                  f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *forecast_plain(s.forecast),
                  f"usage=[{sparkline(s.series, report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
+    lines += [f"peak {safe(subject_label(s))}: {peak_text(s.peak, report.now)}" for s in report.subjects]
     for a in report.alerts:
         lines.append(f"alert {iso_time(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
                      f"channels={','.join(map(safe, a.channels)) or 'none'}"
@@ -394,6 +397,11 @@ def report_tables(report) -> list:
                       percent(usage["min"]), percent(usage["mean"], 1), percent(usage["max"]),
                       sparkline(s.series, report.since, report.now), level_times_text(s), alerts_text(s),
                       str(s.sessions_closed), forecast_text(s.forecast))
+    peaks = Table(title="Daily peaks", title_justify="left")
+    for column in ("Subject", "Peak forecast"):
+        peaks.add_column(column)
+    for s in report.subjects:
+        peaks.add_row(Text(subject_label(s)), peak_text(s.peak, report.now))
     alerts = Table(title="Alerts", title_justify="left")
     for column in ("Time", "Subject", "Level", "Reason", "Usage", "Channels"):
         alerts.add_column(column)
@@ -412,7 +420,7 @@ def report_tables(report) -> list:
     for run in report.cleanups:
         others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
         cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
-    return [hosts, alerts, cleanups]
+    return [hosts, peaks, alerts, cleanups]
 
 
 def print_report(report, fmt: str, output: str | None) -> None:

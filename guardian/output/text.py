@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from guardian.core.forecast import Forecast
+from guardian.core.peaks import PeakForecast
 from guardian.core.records import Subject
 from guardian.settings.units import eta_text, iso_time
 
@@ -33,6 +36,25 @@ def forecast_text(fit: Forecast | None) -> str:
     quality = "" if fit.r2 is None else f" (r² {fit.r2:.2f})"
     return ("full now" if fit.full_in == 0 else f"{critical}, full in {eta_text(fit.full_in)}") + quality
 
+
+
+def peak_text(peak: PeakForecast, now: float) -> str:
+    """'usual peak 10:00-11:00 at 84% (p90 91%); next tomorrow 10:20, expected 88%; peaks +2.1 points a week,
+    critical peak expected on 2026-12-14', in the forecast's zone; or why there is none."""
+    if not peak.enough:
+        return peak.reason
+    typical, next_at = peak.typical, peak.next_at
+    # the hour around the usual peak, to 5 minutes: 09:58 reads 09:30-10:30, not 09:00-10:00
+    minute = typical.typical_time.hour * 60 + typical.typical_time.minute
+    start, end = ((minute + shift) % 1440 for shift in (-30, 30))
+    start, end = (f"{m // 5 * 5 // 60:02}:{m // 5 * 5 % 60:02}" for m in (start + 2, end + 2))
+    today = datetime.fromtimestamp(now, next_at.tzinfo).date()
+    day = {today: "today", today + timedelta(days=1): "tomorrow"}.get(next_at.date(), next_at.strftime("%a %Y-%m-%d"))
+    critical = (f"critical peak expected on {peak.critical_peak_on.isoformat()}" if peak.critical_peak_on
+                else "no critical peak expected")
+    return (f"usual peak {start}-{end} at {percent(typical.typical_usage)} "
+            f"(p90 {percent(typical.p90_usage)}); next {day} {next_at:%H:%M}, expected "
+            f"{percent(peak.next_expected_usage)}; peaks {peak.growth_points_per_week:+.1f} points a week, {critical}")
 
 
 def report_headline(report) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import (
@@ -38,7 +39,7 @@ from guardian.settings.model import (
 )
 from guardian.settings.reader import Section, list_items, readable_file, secret, yaml_load
 from guardian.settings.secrets import Secret
-from guardian.settings.units import kind_of, parse_when
+from guardian.settings.units import duration_text, kind_of, parse_when
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -107,7 +108,11 @@ def _alerts(section: Section, warnings: list, host_names) -> Alerts:
         predict=section.duration("predict", None, can_be_off=True),
         rebound=section.duration("rebound", defaults.rebound, can_be_off=True) or 0.0,
         max_silence=section.duration("max_silence", defaults.max_silence),
+        peak_notice=section.duration("peak_notice", None, can_be_off=True),
     )
+    if alerts.peak_notice and alerts.peak_notice > alerts.cooldown["peak"]:
+        section.fail("peak_notice", f"must be at most cooldown.peak ({duration_text(alerts.cooldown['peak'])}), "
+                                    "else one peak would be told twice")
     section.done()
     return alerts
 
@@ -234,13 +239,24 @@ def _history(section: Section) -> HistorySettings:
     history = HistorySettings(retention=section.duration("retention", defaults.retention),
                               five_minute=section.duration("five_minute", defaults.five_minute),
                               hourly=section.duration("hourly", defaults.hourly),
-                              forecast_window=section.duration("forecast_window", defaults.forecast_window))
+                              forecast_window=section.duration("forecast_window", defaults.forecast_window),
+                              tz=section.text("tz"))
     if history.forecast_window < MIN_SPAN:
         section.fail(
             "forecast_window", f"must be at least {MIN_SPAN:.0f}s: a forecast needs samples spanning that long"
         )
+    if history.tz is not None and not _is_zone(history.tz):
+        section.fail("tz", f"{history.tz!r} is not an IANA time zone (e.g. Europe/Paris, UTC)")
     section.done()
     return history
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, or no zone name at all ("../x")
+        return False
+    return True
 
 
 def _check(section: Section) -> Check:

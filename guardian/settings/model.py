@@ -5,10 +5,13 @@ Built by guardian.settings.load from the file (or the local default); nothing he
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from datetime import timezone, tzinfo
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from guardian.settings.secrets import Secret
 
@@ -78,7 +81,7 @@ class Alerts:
     thresholds: dict = field(default_factory=lambda: {"notice": 65.0, "warning": 80.0, "critical": 90.0})
     cooldown: dict = field(
         default_factory=lambda: {"notice": 1800.0, "warning": 900.0, "critical": 300.0, "unreachable": 900.0,
-                                 "growth": 1800.0, "rebound": 1800.0}
+                                 "growth": 1800.0, "rebound": 1800.0, "peak": 72000.0}
     )
     margin: float = 5.0
     resolved: bool = True
@@ -86,6 +89,9 @@ class Alerts:
     channels: tuple[Channel, ...] = ()
     predict: float | None = None  # growth notice when critical is forecast within this, two checks in a row
     rebound: float = 1800.0  # rebound notice when usage is back within this after a cleanup (0: off)
+    # peak notice this long before a daily peak whose expected usage reaches critical (None: off); once a peak,
+    # as cooldown.peak (20h: less than a day, more than peak_notice) keeps the next check of its window quiet
+    peak_notice: float | None = None
     max_silence: float = 7 * 86400.0  # `guardian silence add` refuses a longer one
 
 
@@ -119,6 +125,22 @@ class HistorySettings:
     five_minute: float = 90 * 86400.0  # 5-minute rollups older than this are pruned
     hourly: float = 400 * 86400.0  # hourly rollups older than this are pruned
     forecast_window: float = 3600.0  # the forecast fits the samples of this last stretch
+    tz: str | None = None  # the IANA zone whose days the peak forecast counts in; None: the machine's
+
+    @property
+    def zone(self) -> tzinfo:
+        """`tz`, else the machine's zone ($TZ, then /etc/localtime), else UTC."""
+        name = self.tz or os.environ.get("TZ", "").lstrip(":")
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (KeyError, ValueError, OSError):  # a $TZ that is no IANA name (e.g. "UTC0"): the machine's file
+                pass
+        try:
+            with open("/etc/localtime", "rb") as handle:
+                return ZoneInfo.from_file(handle)
+        except (OSError, ValueError):
+            return timezone.utc
 
 
 @dataclass(frozen=True)
