@@ -152,6 +152,7 @@ class AlertLine:
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
     detail: str | None = None  # what a growth or rebound anomaly found
     unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
+    held: str | None = None  # on the log line: what holds it from the other channels ("silenced by 3f9a1c2e ...")
 
     @property
     def usage(self) -> float | None:
