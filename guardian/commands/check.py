@@ -23,7 +23,7 @@ from guardian.alerts.delivery import deliver_all, record_deliveries, record_supp
 from guardian.core import anomaly, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import log_channel, plan, remember
-from guardian.core.quiet import Quiet, cleanup_held
+from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.settings.model import Config, Host, Pool
 
@@ -122,6 +122,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
             if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
                 run_warnings = end_acks(config, silences, book, state, now)
             quiet = Quiet(tuple(book.silences), tuple(a for a in book.acks if a.ended is None), quiet.windows)
+            _show_quiet(state, subjects, quiet, config, now)
             run_warnings += _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             run_warnings += _trends(config, subjects, now, audit)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, act, backoff, audit, quiet)
@@ -156,6 +157,15 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                now, members=pool.hosts, unreachable_members=unread))
     return subjects
+
+
+def _show_quiet(state, subjects: list[Subject], quiet: Quiet, config: Config, now: float) -> None:
+    """Give each subject what holds its alerts now (usage, or unreachable while its polls fail), to show."""
+    channels = [*(c.name for c in config.alerts.channels), log_channel(config).name]
+    for subject in subjects:
+        unreachable = state.subject(subject.id).failures >= config.alerts.unreachable_after
+        level = UNREACHABLE if unreachable else subject.level
+        subject.quiet = shown(quiet, subject.id, "unreachable" if unreachable else "usage", channels, level, now)
 
 
 def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog,

@@ -94,6 +94,18 @@ class Poll:
     elapsed: float = 0.0
 
 
+@dataclass(frozen=True)
+class Hold:
+    """What holds an alert back from a channel, and until when (None: until the subject changes)."""
+
+    kind: str  # silence | ack | maintenance
+    id: str  # the silence's or ack's id, the window's name
+    until: float | None
+    by: str | None
+    reason: str
+    text: str  # "silenced by 3f9a1c2e until 2026-12-02 09:00 UTC", shown beside the subject
+
+
 @dataclass
 class Subject:
     """A host or a pool as this run saw and judged it."""
@@ -114,6 +126,7 @@ class Subject:
     last_success: float | None = None  # time of the last successful poll, this one or an earlier one
     forecast: Forecast | None = None  # None: history.db could not be used
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
+    quiet: Hold | None = None  # the silence, acknowledgement or window holding its alerts now, shown beside it
 
     @property
     def id(self) -> str:
