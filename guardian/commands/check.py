@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
 from guardian.core import anomaly, policy
 from guardian.core.forecast import forecast
-from guardian.core.plan import log_channel, plan, remember
+from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.settings.model import Config, Host, Pool
@@ -126,6 +127,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
             run_warnings += _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             run_warnings += _trends(config, subjects, now, audit)
             deliveries = _notify(state, subjects, config.alerts.channels, config, now, act, backoff, audit, quiet)
+            run_warnings += _alertmanager_silences(subjects, config, quiet, now) if act else []
             with contextlib.suppress(AuditError):  # delivered is remembered all the same; said once below
                 record_deliveries(audit, deliveries, now)
     except StateError as exc:
@@ -166,6 +168,23 @@ def _show_quiet(state, subjects: list[Subject], quiet: Quiet, config: Config, no
         unreachable = state.subject(subject.id).failures >= config.alerts.unreachable_after
         level = UNREACHABLE if unreachable else subject.level
         subject.quiet = shown(quiet, subject.id, "unreachable" if unreachable else "usage", channels, level, now)
+
+
+def _alertmanager_silences(subjects: list[Subject], config: Config, quiet: Quiet, now: float) -> list[str]:
+    """Each Alertmanager channel holds a silence for each guardian silence and ack there, and no other of ours."""
+    channels = [c for c in config.alerts.channels if c.type == "alertmanager"]
+    if not channels:
+        return []
+    from guardian.alerts.transports import sync_alertmanager_silences
+
+    created_by = f"guardian@{socket.gethostname()}"
+    warnings = []
+    for channel in channels:
+        wanted = alertmanager_silences(quiet, subjects, channel, created_by, now + config.alerts.max_silence, now)
+        error = sync_alertmanager_silences(channel, wanted, created_by)
+        if error:
+            warnings.append(f"alert channel {channel.name}: {error}; tried again on the next run")
+    return warnings
 
 
 def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog,

@@ -13,13 +13,15 @@ changed there (a new level, an outage, a resolve), not every post.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from guardian.core import policy
-from guardian.core.quiet import UNREACHABLE, Hold, Quiet, held_by
+from guardian.core.quiet import UNREACHABLE, Hold, Quiet, covers, ending, held_by
 from guardian.core.records import RESOLVING, AlertLine, Subject, SubjectState, subject_id
 from guardian.settings.levels import RANK
 from guardian.settings.model import Channel, Config
+from guardian.settings.units import iso_time
 
 LOG_CHANNEL = "log"
 NO_QUIET = Quiet()
@@ -181,6 +183,52 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
             told.append(line)
         memories[(subject.id, channel.name)] = after
     return message, told, memories, state.posted
+
+
+# --- Alertmanager: each guardian silence or acknowledgement is a silence there too -----------------
+
+AM_ALERTNAMES = {"usage": "SessionUsageHigh", "unreachable": "SessionHostUnreachable"}  # the alerts posted there
+
+
+def alertmanager_silences(quiet: Quiet, subjects: list[Subject], channel: Channel, created_by: str,
+                          max_end: float, now: float) -> list[dict]:
+    """The silences an Alertmanager channel must hold now: one per guardian silence or ack and subject it holds
+    there (matchers on alertname and host or pool), ending when it ends (a sticky ack at `max_end`, expired
+    there when it ends), with the reason as comment. Windows are left out: they recur, and are the config's."""
+    wanted = []
+    for subject in subjects:
+        if not hears(channel, subject):
+            continue
+        holds_here = {}  # (kind, id) -> (hold, alert names it holds)
+        for alert, alertname in AM_ALERTNAMES.items():
+            for silence in quiet.silences:
+                if silence.active(now) and covers(silence.scope, subject.id, alert, channel.name):
+                    holds_here.setdefault(("s", silence.id), (silence.ends, silence.reason, []))[2].append(alertname)
+            for ack in quiet.acks:
+                if ack.subject == subject.id and ack.alert == alert and ending(ack, ack.level, now) is None:
+                    reason = ack.reason or f"acknowledged at {ack.level}"
+                    holds_here.setdefault(("a", ack.id), (ack.ends or max_end, reason, []))[2].append(alertname)
+        for ends, reason, alertnames in holds_here.values():
+            wanted.append({"matchers": [_matcher("alertname", alertnames), _matcher(subject.kind, [subject.name])],
+                           "startsAt": iso_time(now), "endsAt": iso_time(ends), "createdBy": created_by,
+                           "comment": reason})
+    return wanted
+
+
+def _matcher(name: str, values: list[str]) -> dict:
+    regex = len(values) > 1
+    return {"name": name, "value": "|".join(re.escape(v) for v in values) if regex else values[0], "isRegex": regex,
+            "isEqual": True}
+
+
+def same_silence(ours: dict, theirs: dict) -> bool:
+    """Whether Alertmanager's silence is this one (from this guardian or its HA twin): matchers, author, comment."""
+    def matchers(silence):
+        return sorted((m["name"], m["value"], m.get("isRegex", False), m.get("isEqual", True))
+                      for m in silence.get("matchers", []))
+
+    return (matchers(ours) == matchers(theirs) and ours["createdBy"] == theirs.get("createdBy")
+            and ours["comment"] == theirs.get("comment"))
 
 
 def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
