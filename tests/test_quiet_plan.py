@@ -79,3 +79,20 @@ def test_an_acknowledged_warning_is_quiet_until_it_rises_which_is_told_at_once_a
         assert sent == []
     assert ending(ack, "critical", T0 + 6 * HOUR) == "rose to critical"
     assert check(state, 95, T0 + 6 * HOUR, quiet)[:2] == ([("escalated", "critical")], [])
+
+
+def test_alertmanager_gets_a_silence_per_guardian_silence_or_ack_it_holds_there_and_none_for_another_channel():
+    from dataclasses import replace
+
+    from guardian.core.plan import alertmanager_silences
+
+    am = replace(OPS, name="am", type="alertmanager")
+    subject = Subject("host", "t440", 100, Reading(95, 100, 0), None, "critical", None)
+    elsewhere = Silence("s2", Scope(hosts=("t440",), channels=("ops",)), T0, T0 + HOUR, "only ops", "ana")
+    ack = new_ack("host:t440", "critical", "", "ana", "a1", T0)
+    (wanted,) = alertmanager_silences(Quiet(silences=(elsewhere,), acks=(ack,)), [subject], am, "guardian@box",
+                                      T0 + 7 * 86400, T0 + 60)
+    assert wanted["matchers"] == [{"name": "alertname", "value": "SessionUsageHigh", "isRegex": False, "isEqual": True},
+                                  {"name": "host", "value": "t440", "isRegex": False, "isEqual": True}]
+    assert (wanted["comment"], wanted["createdBy"]) == ("acknowledged at critical", "guardian@box")
+    assert wanted["endsAt"] == "2027-01-22T08:00:00+00:00"  # a sticky ack: alerts.max_silence ahead, expired at its end
