@@ -82,3 +82,37 @@ def test_a_drop_from_critical_leaves_warning_firing_at_once(fake, write_config, 
     set_sessions(fake, 10)
     checking.run(config, None, now=time.time())
     assert firing(alertmanager) == set()
+
+
+def guardian_silences(base: str) -> list[dict]:
+    """The silences a guardian made that Alertmanager holds, active or expired."""
+    return [s for s in requests.get(f"{base}/api/v2/silences", timeout=5).json()
+            if s["createdBy"].startswith("guardian@")]
+
+
+def test_a_guardian_silence_is_one_alertmanager_silence_while_alerts_keep_flowing_and_expires_when_removed(
+    fake, write_config, alertmanager, receiver, monkeypatch
+):
+    from guardian.adapters import silences
+    from guardian.settings.model import Scope
+
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+                               alerts={"channels": [{"type": "alertmanager", "urls": [alertmanager]},
+                                                    {"type": "webhook", "url_env": "HOOK_URL"}]}))
+    set_sessions(fake, 55)  # 92 %: critical
+    silence, _ = silences.add(config, Scope(hosts=("t440",)), time.time() + 3600, "load test", time.time())
+    for _ in range(2):  # the second run finds its silence there: no duplicate
+        report = checking.run(config, None, now=time.time())
+        assert not [w for w in report.warnings if "Alertmanager" in w], report.warnings
+    assert receiver.bodies == []
+    assert firing(alertmanager) == {("SessionUsageHigh", "t440", "critical")}  # Alertmanager's view stays true
+    (held,) = [s for s in guardian_silences(alertmanager) if s["status"]["state"] == "active"]
+    assert held["comment"] == "load test"
+    assert {(m["name"], m["value"]) for m in held["matchers"]} == {
+        ("alertname", "SessionUsageHigh|SessionHostUnreachable"), ("host", "t440")}
+    silences.remove(config, silence.id, time.time())
+    checking.run(config, None, now=time.time())
+    checking.run(config, None, now=time.time())
+    assert [(b["alerts"][0]["reason"], b["alerts"][0]["level"]) for b in receiver.bodies] == [("escalated", "critical")]
+    assert {s["status"]["state"] for s in guardian_silences(alertmanager)} == {"expired"}

@@ -499,3 +499,34 @@ def test_a_version_1_unreachable_memory_keeps_its_cooldown():
     assert (memory.level, memory.unreachable) == ("warning", True)
     assert memory.told_at == {"warning": 1_100.0, "unreachable": 600.0}
     assert state.subject("host:a").since == 100.0  # a lower level's reminder waits a cooldown from the last poll
+
+
+def test_a_silenced_host_is_checked_shown_and_recorded_but_not_sent_and_told_once_when_removed(
+    fake, write_config, cli, receiver, monkeypatch, state_dir, tmp_path
+):
+    from guardian.adapters import audit
+
+    fill(fake, 95)
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+    added = cli("silence", "add", "--config", config, "--hosts", "a", "--for", "2h", "--reason", "load test")
+    assert added.exit_code == 0, added.stderr
+    silence_id = added.stdout.split()[0]
+    prom = tmp_path / "g.prom"
+    first = cli("check", "--config", config, "--prom-file", prom)
+    assert first.exit_code == 2  # the Nagios state is the truth: a silence is about notifications
+    assert f"silenced by {silence_id} until " in first.stdout
+    assert re.search(rf"guardian alert: .*\[held: silenced by {silence_id} until ", first.stderr)
+    assert 'guardian_silenced{kind="host",name="a"} 1' in prom.read_text()
+    assert 'guardian_acknowledged{kind="host",name="a"} 0' in prom.read_text()
+    entry = json.loads(cli("check", "--config", config, "--json").stdout)["hosts"][0]
+    assert (entry["silenced_by"], entry["acknowledged"], entry["maintenance"]) == (silence_id, None, None)
+    assert receiver.bodies == []
+    suppressed = [r for r in audit.read(state_dir) if r["event"] == "suppressed"]
+    assert suppressed and {(r["channel"], r["held_by"], r["id"]) for r in suppressed} == {
+        ("webhook-1", "silence", silence_id)}
+    assert cli("silence", "remove", "--config", config, silence_id).exit_code == 0
+    cli("check", "--config", config, "-q")
+    cli("check", "--config", config, "-q")
+    assert [(b["alerts"][0]["reason"], b["alerts"][0]["level"]) for b in receiver.bodies] == [("escalated", "critical")]

@@ -233,6 +233,27 @@ def remove(config: Config, entry_id: str, now: float) -> tuple[str, list[str]]:
     return kind, store.warnings + _audit(config, kind, now, "removed", entry_id, by, None)
 
 
+def end_acks(config: Config, store: SilenceFile, book: Book, state: State, now: float) -> list[str]:
+    """End the acknowledgements this check's levels end (quiet.ending: a rise, a return to ok, their end), in
+    the book and the file, each with its audit record (check holds the state lock); the warnings."""
+    ended = []
+    for i, ack in enumerate(book.acks):
+        held = state.subject(ack.subject)
+        level = UNREACHABLE if held.failures >= config.alerts.unreachable_after else held.level
+        why = None if ack.ended is not None else ending(ack, level, now)
+        if why:
+            book.acks[i] = finish(ack, why, now)
+            ended.append(book.acks[i])
+    if not ended:
+        return []
+    try:
+        store.write(book, now)
+    except StateError as exc:
+        return [f"{exc}: the ended acknowledgements are ended for this run only"]
+    return [warning for ack in ended
+            for warning in _audit(config, "ack", now, "ended", ack.id, "check", ack.ended_why, subject=ack.subject)]
+
+
 def level_now(state_dir: Path, subject: str, unreachable_after: int) -> str:
     """The level state.json holds for the subject, or "unreachable" while its polls fail (caller holds the lock)."""
     path = Path(state_dir) / "state.json"

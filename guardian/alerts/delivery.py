@@ -37,7 +37,8 @@ def deliver(channel: Channel, lines: list[AlertLine], now: float, backoff: Backo
     """Send one message; None when accepted, else why not (with the channel's secrets redacted)."""
     if channel.type == LOG_CHANNEL:
         for line in lines:
-            print(f"guardian alert: {line_text(line)}", file=sys.stderr)
+            held = f" [held: {line.held}]" if line.held else ""
+            print(f"guardian alert: {line_text(line)}{held}", file=sys.stderr)
         return None
     from guardian.alerts import transports  # only when a message goes out: requests and smtplib cost start-up
 
@@ -71,6 +72,14 @@ def record_deliveries(audit, deliveries: list[Delivery], now: float) -> None:
                                                    "count": line.count, "limit": line.limit, "usage": line.usage,
                                                    "detail": line.detail}
                                                   for line in delivery.lines])
+
+
+def record_suppressed(audit, plans, now: float) -> None:
+    """One `suppressed` record per alert a silence, acknowledgement or window held from a channel, naming it."""
+    for channel_plan in plans:
+        for line, hold in channel_plan.held:
+            audit.write(now, "suppressed", channel=channel_plan.channel.name, subject=line.subject, reason=line.reason,
+                        level=line.level, held_by=hold.kind, id=hold.id, until=hold.until, why=hold.reason)
 
 
 def send_samples(channels: list[Channel], config: Config, now: float, backoff: Backoff | None = None) -> list[Delivery]:

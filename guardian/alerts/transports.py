@@ -284,6 +284,35 @@ def send_alertmanager(channel: AlertmanagerChannel, lines, now, backoff) -> str 
     return "; ".join(error for error in errors if error) or None
 
 
+def sync_alertmanager_silences(channel: AlertmanagerChannel, wanted: list[dict], created_by: str) -> str | None:
+    """Make each Alertmanager of the cluster hold exactly the `wanted` silences of this guardian: post the
+    missing ones (one already there, from an HA twin, is not duplicated), expire the active ones by
+    `created_by` no longer wanted. None when all went well, else what did not."""
+    import requests
+
+    from guardian.core.plan import same_silence
+
+    errors = []
+    for url in channel.urls:
+        what = f"Alertmanager {url}"  # the config refuses credentials in these URLs
+        try:
+            response = requests.get(f"{url}/api/v2/silences", timeout=channel.timeout,
+                                    headers={"User-Agent": USER_AGENT})
+            response.raise_for_status()
+            there = [s for s in response.json() if s.get("status", {}).get("state") in ("active", "pending")]
+            for silence in wanted:
+                if not any(same_silence(silence, other) for other in there):
+                    requests.post(f"{url}/api/v2/silences", json=silence, timeout=channel.timeout,
+                                  headers={"User-Agent": USER_AGENT}).raise_for_status()
+            for other in there:
+                if other.get("createdBy") == created_by and not any(same_silence(s, other) for s in wanted):
+                    requests.delete(f"{url}/api/v2/silence/{other['id']}", timeout=channel.timeout,
+                                    headers={"User-Agent": USER_AGENT}).raise_for_status()
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as exc:
+            errors.append(f"{what} silences not kept in step ({type(exc).__name__})")
+    return "; ".join(errors) or None
+
+
 # --- email -----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -18,11 +19,13 @@ from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.peak_cache import cached_peaks
+from guardian.adapters.silences import SilenceFile, end_acks
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
-from guardian.alerts.delivery import deliver_all, record_deliveries
+from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
 from guardian.core import anomaly, policy
 from guardian.core.forecast import forecast
-from guardian.core.plan import log_channel, plan, remember
+from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
+from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.settings.model import Config, Host, Pool
 
@@ -107,7 +110,9 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                                                 config.check.concurrency)}
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
+    silences = SilenceFile(config.state_dir)
     subjects, deliveries, run_warnings, error = None, [], [], None
+    quiet = Quiet(windows=tuple(config.maintenance))
     try:
         with store.locked() if act else contextlib.nullcontext(store.look()) as state:
             configured = {*(subject_id("host", name) for name in config.hosts),
@@ -115,9 +120,15 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
             subjects = _judge_all(state, hosts, pools, polls, config, now)
-            run_warnings = _cleanup_critical(config, subjects, now, audit) if act else []
+            book = silences.read()
+            if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
+                run_warnings = end_acks(config, silences, book, state, now)
+            quiet = Quiet(tuple(book.silences), tuple(a for a in book.acks if a.ended is None), quiet.windows)
+            _show_quiet(state, subjects, quiet, config, now)
+            run_warnings += _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             run_warnings += _trends(config, subjects, now, audit)
-            deliveries = _notify(state, subjects, config.alerts.channels, config, now, act, backoff)
+            deliveries = _notify(state, subjects, config.alerts.channels, config, now, act, backoff, audit, quiet)
+            run_warnings += _alertmanager_silences(subjects, config, quiet, now) if act else []
             with contextlib.suppress(AuditError):  # delivered is remembered all the same; said once below
                 record_deliveries(audit, deliveries, now)
     except StateError as exc:
@@ -126,12 +137,12 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
             state = State()
             subjects = _judge_all(state, hosts, pools, polls, config, now)
             # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
-            run_warnings = _cleanup_critical(config, subjects, now, audit) if act else []
+            run_warnings = _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
-                deliveries = _notify(state, subjects, (), config, now, act, backoff)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *run_warnings,
+                deliveries = _notify(state, subjects, (), config, now, act, backoff, audit, quiet)
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *run_warnings,
                 *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
@@ -151,15 +162,44 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
     return subjects
 
 
-def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog) -> list[str]:
+def _show_quiet(state, subjects: list[Subject], quiet: Quiet, config: Config, now: float) -> None:
+    """Give each subject what holds its alerts now (usage, or unreachable while its polls fail), to show."""
+    channels = [*(c.name for c in config.alerts.channels), log_channel(config).name]
+    for subject in subjects:
+        unreachable = state.subject(subject.id).failures >= config.alerts.unreachable_after
+        level = UNREACHABLE if unreachable else subject.level
+        subject.quiet = shown(quiet, subject.id, "unreachable" if unreachable else "usage", channels, level, now)
+
+
+def _alertmanager_silences(subjects: list[Subject], config: Config, quiet: Quiet, now: float) -> list[str]:
+    """Each Alertmanager channel holds a silence for each guardian silence and ack there, and no other of ours."""
+    channels = [c for c in config.alerts.channels if c.type == "alertmanager"]
+    if not channels:
+        return []
+    from guardian.alerts.transports import sync_alertmanager_silences
+
+    created_by = f"guardian@{socket.gethostname()}"
+    warnings = []
+    for channel in channels:
+        wanted = alertmanager_silences(quiet, subjects, channel, created_by, now + config.alerts.max_silence, now)
+        error = sync_alertmanager_silences(channel, wanted, created_by)
+        if error:
+            warnings.append(f"alert channel {channel.name}: {error}; tried again on the next run")
+    return warnings
+
+
+def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit: AuditLog,
+                      quiet: Quiet) -> list[str]:
     """cleanup.on_critical: clean a host at critical now instead of waiting for cron (same rules, same lock).
-    Each host cleaned has its `closed_now`, for its alert line; what went wrong comes back as warnings."""
+    Each host cleaned has its `closed_now`, for its alert line; what went wrong comes back as warnings.
+    A maintenance window with `cleanup: false` keeps its hosts out."""
     if not config.cleanup.on_critical:
         return []
     # only with on_critical, and the shell only for a critical host: each costs start-up
     from guardian.core import planner
 
-    targets = planner.on_critical(subjects, config.alerts.thresholds["critical"])
+    targets = [name for name in planner.on_critical(subjects, config.alerts.thresholds["critical"])
+               if cleanup_held(quiet, name, now) is None]
     if not targets:
         return []
     from guardian.commands import cleanup
@@ -249,12 +289,15 @@ def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Su
 
 
 def _notify(state, subjects: list[Subject], channels, config: Config, now: float, send: bool,
-            backoff: Backoff | None) -> list[Delivery]:
-    """Plan for the log line and `channels`, send one message per channel (all at once), remember what was accepted."""
-    plans = plan(state, subjects, [log_channel(config), *channels], config, now)
+            backoff: Backoff | None, audit: AuditLog, quiet: Quiet) -> list[Delivery]:
+    """Plan for the log line and `channels`, send one message per channel (all at once), remember what was
+    accepted; record what the quiet held."""
+    plans = plan(state, subjects, [log_channel(config), *channels], config, now, quiet)
     if send:
         errors = deliver_all([(p.channel, p.message) for p in plans], now, backoff)
         remember(plans, errors)
+        with contextlib.suppress(AuditError):  # said once, with the run's audit warning
+            record_suppressed(audit, plans, now)
     else:
         errors = [None] * len(plans)
     return [Delivery(p.channel.name, p.told, error, sent=send) for p, error in zip(plans, errors) if p.told or error]

@@ -13,14 +13,18 @@ changed there (a new level, an outage, a resolve), not every post.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 
 from guardian.core import policy
+from guardian.core.quiet import UNREACHABLE, Hold, Quiet, covers, ending, held_by
 from guardian.core.records import RESOLVING, AlertLine, Subject, SubjectState, subject_id
 from guardian.settings.levels import RANK
 from guardian.settings.model import Channel, Config
+from guardian.settings.units import iso_time
 
 LOG_CHANNEL = "log"
+NO_QUIET = Quiet()
 
 
 def log_channel(config: Config) -> Channel:
@@ -65,21 +69,28 @@ class ChannelPlan:
     told: list[AlertLine]  # what the audit log and the metrics count (for Alertmanager: what changed there)
     memories: dict  # (memory key, channel name) -> what the channel then remembers
     store: dict  # where those are kept: state.memories, or state.posted for Alertmanager
+    held: list[tuple[AlertLine, Hold]] = field(default_factory=list)  # decided, then held back (audit: suppressed)
 
 
-def plan(state, subjects: list[Subject], channels, config: Config, now: float) -> list[ChannelPlan]:
-    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing."""
+def plan(state, subjects: list[Subject], channels, config: Config, now: float,
+         quiet: Quiet = NO_QUIET) -> list[ChannelPlan]:
+    """Decide per channel, from what each channel was told (the state) and what this run saw. Changes nothing.
+
+    An alert a silence, acknowledgement or maintenance window holds (`quiet`) is decided as usual, then held:
+    not sent, and its memory is not advanced, so when the quiet ends the channel hears what is still true
+    (once), never the repeats it missed. The log line is never held, only marked as held."""
     plans = []
     for channel in channels:
         if channel.type == "alertmanager":
             plans.append(ChannelPlan(channel, *_alertmanager_plan(state, subjects, channel, config)))
             continue
         alerts = replace(config.alerts, resolved=channel.resolved)
-        lines, memories = [], {}
+        lines, memories, held = [], {}, []
         for subject in subjects:
             if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
                 continue
             current = state.subject(subject.id)
+            level = UNREACHABLE if current.failures >= config.alerts.unreachable_after else current.level
             decisions = [(subject.id, policy.decide(state.memory(subject.id, channel.name), current, alerts, now,
                                                     channel.min_level))]
             if RANK[channel.min_level] <= RANK["notice"]:  # anomalies are notices
@@ -87,11 +98,26 @@ def plan(state, subjects: list[Subject], channels, config: Config, now: float) -
                     key = f"{subject.id}/{reason}"
                     decisions.append((key, policy.decide_anomaly(state.memory(key, channel.name), reason, alerts, now)))
             for key, decision in decisions:
-                memories[key] = decision.memory
-                lines += [_line(subject, notice, current.failures) for notice in decision.notices]
+                told = [_line(subject, notice, current.failures) for notice in decision.notices]
+                holds_now = [held_by(quiet, subject.id, alert_kind(line.reason), channel.name, level, now)
+                             for line in told]
+                if channel.type == LOG_CHANNEL:  # always there: shown with what holds it elsewhere
+                    told = [replace(line, held=hold.text) if hold else line for line, hold in zip(told, holds_now)]
+                    holds_now = [None] * len(told)
+                if not any(holds_now):  # a held notice keeps its memory where it was: decided again next run
+                    memories[key] = decision.memory
+                lines += [line for line, hold in zip(told, holds_now) if hold is None]
+                held += [(line, hold) for line, hold in zip(told, holds_now) if hold is not None]
         kept = {(key, channel.name): memory for key, memory in memories.items()}
-        plans.append(ChannelPlan(channel, lines, lines, kept, state.memories))
+        plans.append(ChannelPlan(channel, lines, lines, kept, state.memories, held))
     return plans
+
+
+def alert_kind(reason: str) -> str:
+    """The kind of alert a line is, as silences name them: usage, unreachable, growth, rebound or peak."""
+    if reason in ("unreachable", "reachable"):
+        return "unreachable"
+    return "usage" if reason in ("escalated", "repeat", "resolved", "lowered") else reason
 
 
 def remember(plans: list[ChannelPlan], errors: list[str | None]) -> None:
@@ -157,6 +183,52 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
             told.append(line)
         memories[(subject.id, channel.name)] = after
     return message, told, memories, state.posted
+
+
+# --- Alertmanager: each guardian silence or acknowledgement is a silence there too -----------------
+
+AM_ALERTNAMES = {"usage": "SessionUsageHigh", "unreachable": "SessionHostUnreachable"}  # the alerts posted there
+
+
+def alertmanager_silences(quiet: Quiet, subjects: list[Subject], channel: Channel, created_by: str,
+                          max_end: float, now: float) -> list[dict]:
+    """The silences an Alertmanager channel must hold now: one per guardian silence or ack and subject it holds
+    there (matchers on alertname and host or pool), ending when it ends (a sticky ack at `max_end`, expired
+    there when it ends), with the reason as comment. Windows are left out: they recur, and are the config's."""
+    wanted = []
+    for subject in subjects:
+        if not hears(channel, subject):
+            continue
+        holds_here = {}  # (kind, id) -> (hold, alert names it holds)
+        for alert, alertname in AM_ALERTNAMES.items():
+            for silence in quiet.silences:
+                if silence.active(now) and covers(silence.scope, subject.id, alert, channel.name):
+                    holds_here.setdefault(("s", silence.id), (silence.ends, silence.reason, []))[2].append(alertname)
+            for ack in quiet.acks:
+                if ack.subject == subject.id and ack.alert == alert and ending(ack, ack.level, now) is None:
+                    reason = ack.reason or f"acknowledged at {ack.level}"
+                    holds_here.setdefault(("a", ack.id), (ack.ends or max_end, reason, []))[2].append(alertname)
+        for ends, reason, alertnames in holds_here.values():
+            wanted.append({"matchers": [_matcher("alertname", alertnames), _matcher(subject.kind, [subject.name])],
+                           "startsAt": iso_time(now), "endsAt": iso_time(ends), "createdBy": created_by,
+                           "comment": reason})
+    return wanted
+
+
+def _matcher(name: str, values: list[str]) -> dict:
+    regex = len(values) > 1
+    return {"name": name, "value": "|".join(re.escape(v) for v in values) if regex else values[0], "isRegex": regex,
+            "isEqual": True}
+
+
+def same_silence(ours: dict, theirs: dict) -> bool:
+    """Whether Alertmanager's silence is this one (from this guardian or its HA twin): matchers, author, comment."""
+    def matchers(silence):
+        return sorted((m["name"], m["value"], m.get("isRegex", False), m.get("isEqual", True))
+                      for m in silence.get("matchers", []))
+
+    return (matchers(ours) == matchers(theirs) and ours["createdBy"] == theirs.get("createdBy")
+            and ours["comment"] == theirs.get("comment"))
 
 
 def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:

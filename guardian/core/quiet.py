@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from guardian.core.records import subject_id
+from guardian.core.records import Hold, subject_id
 from guardian.settings.levels import RANK
 from guardian.settings.load import scope_problem
 from guardian.settings.model import Config, Maintenance, Scope
@@ -82,18 +82,6 @@ class Quiet:
     windows: tuple[Maintenance, ...] = ()
 
 
-@dataclass(frozen=True)
-class Hold:
-    """What holds an alert back from a channel, and until when (None: until the subject changes)."""
-
-    kind: str  # silence | ack | maintenance
-    id: str  # the silence's or ack's id, the window's name
-    until: float | None
-    by: str | None
-    reason: str
-    text: str  # "silenced by 3f9a1c2e until 2026-12-02 09:00 UTC", shown beside the subject
-
-
 def covers(scope: Scope, subject: str, alert: str, channel: str) -> bool:
     """Whether the scope holds this subject's alert of this kind on this channel."""
     if (scope.alerts and alert not in scope.alerts) or (scope.channels and channel not in scope.channels):
@@ -128,6 +116,11 @@ def held_by(quiet: Quiet, subject: str, alert: str, channel: str, level: str, no
             until = f" until {utc_text(ack.ends)}" if ack.ends is not None else ""
             return Hold("ack", ack.id, ack.ends, ack.by, ack.reason, f"acknowledged at {ack.level} by {ack.by}{until}")
     return None
+
+
+def shown(quiet: Quiet, subject: str, alert: str, channels: list[str], level: str, now: float) -> Hold | None:
+    """What holds this subject's alert on one of `channels` now, to show beside it (the first found), or None."""
+    return next((hold for channel in channels if (hold := held_by(quiet, subject, alert, channel, level, now))), None)
 
 
 def ending(ack: Ack, level: str, now: float) -> str | None:

@@ -94,6 +94,18 @@ class Poll:
     elapsed: float = 0.0
 
 
+@dataclass(frozen=True)
+class Hold:
+    """What holds an alert back from a channel, and until when (None: until the subject changes)."""
+
+    kind: str  # silence | ack | maintenance
+    id: str  # the silence's or ack's id, the window's name
+    until: float | None
+    by: str | None
+    reason: str
+    text: str  # "silenced by 3f9a1c2e until 2026-12-02 09:00 UTC", shown beside the subject
+
+
 @dataclass
 class Subject:
     """A host or a pool as this run saw and judged it."""
@@ -115,6 +127,7 @@ class Subject:
     forecast: Forecast | None = None  # None: history.db could not be used
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
     peak: dict | None = None  # the next daily peak (PeakForecast.as_json), from the hourly cache; None: no history
+    quiet: Hold | None = None  # the silence, acknowledgement or window holding its alerts now, shown beside it
 
     @property
     def id(self) -> str:
@@ -153,6 +166,7 @@ class AlertLine:
     closed_now: int | None = None  # closed by the on_critical cleanup in this run
     detail: str | None = None  # what a growth or rebound anomaly found
     unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
+    held: str | None = None  # on the log line: what holds it from the other channels ("silenced by 3f9a1c2e ...")
 
     @property
     def usage(self) -> float | None:

@@ -38,6 +38,10 @@ GAUGES = [  # name, help, value of a subject (None: no sample)
      "a lower bound, from the others.", lambda s: len(s.unreachable_members) if s.kind == "pool" else None),
     ("guardian_forecast_critical_seconds", "Seconds until usage is forecast to reach critical (rising trend only).",
      lambda s: s.forecast.critical_in if s.forecast and s.forecast.rising else None),
+    ("guardian_silenced", "1 while a silence or maintenance window holds the subject's alerts, else 0.",
+     lambda s: int(s.quiet is not None and s.quiet.kind in ("silence", "maintenance"))),
+    ("guardian_acknowledged", "1 while an acknowledgement holds the subject's alerts, else 0.",
+     lambda s: int(s.quiet is not None and s.quiet.kind == "ack")),
 ]
 COLLECTOR_ERRORS = "guardian_collector_errors_total"  # not from the audit log: from this check's polls
 COUNTERS = [

@@ -61,13 +61,24 @@ def _round(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds)
 
 
+def quiet_json(s: Subject) -> dict:
+    """What holds the subject's alerts: `silenced_by` (the silence's id), `acknowledged` (the ack's id),
+    `maintenance` (the window's name), each null unless it is the one; `held` says it in words, and until when."""
+    kind = s.quiet.kind if s.quiet else None
+    return {"silenced_by": s.quiet.id if kind == "silence" else None,
+            "acknowledged": s.quiet.id if kind == "ack" else None,
+            "maintenance": s.quiet.id if kind == "maintenance" else None,
+            "held": s.quiet.text if s.quiet else None,
+            "held_until": iso_time(s.quiet.until) if s.quiet and s.quiet.until is not None else None}
+
+
 def check_json(report: CheckReport) -> dict:
     def entry(s: Subject) -> dict:
         r = s.reading
         data = {"name": s.name, "reachable": r is not None, "sessions": r.count if r else None, "limit": s.limit,
                 "usage": round(r.usage, 1) if r else None, "level": s.level if r else "unknown",
                 "change": s.change, "idle": r.idle if r else None, "forecast": forecast_json(s.forecast, s.limit),
-                "peak": s.peak}
+                "peak": s.peak, **quiet_json(s)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
@@ -92,7 +103,8 @@ def check_plain(report: CheckReport) -> str:
     lines = []
     for s in report.subjects:
         if s.reading is None:
-            lines.append(f"{subject_label(s)} UNKNOWN {safe(s.error or 'a member host is unknown')}")
+            held = f" ({s.quiet.text})" if s.quiet else ""
+            lines.append(f"{subject_label(s)} UNKNOWN {safe(s.error or 'a member host is unknown')}{held}")
             continue
         parts = [subject_label(s), usage_text(s), s.level]
         if s.change is not None:
@@ -102,6 +114,8 @@ def check_plain(report: CheckReport) -> str:
         if s.unreachable_members:
             parts.append(f"unreachable={','.join(s.unreachable_members)}")
         parts += forecast_plain(s.forecast)
+        if s.quiet:
+            parts.append(f"({s.quiet.text})")
         lines.append(" ".join(parts))
     return "\n".join(lines)
 
@@ -149,6 +163,7 @@ def check_table(report: CheckReport):
         r = s.reading
         level = s.level if r else "unknown"
         note = safe(s.error or "") if r is None else (s.server_version or unreachable_text(s))
+        note = "; ".join(part for part in (s.quiet.text if s.quiet else "", note) if part)
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),

@@ -1,0 +1,98 @@
+"""What silences and acknowledgements do to the per-channel plan (issue 16), run after run with `now` passed in.
+
+A held alert is decided as usual and held: not sent, its memory not advanced, so when the quiet ends the
+channel hears what is still true once, never the repeats it missed. The log line is never held, only marked.
+"""
+
+import os
+import textwrap
+
+from guardian.adapters.state import State
+from guardian.core import policy
+from guardian.core.plan import NO_QUIET, log_channel, plan, remember
+from guardian.core.quiet import Quiet, Silence, ending, new_ack
+from guardian.core.records import Reading, Subject
+from guardian.settings.load import parse
+from guardian.settings.model import Scope
+
+os.environ.setdefault("GUARDIAN_TEST_QUIET_HOOK", "http://127.0.0.1:9/hook")  # the URL is a secret: never sent
+CONFIG = parse(textwrap.dedent("""
+    hosts: {t440: {url: "ws://127.0.0.1:18789", limit: 100}}
+    alerts:
+      channels: [{name: ops, type: webhook, url_env: GUARDIAN_TEST_QUIET_HOOK}]
+"""), "g.yaml")
+OPS = CONFIG.alerts.channels[0]
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+
+
+def check(state: State, count: int, now: float, quiet: Quiet = NO_QUIET):
+    """One check of t440 at `count` of 100: (what ops was sent, what ops held, the log's lines); memories kept."""
+    reading = Reading(count=count, limit=100, idle=0)
+    current = policy.observe(state.subject("host:t440"), reading, CONFIG.alerts, now)
+    state.subjects["host:t440"] = current
+    subject = Subject("host", "t440", 100, reading, None, current.level, None)
+    plans = plan(state, [subject], [log_channel(CONFIG), OPS], CONFIG, now, quiet)
+    remember(plans, [None, None])
+    log, ops = plans
+    return ([(line.reason, line.level) for line in ops.message], [(line.reason, hold.id) for line, hold in ops.held],
+            log.message)
+
+
+def silence(ends: float) -> Quiet:
+    return Quiet(silences=(Silence("s1", Scope(hosts=("t440",)), T0, ends, "load test", "ana"),))
+
+
+def test_a_silence_holds_every_run_and_tells_critical_once_when_it_ends_still_critical():
+    state, quiet = State(), silence(T0 + 5 * HOUR)
+    for hour in range(5):  # critical all along: each repeat is held, none is replayed later
+        sent, held, log = check(state, 95, T0 + hour * HOUR, quiet)
+        assert sent == [] and held and held[0][1] == "s1"
+        assert log and log[0].held.startswith("silenced by s1 until ")  # the log line is there, marked
+    sent, held, _ = check(state, 95, T0 + 5 * HOUR, quiet)
+    assert sent == [("escalated", "critical")] and held == []
+    assert check(state, 95, T0 + 5 * HOUR + 60, quiet)[0] == []  # told once: the cooldown holds the next
+
+
+def test_a_silence_that_ends_after_the_subject_resolved_tells_nothing():
+    state, quiet = State(), silence(T0 + 2 * HOUR)
+    check(state, 95, T0, quiet)
+    assert check(state, 10, T0 + HOUR, quiet)[:2] == ([], [])  # never told critical: nothing to resolve
+    assert check(state, 10, T0 + 2 * HOUR, quiet)[:2] == ([], [])
+
+
+def test_an_alert_told_before_the_silence_resolves_once_after_it():
+    state = State()
+    assert check(state, 95, T0)[0] == [("escalated", "critical")]
+    quiet = silence(T0 + 2 * HOUR)
+    assert check(state, 10, T0 + HOUR, quiet)[:2] == ([], [("resolved", "s1")])
+    assert check(state, 10, T0 + 2 * HOUR, quiet)[0] == [("resolved", "ok")]
+
+
+def test_an_acknowledged_warning_is_quiet_until_it_rises_which_is_told_at_once_and_ends_it():
+    state = State()
+    assert check(state, 85, T0)[0] == [("escalated", "warning")]
+    ack = new_ack("host:t440", "warning", "on it", "ana", "a1", T0 + 60)
+    quiet = Quiet(acks=(ack,))
+    for hour in range(1, 6):  # the warning's repeats stop
+        sent, held, _ = check(state, 85, T0 + hour * HOUR, quiet)
+        assert sent == []
+    assert ending(ack, "critical", T0 + 6 * HOUR) == "rose to critical"
+    assert check(state, 95, T0 + 6 * HOUR, quiet)[:2] == ([("escalated", "critical")], [])
+
+
+def test_alertmanager_gets_a_silence_per_guardian_silence_or_ack_it_holds_there_and_none_for_another_channel():
+    from dataclasses import replace
+
+    from guardian.core.plan import alertmanager_silences
+
+    am = replace(OPS, name="am", type="alertmanager")
+    subject = Subject("host", "t440", 100, Reading(95, 100, 0), None, "critical", None)
+    elsewhere = Silence("s2", Scope(hosts=("t440",), channels=("ops",)), T0, T0 + HOUR, "only ops", "ana")
+    ack = new_ack("host:t440", "critical", "", "ana", "a1", T0)
+    (wanted,) = alertmanager_silences(Quiet(silences=(elsewhere,), acks=(ack,)), [subject], am, "guardian@box",
+                                      T0 + 7 * 86400, T0 + 60)
+    assert wanted["matchers"] == [{"name": "alertname", "value": "SessionUsageHigh", "isRegex": False, "isEqual": True},
+                                  {"name": "host", "value": "t440", "isRegex": False, "isEqual": True}]
+    assert (wanted["comment"], wanted["createdBy"]) == ("acknowledged at critical", "guardian@box")
+    assert wanted["endsAt"] == "2027-01-22T08:00:00+00:00"  # a sticky ack: alerts.max_silence ahead, expired at its end
