@@ -96,3 +96,25 @@ def test_alertmanager_gets_a_silence_per_guardian_silence_or_ack_it_holds_there_
                                   {"name": "host", "value": "t440", "isRegex": False, "isEqual": True}]
     assert (wanted["comment"], wanted["createdBy"]) == ("acknowledged at critical", "guardian@box")
     assert wanted["endsAt"] == "2027-01-22T08:00:00+00:00"  # a sticky ack: alerts.max_silence ahead, expired at its end
+
+
+def test_a_line_a_silence_does_not_name_is_told_once_even_when_one_beside_it_is_held():
+    """A host back from an outage at critical under a usage-only silence: "reachable again" is told once and
+    not replayed on every run, while the critical stays held until the silence ends (then told once)."""
+    state, now = State(), T0
+    check(state, 50, now)
+    for _ in range(CONFIG.alerts.unreachable_after):  # down long enough to be told
+        now += 60
+        state.subjects["host:t440"] = policy.observe(state.subject("host:t440"), None, CONFIG.alerts, now)
+        plans = plan(state, [Subject("host", "t440", 100, None, "refused", "ok", None)],
+                     [log_channel(CONFIG), OPS], CONFIG, now)
+        remember(plans, [None, None])
+    assert state.memory("host:t440", OPS.name).unreachable
+    usage_only = Quiet(silences=(Silence("s2", Scope(hosts=("t440",), alerts=("usage",)), T0, T0 + HOUR,
+                                         "load test", "ana"),))
+    sent, held, _ = check(state, 95, now + 60, usage_only)
+    assert sent == [("reachable", "critical")] and held == [("escalated", "s2")]
+    for minute in range(2, 6):  # neither replayed nor lost
+        sent, held, _ = check(state, 95, now + minute * 60, usage_only)
+        assert sent == [] and held == [("escalated", "s2")]
+    assert check(state, 95, T0 + HOUR, usage_only)[0] == [("escalated", "critical")]

@@ -104,8 +104,9 @@ def plan(state, subjects: list[Subject], channels, config: Config, now: float,
                 if channel.type == LOG_CHANNEL:  # always there: shown with what holds it elsewhere
                     told = [replace(line, held=hold.text) if hold else line for line, hold in zip(told, holds_now)]
                     holds_now = [None] * len(told)
-                if not any(holds_now):  # a held notice keeps its memory where it was: decided again next run
-                    memories[key] = decision.memory
+                # a held notice keeps its part of the memory where it was: decided again next run
+                memories[key] = policy.held_back(state.memory(key, channel.name), decision.memory,
+                                                 [notice for notice, hold in zip(decision.notices, holds_now) if hold])
                 lines += [line for line, hold in zip(told, holds_now) if hold is None]
                 held += [(line, hold) for line, hold in zip(told, holds_now) if hold is not None]
         kept = {(key, channel.name): memory for key, memory in memories.items()}

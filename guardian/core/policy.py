@@ -113,6 +113,23 @@ def decide_anomaly(memory: ChannelMemory, reason: str, alerts: Alerts, now: floa
     return Decision((notice,), replace(memory, level="notice", told_at={**memory.told_at, reason: now}))
 
 
+def held_back(before: ChannelMemory, after: ChannelMemory, held: list[Notice]) -> ChannelMemory:
+    """`after` (the memory once all of a decision's notices are told) with the part of each `held` notice as
+    it was `before`: a notice a silence holds is decided again next run, and one told beside it is not."""
+    memory = after
+    for notice in held:
+        if notice.reason in ("unreachable", "reachable"):
+            kind, fields = "unreachable", {"unreachable": before.unreachable}
+        else:  # usage is told under its level, an anomaly under its reason
+            kind = notice.level if notice.reason in ("escalated", "repeat", "resolved") else notice.reason
+            fields = {"level": before.level}
+        told_at = {k: at for k, at in memory.told_at.items() if k != kind}
+        if kind in before.told_at:
+            told_at[kind] = before.told_at[kind]
+        memory = replace(memory, told_at=told_at, **fields)
+    return memory
+
+
 def _over(memory: ChannelMemory, kind: str, cooldown: float, now: float) -> bool:
     """`kind`'s cooldown since it was last told to this channel has passed (or it never was told)."""
     told = memory.told_at.get(kind)
