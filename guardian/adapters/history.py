@@ -162,12 +162,14 @@ WHERE rank = 1 ORDER BY bucket"""
 # shorter interval the slope's input (and its O(n²) pairs: 28,680 at most) stays what 15 s checks would give it.
 RECENT_POINTS = 240
 # the latest row of each subject within each (low, high] stretch: one index seek each
-_RECENT = """SELECT * FROM samples WHERE rowid IN (
+_RECENT = """
+WITH subject(kind, name) AS MATERIALIZED (SELECT value ->> 0, value ->> 1 FROM json_each(:subjects)),
+     stretch(low, high) AS MATERIALIZED (SELECT value ->> 0, value ->> 1 FROM json_each(:stretches))
+SELECT * FROM samples WHERE rowid IN (
     SELECT (SELECT rowid FROM samples INDEXED BY samples_by_subject
-            WHERE kind = json_extract(subject.value, '$[0]') AND name = json_extract(subject.value, '$[1]')
-              AND time > json_extract(stretch.value, '$[0]') AND time <= json_extract(stretch.value, '$[1]')
+            WHERE kind = subject.kind AND name = subject.name AND time > low AND time <= high
             ORDER BY time DESC LIMIT 1)
-    FROM json_each(:subjects) AS subject, json_each(:stretches) AS stretch)
+    FROM subject, stretch)
 ORDER BY time"""
 
 
@@ -490,9 +492,13 @@ def _recent(db, subjects: list[tuple[str, str]], since: float, until: float,
     """These subjects' raw rows from `since` to `until` for the forecast and the anomalies, oldest first: of each
     of RECENT_POINTS equal stretches of the period its latest row, and the rows those rules look at besides (the
     latest before `until`, for growth's check before this one; the latest at or before each time of `before`, the
-    cleanups, for rebound). A period sampled every 30 s (120 rows an hour) comes back whole; every second (3,600)
-    comes back as 240: the O(n²) slope and the rows in memory no longer grow with the check interval. Found by
-    index seeks (a few per stretch), so the rows skipped are never read either."""
+    cleanups, for rebound). A period sampled every 30 s (120 rows an hour) comes back whole, by one range read as
+    before; every second (3,600) as 240, by an index seek per stretch, so the rows left out are never read: the rows
+    in memory and the slope's O(n²) pairs no longer grow with the check interval (only the count that chooses)."""
+    rows_since = "FROM samples WHERE time >= ? AND time <= ?"
+    if db.execute(f"SELECT count(*) {rows_since}", (since, until)).fetchone()[0] <= RECENT_POINTS * len(subjects):
+        # few enough (30 s checks, say) to take whole: one range read, cheaper than the seeks
+        return [_sample(row) for row in db.execute(f"SELECT * {rows_since} ORDER BY time", (since, until))]
     start, width = math.nextafter(since, -math.inf), (until - since) / RECENT_POINTS  # `since` itself is in
     bounds = [start, *(since + k * width for k in range(1, RECENT_POINTS)), until]
     stretches = [*zip(bounds, bounds[1:]), (start, math.nextafter(until, -math.inf)),
