@@ -46,7 +46,7 @@ def config_file(workdir: Path, fleet: Fleet, count: int, **sections) -> Path:
     config = {"hosts": {f"gw{i:03d}": {"url": fleet.urls[i], "token_file": str(token_file), "limit": 100}
                         for i in range(count)},
               "state_dir": str(workdir / f"state-{count}"), **sections}
-    path = workdir / f"fleet-{count}-{len(sections)}.yaml"
+    path = workdir / f"fleet-{count}-{abs(hash(json.dumps(sections, sort_keys=True)))}.yaml"  # one file per case
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
