@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import random
 import sqlite3
 import tempfile
 import time
@@ -15,13 +16,14 @@ from pathlib import Path
 
 import pytest
 from conftest import read_state
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardian.adapters.audit import AuditLog
 from guardian.adapters.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Summary
 from guardian.commands import check as checking
 from guardian.commands import cleanup
+from guardian.core.forecast import forecast
 from guardian.core.records import Sample
 from guardian.output.render import check_json, check_plain
 from guardian.settings.load import load
@@ -443,3 +445,66 @@ def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake
     line = next(line for d in first.deliveries for line in d.lines if line.reason == "peak")
     assert line.level == "notice" and line.detail.startswith("daily peak expected at 10:0")
     assert "peak" not in reasons(checking.run(config, None, now=T0 + 120, act=True))  # once per peak
+
+
+# The forecast's input is bounded (issue 18, "Memory flat"): a check reads at most RECENT_POINTS rows a subject of
+# its window, however short the check interval, and the forecast from them is the full one's within a tolerance.
+
+def second_by_second(now: float, window: float, usage) -> list[Sample]:
+    """A check every second over `window` before `now`: usage(t) percent of a 100-session limit (None: unreachable)."""
+    rows = []
+    for k in range(int(window) + 1):
+        at = now - window + k
+        sessions = usage(at)
+        rows.append(Sample(at, "host", "a", sessions, 100, sessions, "ok", 0, sessions is not None))
+    return rows
+
+
+def recorded(rows: list[Sample], since: float, before: tuple[float, ...] = ()) -> list[Sample]:
+    """What the check recording the last of `rows` gets back for its forecast and anomalies."""
+    with tempfile.TemporaryDirectory() as tmp:
+        history = History(Path(tmp))
+        history.record(rows[:-1], since, HistorySettings())
+        return history.record(rows[-1:], since, HistorySettings(), before)
+
+
+def test_a_one_second_interval_reads_a_bounded_number_of_rows_keeping_what_the_rules_need():
+    now, cleaned = T0 + 3600, T0 + 1234.5
+    rows = second_by_second(now, 3600, lambda at: 20 + int((at - T0) / 60))
+    got = recorded(rows, now - 3600, before=(cleaned,))
+    times = [s.time for s in got]
+    assert len(got) <= 240 + 2 and times == sorted(times)
+    assert times[-2:] == [now - 1, now]  # the latest, and the check before it (growth asks both)
+    assert math.floor(cleaned) in times  # the check before the cleanup (rebound compares with it)
+    assert max(b - a for a, b in zip(times, times[1:])) <= 3600 / 240 + 1  # evenly spaced in time
+
+
+def test_a_thirty_second_interval_reads_every_row():
+    rows = [Sample(T0 + 30 * k, "host", "a", k % 7, 10, 10.0 * (k % 7), "ok", 0, True) for k in range(121)]
+    assert recorded(rows, T0) == rows
+
+
+# Tolerance: the fitted slopes differ by at most the noise (plus the whole-session rounding) over the window, the
+# ETAs by at most 10 % + 60 s; the two agree on rising or not unless the slope is within that of flat.
+@settings(max_examples=30)  # each example fits 900 samples in O(n²) (0.3 s): the full fit the thinned one is held to
+@given(seed=st.integers(0, 2**32), slope=st.floats(-0.02, 0.06), base=st.floats(0, 70), noise=st.floats(0, 5),
+       unreachable=st.floats(0, 0.2))
+def test_the_thinned_forecast_is_the_full_one_within_tolerance(seed, slope, base, noise, unreachable):
+    now, window, draw = T0 + 900, 900.0, random.Random(seed)
+
+    def usage(at):
+        trend = base + slope * (at - T0) + draw.uniform(-noise, noise)
+        return None if draw.random() < unreachable else max(0, round(trend))
+
+    rows = second_by_second(now, window, usage)
+    full = forecast([(s.time, s.usage) for s in rows], 90, now, window)
+    thinned = forecast([(s.time, s.usage) for s in recorded(rows, now - window)], 90, now, window)
+    assert full.enough == thinned.enough
+    if not full.enough:
+        return
+    tolerance = (noise + 0.5) / window
+    assert abs(full.slope - thinned.slope) <= tolerance
+    if abs(full.slope) > tolerance:
+        assert full.rising == thinned.rising
+    if full.rising and thinned.rising:
+        assert abs(full.critical_in - thinned.critical_in) <= 0.1 * full.critical_in + 60

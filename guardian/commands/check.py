@@ -238,11 +238,12 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     history = History(config.state_dir)
     # back far enough for the forecast window, and for the check before the oldest cleanup in question
     since = now - max(config.history.forecast_window, config.alerts.rebound + REBOUND_LOOKBACK)
-    try:
-        recent = history.record([_sample(s, now) for s in subjects], since, config.history)
+    cleanups = cleanup_runs(audit.records_since(now - config.alerts.rebound)) if config.alerts.rebound else []
+    try:  # the check before each cleanup is kept for rebound
+        recent = history.record([_sample(s, now) for s in subjects], since, config.history,
+                                tuple(c.time for c in cleanups))
     except HistoryError as exc:
         return [*history.warnings, f"{exc}; this check has no forecast"]
-    cleanups = cleanup_runs(audit.records_since(now - config.alerts.rebound)) if config.alerts.rebound else []
     window = config.history.forecast_window
     by_subject: dict[str, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
     for sample in recent:

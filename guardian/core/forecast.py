@@ -3,8 +3,9 @@
 The slope is Theil-Sen's: the median of the slopes between every pair of samples in the window.
 One burst of sessions (or a cleanup's drop) moves a least-squares line (Prometheus's
 `predict_linear`) a lot and this one hardly at all. It costs O(n²): ~7 000 pairs for an hour of
-30-second checks, about a millisecond. No numpy, nor `statistics` (3 ms to import): cron starts
-this twice a minute.
+30-second checks, about a millisecond. A check gives it at most 240 samples of its window whatever
+its interval (history's RECENT_POINTS: 28 680 pairs), not 3 600 at 1 s (6.5 million). No numpy,
+nor `statistics` (3 ms to import): cron starts this twice a minute.
 """
 
 from __future__ import annotations
