@@ -58,6 +58,18 @@ def closed_keys(state_dir: Path, host: str | None = None) -> list[str]:
             if r["event"] == "outcome" and r["result"] == "closed" and (host is None or r["host"] == host)]
 
 
+def readable(gw) -> bool:
+    """The real gateway answers a listing (it refuses reads for a while after bulk writes)."""
+    from conftest import list_rows
+    from guardian.adapters.gateway import GatewayError
+
+    try:
+        list_rows(gw)
+    except GatewayError:
+        return False
+    return True
+
+
 def guardian(*args) -> list[str]:
     return [sys.executable, "-m", "guardian", *map(str, args)]
 
@@ -456,11 +468,16 @@ def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_co
     gw = peer.start("restarting", state_root=tmp_path / "gateway-state")
     try:
         keys = set(create_sessions(gw, 150))
+        # After bulk writes the gateway refuses reads for a few seconds ("worker task capacity reached",
+        # UNAVAILABLE without retryable): this test is about the restart, so it starts once reads work.
+        wait_until(lambda: readable(gw), timeout=60, what="the gateway to take reads after 150 creates")
         config = write_config({"restarting": {"url": gw.url, "token": gw.token, "limit": 1000}},
                               cleanup={"max_per_run": 1000})
         command = guardian("cleanup", "--config", config, "--idle-after", "1ms", "--json")
         running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: len(closed_keys(state_dir)) >= 3, timeout=60, what="the first deletes")
+        wait_until(lambda: len(closed_keys(state_dir)) >= 3 or running.poll() is not None, timeout=60,
+                   what="the first deletes")
+        assert running.poll() is None, f"the cleanup ended before the restart: {running.communicate()}"
         gw.stop()  # SIGTERM: a shutdown event, then close 1012
         stdout, _ = running.communicate(timeout=60)
         assert running.returncode == 1
