@@ -61,6 +61,7 @@ def closed_keys(state_dir: Path, host: str | None = None) -> list[str]:
 def readable(gw) -> bool:
     """The real gateway answers a listing (it refuses reads for a while after bulk writes)."""
     from conftest import list_rows
+
     from guardian.adapters.gateway import GatewayError
 
     try:
