@@ -13,7 +13,6 @@ from pathlib import Path
 
 from guardian.adapters.files import write_private
 from guardian.adapters.history import History
-from guardian.core.peaks import LOOKBACK_DAYS, peak_forecast
 
 MAX_AGE = 3600.0
 
@@ -25,6 +24,8 @@ def cached_peaks(history: History, state_dir: Path, subject_ids: dict[str, tuple
     cache = _read(path)
     if _fresh(cache, set(subject_ids), str(zone), critical, now):
         return cache["subjects"]
+    from guardian.core.peaks import LOOKBACK_DAYS, peak_forecast  # only when computed again: hourly at most
+
     points = history.usage_points(list(subject_ids.values()), now - (LOOKBACK_DAYS + 1) * 86400, now)
     peaks = {sid: peak_forecast(points[key], now, zone, critical).as_json() for sid, key in subject_ids.items()}
     write_private(path, json.dumps({"computed_at": now, "zone": str(zone), "critical": critical, "subjects": peaks}))

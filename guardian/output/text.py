@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from guardian.core.forecast import Forecast
-from guardian.core.peaks import PeakForecast
 from guardian.core.records import Subject
 from guardian.settings.units import eta_text, iso_time
+
+if TYPE_CHECKING:  # a check never needs the peak forecast's code (nor its `statistics`, 3 ms)
+    from guardian.core.peaks import PeakForecast
 
 
 def safe(text: str, limit: int = 500) -> str:
