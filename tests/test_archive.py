@@ -298,3 +298,84 @@ def test_no_session_changed_after_the_plan_is_archived_or_purged(archiving_gatew
         clean(config, now=NOW + DAY)
         fake.clock = lambda: int(NOW * 1000)
         assert set(fake.sessions) == changed
+
+
+# --- restore ---------------------------------------------------------------------------------------------------
+
+
+def restore(config, dry_run=False, **selection):
+    from guardian.commands import restore as restoring
+
+    log = audit.AuditLog(config.state_dir, "restore-1", "restore")
+    reports = restoring.run(config, list(config.hosts.values()), restoring.Selection(**selection), dry_run, log,
+                            clock=lambda: NOW)
+    return {(i.host, i.key): i.result for r in reports for i in r.results}, reports
+
+
+def test_restore_last_brings_back_every_session_of_the_last_run_and_a_cleanup_archives_them_again(
+        gw, write_config, state_dir):
+    idle, _ = seed(gw, idle=3)
+    config = config_for(gw, write_config)
+    clean(config, run_id="run-1")
+    results, reports = restore(config, last=True)
+    assert results == {("lab", key): "restored" for key in idle} and not archived(gw)
+    assert ArchiveLedger(state_dir).host("lab") == {}
+    restores = [r for r in audit.read(state_dir) if r["command"] == "restore"]
+    assert [(r["event"], r["action"]) for r in restores] == [("intent", "restore")] * 3 + [("outcome", "restore")] * 3
+    assert {r["result"] for r in restores if r["event"] == "outcome"} == {"restored"}
+    gw.clock = lambda: int((NOW + 6 * 3600) * 1000)
+    clean(config, now=NOW + 6 * 3600, run_id="run-2")  # idle again later: archived again
+    assert archived(gw) >= set(idle)
+
+
+def test_restore_says_per_key_what_became_of_it(gw, write_config, state_dir):
+    (restored, active, purged, changed), _ = seed(gw, idle=4)
+    stranger = gw.add_session("agent:main:stranger", updated_at=int(NOW * 1000 - 5 * H), archived=True)["key"]
+    config = config_for(gw, write_config, purge_after="1h")
+    clean(config, run_id="run-1")
+    gw.sessions[active].update(archived=False)  # restored by hand
+    gw.sessions[changed].update(sessionId="reused")  # another session under the key, archived
+    ArchiveLedger(state_dir).drop("lab", [purged])  # as if purged by a cleanup (its record follows)
+    log = audit.AuditLog(state_dir, "run-2", "cleanup")
+    log.write(NOW + 1, "outcome", host="lab", action="purge", result="purged", key=purged, dry_run=False)
+    gw.sessions.pop(purged)
+    results, _ = restore(config, keys=(restored, active, purged, changed, stranger))
+    assert results == {("lab", restored): "restored", ("lab", active): "already active", ("lab", purged): "purged",
+                       ("lab", changed): "refused: session id changed", ("lab", stranger): "not the guardian's"}
+    assert gw.sessions[changed]["archived"] and gw.sessions[stranger]["archived"]
+
+
+def test_restore_dry_run_changes_nothing(gw, write_config, state_dir, cli):
+    idle, _ = seed(gw, idle=2)
+    config = config_for(gw, write_config)
+    clean(config)
+    results, _ = restore(config, dry_run=True, since=NOW - 60)
+    assert set(results.values()) == {"planned"} and archived(gw) == set(idle)
+    assert set(ArchiveLedger(state_dir).host("lab")) == set(idle)
+
+
+def test_restore_cli_needs_exactly_one_selection_and_reports_json(gw, write_config, state_dir, cli):
+    path = write_config({"lab": {"url": gw.url, "token": "secret", "limit": 100}})
+    for args in ([], ["--last", "--key", "x"]):
+        result = cli("restore", "--config", path, *args)
+        assert result.exit_code == 2 and "exactly one of --last, --run, --key or --since" in result.stderr
+    idle, _ = seed(gw, idle=1, now=time.time())
+    gw.clock = lambda: int(time.time() * 1000)
+    cleaned = json.loads(cli("cleanup", "--config", path, "--json").stdout)
+    result = cli("restore", "--config", path, "--run", cleaned["run_id"], "--json")
+    assert result.exit_code == 0, result.stderr
+    host = json.loads(result.stdout)["hosts"][0]
+    assert (host["restored"], host["results"][0]["key"]) == (1, idle[0]) and not archived(gw)
+    again = cli("restore", "--config", path, "--last")
+    assert again.exit_code == 0 and f"lab already active {idle[0]}" in again.stdout
+
+
+def test_restore_on_2026_4_explains_that_deleted_sessions_cannot_be_restored(write_config, state_dir, cli):
+    with FakeGateway("secret", legacy=True) as old:
+        key = old.add_session("agent:main:old", updated_at=int((time.time() - 5 * 3600) * 1000))["key"]
+        path = write_config({"lab": {"url": old.url, "token": "secret", "limit": 100}})
+        assert cli("cleanup", "--config", path).exit_code == 0
+        result = cli("restore", "--config", path, "--last")
+    assert result.exit_code == 0, result.stderr
+    assert f"lab purged {key} (deleted by a cleanup" in result.stdout and "cannot be restored" in result.stdout
+    assert "lab: 2026.4.29 has no archive" in result.stdout

@@ -51,23 +51,25 @@ def list_sessions(connection) -> list[dict]:
     return listing(connection)[0]
 
 
-def listing(connection) -> tuple[list[dict], int | None]:
-    """Every non-archived session once, and the gateway's clock (`ts`, epoch ms) when it listed them.
+def listing(connection, archived: bool = False) -> tuple[list[dict], int | None]:
+    """Every non-archived session (or, with `archived`, every archived one: 2026.9 only) once, and the gateway's
+    clock (`ts`, epoch ms) when it listed them.
 
     A key on two pages (the store moved between the calls) counts once, as the later page shows it.
     """
     by_key: dict[str, dict] = {}
     offset, clock = 0, None
+    which = {"archived": True} if archived else {}
     while True:
         # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
-        page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
+        page = connection.call("sessions.list", {"limit": PAGE, **which, **({"offset": offset} if offset else {})})
         clock = page.get("ts") if clock is None else clock
         batch = _sessions_of(connection, page)
         if "hasMore" not in page and len(batch) >= PAGE:  # 2026.4: no paging, and `limit` may have cut the list
             batch, by_key = _sessions_of(connection, connection.call("sessions.list", {})), {}
         by_key.update((r["key"], r) for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str))
         if not page.get("hasMore") or not batch:
-            return [r for r in by_key.values() if not flagged(r, "archived")], clock
+            return [r for r in by_key.values() if flagged(r, "archived") == archived], clock
         next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
         if next_offset <= offset:
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "

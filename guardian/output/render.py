@@ -311,6 +311,44 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             click.echo(line)
 
 
+# --- restore ---------------------------------------------------------------------------------
+
+# a restore's results, as the summary says them and --json names their counts
+RESTORE_COUNTS = {"restored": "restored", "already active": "already_active", "purged": "purged",
+                  "not the guardian's": "not_the_guardians", "refused: session id changed": "refused_changed",
+                  "already gone": "already_gone", "failed": "failed", "unknown": "unknown", "planned": "planned"}
+
+
+def restore_json(reports, dry_run: bool, now: float, run_id: str) -> dict:
+    return {"version": JSON_VERSION, "time": iso_time(now), "run_id": run_id, "dry_run": dry_run, "hosts": [
+        {"name": r.host.name, "error": r.error, "fallback": r.fallback,
+         **{name: r.count(result) for result, name in RESTORE_COUNTS.items()},
+         "results": [{"key": i.key, "session_id": i.session_id, "result": i.result, "error": i.error}
+                     for i in r.results]} for r in reports]}
+
+
+def print_restore(reports, dry_run: bool, fmt: str, now: float, run_id: str) -> None:
+    import click
+
+    if fmt == "json":
+        click.echo(json.dumps(restore_json(reports, dry_run, now, run_id), indent=2))
+        return
+    if not reports:
+        click.echo("nothing to restore: no cleanup closed a session that matches")
+    for r in reports:
+        for item in r.results:
+            result = "would restore" if item.result == "planned" else item.result
+            why = f" ({safe(item.error)})" if item.error else ""
+            click.echo(f"{r.host.name} {result} {safe(item.key, 300)}{why}")
+        counts = [f"{'would restore' if result == 'planned' else result} {r.count(result)}"
+                  for result in RESTORE_COUNTS if r.count(result)]
+        click.echo(f"{r.host.name}: {'; '.join(counts) or 'nothing to restore'}")
+        if r.fallback:
+            click.echo(f"{r.host.name}: {r.fallback}: cleanup deletes there, and what it deleted cannot be restored")
+        if r.error:
+            click.echo(f"{r.host.name}: stopped: {safe(r.error)}")
+
+
 # --- report ----------------------------------------------------------------------------------
 
 SPARK = "▁▂▃▄▅▆▇█"
