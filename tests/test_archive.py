@@ -152,7 +152,8 @@ def test_without_archive_on_2026_4_the_cleanup_deletes_and_says_why(write_config
         old.clock = lambda: int(time.time() * 1000)
         path = write_config({"lab": {"url": old.url, "token": "secret", "limit": 100}})
         dry = cli("cleanup", "--config", path, "--dry-run", "--format", "plain").stdout
-        assert "lab close agent:main:old-2" in dry and "would close 1 (delete: 2026.4.29 has no archive)" in dry
+        assert "lab close agent:main:old-2" in dry and "would close 1;" in dry
+        assert "would delete, not archived: 2026.4.29 has no archive" in dry
     assert {(r["action"], r["result"]) for r in outcomes(state_dir)} == {("delete", "closed")}
 
 

@@ -238,12 +238,12 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     closing = len(r.outcomes) if dry_run else r.closed
     after = "?" if r.after is None else f"{r.after}"
     usage_after = "" if r.after is None else f" -> {100 * r.after / limit:.0f}%"
-    fallback = f" (delete: {r.fallback})" if r.fallback else ""
     purged = f"; {'would purge' if dry_run else 'purged'} {len(r.purges) if dry_run else r.purged}" if r.purges else ""
     lines = [f"{name}: {r.before} -> {after} sessions ({100 * r.before / limit:.0f}%{usage_after} of {limit}); "
-             f"{verb} {closing}{fallback}{purged}; kept {sum(r.kept.values())} ({kept})"
+             f"{verb} {closing}{purged}; kept {sum(r.kept.values())} ({kept})"
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
-                                    f"{r.count('already gone')}; failed {r.failed}")]
+                                    f"{r.count('already gone')}; failed {r.failed}")
+             + (f"; {'would delete' if dry_run else 'deleted'}, not archived: {r.fallback}" if r.fallback else "")]
     if r.error:
         lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
     for o in [*r.purges, *r.outcomes]:
