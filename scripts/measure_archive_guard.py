@@ -6,9 +6,9 @@
 - the re-read before a batch: one `sessions.list` page of 1000 against `sessions.describe` for N candidates
   (pipelined), N = 10, 100, 1000;
 - archiving 100 sessions: one `sessions.patchMany` against 100 `sessions.patch` one at a time;
-- the window: a real `guardian cleanup` (archive mode, through guardian.commands.cleanup) of every idle
-  session, each batch's time from sending its re-read to the patchMany's answer (the gateway applies the archive
-  somewhere inside that answer), from the guardian's own connection.
+- the window: the guardian's archive mode (guardian.commands.cleanup.archive_chosen) on every idle session,
+  each batch's time from its re-read's answer (the gateway's snapshot) to the patchMany's answer (the gateway
+  applies the archive somewhere before that answer), on the guardian's own connection.
 
 Also prints the features.methods of a 2026.4.29 gateway that matter (archive is detected from them).
 Every gateway started here is stopped at the end.
@@ -67,15 +67,28 @@ class Timing:
         return getattr(self.connection, name)
 
     def call(self, method, params=None):
-        if method == "sessions.list" and not params.get("offset"):
-            self.marks.append(("re-read", time.perf_counter()))
-        return self.connection.call(method, params)
+        sent = time.perf_counter()
+        answer = self.connection.call(method, params)
+        if method == "sessions.list":
+            self.marks.append(("listed", sent, time.perf_counter()))
+        return answer
 
     def call_many(self, calls, while_waiting=None):
+        sent = time.perf_counter()
         answers = self.connection.call_many(calls, while_waiting)
         if calls[0][0] == "sessions.patchMany":
-            self.marks.append(("archived", time.perf_counter()))
+            self.marks.append(("archived", sent, time.perf_counter()))
         return answers
+
+    def windows(self) -> list[tuple[float, float]]:
+        """Per batch: (the re-read's last page answered -> the patchMany answered, the patchMany alone)."""
+        found, listed = [], None
+        for what, sent, answered in self.marks:
+            if what == "listed":
+                listed = answered
+            elif listed is not None:
+                found.append((answered - listed, answered - sent))
+        return found
 
 
 def main() -> None:
@@ -128,11 +141,12 @@ def main() -> None:
                 outcomes, error = cleanup.archive_chosen(timing, chosen, [], log, entry, rules, ArchiveLedger(state),
                                                          time.time)
                 total = time.perf_counter() - start
-        windows = [b - a for (_, a), (_, b) in zip(timing.marks[::2], timing.marks[1::2])]
+        windows = timing.windows()
         archived = sum(o.result == "archived" for o in outcomes)
-        print(f"guardian archive mode: {archived} of {len(chosen)} archived in {total:.2f} s ({error or 'no error'}); "
-              f"window per batch of {cleanup.ARCHIVE_BATCH} (re-read sent -> patchMany answered): "
-              f"{median_ms(windows)} over {len(windows)} batches")
+        print(f"guardian archive mode: {archived} of {len(chosen)} archived in {total:.2f} s ({error or 'no error'})")
+        print(f"window per batch of {cleanup.ARCHIVE_BATCH} (re-read answered -> patchMany answered): "
+              f"{median_ms([w for w, _ in windows])}; the patchMany alone {median_ms([p for _, p in windows])}; "
+              f"{len(windows)} batches")
     finally:
         peer.stop_many(gateways)
 

@@ -112,6 +112,32 @@ def test_a_session_changed_between_the_plan_and_its_archive_is_skipped(gw, write
     assert {r["key"] for r in audit.read(state_dir) if r["event"] == "intent"} == {victim, other}
 
 
+def test_a_re_read_that_fails_archives_nothing_and_records_why(gw, write_config, state_dir):
+    from fake_gateway import GatewayError
+
+    idle, _ = seed(gw, idle=2)
+    lists = []
+
+    def refuse_the_re_read(method, params):
+        if method == "sessions.list":
+            lists.append(params)
+            if len(lists) == 2:
+                raise GatewayError("UNAVAILABLE", "store busy", retryable=False)
+
+    gw.on_request = refuse_the_re_read
+    report, _ = clean(config_for(gw, write_config))
+    assert not archived(gw) and report.status == "partly cleaned" and "re-read before archiving" in report.error
+    assert [o.result for o in report.outcomes] == ["failed", "failed"]
+    assert {r["key"] for r in outcomes(state_dir)} == set(idle) and cleaning.exit_code([report], 0, False) == 1
+
+
+def test_with_nothing_to_archive_the_kept_records_are_still_written(gw, write_config, state_dir):
+    gw.add_session("agent:main:pinned", updated_at=int(NOW * 1000 - 5 * H), pinned=True)
+    report, _ = clean(config_for(gw, write_config))
+    assert report.closed == 0
+    assert [(r["event"], r["reason"]) for r in audit.read(state_dir)] == [("kept", "pinned")]
+
+
 def test_the_dry_run_says_would_archive_and_changes_nothing(gw, write_config, state_dir, cli):
     idle, _ = seed(gw, idle=2, now=time.time())  # the CLI's own now
     path = write_config({"lab": {"url": gw.url, "token": "secret", "limit": 100}})

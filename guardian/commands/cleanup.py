@@ -292,12 +292,18 @@ def archive_chosen(connection, chosen: list[Verdict], kept: list, audit: AuditLo
             current = {row["key"]: row for row in list_sessions(connection)}
         except gateway.GatewayError as exc:
             error = f"the re-read before archiving failed: {exc.message}"
-            audit.write_all(kept)
-            return outcomes + _not_attempted(chosen[start:], error), error
+            left = _not_attempted(chosen[start:], error)
+            audit.write_all(kept + _outcome_records(entry, left))
+            return outcomes + left, error
         why_not = {d.key: changed_since_plan(d, current.get(d.key), rules, main_key) for d in batch}
         skipped = [Outcome(d, why_not[d.key]) for d in batch if why_not[d.key]]
         sending = [d for d in batch if not why_not[d.key]]
-        audit.write_all(kept + [entry("intent", d) for d in batch] + _outcome_records(entry, skipped))
+        try:
+            audit.write_all(kept + [entry("intent", d) for d in batch] + _outcome_records(entry, skipped))
+        except StateError as exc:  # no intent on disk: this batch is not sent
+            if not outcomes:
+                raise  # nothing done yet: the host fails with the audit log's sentence
+            return outcomes + _not_attempted(chosen[start:], str(exc)), str(exc)
         kept = []
         error = None
         try:
@@ -315,6 +321,7 @@ def archive_chosen(connection, chosen: list[Verdict], kept: list, audit: AuditLo
             error = error or str(exc)
         if error:
             return outcomes + _not_attempted(chosen[start + len(batch):], error), error
+    audit.write_all(kept)  # nothing was chosen: the kept records alone
     return outcomes, None
 
 
