@@ -406,3 +406,17 @@ def test_restore_on_2026_4_explains_that_deleted_sessions_cannot_be_restored(wri
     assert result.exit_code == 0, result.stderr
     assert f"lab purged {key} (deleted by a cleanup" in result.stdout and "cannot be restored" in result.stdout
     assert "lab: 2026.4.29 has no archive" in result.stdout
+
+
+def test_cleanup_runs_count_archives_as_closed_and_each_result_of_purges_and_restores(gw, write_config, state_dir):
+    (first, second), _ = seed(gw, idle=2)
+    config = config_for(gw, write_config)
+    clean(config, run_id="run-1")
+    restore(config, keys=(first,))
+    gw.clock = lambda: int((NOW + DAY) * 1000)
+    clean(config, now=NOW + DAY, run_id="run-2")
+    runs = {(run.run_id, run.command): run for run in audit.cleanup_runs(audit.read(state_dir))}
+    assert (runs["run-1", "cleanup"].closed, runs["run-1", "cleanup"].results) == (2, {"archived": 2})
+    assert runs["restore-1", "restore"].results == {"restored": 1} and runs["restore-1", "restore"].closed == 0
+    # run-2 purges the one left archived, and archives what is idle by then (the restored one among them)
+    assert runs["run-2", "cleanup"].results["purged"] == 1 and runs["run-2", "cleanup"].closed >= 1
