@@ -80,13 +80,13 @@ def test_cleanup_archives_the_idle_sessions_records_them_and_counts_them(gw, wri
     assert len(patch_many) == 1 and not [r for r in gw.requests if r["method"] == "sessions.delete"]
 
 
-def test_batches_hold_at_most_a_hundred_targets_each_re_read_before_it_is_sent(gw, write_config, state_dir):
-    seed(gw, idle=230, busy=0)
+def test_batches_hold_at_most_fifty_targets_each_re_read_before_it_is_sent(gw, write_config, state_dir):
+    seed(gw, idle=130, busy=0)
     report, _ = clean(config_for(gw, write_config, max_per_run=500))
     methods = [r["method"] for r in gw.requests if r["method"] in ("sessions.list", "sessions.patchMany")]
     assert methods == ["sessions.list", *(["sessions.list", "sessions.patchMany"] * 3), "sessions.list"]
     sizes = [len(r["params"]["targets"]) for r in gw.requests if r["method"] == "sessions.patchMany"]
-    assert sizes == [100, 100, 30] and report.closed == 230 and len(archived(gw)) == 230
+    assert sizes == [50, 50, 30] and report.closed == 130 and len(archived(gw)) == 130
 
 
 @pytest.mark.parametrize("change", ["touch", "run", "status", "pin", "new id", "gone"])

@@ -41,9 +41,11 @@ from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
-# targets of one sessions.patchMany, the gateway's most: 200 archives take ~0.5 s in batches of 50 or 100 and ~2.4 s
-# one patch at a time (docs/gateway-measurements.md section 4); each batch is re-read right before it is sent
-ARCHIVE_BATCH = 100
+# targets of one sessions.patchMany (the gateway takes at most 100): 200 archives take ~0.5 s in batches of 50 or
+# 100, ~0.85 s in batches of 10, ~2.4 s one patch at a time (docs/gateway-measurements.md section 4). Each batch is
+# re-read right before it is sent, and the gateway applies it in order, so the live-session guard's window grows
+# with the batch: 50 halves 100's at the same gateway cost, for one more re-read (~60 ms a 1,000-row page) per 100.
+ARCHIVE_BATCH = 50
 
 
 def list_sessions(connection) -> list[dict]:
