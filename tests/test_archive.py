@@ -420,3 +420,21 @@ def test_cleanup_runs_count_archives_as_closed_and_each_result_of_purges_and_res
     assert runs["restore-1", "restore"].results == {"restored": 1} and runs["restore-1", "restore"].closed == 0
     # run-2 purges the one left archived, and archives what is idle by then (the restored one among them)
     assert runs["run-2", "cleanup"].results["purged"] == 1 and runs["run-2", "cleanup"].closed >= 1
+
+
+@pytest.mark.parametrize("since", ["pinned", "protected label"])
+def test_an_archived_session_pinned_or_protected_since_is_not_purged(gw, write_config, state_dir, since):
+    (key, other), _ = seed(gw, idle=2)
+    clean(config_for(gw, write_config))
+    protect = {}
+    if since == "pinned":
+        gw.sessions[key]["pinned"] = True
+    else:
+        gw.sessions[key]["label"] = "keep-me"
+        protect = {"protect": {"labels": ["keep-me"]}}
+    gw.clock = lambda: int((NOW + DAY) * 1000)
+    report, _ = clean(config_for(gw, write_config, **protect), now=NOW + DAY)
+    assert [(o.decision.key, o.result) for o in report.purges] == [(other, "purged")]
+    assert gw.sessions[key]["archived"] and key in ArchiveLedger(state_dir).host("lab")  # purged once it may be
+    assert [(r["key"], r["reason"]) for r in audit.read(state_dir) if r["event"] == "kept" and r["action"] == "purge"] \
+        == [(key, since)]

@@ -36,6 +36,7 @@ from guardian.core.planner import (
     flagged,
     plan,
     purge_due,
+    purge_hold,
 )
 from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
@@ -241,17 +242,26 @@ def purge(connection, host: Host, rules: Cleanup, now: float, dry_run: bool, aud
           clock) -> tuple[list[Outcome], str | None]:
     """Delete the sessions the guardian archived at least purge_after ago, if they are still archived under the same
     session id (`archivedOnly`, `expectedSessionId`: one restored or reused is refused and forgotten). Whoever else
-    archived a session, it is not in the ledger and never purged. Nothing is purged from a ledger that was corrupt."""
+    archived a session, it is not in the ledger and never purged. Nothing is purged from a ledger that was corrupt,
+    nor a session the rules would keep were it not archived."""
     entries = ledger.host(host.name)
     if ledger.unusable:
         return [], None
-    due = [Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of({"key": key}), updated_at=None,
-                   idle_seconds=now - entries[key]["archived_at"], close=True, reason="archived")
-           for key in purge_due(entries, now, rules.purge_after)]
+    keys = purge_due(entries, now, rules.purge_after)
+    # never delete what would be kept were it not archived: pinned or protected since, say (it stays in the ledger)
+    rows = {row["key"]: row for row in listing(connection, archived=True)[0]} if keys else {}
+    due = []
+    for key in keys:
+        hold = purge_hold(rows.get(key), rules, connection.hello.main_session_key)
+        due.append(Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of(rows.get(key, {"key": key})),
+                           updated_at=None, idle_seconds=now - entries[key]["archived_at"], close=hold is None,
+                           reason=hold or "archived"))
+    entry = functools.partial(_audit_entry, clock, host, dry_run, "purge")
+    kept = [entry("kept", d) for d in due if not d.close]
     if dry_run:
-        return [Outcome(d, "planned") for d in due], None
-    outcomes, error = delete_chosen(Purger(connection), due, [], audit,
-                                    functools.partial(_audit_entry, clock, host, dry_run, "purge"))
+        audit.write_all(kept)
+        return [Outcome(d, "planned") for d in due if d.close], None
+    outcomes, error = delete_chosen(Purger(connection), [d for d in due if d.close], kept, audit, entry)
     # a failed or unanswered purge stays in the ledger for the next run to try again
     ledger.drop(host.name, [o.decision.key for o in outcomes if o.settled and o.result != "failed"])
     return outcomes, error

@@ -65,6 +65,12 @@ def changed_since_plan(decision: Verdict, row: dict | None, rules: Cleanup, main
     return None
 
 
+def purge_hold(row: dict | None, rules: Cleanup, main_key: str | None) -> str | None:
+    """Why an archived session due for purge must stay: what would keep it were it not archived (pinned or protected
+    since, a main session, a run); None: purge it (a row no longer archived is the gateway's to refuse)."""
+    return None if row is None else keep_reason({**row, "archived": False}, rules, main_key)
+
+
 def purge_due(entries: dict, now: float, purge_after: float) -> list[str]:
     """The keys of archive ledger entries archived at least `purge_after` before `now`, longest archived first."""
     due = [(entry["archived_at"], key) for key, entry in entries.items() if now - entry["archived_at"] >= purge_after]
