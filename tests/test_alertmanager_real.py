@@ -75,10 +75,10 @@ def test_a_drop_from_critical_leaves_warning_firing_at_once(fake, write_config, 
                                alerts={"channels": [{"type": "alertmanager", "urls": [alertmanager]}]}))
     set_sessions(fake, 55)  # 92 %: critical
     checking.run(config, None, now=time.time())
-    assert firing(alertmanager) == {("SessionUsageHigh", "t440", "critical")}
+    assert firing(alertmanager) == {("SessionUsageCritical", "t440", "critical")}
     set_sessions(fake, 50)  # 83 %: warning
     checking.run(config, None, now=time.time())
-    assert firing(alertmanager) == {("SessionUsageHigh", "t440", "warning")}
+    assert firing(alertmanager) == {("SessionUsageWarning", "t440", "warning")}
     set_sessions(fake, 10)
     checking.run(config, None, now=time.time())
     assert firing(alertmanager) == set()
@@ -106,11 +106,12 @@ def test_a_guardian_silence_is_one_alertmanager_silence_while_alerts_keep_flowin
         report = checking.run(config, None, now=time.time())
         assert not [w for w in report.warnings if "Alertmanager" in w], report.warnings
     assert receiver.bodies == []
-    assert firing(alertmanager) == {("SessionUsageHigh", "t440", "critical")}  # Alertmanager's view stays true
+    assert firing(alertmanager) == {("SessionUsageCritical", "t440", "critical")}  # Alertmanager's view stays true
     (held,) = [s for s in guardian_silences(alertmanager) if s["status"]["state"] == "active"]
     assert held["comment"] == "load test"
     assert {(m["name"], m["value"]) for m in held["matchers"]} == {
-        ("alertname", "SessionUsageHigh|SessionHostUnreachable"), ("host", "t440")}
+        ("alertname", "SessionUsageNotice|SessionUsageWarning|SessionUsageCritical|SessionHostUnreachable"),
+        ("host", "t440")}
     silences.remove(config, silence.id, time.time())
     checking.run(config, None, now=time.time())
     checking.run(config, None, now=time.time())
