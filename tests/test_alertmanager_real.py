@@ -117,3 +117,31 @@ def test_a_guardian_silence_is_one_alertmanager_silence_while_alerts_keep_flowin
     checking.run(config, None, now=time.time())
     assert [(b["alerts"][0]["reason"], b["alerts"][0]["level"]) for b in receiver.bodies] == [("escalated", "critical")]
     assert {s["status"]["state"] for s in guardian_silences(alertmanager)} == {"expired"}
+
+
+def test_after_an_upgrade_the_silences_made_under_the_old_alert_name_are_made_again_under_the_new_ones(
+    fake, write_config, alertmanager
+):
+    """Issue 18 renamed SessionUsageHigh to one alert a level: the first check of an upgraded guardian expires the
+    silence its older self made for a guardian silence and makes it again under the new names (nothing to migrate)."""
+    from guardian.adapters import silences
+    from guardian.settings.model import Scope
+    from guardian.settings.units import iso_time
+
+    config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
+                               alerts={"channels": [{"type": "alertmanager", "urls": [alertmanager]}]}))
+    set_sessions(fake, 55)  # 92 %: critical
+    silence, _ = silences.add(config, Scope(hosts=("t440",)), time.time() + 3600, "load test", time.time())
+    made_before = {"matchers": [{"name": "alertname", "value": "SessionUsageHigh|SessionHostUnreachable",
+                                 "isRegex": True, "isEqual": True},
+                                {"name": "host", "value": "t440", "isRegex": False, "isEqual": True}],
+                   "startsAt": iso_time(time.time()), "endsAt": iso_time(silence.ends),
+                   "createdBy": f"guardian@{socket.gethostname()}", "comment": "load test"}
+    requests.post(f"{alertmanager}/api/v2/silences", json=made_before, timeout=5).raise_for_status()
+    report = checking.run(config, None, now=time.time())
+    assert not [w for w in report.warnings if "Alertmanager" in w], report.warnings
+    states = {next(m["value"] for m in s["matchers"] if m["name"] == "alertname"): s["status"]["state"]
+              for s in guardian_silences(alertmanager)}
+    assert states == {"SessionUsageHigh|SessionHostUnreachable": "expired",
+                      "SessionUsageNotice|SessionUsageWarning|SessionUsageCritical|SessionHostUnreachable": "active"}
+    assert firing(alertmanager) == {("SessionUsageCritical", "t440", "critical")}
