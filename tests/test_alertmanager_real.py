@@ -93,7 +93,7 @@ def guardian_silences(base: str) -> list[dict]:
 def test_a_guardian_silence_is_one_alertmanager_silence_while_alerts_keep_flowing_and_expires_when_removed(
     fake, write_config, alertmanager, receiver, monkeypatch
 ):
-    from guardian.adapters import silences
+    from guardian.commands import silence as silences
     from guardian.settings.model import Scope
 
     monkeypatch.setenv("HOOK_URL", receiver.url)

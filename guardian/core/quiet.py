@@ -148,17 +148,24 @@ def cleanup_held(quiet: Quiet, host: str, now: float) -> Maintenance | None:
 
 def window_end(window: Maintenance, now: float) -> float | None:
     """When the window's occurrence that holds `now` ends, or None when it does not hold now."""
+    return max((end for start, end in occurrences(window, now, now) if start <= now < end), default=None)
+
+
+def occurrences(window: Maintenance, since: float, until: float) -> list[tuple[float, float]]:
+    """The window's occurrences, (start, end) instants in order, that hold at some moment of [since, until]."""
     zone = ZoneInfo(window.tz)
-    today = datetime.fromtimestamp(now, zone).date()
-    ends = []
-    for back in range(-1, 3):  # a range lasts under a day; a day's 23 or 25 hours and a crossing need a margin
-        day = today - timedelta(days=back)
+    # a range lasts under a day; a day's 23 or 25 hours and a crossing need a margin either side
+    day = datetime.fromtimestamp(since, zone).date() - timedelta(days=2)
+    last = datetime.fromtimestamp(until, zone).date() + timedelta(days=1)
+    found = []
+    while day <= last:
         if day.weekday() in window.days:
             start = local_instant(day, window.start, zone)
             end = local_instant(day + timedelta(days=window.end <= window.start), window.end, zone)
-            if start <= now < end:
-                ends.append(end)
-    return max(ends, default=None)
+            if start <= until and end > since:
+                found.append((start, end))
+        day += timedelta(days=1)
+    return found
 
 
 def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:
@@ -245,3 +252,64 @@ def new_ack(subject: str, level: str, reason: str, by: str, ack_id: str, now: fl
 
 def finish(ack: Ack, why: str, now: float) -> Ack:
     return replace(ack, ended=now, ended_why=why)
+
+
+def quiet_level(level: str, failures: int, unreachable_after: int) -> str:
+    """The level holds and acks compare with: the subject's, or "unreachable" while its polls keep failing."""
+    return UNREACHABLE if failures >= unreachable_after else level
+
+
+def acknowledged(acks: list[Ack], ack: Ack, now: float) -> list[Ack]:
+    """The acks once `ack` is made: a running one of the same subject ends, replaced by it."""
+    return [finish(a, f"replaced by {ack.id}", now) if a.subject == ack.subject and a.ended is None else a
+            for a in acks] + [ack]
+
+
+def removal(quiet: Quiet, entry_id: str, by: str, now: float) -> tuple[str, Quiet]:
+    """("silence" or "ack", the quiet without it) when the active silence or ack `entry_id` is removed now."""
+    if any(s.id == entry_id and s.active(now) for s in quiet.silences):
+        return "silence", replace(quiet, silences=tuple(replace(s, removed=now, removed_by=by) if s.id == entry_id
+                                                        else s for s in quiet.silences))
+    if any(a.id == entry_id and ending(a, a.level, now) is None for a in quiet.acks):
+        return "ack", replace(quiet, acks=tuple(finish(a, f"removed by {by}", now) if a.id == entry_id else a
+                                                for a in quiet.acks))
+    raise QuietError(f"no active silence or acknowledgement has the id {entry_id!r} (guardian silence list)")
+
+
+def ended_acks(acks: list[Ack], levels: dict[str, str], now: float) -> tuple[list[Ack], list[Ack]]:
+    """(every ack, those that end now): each ends as `ending` says, its subject at `levels[ack.subject]`."""
+    after, ended = [], []
+    for ack in acks:
+        why = None if ack.ended is not None else ending(ack, levels[ack.subject], now)
+        after.append(finish(ack, why, now) if why else ack)
+        ended += [after[-1]] if why else []
+    return after, ended
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of `silence list` and of the report: a silence, ack or window, its status and its end."""
+
+    kind: str  # silence | ack | maintenance
+    entry: Silence | Ack | Maintenance
+    status: str  # active; removed or expired (a silence); why it ended (an ack)
+    ends: float | None  # None: an ack until the level changes
+
+    @property
+    def id(self) -> str:
+        return self.entry.name if self.kind == "maintenance" else self.entry.id
+
+
+def listed(quiet: Quiet, now: float, include_ended: bool) -> list[Listed]:
+    """The silences, acks and windows holding now (with `include_ended`, the silences and acks that ended too)."""
+    rows = []
+    for s in quiet.silences:
+        status = "active" if s.active(now) else "removed" if s.removed is not None else "expired"
+        rows += [Listed("silence", s, status, s.ends)] if include_ended or status == "active" else []
+    for a in quiet.acks:
+        why = ending(a, a.level, now)
+        rows += [Listed("ack", a, why or "active", a.over)] if include_ended or why is None else []
+    for w in quiet.windows:
+        until = window_end(w, now)
+        rows += [Listed("maintenance", w, "active", until)] if until is not None else []
+    return rows
