@@ -221,7 +221,9 @@ def test_max_silence_is_a_duration():
 def test_cleanup_false_keeps_cleanup_off_the_windows_hosts_while_it_holds():
     held = window("sun 02:00-04:00", cleanup=False)
     quiet = Quiet(windows=(held, window("sun 02:00-04:00", hosts=("pc-a",))))
-    assert cleanup_held(quiet, "t440", at("2026-12-06T03:00")) is held
+    hold = cleanup_held(quiet, "t440", at("2026-12-06T03:00"))
+    assert (hold.kind, hold.id, hold.until) == ("maintenance", held.name, at("2026-12-06T04:00"))
+    assert hold.text == "in maintenance (w) until 2026-12-06 04:00 UTC, which keeps cleanup off"
     assert cleanup_held(quiet, "pc-a", at("2026-12-06T03:00")) is None  # its window lets cleanup run
     assert cleanup_held(quiet, "t440", at("2026-12-06T04:00")) is None
 

@@ -138,11 +138,13 @@ def ending(ack: Ack, level: str, now: float) -> str | None:
     return None  # the same level, a lower one, or unreachable for a while: still acknowledged
 
 
-def cleanup_held(quiet: Quiet, host: str, now: float) -> Maintenance | None:
+def cleanup_held(quiet: Quiet, host: str, now: float) -> Hold | None:
     """The window with `cleanup: false` that keeps cleanup (and on_critical) off this host now, or None."""
     for window in quiet.windows:
-        if not window.cleanup and host in window.scope.hosts and window_end(window, now) is not None:
-            return window
+        end = window_end(window, now) if not window.cleanup and host in window.scope.hosts else None
+        if end is not None:
+            return Hold("maintenance", window.name, end, None, window.when,
+                        f"in maintenance ({window.name}) until {zone_text(end, window.tz)}, which keeps cleanup off")
     return None
 
 

@@ -195,6 +195,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
         limit = r.host.limit
         return {
             "name": r.host.name, "status": r.status, "error": r.error,
+            "held_by": {"kind": r.held.kind, "id": r.held.id, "until": iso_time(r.held.until), "text": r.held.text}
+            if r.held else None,
             "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
@@ -220,7 +222,7 @@ STOPPED = {NOT_CLEANED: "not cleaned: ", PARTLY_CLEANED: "partly cleaned, stoppe
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
-        return [f"{name}: not cleaned: {safe(r.error)}"]
+        return [f"{name}: not cleaned: {safe(r.held.text if r.held else r.error)}"]
     limit = r.host.limit
     kept = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common()) or "none"
     verb = "would close" if dry_run else "closed"
