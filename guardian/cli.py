@@ -329,7 +329,9 @@ def report(app, config_path, hosts, limit, since, fmt, as_json, output):
         fail(f"--since: {exc}", USAGE_ERROR)
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
-    print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
+    result = reporting.run(config, hosts, start, now)
+    app.warn(result.warnings)
+    print_report(result, output_format(fmt, as_json), output)
 
 
 @main.group()

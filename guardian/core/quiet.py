@@ -315,3 +315,17 @@ def listed(quiet: Quiet, now: float, include_ended: bool) -> list[Listed]:
         until = window_end(w, now)
         rows += [Listed("maintenance", w, "active", until)] if until is not None else []
     return rows
+
+
+def of_period(quiet: Quiet, since: float, now: float) -> list[Listed]:
+    """The silences, acks and windows that held at some moment of [since, now], as they stand at `now`; a window
+    not holding now is "ended", at the end of its last occurrence in the period."""
+    rows = [row for row in listed(replace(quiet, windows=()), now, include_ended=True)
+            if (row.entry.starts if row.kind == "silence" else row.entry.made) <= now
+            and (row.entry.over is None or row.entry.over > since)]
+    for window in quiet.windows:
+        found = occurrences(window, since, now)
+        if found:
+            until = window_end(window, now)
+            rows.append(Listed("maintenance", window, "ended" if until is None else "active", until or found[-1][1]))
+    return rows

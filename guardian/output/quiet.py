@@ -42,3 +42,54 @@ def print_listing(rows: list[Listed], as_json: bool) -> None:
         click.echo(json.dumps({"quiet": entries}, indent=2))
     for entry in [] if as_json else entries:
         click.echo(entry_text(entry))
+
+
+# --- the report's part ----------------------------------------------------------------------------
+
+
+def held_groups(held) -> list[dict]:
+    """What a silence, ack or window held (HeldAlerts), one entry per subject, reason and level, first held first."""
+    groups: dict[tuple, dict] = {}
+    for h in held:
+        group = groups.setdefault((h.subject, h.reason, h.level), {
+            "subject": h.subject, "reason": h.reason, "level": h.level, "count": 0, "channels": [],
+            "first": iso_time(h.time)})
+        group["count"] += 1
+        group["last"] = iso_time(h.time)
+        group["channels"] += [c for c in h.channels if c not in group["channels"]]
+    return list(groups.values())
+
+
+def quiet_report_json(q) -> dict:
+    """A silence, ack or window of the report (QuietReport): as in `silence list --json`, and what it held."""
+    entry = entry_json(q.entry) if q.entry else {"id": q.id, "kind": q.kind, "status": "unknown"}
+    return {**entry, "held_alerts": len(q.held), "held": held_groups(q.held)}
+
+
+def held_text(q) -> str:
+    """'held 12: host:t440 critical repeat x11 on ops; ...', or 'held nothing'."""
+    groups = held_groups(q.held)
+    if not groups:
+        return "held nothing"
+    return f"held {len(q.held)}: " + "; ".join(
+        f"{g['subject']} {g['level']} {g['reason']} x{g['count']} on {','.join(g['channels'])}" for g in groups)
+
+
+def quiet_report_text(q) -> str:
+    """One plain line of the report: the entry as `silence list` says it (or what the audit log knows), what it held."""
+    entry = entry_text(entry_json(q.entry)) if q.entry else f"{q.id}  {q.kind} (no longer in silences.json)"
+    return f"{entry}  {held_text(q)}"
+
+
+QUIET_COLUMNS = ("Id", "Kind", "Status", "Holds", "Until", "Why", "Held")
+
+
+def quiet_row(q) -> tuple[str, ...]:
+    """The report's table row (QUIET_COLUMNS) of a silence, ack or window, unescaped."""
+    entry = quiet_report_json(q)
+    holds = entry.get("subject") or ",".join(entry.get("hosts", []) + entry.get("pools", []) + entry.get("agents", []))
+    if q.kind == "maintenance":
+        why = f"{entry['when']} {entry['tz']}"
+    else:
+        why = f"{entry['by']}: {entry['reason'] or '-'}" if q.entry else "-"
+    return q.id, q.kind, entry["status"], holds or "-", entry.get("ends") or "-", why, held_text(q)

@@ -12,6 +12,7 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import line_json
+from guardian.output.quiet import QUIET_COLUMNS, quiet_report_json, quiet_report_text, quiet_row
 from guardian.output.text import forecast_text, peak_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
@@ -375,6 +376,7 @@ def report_json(report) -> dict:
             }
             for run in report.cleanups
         ],
+        "quiet": [quiet_report_json(q) for q in report.quiet],
     }
 
 
@@ -395,6 +397,7 @@ def report_plain(report) -> str:
     for run in report.cleanups:
         outcomes = " ".join(f"{result.replace(': ', '_').replace(' ', '_')}={n}" for result, n in run.results.items())
         lines.append(f"cleanup {iso_time(run.time)} {safe(run.host)} {outcomes} by={run.command}")
+    lines += [f"quiet {safe(quiet_report_text(q), 2000)}" for q in report.quiet]
     return "\n".join(lines)
 
 
@@ -437,7 +440,12 @@ def report_tables(report) -> list:
     for run in report.cleanups:
         others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
         cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
-    return [hosts, peaks, alerts, cleanups]
+    quiet = Table(title="Silences, acknowledgements and maintenance windows", title_justify="left")
+    for column in QUIET_COLUMNS:
+        quiet.add_column(column)
+    for q in report.quiet:
+        quiet.add_row(*(Text(safe(cell)) for cell in quiet_row(q)))
+    return [hosts, peaks, alerts, cleanups, *([quiet] if report.quiet else [])]
 
 
 def print_report(report, fmt: str, output: str | None) -> None:
