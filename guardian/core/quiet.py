@@ -83,15 +83,14 @@ class Quiet:
 
 
 def covers(scope: Scope, subject: str, alert: str, channel: str) -> bool:
-    """Whether the scope holds this subject's alert of this kind on this channel."""
+    """Whether the scope holds this subject's alert of this kind on this channel; subjects by their ids
+    (records.subject_id), an agent's (agent:HOST/AGENT) held by its own entry or its host's."""
     if (scope.alerts and alert not in scope.alerts) or (scope.channels and channel not in scope.channels):
         return False
+    held = {*(subject_id("host", name) for name in scope.hosts), *(subject_id("pool", name) for name in scope.pools),
+            *(subject_id("agent", name) for name in scope.agents)}
     kind, _, name = subject.partition(":")
-    if kind == "host":
-        return name in scope.hosts
-    if kind == "pool":
-        return name in scope.pools
-    return kind == "agent" and (name in scope.agents or name.partition("/")[0] in scope.hosts)
+    return subject in held or (kind == "agent" and subject_id("host", name.partition("/")[0]) in held)
 
 
 def held_by(quiet: Quiet, subject: str, alert: str, channel: str, level: str, now: float) -> Hold | None:
