@@ -25,6 +25,7 @@ from guardian.core.quiet import (
     new_ack,
     new_silence,
     occurrences,
+    of_period,
     quiet_level,
     removal,
     window_end,
@@ -464,3 +465,16 @@ def test_the_list_has_what_holds_now_and_with_everything_what_ended_too():
         ("maintenance", "w", "active", at("2026-12-02T00:00"))]
     assert [(r.id, r.status) for r in listed(quiet, now, True)] == [
         (active.id, "active"), ("00000000", "removed"), ("a1", "active"), ("a2", "resolved"), ("w", "active")]
+
+
+def test_a_period_has_what_held_at_some_moment_of_it_and_a_window_that_ended_in_it():
+    from dataclasses import replace
+
+    before = replace(silence(hosts=("t440",)), id="before", starts=NOW - 7200, ends=NOW - 3600)  # ends at `since`
+    inside = replace(silence(hosts=("t440",)), id="inside", starts=NOW - 3000, ends=NOW - 2000)
+    later = replace(silence(hosts=("t440",)), id="later", starts=NOW + 60)  # made ahead, starts after `now`
+    ack = finish(new_ack("host:t440", "warning", "", "bob", "a1", NOW - 7200), "resolved", NOW - 1800)
+    morning, evening = window("11:00-11:30"), replace(window("20:00-21:00"), name="evening")  # NOW is 12:00 UTC
+    rows = of_period(Quiet((before, inside, later), (ack,), (morning, evening)), NOW - 3600, NOW)
+    assert [(r.id, r.status, r.ends) for r in rows] == [
+        ("inside", "expired", NOW - 2000), ("a1", "resolved", NOW - 1800), ("w", "ended", at("2026-12-01T11:30"))]

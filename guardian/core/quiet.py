@@ -11,6 +11,9 @@ advancing its memory, so when the quiet ends the channel is told what is still t
 - A maintenance window (config `maintenance:`) holds its scope while the local clock of its zone
   is in its range on one of its days. Its edges are instants: a time the clock reads twice (DST
   ends) counts at its first reading, a time the clock skips (DST starts) at the moment it jumps.
+
+The commands' decisions are here too: what a new ack replaces, what a removal ends, which acks a
+check ends, what `silence list` and the report list.
 """
 
 from __future__ import annotations
@@ -293,7 +296,7 @@ class Listed:
 
     kind: str  # silence | ack | maintenance
     entry: Silence | Ack | Maintenance
-    status: str  # active; removed or expired (a silence); why it ended (an ack)
+    status: str  # active; removed or expired (a silence); why it ended (an ack); ended (a window, in a report)
     ends: float | None  # None: an ack until the level changes
 
     @property
