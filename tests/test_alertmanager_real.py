@@ -5,6 +5,7 @@ Alertmanager compares endsAt with its own clock, so these checks run at the real
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 import pytest
 import requests
-from conftest import wait_until
+from conftest import create_sessions, wait_until
 
 from guardian.commands import check as checking
 from guardian.settings.load import load
@@ -93,7 +94,7 @@ def guardian_silences(base: str) -> list[dict]:
 def test_a_guardian_silence_is_one_alertmanager_silence_while_alerts_keep_flowing_and_expires_when_removed(
     fake, write_config, alertmanager, receiver, monkeypatch
 ):
-    from guardian.adapters import silences
+    from guardian.commands import silence as silences
     from guardian.settings.model import Scope
 
     monkeypatch.setenv("HOOK_URL", receiver.url)
@@ -124,7 +125,7 @@ def test_after_an_upgrade_the_silences_made_under_the_old_alert_name_are_made_ag
 ):
     """Issue 18 renamed SessionUsageHigh to one alert a level: the first check of an upgraded guardian expires the
     silence its older self made for a guardian silence and makes it again under the new names (nothing to migrate)."""
-    from guardian.adapters import silences
+    from guardian.commands import silence as silences
     from guardian.settings.model import Scope
     from guardian.settings.units import iso_time
 
@@ -145,3 +146,49 @@ def test_after_an_upgrade_the_silences_made_under_the_old_alert_name_are_made_ag
     assert states == {"SessionUsageHigh|SessionHostUnreachable": "expired",
                       "SessionUsageNotice|SessionUsageWarning|SessionUsageCritical|SessionHostUnreachable": "active"}
     assert firing(alertmanager) == {("SessionUsageCritical", "t440", "critical")}
+
+
+@pytest.mark.real_gateway
+def test_a_silenced_critical_real_gateway_is_held_from_the_webhook_and_mirrored_in_alertmanager(
+    real_gateways, write_config, alertmanager, receiver, monkeypatch, cli
+):
+    """Issue 16's end to end: a real OpenClaw gateway (2026.9.6), a loopback webhook, a real Alertmanager.
+    The host is made critical by a limit at its session count, not by filling it."""
+    gw = real_gateways["pc-a"]  # the running gateway; no test stops it
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+
+    def config(limit: int) -> str:
+        return write_config({"pc-a": {"url": gw.url, "token": gw.token, "limit": limit}},
+                            alerts={"channels": [{"type": "alertmanager", "urls": [alertmanager]},
+                                                 {"type": "webhook", "url_env": "HOOK_URL"}]})
+
+    count = checking.run(load(config(100_000)), None, now=time.time(), act=False).subjects[0].reading.count
+    if count == 0:
+        create_sessions(gw, 1)
+        count = 1
+    path = config(count)  # 100 %: critical
+
+    def check() -> dict:
+        result = cli("check", "--config", path, "--json")
+        assert result.exit_code == 2, result.stderr  # the truth stays critical whatever holds it
+        assert "Alertmanager" not in result.stderr, result.stderr
+        return json.loads(result.stdout)["hosts"][0]
+
+    added = cli("silence", "add", "--config", path, "--hosts", "pc-a", "--for", "1h", "--reason", "gateway upgrade")
+    assert added.exit_code == 0, added.stderr
+    silence_id = added.stdout.strip()
+    for _ in range(2):  # the second check finds its Alertmanager silence there: no duplicate
+        host = check()
+        assert (host["level"], host["silenced_by"]) == ("critical", silence_id)
+    assert receiver.bodies == []
+    assert firing(alertmanager) == {("SessionUsageCritical", "pc-a", "critical")}
+    (held,) = guardian_silences(alertmanager)
+    assert held["status"]["state"] == "active" and held["comment"] == "gateway upgrade"
+    assert ("host", "pc-a") in {(m["name"], m["value"]) for m in held["matchers"]}
+
+    assert cli("silence", "remove", "--config", path, silence_id).exit_code == 0
+    for _ in range(2):  # told critical once: the second check is inside the critical cooldown
+        assert check()["silenced_by"] is None
+    told = [(a["name"], a["reason"], a["level"]) for body in receiver.bodies for a in body["alerts"]]
+    assert told == [("pc-a", "escalated", "critical")]
+    assert {s["status"]["state"] for s in guardian_silences(alertmanager)} == {"expired"}

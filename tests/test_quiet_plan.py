@@ -155,3 +155,25 @@ def test_a_line_a_silence_does_not_name_is_told_once_even_when_one_beside_it_is_
         sent, held, _ = check(state, 95, now + minute * 60, usage_only)
         assert sent == [] and held == [("escalated", "s2")]
     assert check(state, 95, T0 + HOUR, usage_only)[0] == [("escalated", "critical")]
+
+
+def test_a_silence_of_an_agent_holds_that_agent_subject_by_its_id_and_nothing_else():
+    """`--agents t440/sales` holds the subject agent:t440/sales (records.subject_id), once agents are subjects."""
+    from guardian.core.records import subject_id
+
+    reading = Reading(count=95, limit=100, idle=0)
+    subjects = [Subject(kind, name, 100, reading, None, "critical", None)
+                for kind, name in (("host", "t440"), ("agent", "t440/sales"), ("agent", "t440/support"))]
+    assert subjects[1].id == subject_id("agent", "t440/sales")
+
+    def held(scope: Scope) -> tuple[list[str], list[str]]:
+        quiet = Quiet(silences=(Silence("s1", scope, T0, T0 + HOUR, "import", "ana"),))
+        state = State()
+        for subject in subjects:
+            state.subjects[subject.id] = policy.observe(state.subject(subject.id), reading, CONFIG.alerts, T0)
+        (ops,) = plan(state, subjects, [OPS], CONFIG, T0, quiet)
+        return [line.subject for line in ops.message], [line.subject for line, _ in ops.held]
+
+    assert held(Scope(agents=("t440/sales",))) == (["host:t440", "agent:t440/support"], ["agent:t440/sales"])
+    assert held(Scope(hosts=("t440",))) == ([], ["host:t440", "agent:t440/sales", "agent:t440/support"])
+    assert held(Scope(agents=("t440/sales",), alerts=("growth",))) == ([s.id for s in subjects], [])
