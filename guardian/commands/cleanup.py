@@ -22,6 +22,7 @@ from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import StateError
 from guardian.core.planner import (
     CLEANED,
+    HELD,
     NOT_ATTEMPTED,
     NOT_IDLE,
     PARTLY_CLEANED,
@@ -38,6 +39,8 @@ from guardian.core.planner import (
     purge_due,
     purge_hold,
 )
+from guardian.core.quiet import Quiet, cleanup_held
+from guardian.core.records import Hold
 from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
@@ -419,12 +422,19 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
     """Clean every host at once; `clock` times each audit record (tests pass a moved one). What the archive ledger
     warns of (a corrupt file moved aside) is added to `warnings`."""
     identities = IdentityStore(config.state_dir)
+    quiet = Quiet(windows=tuple(config.maintenance))
+
+    def clean(host: Host) -> HostCleanup:
+        hold = cleanup_held(quiet, host.name, now)
+        if hold is not None:
+            return held(host, hold, dry_run, audit, clock)
+        return clean_host(host, rules, now, dry_run, identities, audit, ledger, clock)
+
     with lock(config.state_dir), audit.kept_open():
         ledger = ArchiveLedger(config.state_dir)
         if not dry_run:
             ledger.set_aside_corrupt()
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, ledger, clock),
-                                       hosts, config.check.concurrency)
+        results = gateway.concurrently(clean, hosts, config.check.concurrency)
     if warnings is not None:
         warnings += ledger.warnings
     reports = []
@@ -442,6 +452,13 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
         audit.write(clock(), "host failed", host=host.name, dry_run=dry_run, error=message)
         reports.append(HostCleanup(host, error=message, unreachable=unreachable))
     return reports
+
+
+def held(host: Host, hold: Hold, dry_run: bool, audit: AuditLog, clock) -> HostCleanup:
+    """A host a maintenance window keeps cleanup off: not even listed, and on record with the window."""
+    audit.write(clock(), "host held", host=host.name, dry_run=dry_run, held_by=hold.kind, id=hold.id,
+                until=hold.until, why=hold.text)
+    return HostCleanup(host, status=HELD, held=hold)
 
 
 def exit_code(reports: list[HostCleanup], reserve: int, dry_run: bool) -> int:

@@ -8,6 +8,7 @@ import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from guardian.core.records import Hold
 from guardian.settings.model import ARCHIVE, DELETE, Cleanup, Host
 from guardian.settings.units import duration_text
 
@@ -196,6 +197,7 @@ def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = No
 NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
 # how far a host's run got
 CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+HELD = "held"  # a maintenance window with `cleanup: false` keeps cleanup off the host: nothing listed
 
 
 @dataclass
@@ -222,6 +224,7 @@ class HostCleanup:
     error: str | None = None  # what stopped the run on this host, or went wrong after it
     unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
     status: str = NOT_CLEANED
+    held: Hold | None = None  # the window that kept cleanup off it (status HELD)
     mode: str = DELETE  # how this run closed sessions here: archive, or delete (configured, or no archive here)
     fallback: str | None = None  # why archive mode deletes here ("2026.4.29 has no archive")
     purges: list[Outcome] = field(default_factory=list)  # the guardian's archived sessions purged first
