@@ -288,7 +288,7 @@ def archiving_gateway(tmp_path_factory):
         yield fake, tmp_path_factory.mktemp("state")
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(idle=[5, 6], touched={0: "run"}, purged_later=True)
 @given(idle=st.lists(st.integers(3, 30), min_size=1, max_size=8),
        touched=st.dictionaries(st.integers(0, 7), st.sampled_from(sorted(CHANGES)), max_size=4),
