@@ -205,7 +205,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
                          "idle_seconds": None if o.decision.idle_seconds is None else round(o.decision.idle_seconds),
                          "result": o.result, "error": o.error} for o in r.outcomes],
             "plan": [{"key": d.key, "agent": d.agent, "decision": "close" if d.close else "keep", "reason": d.reason,
-                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds)}
+                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds),
+                      "priority": d.priority, "order": d.order, "why": place_text(d)}
                      for d in r.decisions] if dry_run else None,
         }
 
@@ -262,6 +263,19 @@ def reserve_causes(r) -> list[str]:
     return causes or ["no session was left that may be closed"]
 
 
+def place_text(d) -> str | None:
+    """'3rd: low priority (support), idle 9h': where a session that may close comes in the run's order, and why
+    (None for one kept by a rule)."""
+    if d.order is None:
+        return None
+    return f"{ordinal(d.order)}: {d.priority} priority ({safe(d.agent or '-')}), idle {duration_text(d.idle_seconds)}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -285,13 +299,16 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
                 table.add_column(column, justify="right" if column == "Idle" else "left")
             for host, d in plan_rows:
+                why = place_text(d)
+                reason = why if d.close else d.reason + (f" ({why})" if why else "")
                 table.add_row(host, Text(safe(d.key, 80)), Text(safe(d.agent or "-")), duration_text(d.idle_seconds),
-                              Text("close", style="bold red") if d.close else "keep", d.reason)
+                              Text("close", style="bold red") if d.close else "keep", Text(reason))
             Console().print(table)
         else:
             for host, d in plan_rows:
+                why = place_text(d)
                 click.echo(f"{host} {'close' if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
-                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}")
+                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}" + (f" why={why}" if why else ""))
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):
             click.echo(line)

@@ -102,18 +102,32 @@ class Protect:
     labels: tuple[str, ...] = ()
 
 
+# cleanup.agents.<id>.priority, in the order a cleanup closes their idle sessions (protected: never)
+PRIORITIES = ("low", "normal", "high", "protected")
+PROTECTED = "protected"
+
+
 @dataclass(frozen=True)
 class Cleanup:
     idle_after: float = 7200.0
     max_per_run: int = 50
     reserve: int = 5
     on_critical: bool = False
-    protect: Protect = Protect()
+    protect: Protect = Protect()  # protect.agents holds every protected agent, `priority: protected` ones too
     agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
+    agent_priority: dict = field(default_factory=dict)  # folded agentId -> low | high (normal: not listed)
+    agent_limit: dict = field(default_factory=dict)  # agentId as written -> sessions it may hold on a host
 
     def idle_after_for(self, agent: str | None) -> float:
         """How long an agent's sessions must be idle before they may close: the agent's own, else idle_after."""
         return self.agent_idle_after.get(agent, self.idle_after)
+
+    def priority_for(self, agent: str | None) -> str:
+        """The agent's cleanup priority; agent ids match whatever their case (OpenClaw folds them to lower case)."""
+        folded = agent.casefold() if isinstance(agent, str) else None
+        if folded is not None and folded in map(str.casefold, self.protect.agents):
+            return PROTECTED
+        return self.agent_priority.get(folded, "normal")
 
 
 @dataclass(frozen=True)
