@@ -82,6 +82,8 @@ def check_json(report: CheckReport) -> dict:
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+        elif s.kind == "agent":
+            data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -93,6 +95,7 @@ def check_json(report: CheckReport) -> dict:
         "version": JSON_VERSION, "time": iso_time(report.time), "status": status, "exit_code": code,
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
                     "lines": [line_json(line, iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
         "warnings": report.warnings,
@@ -133,7 +136,7 @@ def check_nagios(report: CheckReport, thresholds: dict) -> str:
     for s in report.subjects:
         warn, crit = (threshold_count(s.limit, thresholds[level]) for level in ("warning", "critical"))
         value = s.reading.count if s.reading else "U"
-        label = s.name if s.kind == "host" else f"pool:{s.name}"
+        label = s.name if s.kind == "host" else f"{s.kind}:{s.name}"
         perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
     return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
 
@@ -364,6 +367,7 @@ def report_json(report) -> dict:
         "headline": report_headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [
             {
                 "time": iso_time(a.time),
