@@ -26,10 +26,10 @@ T0 = 1_800_000_000.0
 @pytest.fixture
 def per_agent(monkeypatch):
     """Each poll of a fake gateway counts its sessions per agent too, as status's sessions.byAgent does."""
-    gateways = {}
+    gateways, read = {}, checking.read_host
 
-    def counted(host, idle_after, identities, read=checking.read_host):
-        poll = read(host, idle_after, identities)
+    def counted(host, *args, **kwargs):
+        poll = read(host, *args, **kwargs)
         fake = gateways.get(host.url)
         return replace(poll, agents=dict(Counter(r["agentId"] for r in fake._rows()))) if fake else poll
 
@@ -105,9 +105,11 @@ def test_a_silence_on_the_agent_holds_its_alert(fake, per_agent, write_config, c
     assert agent["silenced_by"] is not None and "silenced by" in agent["held"]
 
 
-def test_an_agent_whose_count_is_not_read_is_unknown_and_alerts_nothing(fakes, write_config, cli):
+def test_an_agent_whose_count_is_not_read_is_unknown_and_alerts_nothing(fakes, write_config, cli, monkeypatch):
     """Its host's poll failed, or gave no count per agent: the host alerts for that; the agent keeps its level."""
-    up = filled(fakes(), sales=5)  # polled without a count per agent (no per_agent fixture)
+    read = checking.read_host
+    monkeypatch.setattr(checking, "read_host", lambda *args, **kwargs: replace(read(*args, **kwargs), agents=None))
+    up = filled(fakes(), sales=5)  # polled without a count per agent
     config = write_config({"up": {"url": up.url, "token": "secret", "limit": 100},
                            "down": {"url": "ws://127.0.0.1:1", "token": "secret", "limit": 100}},
                           cleanup={"agents": {"sales": {"limit": 2}}})
