@@ -134,6 +134,10 @@ def test_agent_subjects_are_in_the_metrics_and_the_report(fake, per_agent, write
     report = json.loads(cli("report", "--config", config, "--json").stdout)
     (agent,) = report["agents"]
     assert (agent["name"], agent["sessions_now"], agent["level_now"]) == ("t440/sales", 16, "warning")
+    assert "agent t440/sales now=80%" in cli("report", "--config", config, "--format", "plain").stdout
+    page = tmp_path / "report.html"
+    assert cli("report", "--config", config, "-o", page).exit_code == 0
+    assert "t440/sales" in page.read_text()
 
 
 def test_an_agents_alertmanager_labels_name_its_host_too():

@@ -39,7 +39,7 @@ def protected_may_close(r, rules, now, main_key) -> bool:
     return may_close(r, rules, now, main_key) and priority(agent, rules) != "protected"
 
 
-# found by hypothesis: a high-priority session more idle than a low one still goes after it
+# pinned: a high-priority session more idle than a normal one still goes after it (the cap of 1 takes the normal)
 HIGH_BEFORE_LOW = ([row("agent:sales:a", 9), row("agent:main:b", 3)],
                    Cleanup(idle_after=7200, max_per_run=1, agent_priority={"sales": "high"}))
 
