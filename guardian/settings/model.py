@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -125,9 +126,14 @@ class Cleanup:
     def priority_for(self, agent: str | None) -> str:
         """The agent's cleanup priority; agent ids match whatever their case (OpenClaw folds them to lower case)."""
         folded = agent.casefold() if isinstance(agent, str) else None
-        if folded is not None and folded in map(str.casefold, self.protect.agents):
+        if folded in self._protected_agents:
             return PROTECTED
         return self.agent_priority.get(folded, "normal")
+
+    @cached_property
+    def _protected_agents(self) -> frozenset:
+        """protect.agents, folded once (the planner asks for every session)."""
+        return frozenset(map(str.casefold, self.protect.agents))
 
 
 @dataclass(frozen=True)
