@@ -169,3 +169,19 @@ def test_an_agents_count_matches_its_id_whatever_the_case():
     assert checking.agent_reading(Poll(host, Reading(count=30, limit=60)), "sales", 20) is None
     assert checking.agent_reading(Poll(host, error="down"), "sales", 20) is None
 
+
+
+def test_an_export_with_agent_samples_imports_again(fake, per_agent, write_config, cli, tmp_path, state_dir):
+    """history export writes every subject a check recorded, agents too; history import takes back what it wrote."""
+    per_agent(filled(fake, sales=16))
+    config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 100}},
+                          cleanup={"agents": {"sales": {"limit": 20}}})
+    cli("check", "--config", config, "-q")
+    exported = tmp_path / "history.csv"
+    assert cli("history", "export", "--config", config, "-o", exported).exit_code == 0
+    assert ",agent,t440/sales,16,20" in exported.read_text()
+    (state_dir / "history.db").unlink()
+    imported = cli("history", "import", "--config", config, exported)
+    assert imported.exit_code == 0, imported.stderr
+    report = json.loads(cli("report", "--config", config, "--json").stdout)
+    assert [(a["name"], a["sessions_now"]) for a in report["agents"]] == [("t440/sales", 16)]
