@@ -229,7 +229,8 @@ def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_f
 @main.command()
 @host_options
 @click.option("--dry-run", is_flag=True, help="Print the full plan (host, key, agent, idle time, decision, "
-                                              "reason) and change nothing on any gateway.")
+                                              "reason, and each closable session's place in the order and why) "
+                                              "and change nothing on any gateway.")
 @click.option("--idle-after", type=Duration(), help="Close sessions idle longer than this (45s, 30m, 2h, 1d): "
                                                     "overrides cleanup.idle_after in this run (an agent's own "
                                                     "idle_after still applies).")

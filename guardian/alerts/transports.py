@@ -242,7 +242,7 @@ INTERVALS_AHEAD = 4
 def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) -> list[dict]:
     """Alertmanager v2 postable alerts: each line states everything about its subject.
 
-    Labels identify an alert (alertname, host or pool, severity), so a fleet of guardians sending
+    Labels identify an alert (alertname, host, pool or agent, severity), so a fleet of guardians sending
     the same facts is deduplicated by Alertmanager. A line fires its level's usage alert until
     `valid_for` from now and resolves the other levels (an Alertmanager ignores a resolved alert it
     never had), so nothing stale is left behind however levels moved in between. An unreachable
@@ -251,7 +251,9 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
     """
     alerts = []
     for line in lines:
-        subject = {line.kind: line.name}
+        # an agent's alert carries its host too, so a route or silence on the host holds its agents as well
+        subject = {"host": line.name.partition("/")[0], "agent": line.name} if line.kind == "agent" else {
+            line.kind: line.name}
         annotations = {"summary": line_text(line), "description": line.action, "dedup_key": line.dedup_key}
         annotations.update({key: str(value) for key, value in (("usage", line.usage), ("count", line.count),
                                                                 ("limit", line.limit), ("idle", line.idle))
@@ -318,7 +320,7 @@ def email_subject(lines: list[AlertLine]) -> str:
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
         what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the level stands
-        parts.append(f"{title(line)} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
+        parts.append(f"{title(line)} {'' if line.kind == 'host' else line.kind + ' '}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 
 

@@ -100,6 +100,20 @@ def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
 
 
+def agent_reading(poll: Poll, agent: str, limit: int) -> Reading | None:
+    """An agent's reading on its host: its sessions by the host's count per agent (ids match whatever their case:
+    OpenClaw folds them); unknown while the host or its count per agent is not read (the host alerts for that)."""
+    if poll.reading is None or poll.agents is None:
+        return None
+    folded = agent.casefold()
+    return Reading(count=sum(n for name, n in poll.agents.items() if str(name).casefold() == folded), limit=limit)
+
+
+def agent_subject_ids(config: Config) -> set[str]:
+    """'agent:t440/sales' for each host and each agent with a cleanup.agents.<id>.limit."""
+    return {subject_id("agent", f"{host}/{agent}") for host in config.hosts for agent in config.cleanup.agent_limit}
+
+
 def run(config: Config, host_names: str | None, now: float, act: bool = True,
         backoff: Backoff | None = None) -> CheckReport:
     """One check. `act=False` (--no-notify) decides and shows only: it sends nothing, cleans nothing and
@@ -117,7 +131,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     try:
         with store.locked() if act else contextlib.nullcontext(store.look()) as state:
             configured = {*(subject_id("host", name) for name in config.hosts),
-                          *(subject_id("pool", name) for name in config.pools)}
+                          *(subject_id("pool", name) for name in config.pools), *agent_subject_ids(config)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
             subjects = _judge_all(state, hosts, pools, polls, config, now)
@@ -160,6 +174,11 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                now, members=pool.hosts, unreachable_members=unread))
+    for host in hosts:
+        for agent, limit in config.cleanup.agent_limit.items():
+            reading = agent_reading(polls[host.name], agent, limit)
+            subjects.append(_judge(state, "agent", f"{host.name}/{agent}", limit, reading, None, config, now,
+                                   members=(host.name,)))
     return subjects
 
 
@@ -277,8 +296,8 @@ def _sample(subject: Subject, now: float) -> Sample:
 def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
     key = subject_id(kind, name)
     previous = state.subject(key)
-    if reading is None and kind == "pool":
-        current = previous  # every member is down: those hosts alert; the pool keeps what it knew
+    if reading is None and kind != "host":
+        current = previous  # its hosts are down (or not counted per agent): those hosts alert; it keeps what it knew
     elif extra.get("unreachable_members"):
         # A lower bound can raise the pool's level, never lower it: a member going dark is no resolve.
         seen = policy.observe(previous, reading, config.alerts, now)

@@ -126,7 +126,7 @@ class Report:
     since: float
     now: float
     thresholds: dict
-    subjects: list[SubjectReport]  # hosts, hottest first, then pools, hottest first
+    subjects: list[SubjectReport]  # hosts, hottest first, then pools, then agents (cleanup.agents.<id>.limit)
     alerts: list[SentAlert]
     cleanups: list[CleanupRun]
     quiet: list[QuietReport] = field(default_factory=list)  # the silences, acks and windows of the period
@@ -157,6 +157,8 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     hosts = config.select(host_names)
     subjects = [("host", h.name, h.limit) for h in hosts]
     subjects += [("pool", p.name, p.limit) for p in config.pools_within(hosts)]
+    subjects += [("agent", f"{h.name}/{agent}", limit) for h in hosts
+                 for agent, limit in config.cleanup.agent_limit.items()]
     history = History(config.state_dir)
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
@@ -213,10 +215,13 @@ def quiet_of_period(entries: list[Listed], held: list[HeldAlert]) -> list[QuietR
     return known + [QuietReport(kind, entry_id, None, lines) for (kind, entry_id), lines in gone.items()]
 
 
+KINDS = ("host", "pool", "agent")  # the order the report shows them in
+
+
 def _heat(subject: SubjectReport) -> tuple:
     latest = subject.latest
     eta = subject.forecast.critical_in if subject.forecast.rising else math.inf
-    return (subject.kind != "host", -(latest.usage if latest else -1), eta, subject.name)
+    return (KINDS.index(subject.kind), -(latest.usage if latest else -1), eta, subject.name)
 
 
 def held_alerts(records: list[dict]) -> list[HeldAlert]:

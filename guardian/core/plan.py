@@ -54,7 +54,7 @@ def suggested_action(reason: str, level: str, hosts: str) -> str:
 
 
 def hears(channel: Channel, subject: Subject) -> bool:
-    """The channel's `hosts` filter: a host it names, or a pool with one of them."""
+    """The channel's `hosts` filter: a host it names, a pool with one of them, or an agent on one."""
     if not channel.hosts:
         return True
     return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
@@ -87,7 +87,7 @@ def plan(state, subjects: list[Subject], channels, config: Config, now: float,
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories, held = [], {}, []
         for subject in subjects:
-            if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
+            if (subject.kind != "host" and subject.reading is None) or not hears(channel, subject):
                 continue
             current = state.subject(subject.id)
             level = UNREACHABLE if current.failures >= config.alerts.unreachable_after else current.level
@@ -253,7 +253,7 @@ def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
 def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
                   last_count: int | None = None, detail: str | None = None) -> AlertLine:
     """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
-    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
+    hosts = ",".join(subject.members) if subject.kind != "host" else subject.name
     reading = subject.reading
     error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,

@@ -84,6 +84,8 @@ def check_json(report: CheckReport) -> dict:
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+        elif s.kind == "agent":
+            data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -95,6 +97,7 @@ def check_json(report: CheckReport) -> dict:
         "version": JSON_VERSION, "time": iso_time(report.time), "status": status, "exit_code": code,
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
                     "lines": [line_json(line, iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
         "warnings": report.warnings,
@@ -135,7 +138,7 @@ def check_nagios(report: CheckReport, thresholds: dict) -> str:
     for s in report.subjects:
         warn, crit = (threshold_count(s.limit, thresholds[level]) for level in ("warning", "critical"))
         value = s.reading.count if s.reading else "U"
-        label = s.name if s.kind == "host" else f"pool:{s.name}"
+        label = s.name if s.kind == "host" else f"{s.kind}:{s.name}"
         perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
     return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
 
@@ -217,7 +220,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float, run_id
             "actions": [_action(o) for o in r.outcomes],
             "purges": [_action(o) for o in r.purges],
             "plan": [{"key": d.key, "agent": d.agent, "decision": "close" if d.close else "keep", "reason": d.reason,
-                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds)}
+                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds),
+                      "priority": d.priority, "order": d.order, "why": place_text(d)}
                      for d in r.decisions] if dry_run else None,
         }
 
@@ -278,6 +282,19 @@ def reserve_causes(r) -> list[str]:
     return causes or ["no session was left that may be closed"]
 
 
+def place_text(d) -> str | None:
+    """'3rd: low priority (support), idle 9h': where a session that may close comes in the run's order, and why
+    (None for one kept by a rule)."""
+    if d.order is None:
+        return None
+    return f"{ordinal(d.order)}: {d.priority} priority ({safe(d.agent or '-')}), idle {duration_text(d.idle_seconds)}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -302,13 +319,16 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
                 table.add_column(column, justify="right" if column == "Idle" else "left")
             for host, d, verb in plan_rows:
+                why = place_text(d)
+                reason = why if d.close else d.reason + (f" ({why})" if why else "")
                 table.add_row(host, Text(safe(d.key, 80)), Text(safe(d.agent or "-")), duration_text(d.idle_seconds),
-                              Text(verb, style="bold red") if d.close else "keep", d.reason)
+                              Text(verb, style="bold red") if d.close else "keep", Text(reason))
             Console().print(table)
         else:
             for host, d, verb in plan_rows:
+                why = place_text(d)
                 click.echo(f"{host} {verb if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
-                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}")
+                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}" + (f" why={why}" if why else ""))
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):
             click.echo(line)
@@ -402,6 +422,7 @@ def report_json(report) -> dict:
         "headline": report_headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [
             {
                 "time": iso_time(a.time),

@@ -25,7 +25,7 @@ def percent(value: float | None, digits: int = 0) -> str:
 
 
 def subject_label(subject: Subject) -> str:
-    return f"pool {subject.name}" if subject.kind == "pool" else subject.name
+    return f"{subject.kind} {subject.name}" if subject.kind != "host" else subject.name
 
 
 
