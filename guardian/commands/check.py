@@ -11,7 +11,7 @@ import contextlib
 import math
 import socket
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
@@ -22,12 +22,12 @@ from guardian.adapters.peak_cache import cached_peaks
 from guardian.adapters.silences import SilenceFile, end_acks
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
-from guardian.core import anomaly, policy
+from guardian.core import anomaly, attribution, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
-from guardian.settings.model import Config, Host, Pool
+from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
 
 if TYPE_CHECKING:
     from guardian.alerts.transports import Backoff
@@ -36,27 +36,117 @@ if TYPE_CHECKING:
 REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check that saw it coming
 
 
-def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
-    """Count a host's non-archived sessions and those active within idle_after, in one round trip."""
+SYSTEM_ROWS = {"includeGlobal": True, "includeUnknown": True}  # the listed rows with `global` and `unknown`
+ALL_ROWS = {"archived": "all", **SYSTEM_ROWS}  # every row a listing can show (2026.9; 2026.4 has no archive)
+SPLIT_PAGE = 1000  # rows per page when listing for the split: large pages are far cheaper than many small ones
+
+
+@dataclass(frozen=True)
+class Splitting:
+    """What a check needs to split hosts' sessions by agent and kind: cleanup's rules (what is idle and closable),
+    when the latest split of each host was counted, and attribution.every and the warning threshold (when to list)."""
+
+    rules: Cleanup
+    now: float
+    warning: float
+    every: float
+    last_as_of: dict  # host name -> the cached split's as_of
+
+
+def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
+    """Count a host's sessions (what its `count` names) and those active within idle_after, with status's count per
+    agent, in one round trip; then, when a split is due (attribution.due), list every row for it."""
     started = time.monotonic()
     minutes = max(1, math.ceil(idle_after / 60))
     with gateway.connect(host, [gateway.READ], identities) as connection:
-        total, active = _counts(connection, [("sessions.list", {"limit": 1}),
-                                             ("sessions.list", {"limit": 1, "activeMinutes": minutes})])
-        if total is None:  # releases without totalCount (2026.4) return every row when no limit is given
-            total, active = _counts(connection, [("sessions.list", {}), ("sessions.list", {"activeMinutes": minutes})])
+        archive = connection.hello.protocol >= 4  # 2026.4 refuses `archived` (and has no archive)
+        counted = set(host.count)
+        # listed only: today's figure; everything: status's; between them, what separates the classes
+        classes_needed = counted not in ({attribution.LISTED}, set(COUNTABLE))
+        calls = [("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 1, "activeMinutes": minutes}),
+                 ("status", {})]
+        if classes_needed:
+            calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
+            if archive:
+                calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
+        answers = connection.call_many(calls)
+        agents, status_count = _agent_counts(answers.pop(2), host)
+        rows = None  # 2026.4's rows, which come with its counts
+        if gateway.total_count(_answer(answers[0])) is None:  # 2026.4: no totalCount; every row when no limit
+            answers = connection.call_many([(method, {k: v for k, v in params.items() if k != "limit"})
+                                            for method, params in calls if method != "status"])
+            rows = _rows(answers[-1] if classes_needed else answers[0])
+        listed, active, *others = (_session_count(_answer(a), rows is None) for a in answers)
+        classes = _classes(status_count, listed, *others)
+        total = (listed if counted == {attribution.LISTED} else
+                 status_count if counted == set(COUNTABLE) else attribution.usage_count(classes, host.count))
+        reading = Reading(count=total, limit=host.limit, idle=max(0, listed - active) if active is not None else None)
+        split = None
+        if splitting and attribution.due(reading.usage, splitting.warning, splitting.last_as_of.get(host.name),
+                                         splitting.every, splitting.now):
+            rows = _every_row(connection, ALL_ROWS if archive else SYSTEM_ROWS) if rows is None else rows
+            split = attribution.split(rows, agents, splitting.rules, splitting.now, connection.hello.main_session_key)
         version = connection.hello.server_version
-    reading = Reading(count=total, limit=host.limit, idle=max(0, total - active) if active is not None else None)
-    return Poll(host, reading, server_version=version, elapsed=time.monotonic() - started)
+    return Poll(host, reading, classes=classes, split=split, server_version=version,
+                elapsed=time.monotonic() - started, agents=agents)
 
 
-def _counts(connection, calls) -> tuple[int | None, int | None]:
-    counts = []
-    for answer in connection.call_many(calls):
-        if isinstance(answer, gateway.GatewayError):
-            raise answer
-        counts.append(_session_count(answer, bool(calls[0][1])))
-    return counts[0], counts[1]
+def _answer(answer):
+    if isinstance(answer, gateway.GatewayError):
+        raise answer
+    return answer
+
+
+def _agent_counts(status, host: Host) -> tuple[dict | None, int | None]:
+    """status's sessions per agent ({agentId: count}) and in all, each None when it has none (or the call failed).
+    A host whose usage counts more than the listed sessions needs the count: a GatewayError without it."""
+    sessions = status.get("sessions") if isinstance(status, dict) else None
+    count = sessions.get("count") if isinstance(sessions, dict) else None
+    count = count if type(count) is int and count >= 0 else None
+    if count is None and host.count != (attribution.LISTED,):
+        if isinstance(status, gateway.GatewayError):
+            raise status
+        raise gateway.GatewayError("PROTOCOL", f"{host.name}: status answered without sessions.count, which its "
+                                               f"count ({', '.join(host.count)}) needs")
+    if not isinstance(sessions, dict):
+        return None, None
+    entries = sessions.get("byAgent")
+    if not isinstance(entries, list):
+        return None, count
+    agents = {e["agentId"]: e["count"] for e in entries if isinstance(e, dict) and isinstance(e.get("agentId"), str)
+              and type(e.get("count")) is int and e["count"] >= 0}
+    return agents, count
+
+
+def _classes(status_count: int | None, listed: int, with_system: int | None = None,
+             every_row: int | None = None) -> dict:
+    """The cheap counts by class (settings.model.COUNTABLE) as far as this read tells them apart. The listings are
+    not one snapshot: a class the store's changes between them would make negative counts as none."""
+    classes = {attribution.LISTED: listed}
+    if with_system is not None:
+        classes[attribution.SYSTEM] = max(0, with_system - listed)
+        every_row = with_system if every_row is None else every_row  # 2026.4: nothing is archived
+        classes[attribution.ARCHIVED] = max(0, every_row - with_system)
+    if status_count is not None and every_row is not None:
+        classes[attribution.CRON_RUN] = max(0, status_count - every_row)
+    return classes
+
+
+def _rows(payload) -> list[dict]:
+    rows = _answer(payload).get("sessions")
+    if not isinstance(rows, list):
+        raise gateway.GatewayError("PROTOCOL", "sessions.list answered without a sessions list")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _every_row(connection, which: dict) -> list[dict]:
+    """Every row a listing with `which` shows, in pages of SPLIT_PAGE: the first page says how many there are, the
+    others are asked for at once. A key on two pages counts once."""
+    first = connection.call("sessions.list", {"limit": SPLIT_PAGE, **which})
+    offsets = range(SPLIT_PAGE, gateway.total_count(first) or 0, SPLIT_PAGE)
+    pages = [first, *(_answer(page) for page in connection.call_many(
+        [("sessions.list", {"limit": SPLIT_PAGE, "offset": offset, **which}) for offset in offsets]))]
+    return list({r.get("key"): r for page in pages for r in _rows(page)}.values())
 
 
 def _session_count(payload: dict, paged: bool) -> int | None:
@@ -70,9 +160,9 @@ def _session_count(payload: dict, paged: bool) -> int | None:
 
 
 def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore,
-               concurrency: int = gateway.DEFAULT_CONCURRENCY) -> list[Poll]:
+               concurrency: int = gateway.DEFAULT_CONCURRENCY, splitting: Splitting | None = None) -> list[Poll]:
     def poll(host):
-        return read_host(host, idle_after, identities)
+        return read_host(host, idle_after, identities, splitting)
 
     polls = []
     for host, result in zip(hosts, gateway.concurrently(poll, hosts, concurrency)):

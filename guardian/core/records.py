@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from guardian.core.attribution import Split
 from guardian.core.forecast import Forecast
 from guardian.settings.model import Host
 
@@ -89,9 +90,12 @@ class Poll:
 
     host: Host
     reading: Reading | None = None
+    classes: dict | None = None  # the cheap counts by what usage may count (settings.model.COUNTABLE), as far as read
+    split: Split | None = None  # by agent and kind, when this poll listed rows for it (attribution.due)
     error: str | None = None
     server_version: str | None = None
     elapsed: float = 0.0
+    agents: dict | None = None  # sessions per agent id (status's sessions.byAgent); None: not read
 
 
 @dataclass(frozen=True)

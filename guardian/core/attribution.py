@@ -1,0 +1,158 @@
+"""Who holds a host's sessions: per agent and per kind, how many, how many are idle past that agent's idle_after,
+how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split.
+
+Cleanup's own rules decide what is closable (planner.plan, without the per-run cap): nothing here repeats them.
+What usage counts (`hosts.<name>.count`) is the sum of some of the classes below; see usage_count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from guardian.core.planner import agent_of, flagged, plan
+from guardian.settings.model import COUNTABLE, Cleanup
+
+# What a host's usage can count (settings.model.COUNTABLE), by what the gateway's cheap counts tell apart:
+# listed: what sessions.list shows (direct, group, sub-agent and cron-job sessions, not archived);
+# cron-run: agent:<id>:cron:<job>:run:<run>, never listed, counted by status, pruned by OpenClaw itself;
+# system: the `global` and `unknown` rows, listed only on request;
+# archived: archived by cleanup or an operator, until purged: status counts them, the listing does not.
+LISTED, CRON_RUN, SYSTEM, ARCHIVED = COUNTABLE
+
+# The kinds a split shows: the listed ones by the row's own classification, then the classes above.
+DIRECT, GROUP, SUBAGENT, CRON = "direct", "group", "subagent", "cron"
+KINDS = (DIRECT, GROUP, SUBAGENT, CRON, CRON_RUN, SYSTEM, ARCHIVED)
+OTHER = "other"  # what the agents past the top N hold, together (metrics)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One agent's or one kind's sessions. idle and closable are None where rows were not read (cron runs)."""
+
+    name: str
+    sessions: int
+    idle: int | None = None  # idle past that agent's idle_after (some may be kept: pinned, protected, main, running)
+    closable: int | None = None  # what cleanup would close, before its per-run cap
+
+    def as_json(self, key: str) -> dict:
+        return {key: self.name, "sessions": self.sessions, "idle": self.idle, "closable": self.closable}
+
+
+@dataclass(frozen=True)
+class Split:
+    """A host's sessions split by agent and by kind, as counted at `as_of` (epoch seconds)."""
+
+    as_of: float
+    agents: tuple[Share, ...]  # most sessions first
+    kinds: tuple[Share, ...]  # in KINDS order, only those with sessions
+
+    def as_json(self) -> dict:
+        return {"as_of": self.as_of, "agents": [s.as_json("agent") for s in self.agents],
+                "kinds": [s.as_json("kind") for s in self.kinds]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Split:
+        """The cached split back (ValueError, KeyError or TypeError if it is not one)."""
+        def shares(entries, key):
+            return tuple(Share(str(e[key]), int(e["sessions"]), _count(e.get("idle")), _count(e.get("closable")))
+                         for e in entries)
+
+        return cls(float(data["as_of"]), shares(data["agents"], "agent"), shares(data["kinds"], "kind"))
+
+
+def _count(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def kind_of(row: dict) -> str:
+    """The kind a listed row is, by the gateway's classification, else by the shape of its key (2026.4 rows have
+    neither kind nor classification for sub-agents and cron jobs)."""
+    if flagged(row, "archived"):
+        return ARCHIVED
+    key = str(row.get("key", ""))
+    if row.get("kind") in ("global", "unknown") or key in ("global", "unknown"):
+        return SYSTEM
+    parts = key.split(":")
+    classification = row.get("classification")
+    if classification == "subagent" or (classification is None and "subagent" in parts[2:3]):
+        return SUBAGENT
+    if classification == "cron" or (classification is None and "cron" in parts[2:3]):
+        return CRON
+    return GROUP if row.get("kind") == "group" else DIRECT
+
+
+def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, main_key: str | None = None,
+          default_agent: str = "main") -> Split:
+    """The split of `rows` (every listable row: archived, global and unknown ones too) beside status's per-agent
+    counts, which also count the cron runs no listing shows: an agent's sessions are status's count when there is
+    one (this instant's), the cron runs each agent holds beyond its rows are its kind `cron-run`.
+    A row with no agent (global, unknown) counts under `default_agent`, as status counts it."""
+    live = [r for r in rows if not flagged(r, "archived")]
+    verdicts = plan(live, replace(rules, max_per_run=len(live)), now, main_key)  # closable before the cap
+    idle: Counter = Counter()
+    closable: Counter = Counter()
+    by_kind_idle: Counter = Counter()
+    by_kind_closable: Counter = Counter()
+    kind_by_key = {str(r.get("key")): kind_of(r) for r in live}
+    for verdict in verdicts:
+        agent, kind = verdict.agent or default_agent, kind_by_key[verdict.key]
+        if verdict.idle_seconds is not None and verdict.idle_seconds > rules.idle_after_for(verdict.agent):
+            idle[agent] += 1
+            by_kind_idle[kind] += 1
+        if verdict.close:
+            closable[agent] += 1
+            by_kind_closable[kind] += 1
+    listed = Counter(agent_of(r) or default_agent for r in rows)
+    counted = dict(listed) if by_agent is None else {**{a: 0 for a in listed}, **by_agent}
+    agents = tuple(sorted((Share(a, n, idle[a], closable[a]) for a, n in counted.items()),
+                          key=lambda s: (-s.sessions, s.name)))
+    kinds = Counter(kind_of(r) for r in rows)
+    if by_agent is not None:
+        kinds[CRON_RUN] = sum(max(0, n - listed[a]) for a, n in by_agent.items())
+    shares = tuple(Share(k, kinds[k], None if k in (CRON_RUN, ARCHIVED) else by_kind_idle[k],
+                         None if k in (CRON_RUN, ARCHIVED) else by_kind_closable[k]) for k in KINDS if kinds[k])
+    return Split(as_of=now, agents=agents, kinds=shares)
+
+
+def holders(split_: Split | None, by_agent: dict | None, now_as_of: float) -> Split | None:
+    """The split to show now: this check's per-agent counts (status's, fresh) with the idle and closable figures of
+    the latest split (as of when it was counted); None when neither is known."""
+    if by_agent is None:
+        return split_
+    known = {s.name: s for s in split_.agents} if split_ else {}
+    agents = tuple(sorted((Share(a, n, known[a].idle if a in known else None,
+                                 known[a].closable if a in known else None) for a, n in by_agent.items()),
+                          key=lambda s: (-s.sessions, s.name)))
+    if split_ is None:
+        return Split(as_of=now_as_of, agents=agents, kinds=())
+    return replace(split_, agents=agents)
+
+
+def top(shares: tuple[Share, ...], n: int) -> list[Share]:
+    """The first n shares (most sessions first) and what the rest hold together as `other` (bounded metrics)."""
+    shown, rest = list(shares[:n]), shares[n:]
+    if rest:
+        def total(values):
+            return None if any(v is None for v in values) else sum(values)
+
+        shown.append(Share(OTHER, sum(s.sessions for s in rest), total([s.idle for s in rest]),
+                           total([s.closable for s in rest])))
+    return shown
+
+
+def due(usage: float, warning: float, last_as_of: float | None, every: float, now: float) -> bool:
+    """Whether this check lists rows for a fresh split: the host is at warning or above (who holds them matters
+    now), or the latest split is older than `attribution.every` (or there is none)."""
+    return usage >= warning or last_as_of is None or now - last_as_of >= every
+
+
+def usage_count(classes: dict, count: tuple[str, ...]) -> int:
+    """What a host's usage counts: the sum of the classes named in `hosts.<name>.count`."""
+    return sum(classes[name] for name in count)
+
+
+def growth(earlier: dict, latest: dict) -> list[tuple[str, int]]:
+    """Per-agent change from `earlier` to `latest` counts, the largest rise first (only the agents that rose)."""
+    rises = [(agent, n - earlier.get(agent, 0)) for agent, n in latest.items() if n > earlier.get(agent, 0)]
+    return sorted(rises, key=lambda r: (-r[1], r[0]))
