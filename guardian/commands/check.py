@@ -20,6 +20,7 @@ from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.peak_cache import cached_peaks
 from guardian.adapters.silences import SilenceFile, end_acks
+from guardian.adapters.splits import SplitCache
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
 from guardian.core import anomaly, attribution, policy
@@ -196,8 +197,13 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     started, hosts = time.monotonic(), config.select(host_names)
     pools = config.pools_within(hosts)
     identities = IdentityStore(config.state_dir)
+    split_cache = SplitCache(config.state_dir)
+    latest = split_cache.read()
+    splitting = Splitting(rules=config.cleanup, now=now, warning=config.alerts.thresholds["warning"],
+                          every=config.attribution.every, last_as_of={h: s.as_of for h, s in latest.items()})
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities,
-                                                config.check.concurrency)}
+                                                config.check.concurrency, splitting=splitting)}
+    latest, split_warnings = _keep_splits(split_cache, latest, polls, config, act)
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     silences = SilenceFile(config.state_dir)
@@ -209,7 +215,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                           *(subject_id("pool", name) for name in config.pools)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
             book = silences.read()
             if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
                 run_warnings = end_acks(config, silences, book, state, now)
@@ -225,26 +231,43 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
             # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
             run_warnings = _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
                 deliveries = _notify(state, subjects, (), config, now, act, backoff, audit, quiet)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *run_warnings,
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *split_warnings,
+                *run_warnings,
                 *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
 
 
+def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config: Config,
+                 act: bool) -> tuple[dict, list[str]]:
+    """The latest split of each configured host, this check's where it made one; kept in splits.json when acting."""
+    fresh = {name: p.split for name, p in polls.items() if p.split is not None}
+    latest = {name: split for name, split in {**latest, **fresh}.items() if name in config.hosts}
+    if not (act and fresh):
+        return latest, []
+    try:
+        cache.write(latest)
+    except OSError as exc:
+        return latest, [f"cannot write {cache.path} ({exc.strerror}): the next checks list rows again"]
+    return latest, []
+
+
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
-               now: float) -> list[Subject]:
+               now: float, splits: dict) -> list[Subject]:
     subjects = []
     for host in hosts:
         poll = polls[host.name]
+        holders = attribution.holders(splits.get(host.name), poll.agents) if poll.reading else None
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
+                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
+                               holders=holders, classes=poll.classes, counted=host.count))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,

@@ -43,7 +43,7 @@ class Share:
 class Split:
     """A host's sessions split by agent and by kind, as counted at `as_of` (epoch seconds)."""
 
-    as_of: float
+    as_of: float | None  # None: no rows were read yet, only status's counts per agent are known
     agents: tuple[Share, ...]  # most sessions first
     kinds: tuple[Share, ...]  # in KINDS order, only those with sessions
 
@@ -115,7 +115,7 @@ def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, m
     return Split(as_of=now, agents=agents, kinds=shares)
 
 
-def holders(split_: Split | None, by_agent: dict | None, now_as_of: float) -> Split | None:
+def holders(split_: Split | None, by_agent: dict | None) -> Split | None:
     """The split to show now: this check's per-agent counts (status's, fresh) with the idle and closable figures of
     the latest split (as of when it was counted); None when neither is known."""
     if by_agent is None:
@@ -125,7 +125,7 @@ def holders(split_: Split | None, by_agent: dict | None, now_as_of: float) -> Sp
                                  known[a].closable if a in known else None) for a, n in by_agent.items()),
                           key=lambda s: (-s.sessions, s.name)))
     if split_ is None:
-        return Split(as_of=now_as_of, agents=agents, kinds=())
+        return Split(as_of=None, agents=agents, kinds=())
     return replace(split_, agents=agents)
 
 

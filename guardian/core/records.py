@@ -132,6 +132,9 @@ class Subject:
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
     peak: dict | None = None  # the next daily peak (PeakForecast.as_json), from the hourly cache; None: no history
     quiet: Hold | None = None  # the silence, acknowledgement or window holding its alerts now, shown beside it
+    holders: Split | None = None  # a host's sessions by agent (this check's counts) and kind, idle/closable as_of
+    classes: dict | None = None  # a host's cheap counts by what usage may count (Poll.classes)
+    counted: tuple[str, ...] = ()  # what a host's usage counts (hosts.<name>.count)
 
     @property
     def id(self) -> str:
@@ -171,6 +174,7 @@ class AlertLine:
     detail: str | None = None  # what a growth or rebound anomaly found
     unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
     held: str | None = None  # on the log line: what holds it from the other channels ("silenced by 3f9a1c2e ...")
+    holders: Split | None = None  # a host's sessions by agent and kind (Subject.holders)
 
     @property
     def usage(self) -> float | None:

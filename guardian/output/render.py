@@ -11,8 +11,8 @@ import math
 from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
-from guardian.output.message import line_json
-from guardian.output.text import forecast_text, peak_text, percent, report_headline, safe, subject_label
+from guardian.output.message import holders_json, line_json
+from guardian.output.text import forecast_text, holders_text, peak_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
 
@@ -81,7 +81,8 @@ def check_json(report: CheckReport) -> dict:
                 "peak": s.peak, **quiet_json(s)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
-                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
+                        counted=list(s.counted), counts=s.classes, **holders_json(s.holders))
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -113,6 +114,10 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"idle={s.reading.idle}")
         if s.unreachable_members:
             parts.append(f"unreachable={','.join(s.unreachable_members)}")
+        if s.holders and s.holders.agents:
+            parts.append("holders=" + ",".join(f"{safe(h.name, 40).replace(' ', '?')}:{h.sessions}"
+                                               + ("" if h.closable is None else f"/{h.closable}")
+                                               for h in s.holders.agents[:3]))
         parts += forecast_plain(s.forecast)
         if s.quiet:
             parts.append(f"({s.quiet.text})")
@@ -155,7 +160,7 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Holders", "Forecast", "Note"):
         table.add_column(
             column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left"
         )
@@ -167,7 +172,7 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            forecast_text(s.forecast), Text(note),
+            Text(holders_text(s.holders)), forecast_text(s.forecast), Text(note),
         )
     return table
 
