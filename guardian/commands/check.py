@@ -368,15 +368,39 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     except (HistoryError, OSError) as exc:
         peaks = {}
         history.warnings.append(f"{exc}; this check has no peak forecast")
+    earlier = _agent_baselines(history, subjects, config, now)
     for subject in subjects:
         samples = by_subject.get(subject.id, [])
         subject.peak = peaks.get(subject.id)
         subject.forecast = forecast([(s.time, s.usage) for s in samples], critical,
                                     now, window)
+        if subject.name in earlier and subject.kind == "host":
+            since, counts = earlier[subject.name]
+            subject.growth, subject.growth_span = attribution.growth(counts, _agent_sessions(subject)), now - since
         if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
             subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now, subject.peak)
+            where = attribution.growth_text(subject.growth or [], subject.growth_span)
+            if anomaly.GROWTH in subject.anomalies and where:  # "sessions keep growing" says where
+                subject.anomalies[anomaly.GROWTH] += f"; {where}"
     return history.warnings
+
+
+def _agent_sessions(subject: Subject) -> dict:
+    return {share.name: share.sessions for share in subject.holders.agents}
+
+
+def _agent_baselines(history: History, subjects: list[Subject], config: Config, now: float) -> dict[str, tuple]:
+    """Record each host's sessions per agent; each host's first counts within the forecast window, (time, counts),
+    to measure growth from."""
+    counts = {s.name: _agent_sessions(s) for s in subjects if s.kind == "host" and s.holders is not None}
+    if not counts:
+        return {}
+    try:
+        return history.record_agents(counts, now, now - config.history.forecast_window, config.history)
+    except HistoryError as exc:
+        history.warnings.append(f"{exc}; this check has no growth by agent")
+        return {}
 
 
 def _sample(subject: Subject, now: float) -> Sample:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from guardian.core.planner import agent_of, flagged, plan
 from guardian.settings.model import COUNTABLE, Cleanup
+from guardian.settings.units import duration_text
 
 # What a host's usage can count (settings.model.COUNTABLE), by what the gateway's cheap counts tell apart:
 # listed: what sessions.list shows (direct, group, sub-agent and cron-job sessions, not archived);
@@ -156,3 +157,14 @@ def growth(earlier: dict, latest: dict) -> list[tuple[str, int]]:
     """Per-agent change from `earlier` to `latest` counts, the largest rise first (only the agents that rose)."""
     rises = [(agent, n - earlier.get(agent, 0)) for agent, n in latest.items() if n > earlier.get(agent, 0)]
     return sorted(rises, key=lambda r: (-r[1], r[0]))
+
+
+def growth_text(rises: list[tuple[str, int]], window: float, top: int = 2) -> str:
+    """'sales +18, support +4 in the last 1h': which agents grew most over the forecast window; '' when none rose."""
+    if not rises:
+        return ""
+    def printable(agent: str) -> str:  # an agent id comes from the gateway
+        return "".join(c if c.isprintable() else "?" for c in agent[:40])
+
+    agents = ", ".join(f"{printable(agent)} {n:+d}" for agent, n in rises[:top])
+    return f"{agents} in the last {duration_text(window)}"

@@ -135,6 +135,8 @@ class Subject:
     holders: Split | None = None  # a host's sessions by agent (this check's counts) and kind, idle/closable as_of
     classes: dict | None = None  # a host's cheap counts by what usage may count (Poll.classes)
     counted: tuple[str, ...] = ()  # what a host's usage counts (hosts.<name>.count)
+    growth: list | None = None  # [(agent, rise)] over growth_span, largest first; None: no earlier counts
+    growth_span: float = 0.0  # seconds from the counts growth is measured from (the forecast window, or less) to now
 
     @property
     def id(self) -> str:

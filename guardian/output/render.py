@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+from guardian.core import attribution
 from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
@@ -82,7 +83,9 @@ def check_json(report: CheckReport) -> dict:
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
-                        counted=list(s.counted), counts=s.classes, **holders_json(s.holders))
+                        counted=list(s.counted), counts=s.classes, **holders_json(s.holders),
+                        growth=None if s.growth is None else [{"agent": a, "change": n} for a, n in s.growth],
+                        growth_seconds=None if s.growth is None else round(s.growth_span))
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -118,11 +121,18 @@ def check_plain(report: CheckReport) -> str:
             parts.append("holders=" + ",".join(f"{safe(h.name, 40).replace(' ', '?')}:{h.sessions}"
                                                + ("" if h.closable is None else f"/{h.closable}")
                                                for h in s.holders.agents[:3]))
+        if s.growth:
+            parts.append("grew=" + ",".join(f"{safe(a, 40).replace(' ', '?')}{n:+d}" for a, n in s.growth[:3]))
         parts += forecast_plain(s.forecast)
         if s.quiet:
             parts.append(f"({s.quiet.text})")
         lines.append(" ".join(parts))
     return "\n".join(lines)
+
+
+def growth_text(subject: Subject) -> str:
+    """The agents that grew most over the forecast window, for the forecast's column."""
+    return attribution.growth_text(subject.growth or [], subject.growth_span)
 
 
 def check_nagios(report: CheckReport, thresholds: dict) -> str:
@@ -172,7 +182,8 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            Text(holders_text(s.holders)), forecast_text(s.forecast), Text(note),
+            Text(holders_text(s.holders)), Text("; ".join(p for p in (forecast_text(s.forecast), growth_text(s))
+                                                              if p)), Text(note),
         )
     return table
 
