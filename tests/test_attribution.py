@@ -3,6 +3,7 @@ row, alone and through check's read of a fake gateway; what usage counts; when r
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -209,3 +210,71 @@ def test_a_legacy_gateway_is_split_from_the_rows_it_lists_with_its_counts(tmp_pa
     assert poll.reading.count == 4 and poll.classes == {"listed": 2, "system": 1, "archived": 0, "cron-run": 1}
     assert {s.name: s.sessions for s in poll.split.kinds} == {"direct": 2, "system": 1, "cron-run": 1}
     assert len(listings) == 6  # the counts with a limit, then again without one (every row); nothing more
+
+
+# --- what every view says, through `guardian check` and `guardian doctor` --------------------------------------------
+
+
+def uneven(fake, now):
+    """sales 6 (idle, one pinned), support 2 (fresh), main 1 + a cron run: 10 sessions status counts, 9 listed."""
+    idle = int((now - 3 * 3600) * 1000)
+    for i in range(6):
+        fake.add_session(f"agent:sales:{i}", agent="sales", updated_at=idle, pinned=i == 0)
+    for i in range(2):
+        fake.add_session(f"agent:support:{i}", agent="support")
+    fake.add_session("agent:main:x", agent="main")
+    fake.add_session("agent:main:cron:nightly:run:r1", agent="main", updated_at=idle)
+
+
+def test_check_json_the_webhook_and_the_metrics_name_the_holders(fake, write_config, cli, receiver, monkeypatch,
+                                                                 tmp_path):
+    import time
+
+    from test_metrics import parse
+
+    uneven(fake, time.time())
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 11}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]}, attribution={"top": 2})
+    prom = tmp_path / "guardian.prom"
+    result = cli("check", "--config", config, "--json", "--prom-file", prom)
+    (host,) = json.loads(result.stdout)["hosts"]
+    assert host["sessions"] == 10 and host["counted"] == ["listed", "cron-run", "system"]  # the cron run counts
+    assert host["counts"] == {"listed": 9, "system": 0, "archived": 0, "cron-run": 1}
+    expected = [{"agent": "sales", "sessions": 6, "idle": 6, "closable": 5},
+                {"agent": "main", "sessions": 2, "idle": 0, "closable": 0},
+                {"agent": "support", "sessions": 2, "idle": 0, "closable": 0}]
+    assert host["holders"] == expected and host["holders_as_of"] is not None
+    assert {k["kind"]: k["sessions"] for k in host["kinds"]} == {"direct": 9, "cron-run": 1}
+    (alert,) = receiver.bodies[0]["alerts"]
+    assert alert["holders"] == expected
+    assert "held by sales 6 (5 closable), main 2, support 2, cron runs 1." in receiver.bodies[0]["text"]
+    metrics = parse(prom)
+    assert metrics["guardian_agent_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 6
+    assert metrics["guardian_agent_closable_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 5
+    assert metrics["guardian_agent_sessions", frozenset({"name": "t440", "agent": "other"}.items())] == 2  # top 2
+
+
+def test_below_warning_the_split_is_reused_until_attribution_every_and_says_as_of_when(fake, write_config, cli):
+    import time
+
+    uneven(fake, time.time())
+    config = write_config({"t440": {"url": fake.url, "token": "secret", "limit": 100}}, attribution={"every": "1h"})
+    first = json.loads(cli("check", "--config", config, "--json").stdout)["hosts"][0]
+    fake.requests.clear()
+    fake.add_session("agent:support:new", agent="support")
+    second = json.loads(cli("check", "--config", config, "--json").stdout)["hosts"][0]
+    assert not [r for r in fake.requests if r["params"].get("limit") == 1000]  # no rows listed
+    assert second["holders_as_of"] == first["holders_as_of"]
+    assert {h["agent"]: h["sessions"] for h in second["holders"]}["support"] == 3  # this check's count
+
+
+def test_doctor_lists_the_agents_and_says_what_cleanup_cannot_reach(fake, write_config, cli):
+    import time
+
+    uneven(fake, time.time())
+    result = cli("doctor", "--config", write_config({"t440": {"url": fake.url, "token": "secret", "limit": 20}}),
+                 "--format", "plain")
+    assert "agents: sales 6, main 2, support 2" in result.stdout
+    assert "usage counts: listed, cron-run, system (listed 9, system 0, archived 0, cron-run 1)" in result.stdout
+    assert "cron runs are never listed, so cleanup cannot close them" in result.stdout

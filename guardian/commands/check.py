@@ -55,41 +55,57 @@ class Splitting:
 
 
 def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
-    """Count a host's sessions (what its `count` names) and those active within idle_after, with status's count per
-    agent, in one round trip; then, when a split is due (attribution.due), list every row for it."""
+    """Count a host's sessions and split them by agent and kind when that is due (attribution.due)."""
     started = time.monotonic()
-    minutes = max(1, math.ceil(idle_after / 60))
     with gateway.connect(host, [gateway.READ], identities) as connection:
-        archive = connection.hello.protocol >= 4  # 2026.4 refuses `archived` (and has no archive)
-        counted = set(host.count)
-        # listed only: today's figure; everything: status's; between them, what separates the classes
-        classes_needed = counted not in ({attribution.LISTED}, set(COUNTABLE))
-        calls = [("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 1, "activeMinutes": minutes}),
-                 ("status", {})]
-        if classes_needed:
-            calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
-            if archive:
-                calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
-        answers = connection.call_many(calls)
-        agents, status_count = _agent_counts(answers.pop(2), host)
-        rows = None  # 2026.4's rows, which come with its counts
-        if gateway.total_count(_answer(answers[0])) is None:  # 2026.4: no totalCount; every row when no limit
-            answers = connection.call_many([(method, {k: v for k, v in params.items() if k != "limit"})
-                                            for method, params in calls if method != "status"])
-            rows = _rows(answers[-1] if classes_needed else answers[0])
-        listed, active, *others = (_session_count(_answer(a), rows is None) for a in answers)
-        classes = _classes(status_count, listed, *others)
-        total = (listed if counted == {attribution.LISTED} else
-                 status_count if counted == set(COUNTABLE) else attribution.usage_count(classes, host.count))
-        reading = Reading(count=total, limit=host.limit, idle=max(0, listed - active) if active is not None else None)
+        counts = count(connection, host, idle_after)
         split = None
-        if splitting and attribution.due(reading.usage, splitting.warning, splitting.last_as_of.get(host.name),
-                                         splitting.every, splitting.now):
-            rows = _every_row(connection, ALL_ROWS if archive else SYSTEM_ROWS) if rows is None else rows
-            split = attribution.split(rows, agents, splitting.rules, splitting.now, connection.hello.main_session_key)
+        if splitting and attribution.due(counts.reading.usage, splitting.warning,
+                                         splitting.last_as_of.get(host.name), splitting.every, splitting.now):
+            rows = counts.rows
+            if rows is None:
+                rows = _every_row(connection, ALL_ROWS if connection.hello.protocol >= 4 else SYSTEM_ROWS)
+            split = attribution.split(rows, counts.agents, splitting.rules, splitting.now,
+                                      connection.hello.main_session_key)
         version = connection.hello.server_version
-    return Poll(host, reading, classes=classes, split=split, server_version=version,
-                elapsed=time.monotonic() - started, agents=agents)
+    return Poll(host, counts.reading, classes=counts.classes, split=split, server_version=version,
+                elapsed=time.monotonic() - started, agents=counts.agents)
+
+
+@dataclass(frozen=True)
+class Counts:
+    reading: Reading
+    classes: dict  # by what usage may count (settings.model.COUNTABLE), as far as this read tells them apart
+    agents: dict | None  # status's sessions per agent
+    rows: list[dict] | None  # 2026.4's every row, which come with its counts; None on 2026.9 (counts only)
+
+
+def count(connection, host: Host, idle_after: float) -> Counts:
+    """A host's sessions (what its `count` names) and those active within idle_after, with status's count per
+    agent, in one round trip (two on 2026.4, which has no totalCount)."""
+    minutes = max(1, math.ceil(idle_after / 60))
+    counted = set(host.count)
+    # listed only: today's figure; everything: status's; between them, what separates the classes
+    classes_needed = counted not in ({attribution.LISTED}, set(COUNTABLE))
+    calls = [("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 1, "activeMinutes": minutes}),
+             ("status", {})]
+    if classes_needed:
+        calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
+        if connection.hello.protocol >= 4:  # 2026.4 refuses `archived` (and has no archive)
+            calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
+    answers = connection.call_many(calls)
+    agents, status_count = _agent_counts(answers.pop(2), host)
+    rows = None
+    if gateway.total_count(_answer(answers[0])) is None:  # 2026.4: no totalCount; every row when no limit
+        answers = connection.call_many([(method, {k: v for k, v in params.items() if k != "limit"})
+                                        for method, params in calls if method != "status"])
+        rows = _rows(answers[-1] if classes_needed else answers[0])
+    listed, active, *others = (_session_count(_answer(a), rows is None) for a in answers)
+    classes = _classes(status_count, listed, *others)
+    total = (listed if counted == {attribution.LISTED} else
+             status_count if counted == set(COUNTABLE) else attribution.usage_count(classes, host.count))
+    reading = Reading(count=total, limit=host.limit, idle=max(0, listed - active) if active is not None else None)
+    return Counts(reading, classes, agents, rows)
 
 
 def _answer(answer):

@@ -32,6 +32,7 @@ def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
     try:
         with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
             hello = connection.hello
+            _what_it_counts(result, connection, host)
     except gateway.GatewayError as exc:
         hello = exc.details.get("hello") if exc.code == "MISSING_SCOPE" else None
         if hello is None:
@@ -43,6 +44,24 @@ def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
         if scope not in hello.scopes and gateway.ADMIN not in hello.scopes:
             result.problems.append(_scope_fix(host, command, scope, hello.scopes))
     return result
+
+
+def _what_it_counts(result: Diagnosis, connection, host: Host) -> None:
+    """The agents the gateway has, what the host's usage counts, and what of that cleanup cannot reach."""
+    from guardian.commands.check import count  # one way to count, check's
+
+    try:
+        counts = count(connection, host, 7200.0)
+    except gateway.GatewayError as exc:
+        result.problems.append(f"cannot count its sessions: {exc.message}")
+        return
+    result.agents, result.counted, result.counts = counts.agents or {}, list(host.count), counts.classes
+    unreachable = {"cron-run": "cron runs are never listed, so cleanup cannot close them (OpenClaw prunes them "
+                               "itself after cron.sessionRetention, 24h by default)",
+                   "archived": "archived sessions wait for their purge; cleanup does not close them again"}
+    result.notes += [f"counted: {note}" for kind, note in unreachable.items() if kind in host.count]
+    if counts.agents is None:
+        result.notes.append("status gives no sessions per agent here: holders are counted from the rows alone")
 
 
 def _scope_fix(host: Host, command: str, scope: str, granted: list[str]) -> str:
