@@ -278,3 +278,19 @@ def test_doctor_lists_the_agents_and_says_what_cleanup_cannot_reach(fake, write_
     assert "agents: sales 6, main 2, support 2" in result.stdout
     assert "usage counts: listed, cron-run, system (listed 9, system 0, archived 0, cron-run 1)" in result.stdout
     assert "cron runs are never listed, so cleanup cannot close them" in result.stdout
+
+
+@given(name=st.text(min_size=1, max_size=80))
+def test_an_agent_id_from_the_gateway_is_printable_and_escaped_in_every_channel(name):
+    """An agent id is the gateway's text: it can neither add a line nor markup to an alert, nor mention anyone."""
+    from guardian.alerts.transports import discord_payload, slack_payload
+    from guardian.core.records import AlertLine
+    from guardian.output.message import body
+
+    holders = Split(NOW, (Share(name, 30, 20, 12), Share("support", 4, 0, 0)), (Share("cron-run", 3),))
+    line = AlertLine(subject="host:t440", kind="host", name="t440", reason="escalated", level="critical",
+                     previous="warning", count=55, limit=60, idle=20, error=None, action="act", holders=holders)
+    text = body(line)
+    assert text.isprintable() and "support 4, cron runs 3" in text
+    assert "<" not in slack_payload([line])["text"]  # no <!channel>, <@U123> or <url|link> can form
+    assert "@everyone" not in slack_payload([line])["text"] + discord_payload([line])["content"]

@@ -58,6 +58,7 @@ def _what_it_counts(result: Diagnosis, connection, host: Host) -> None:
     result.agents, result.counted, result.counts = counts.agents or {}, list(host.count), counts.classes
     unreachable = {"cron-run": "cron runs are never listed, so cleanup cannot close them (OpenClaw prunes them "
                                "itself after cron.sessionRetention, 24h by default)",
+                   "system": "the global and unknown rows are the gateway's own; cleanup does not list or close them",
                    "archived": "archived sessions wait for their purge; cleanup does not close them again"}
     result.notes += [f"counted: {note}" for kind, note in unreachable.items() if kind in host.count]
     if counts.agents is None:
