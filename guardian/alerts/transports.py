@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guardian import __version__
+from guardian.core.plan import SEVERITIES, UNREACHABLE_ALERTNAME, same_silence, usage_alertname
 from guardian.core.records import AlertLine
 from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
 from guardian.output.text import holders_text, safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
-from guardian.settings.levels import LEVELS
 from guardian.settings.model import Channel
 from guardian.settings.units import iso_time
 
@@ -233,7 +233,6 @@ def send_telegram(channel: TelegramChannel, lines, now, backoff) -> str | None:
 
 # --- Alertmanager ----------------------------------------------------------------------------
 
-SEVERITIES = LEVELS[1:]
 # A firing alert ends (endsAt) this many check intervals after it was posted, as Prometheus's rules
 # do (4 x its evaluation interval, "allow for two Eval or Alertmanager send failures"): three runs
 # in a row may be skipped or fail before a firing alert ends by itself.
@@ -269,9 +268,9 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
         if line.reason == "test":
             alerts.append(alert("SessionGuardianTest", "notice", True, ends=None))  # Alertmanager's resolve_timeout
             continue
-        alerts += [alert("SessionUsageHigh", severity, severity == line.level) for severity in SEVERITIES]
+        alerts += [alert(usage_alertname(severity), severity, severity == line.level) for severity in SEVERITIES]
         if line.kind == "host":
-            alerts.append(alert("SessionHostUnreachable", "warning", line.reason == "unreachable"))
+            alerts.append(alert(UNREACHABLE_ALERTNAME, "warning", line.reason == "unreachable"))
     return alerts
 
 
@@ -290,8 +289,6 @@ def sync_alertmanager_silences(channel: AlertmanagerChannel, wanted: list[dict],
     missing ones (one already there, from an HA twin, is not duplicated), expire the active ones by
     `created_by` no longer wanted. None when all went well, else what did not."""
     import requests
-
-    from guardian.core.plan import same_silence
 
     errors = []
     for url in channel.urls:

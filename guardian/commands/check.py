@@ -19,14 +19,15 @@ from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.peak_cache import cached_peaks
-from guardian.adapters.silences import SilenceFile, end_acks
+from guardian.adapters.silences import SilenceFile
 from guardian.adapters.splits import SplitCache
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
+from guardian.commands.silence import end_acks
 from guardian.core import anomaly, attribution, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
-from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
+from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
 
@@ -295,9 +296,9 @@ def _show_quiet(state, subjects: list[Subject], quiet: Quiet, config: Config, no
     """Give each subject what holds its alerts now (usage, or unreachable while its polls fail), to show."""
     channels = [*(c.name for c in config.alerts.channels), log_channel(config).name]
     for subject in subjects:
-        unreachable = state.subject(subject.id).failures >= config.alerts.unreachable_after
-        level = UNREACHABLE if unreachable else subject.level
-        subject.quiet = shown(quiet, subject.id, "unreachable" if unreachable else "usage", channels, level, now)
+        level = quiet_level(subject.level, state.subject(subject.id).failures, config.alerts.unreachable_after)
+        subject.quiet = shown(quiet, subject.id, "unreachable" if level == UNREACHABLE else "usage", channels, level,
+                              now)
 
 
 def _alertmanager_silences(subjects: list[Subject], config: Config, quiet: Quiet, now: float) -> list[str]:

@@ -19,6 +19,7 @@ from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import StateError
 from guardian.core.planner import (
     CLEANED,
+    HELD,
     NOT_ATTEMPTED,
     NOT_IDLE,
     PARTLY_CLEANED,
@@ -30,6 +31,8 @@ from guardian.core.planner import (
     flagged,
     plan,
 )
+from guardian.core.quiet import Quiet, cleanup_held
+from guardian.core.records import Hold
 from guardian.settings.model import Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
@@ -264,9 +267,16 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
         clock=time.time) -> list[HostCleanup]:
     """Clean every host at once; `clock` times each audit record (tests pass a moved one)."""
     identities = IdentityStore(config.state_dir)
+    quiet = Quiet(windows=tuple(config.maintenance))
+
+    def clean(host: Host) -> HostCleanup:
+        hold = cleanup_held(quiet, host.name, now)
+        if hold is not None:
+            return held(host, hold, dry_run, audit, clock)
+        return clean_host(host, rules, now, dry_run, identities, audit, clock)
+
     with lock(config.state_dir), audit.kept_open():
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, clock), hosts,
-                                       config.check.concurrency)
+        results = gateway.concurrently(clean, hosts, config.check.concurrency)
     reports = []
     for host, result in zip(hosts, results):
         if isinstance(result, HostCleanup):
@@ -282,6 +292,13 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
         audit.write(clock(), "host failed", host=host.name, dry_run=dry_run, error=message)
         reports.append(HostCleanup(host, error=message, unreachable=unreachable))
     return reports
+
+
+def held(host: Host, hold: Hold, dry_run: bool, audit: AuditLog, clock) -> HostCleanup:
+    """A host a maintenance window keeps cleanup off: not even listed, and on record with the window."""
+    audit.write(clock(), "host held", host=host.name, dry_run=dry_run, held_by=hold.kind, id=hold.id,
+                until=hold.until, why=hold.text)
+    return HostCleanup(host, status=HELD, held=hold)
 
 
 def exit_code(reports: list[HostCleanup], reserve: int, dry_run: bool) -> int:

@@ -8,6 +8,7 @@ import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from guardian.core.records import Hold
 from guardian.settings.model import Cleanup, Host
 from guardian.settings.units import duration_text
 
@@ -164,6 +165,7 @@ def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = No
 NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
 # how far a host's run got
 CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+HELD = "held"  # a maintenance window with `cleanup: false` keeps cleanup off the host: nothing listed
 
 
 @dataclass
@@ -188,6 +190,7 @@ class HostCleanup:
     error: str | None = None  # what stopped the run on this host, or went wrong after it
     unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
     status: str = NOT_CLEANED
+    held: Hold | None = None  # the window that kept cleanup off it (status HELD)
 
     def count(self, result: str) -> int:
         return sum(1 for o in self.outcomes if o.result == result)

@@ -13,6 +13,7 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import holders_json, line_json
+from guardian.output.quiet import QUIET_COLUMNS, quiet_report_json, quiet_report_text, quiet_row
 from guardian.output.text import forecast_text, holders_text, peak_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
@@ -211,6 +212,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
         limit = r.host.limit
         return {
             "name": r.host.name, "status": r.status, "error": r.error,
+            "held_by": {"kind": r.held.kind, "id": r.held.id, "until": iso_time(r.held.until), "text": r.held.text}
+            if r.held else None,
             "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
@@ -236,7 +239,7 @@ STOPPED = {NOT_CLEANED: "not cleaned: ", PARTLY_CLEANED: "partly cleaned, stoppe
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
-        return [f"{name}: not cleaned: {safe(r.error)}"]
+        return [f"{name}: not cleaned: {safe(r.held.text if r.held else r.error)}"]
     limit = r.host.limit
     kept = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common()) or "none"
     verb = "would close" if dry_run else "closed"
@@ -389,6 +392,7 @@ def report_json(report) -> dict:
             }
             for run in report.cleanups
         ],
+        "quiet": [quiet_report_json(q) for q in report.quiet],
     }
 
 
@@ -409,6 +413,7 @@ def report_plain(report) -> str:
     for run in report.cleanups:
         outcomes = " ".join(f"{result.replace(': ', '_').replace(' ', '_')}={n}" for result, n in run.results.items())
         lines.append(f"cleanup {iso_time(run.time)} {safe(run.host)} {outcomes} by={run.command}")
+    lines += [f"quiet {safe(quiet_report_text(q), 2000)}" for q in report.quiet]
     return "\n".join(lines)
 
 
@@ -451,7 +456,12 @@ def report_tables(report) -> list:
     for run in report.cleanups:
         others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
         cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
-    return [hosts, peaks, alerts, cleanups]
+    quiet = Table(title="Silences, acknowledgements and maintenance windows", title_justify="left")
+    for column in QUIET_COLUMNS:
+        quiet.add_column(column)
+    for q in report.quiet:
+        quiet.add_row(*(Text(safe(cell)) for cell in quiet_row(q)))
+    return [hosts, peaks, alerts, cleanups, *([quiet] if report.quiet else [])]
 
 
 def print_report(report, fmt: str, output: str | None) -> None:

@@ -78,7 +78,9 @@ def report_headline(report) -> str:
     """The answer at a glance: the hottest host, when it fills, what was done about it."""
     sent = sum(1 for a in report.alerts if a.counted_as)
     closed = sum(run.closed for run in report.cleanups)
-    done = (f"{sent} alert{'s' if sent != 1 else ''} sent, {closed} session{'s' if closed != 1 else ''} closed "
+    held = sum(len(q.held) for q in report.quiet)
+    done = (f"{sent} alert{'s' if sent != 1 else ''} sent{f', {held} held' if held else ''}, "
+            f"{closed} session{'s' if closed != 1 else ''} closed "
             f"by {len(report.cleanups)} cleanup{'s' if len(report.cleanups) != 1 else ''}")
     hottest = report.hottest
     if hottest is None:
