@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_cleanup import NOW, RULES_DRAWN, may_close
 
 from guardian.core import attribution
-from guardian.core.attribution import Share, Split
+from guardian.core.records import Share, Split
 from guardian.settings.model import COUNTABLE, DEFAULT_COUNT, Cleanup, Host, Protect
 from guardian.settings.secrets import Secret
 

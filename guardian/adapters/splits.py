@@ -1,4 +1,4 @@
-"""The latest split of each host's sessions by agent and kind (guardian.core.attribution.Split), in splits.json.
+"""The latest split of each host's sessions by agent and kind (guardian.core.records.Split), in splits.json.
 
 A check lists rows for a split only at warning or above, or once every attribution.every; between those it shows
 the latest split kept here, with the `as_of` it was counted at. A missing or unreadable file is no split yet.
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from guardian.adapters.files import write_private
-from guardian.core.attribution import Split
+from guardian.core.records import Split
 
 
 class SplitCache:

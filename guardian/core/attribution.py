@@ -8,9 +8,10 @@ What usage counts (`hosts.<name>.count`) is the sum of some of the classes below
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from guardian.core.planner import agent_of, flagged, plan
+from guardian.core.records import Share, Split
 from guardian.settings.model import COUNTABLE, Cleanup
 from guardian.settings.units import duration_text
 
@@ -25,45 +26,6 @@ LISTED, CRON_RUN, SYSTEM, ARCHIVED = COUNTABLE
 DIRECT, GROUP, SUBAGENT, CRON = "direct", "group", "subagent", "cron"
 KINDS = (DIRECT, GROUP, SUBAGENT, CRON, CRON_RUN, SYSTEM, ARCHIVED)
 OTHER = "other"  # what the agents past the top N hold, together (metrics)
-
-
-@dataclass(frozen=True)
-class Share:
-    """One agent's or one kind's sessions. idle and closable are None where rows were not read (cron runs)."""
-
-    name: str
-    sessions: int
-    idle: int | None = None  # idle past that agent's idle_after (some may be kept: pinned, protected, main, running)
-    closable: int | None = None  # what cleanup would close, before its per-run cap
-
-    def as_json(self, key: str) -> dict:
-        return {key: self.name, "sessions": self.sessions, "idle": self.idle, "closable": self.closable}
-
-
-@dataclass(frozen=True)
-class Split:
-    """A host's sessions split by agent and by kind, as counted at `as_of` (epoch seconds)."""
-
-    as_of: float | None  # None: no rows were read yet, only status's counts per agent are known
-    agents: tuple[Share, ...]  # most sessions first
-    kinds: tuple[Share, ...]  # in KINDS order, only those with sessions
-
-    def as_json(self) -> dict:
-        return {"as_of": self.as_of, "agents": [s.as_json("agent") for s in self.agents],
-                "kinds": [s.as_json("kind") for s in self.kinds]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Split:
-        """The cached split back (ValueError, KeyError or TypeError if it is not one)."""
-        def shares(entries, key):
-            return tuple(Share(str(e[key]), int(e["sessions"]), _count(e.get("idle")), _count(e.get("closable")))
-                         for e in entries)
-
-        return cls(float(data["as_of"]), shares(data["agents"], "agent"), shares(data["kinds"], "kind"))
-
-
-def _count(value) -> int | None:
-    return None if value is None else int(value)
 
 
 def kind_of(row: dict) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from guardian.core.attribution import CRON_RUN, Split
+from guardian.core.attribution import CRON_RUN
 from guardian.core.forecast import Forecast
-from guardian.core.records import Subject
+from guardian.core.records import Split, Subject
 from guardian.settings.units import eta_text, iso_time
 
 if TYPE_CHECKING:  # a check never needs the peak forecast's code (nor its `statistics`, 3 ms)
