@@ -168,7 +168,7 @@ def write_metrics(path: str, report, config) -> None:
     from guardian.output import metrics
 
     try:
-        metrics.write(path, report, config.alerts, config.state_dir)
+        metrics.write(path, report, config.alerts, config.state_dir, config.attribution.top)
     except (OSError, HistoryError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         click.echo(f"guardian: warning: cannot write the metrics file {path} ({reason})", err=True)

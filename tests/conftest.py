@@ -254,10 +254,13 @@ def fake_model():
 
 @pytest.fixture(scope="session")
 def real_gateways(fake_model):
-    """Three real gateways started at once: pc-a and t440 for check, lab (with a model) for cleanup."""
+    """Three real gateways started at once: pc-a and t440 for check, lab (with a model) for cleanup. t440 has three
+    agents (once agents.entries is set only the agents named there exist, so main is named too)."""
     import peer
 
-    specs = [{"name": "pc-a"}, {"name": "t440"}, {"name": "lab", "extra_config": fake_model.provider_config()}]
+    agents = {"agents": {"entries": {name.lower(): {"name": name} for name in ("Main", "Sales", "Support")}}}
+    specs = [{"name": "pc-a"}, {"name": "t440", "extra_config": agents},
+             {"name": "lab", "extra_config": fake_model.provider_config()}]
     gateways = peer.start_many(specs)
     yield {gw.name: gw for gw in gateways}
     peer.stop_many(gateways)

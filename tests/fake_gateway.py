@@ -243,10 +243,12 @@ LIST_PARAMS = _Obj({
     "agentId": NONEMPTY,
     "search": STRING,
     "label": STRING,
+    "includeGlobal": BOOLEAN,
+    "includeUnknown": BOOLEAN,
 })
 
 # 2026.4.29 rejects `offset` (measured): it has no paging at all.
-LEGACY_LIST_PARAMS = _Obj({k: v for k, v in LIST_PARAMS.props.items() if k != "offset"})
+LEGACY_LIST_PARAMS = _Obj({k: v for k, v in LIST_PARAMS.props.items() if k not in ("offset", "archived")})
 
 _DELETE_COMMON = {"key": NONEMPTY, "agentId": NONEMPTY, "deleteTranscript": BOOLEAN,
                   "archivedOnly": BOOLEAN}
@@ -343,6 +345,32 @@ class _Conn:
     seq: int = 0
     scopes: list[str] = field(default_factory=list)
     connected: bool = False
+
+
+# --- what a key says a session is (as the real gateway classifies it, measured on 2026.9.6) ------------------
+
+
+def is_cron_run(key: str) -> bool:
+    """agent:<id>:cron:<job>:run:<run>: status counts it, no sessions.list ever shows it."""
+    parts = key.split(":")
+    return len(parts) >= 6 and parts[0] == "agent" and parts[2] == "cron" and parts[4] == "run"
+
+
+def classified(key: str) -> dict:
+    """A row's `kind` and `classification` by the shape of its key."""
+    if key in ("global", "unknown"):
+        return {"kind": key, "classification": key}
+    parts = key.split(":")
+    rest = parts[2:] if parts[0] == "agent" else parts
+    if "thread" in rest:
+        return {"kind": "group", "classification": "thread"}
+    for shape in ("group", "channel"):
+        if shape in rest:
+            return {"kind": "group", "classification": shape}
+    for shape in ("subagent", "cron", "hook", "acp"):
+        if rest[:1] == [shape]:
+            return {"kind": "direct", "classification": shape}
+    return {"kind": "direct", "classification": "main" if rest == ["main"] else "custom"}
 
 
 # --- the gateway ----------------------------------------------------------------------------
@@ -497,7 +525,7 @@ class FakeGateway:
             "key": key,
             "sessionId": session_id or str(uuid.uuid4()),
             "agentId": agent,
-            "kind": "direct",
+            **classified(key),
         }
         if label is not None:
             row["label"] = label
@@ -888,7 +916,10 @@ class FakeGateway:
 
     def _sessions_list(self, params: dict) -> dict:
         now = self.clock()
-        rows = self._rows()
+        # cron runs are never listed; `global` and `unknown` only when asked for (measured on 2026.9.6)
+        rows = [r for r in self._rows() if not is_cron_run(str(r.get("key")))
+                and (r.get("kind") != "global" or params.get("includeGlobal"))
+                and (r.get("kind") != "unknown" or params.get("includeUnknown"))]
         archived = params.get("archived", False)
         if archived != "all":
             rows = [r for r in rows if bool(r.get("archived")) == archived]

@@ -228,7 +228,7 @@ def test_slack_request(fake, write_config, cli, receiver, monkeypatch):
     assert set(body) == {"text", "blocks"}
     assert body["blocks"][0]["text"]["text"] == (
         "*Session Limit Guardian*: 1 subject needs telling\n"
-        "🔴 *CRITICAL* t440 92% (55/60), up from ok. Act now, new sessions will soon be refused: "
+        "🔴 *CRITICAL* t440 92% (55/60), up from ok; held by main 55. Act now, new sessions will soon be refused: "
         "guardian cleanup --hosts t440")
 
 
@@ -261,8 +261,8 @@ def test_telegram_request(fake, write_config, cli, receiver, monkeypatch):
     assert json.loads(request["body"]) == {
         "chat_id": "-1001234", "parse_mode": "HTML", "link_preview_options": {"is_disabled": True},
         "text": "<b>Session Limit Guardian</b>: 1 subject needs telling\n"
-                "🟠 <b>WARNING</b> t440 83% (50/60), up from ok. Close idle sessions now: guardian cleanup --hosts "
-                "t440; if usage keeps climbing, look for an agent leaking sessions"}
+                "🟠 <b>WARNING</b> t440 83% (50/60), up from ok; held by main 50. Close idle sessions now: "
+                "guardian cleanup --hosts t440; if usage keeps climbing, look for an agent leaking sessions"}
 
 
 def test_alertmanager_requests_to_every_replica_then_resolved(fake, write_config, receivers):
@@ -431,7 +431,7 @@ def test_email_over_starttls_with_login(fake, write_config, cli, mail_servers, c
     assert message["To"] == "oncall@ops.example, b@ops.example" and message["Message-ID"].endswith("@ops.example>")
     assert message.get_content() == (
         "Session Limit Guardian: 1 subject needs telling\n- CRITICAL t440 92% (55/60), "
-        "up from ok. Act now, new sessions will soon be refused: guardian cleanup --hosts t440\n"
+        "up from ok; held by main 55. Act now, new sessions will soon be refused: guardian cleanup --hosts t440\n"
     )
 
 
@@ -511,7 +511,7 @@ def test_apprise_url(fake, write_config, cli, receiver, monkeypatch):
     (body,) = receiver.bodies
     assert receiver.requests[0]["path"] == "/notify"
     assert (body["title"], body["type"]) == ("Session Limit Guardian: 1 subject needs telling", "failure")
-    assert body["message"].startswith("CRITICAL t440 92% (55/60), up from ok.")
+    assert body["message"].startswith("CRITICAL t440 92% (55/60), up from ok; held by main 55.")
     receiver.status = 500
     set_sessions(fake, 10)
     result = cli("check", "--config", config, "-q")

@@ -105,7 +105,9 @@ def test_growth_notice_after_two_checks_in_a_row_then_its_cooldown(
     assert (
         growth["dedup_key"] == "guardian/host/a/growth" and growth["alert"] == "growth" and growth["level"] == "notice"
     )
-    assert growth["detail"] == "forecast to reach critical in 14m at +60.0 sessions/h (fit r² 1.00)"
+    # which agent grew, over the checks since the forecast window began: "sessions keep growing" says where
+    assert growth["detail"] == ("forecast to reach critical in 14m at +60.0 sessions/h (fit r² 1.00); "
+                                "main +6 in the last 6m")
     assert "guardian report --hosts a" in growth["action"]
     memory = read_state(state_dir)["subjects"]["host:a/growth"]["channels"]["webhook-1"]
     assert memory["told_at"] == {"growth": T0 + 6 * MIN}  # so repeated 30 min (cooldown.growth) later
@@ -257,6 +259,19 @@ def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
         assert all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
 
 
+def test_a_version_2_history_gets_per_agent_counts_and_keeps_its_rows_and_rollups(tmp_path):
+    history = History(tmp_path)
+    samples = [Sample(T0 + 30 * i, "host", "a", i, 10, 10.0 * i, "ok", None, True) for i in range(3)]
+    history.record(samples, T0, HistorySettings())
+    db = sqlite3.connect(tmp_path / "history.db")
+    db.executescript("DROP TABLE agent_samples; PRAGMA user_version = 2;")  # as version 2 left it
+    db.close()
+    assert history.read([("host", "a")], 0, 2 * T0) == samples
+    assert history.record_agents({"a": {"sales": 3}}, T0 + 90, T0, HistorySettings()) == {}
+    assert history.record_agents({"a": {"sales": 5}}, T0 + 120, T0, HistorySettings()) == {"a": (T0 + 90, {"sales": 3})}
+    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == 3
+
+
 def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "history.db")
     db.executescript((DATA / "history-v1.sql").read_text())
@@ -266,7 +281,7 @@ def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_p
     history = History(tmp_path)
     assert history.read([("host", "a"), ("host", "b")], 0, 2 * T0) == rows  # opening it upgrades it, keeping every row
     db = sqlite3.connect(tmp_path / "history.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     rolled = db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall()
     last = rows[-1].time
     assert rolled == [(300, sum(1 for s in rows if s.time < last // 300 * 300)),

@@ -228,7 +228,7 @@ def run_step(monkeypatch):
     """check.run with this step's polls and this step's channel answers; history is not used here."""
     state = {}
 
-    def poll_hosts(hosts, idle_after, identities, concurrency):
+    def poll_hosts(hosts, idle_after, identities, concurrency, splitting=None):
         usage, agents = dict(zip(HOSTS, state["step"].usage)), dict(zip(HOSTS, state["step"].agents))
         return [Poll(h, error=f"{h.name}: refused") if usage[h.name] is DOWN
                 else Poll(h, Reading(count=usage[h.name], limit=h.limit), agents={AGENT: agents[h.name]})

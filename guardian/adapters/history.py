@@ -32,7 +32,7 @@ from guardian.core.policy import level_for
 from guardian.core.records import Sample
 from guardian.settings.levels import LEVELS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SAMPLES = """
 CREATE TABLE samples (
   time REAL NOT NULL,         -- epoch seconds of the check
@@ -75,6 +75,16 @@ CREATE TABLE rolled (resolution INTEGER PRIMARY KEY, until REAL NOT NULL);  -- s
 -- raw samples are complete from `before` on
 CREATE TABLE pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before REAL NOT NULL);
 CREATE TABLE imports (sha256 TEXT PRIMARY KEY, rows INTEGER NOT NULL, time REAL NOT NULL);
+"""
+# version 3: each host's sessions per agent at each check (status's byAgent), for growth by agent; raw only
+AGENT_SAMPLES = """
+CREATE TABLE agent_samples (
+  name TEXT NOT NULL,         -- the host
+  time REAL NOT NULL,         -- epoch seconds of the check
+  agent TEXT NOT NULL,
+  sessions INTEGER NOT NULL,
+  PRIMARY KEY (name, time, agent)
+) WITHOUT ROWID;
 """
 RESOLUTIONS = (300, 3600)
 MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
@@ -202,6 +212,23 @@ class History:
             rolled = self._roll_up(db, now)
             self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, rolled)
             return _recent(db, sorted({(s.kind, s.name) for s in samples}), since, now, before)
+
+    def record_agents(self, counts: dict[str, dict], now: float, since: float, keep) -> dict[str, dict]:
+        """Append each host's sessions per agent at `now` ({host: {agent: sessions}}), drop its rows past
+        `keep.retention`, and return each host's first check since `since` (before `now`), (time, {agent: sessions}):
+        what growth by agent is measured from."""
+        with self._transaction(write=True) as db:
+            db.executemany("INSERT OR REPLACE INTO agent_samples VALUES (?, ?, ?, ?)",
+                           [(host, now, agent, n) for host, agents in counts.items() for agent, n in agents.items()])
+            earlier = {}
+            for host in counts:  # by the primary key, per host: no index on time alone to keep
+                db.execute("DELETE FROM agent_samples WHERE name = ? AND time < ?", (host, now - keep.retention))
+                first = db.execute("SELECT min(time) FROM agent_samples WHERE name = ? AND time >= ? AND time < ?",
+                                   (host, since, now)).fetchone()[0]
+                if first is not None:
+                    earlier[host] = first, dict(db.execute("SELECT agent, sessions FROM agent_samples WHERE name = ? "
+                                                           "AND time = ?", (host, first)).fetchall())
+            return earlier
 
     def read(self, subjects: list[tuple[str, str]], since: float, until: float) -> list[Sample]:
         """The raw rows of these (kind, name) subjects from `since` to `until`, oldest first."""
@@ -491,15 +518,17 @@ def _statements(script: str) -> list[str]:
 
 
 def _upgrade(db) -> None:
-    """Create the schema, or bring a version 1 file (raw samples only) to version 2 by rolling up all its rows:
-    once, under the write lock, whoever opens it first."""
+    """Create the schema, or bring an older file up to date: a version 1 file (raw samples only) to version 2 by
+    rolling up all its rows, a version 2 file to 3 by adding agent_samples: once, under the write lock, whoever
+    opens it first."""
     db.execute("BEGIN IMMEDIATE")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version < SCHEMA_VERSION:
-        for statement in _statements((SAMPLES if version == 0 else "") + ROLLUPS):
+        script = (SAMPLES if version == 0 else "") + (ROLLUPS if version < 2 else "") + AGENT_SAMPLES
+        for statement in _statements(script):
             db.execute(statement)  # not executescript: it would commit, and let another process in
         oldest, latest = db.execute("SELECT min(time), max(time) FROM samples").fetchone()
-        if latest is not None:  # version 1 pruned by age: what is left is complete from its oldest row
+        if latest is not None and version < 2:  # version 1 pruned by age: what is left is complete from its oldest row
             History._roll_up(db, latest)
             db.execute("INSERT INTO pruned VALUES (1, ?)", (oldest,))
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

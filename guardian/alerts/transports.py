@@ -21,7 +21,7 @@ from guardian import __version__
 from guardian.core.plan import SEVERITIES, UNREACHABLE_ALERTNAME, same_silence, usage_alertname
 from guardian.core.records import AlertLine
 from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
-from guardian.output.text import safe
+from guardian.output.text import holders_text, safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
 from guardian.settings.model import Channel
 from guardian.settings.units import iso_time
@@ -256,7 +256,8 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
             line.kind: line.name}
         annotations = {"summary": line_text(line), "description": line.action, "dedup_key": line.dedup_key}
         annotations.update({key: str(value) for key, value in (("usage", line.usage), ("count", line.count),
-                                                                ("limit", line.limit), ("idle", line.idle))
+                                                                ("limit", line.limit), ("idle", line.idle),
+                                                                ("holders", holders_text(line.holders) or None))
                             if value is not None})
 
         def alert(name: str, severity: str, firing: bool, ends: float | None = now + valid_for) -> dict:

@@ -11,7 +11,7 @@ import contextlib
 import math
 import socket
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
@@ -20,15 +20,16 @@ from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.peak_cache import cached_peaks
 from guardian.adapters.silences import SilenceFile
+from guardian.adapters.splits import SplitCache
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
 from guardian.commands.silence import end_acks
-from guardian.core import anomaly, policy
+from guardian.core import anomaly, attribution, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
-from guardian.settings.model import Config, Host, Pool
+from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
 
 if TYPE_CHECKING:
     from guardian.alerts.transports import Backoff
@@ -37,27 +38,133 @@ if TYPE_CHECKING:
 REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check that saw it coming
 
 
-def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
-    """Count a host's non-archived sessions and those active within idle_after, in one round trip."""
+SYSTEM_ROWS = {"includeGlobal": True, "includeUnknown": True}  # the listed rows with `global` and `unknown`
+ALL_ROWS = {"archived": "all", **SYSTEM_ROWS}  # every row a listing can show (2026.9; 2026.4 has no archive)
+SPLIT_PAGE = 1000  # rows per page when listing for the split: large pages are far cheaper than many small ones
+
+
+@dataclass(frozen=True)
+class Splitting:
+    """What a check needs to split hosts' sessions by agent and kind: cleanup's rules (what is idle and closable),
+    when the latest split of each host was counted, and attribution.every and the warning threshold (when to list)."""
+
+    rules: Cleanup
+    now: float
+    warning: float
+    every: float
+    last_as_of: dict  # host name -> the cached split's as_of
+
+
+def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
+    """Count a host's sessions and split them by agent and kind when that is due (attribution.due)."""
     started = time.monotonic()
-    minutes = max(1, math.ceil(idle_after / 60))
     with gateway.connect(host, [gateway.READ], identities) as connection:
-        total, active = _counts(connection, [("sessions.list", {"limit": 1}),
-                                             ("sessions.list", {"limit": 1, "activeMinutes": minutes})])
-        if total is None:  # releases without totalCount (2026.4) return every row when no limit is given
-            total, active = _counts(connection, [("sessions.list", {}), ("sessions.list", {"activeMinutes": minutes})])
+        counts = count(connection, host, idle_after)
+        split = None
+        if splitting and attribution.due(counts.reading.usage, splitting.warning,
+                                         splitting.last_as_of.get(host.name), splitting.every, splitting.now):
+            rows = counts.rows
+            if rows is None:
+                rows = _every_row(connection, ALL_ROWS if connection.hello.protocol >= 4 else SYSTEM_ROWS)
+            split = attribution.split(rows, counts.agents, splitting.rules, splitting.now,
+                                      connection.hello.main_session_key)
         version = connection.hello.server_version
-    reading = Reading(count=total, limit=host.limit, idle=max(0, total - active) if active is not None else None)
-    return Poll(host, reading, server_version=version, elapsed=time.monotonic() - started)
+    return Poll(host, counts.reading, classes=counts.classes, split=split, server_version=version,
+                elapsed=time.monotonic() - started, agents=counts.agents)
 
 
-def _counts(connection, calls) -> tuple[int | None, int | None]:
-    counts = []
-    for answer in connection.call_many(calls):
-        if isinstance(answer, gateway.GatewayError):
-            raise answer
-        counts.append(_session_count(answer, bool(calls[0][1])))
-    return counts[0], counts[1]
+@dataclass(frozen=True)
+class Counts:
+    reading: Reading
+    classes: dict  # by what usage may count (settings.model.COUNTABLE), as far as this read tells them apart
+    agents: dict | None  # status's sessions per agent
+    rows: list[dict] | None  # 2026.4's every row, which come with its counts; None on 2026.9 (counts only)
+
+
+def count(connection, host: Host, idle_after: float) -> Counts:
+    """A host's sessions (what its `count` names) and those active within idle_after, with status's count per
+    agent, in one round trip (two on 2026.4, which has no totalCount)."""
+    minutes = max(1, math.ceil(idle_after / 60))
+    counted = set(host.count)
+    # listed only: today's figure; everything: status's; between them, what separates the classes
+    classes_needed = counted not in ({attribution.LISTED}, set(COUNTABLE))
+    calls = [("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 1, "activeMinutes": minutes}),
+             ("status", {})]
+    if classes_needed:
+        calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
+        if connection.hello.protocol >= 4:  # 2026.4 refuses `archived` (and has no archive)
+            calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
+    answers = connection.call_many(calls)
+    agents, status_count = _agent_counts(answers.pop(2), host)
+    rows = None
+    if gateway.total_count(_answer(answers[0])) is None:  # 2026.4: no totalCount; every row when no limit
+        answers = connection.call_many([(method, {k: v for k, v in params.items() if k != "limit"})
+                                        for method, params in calls if method != "status"])
+        rows = _rows(answers[-1] if classes_needed else answers[0])
+    listed, active, *others = (_session_count(_answer(a), rows is None) for a in answers)
+    classes = _classes(status_count, listed, *others)
+    total = (listed if counted == {attribution.LISTED} else
+             status_count if counted == set(COUNTABLE) else attribution.usage_count(classes, host.count))
+    reading = Reading(count=total, limit=host.limit, idle=max(0, listed - active) if active is not None else None)
+    return Counts(reading, classes, agents, rows)
+
+
+def _answer(answer):
+    if isinstance(answer, gateway.GatewayError):
+        raise answer
+    return answer
+
+
+def _agent_counts(status, host: Host) -> tuple[dict | None, int | None]:
+    """status's sessions per agent ({agentId: count}) and in all, each None when it has none (or the call failed).
+    A host whose usage counts more than the listed sessions needs the count: a GatewayError without it."""
+    sessions = status.get("sessions") if isinstance(status, dict) else None
+    count = sessions.get("count") if isinstance(sessions, dict) else None
+    count = count if type(count) is int and count >= 0 else None
+    if count is None and host.count != (attribution.LISTED,):
+        if isinstance(status, gateway.GatewayError):
+            raise status
+        raise gateway.GatewayError("PROTOCOL", f"{host.name}: status answered without sessions.count, which its "
+                                               f"count ({', '.join(host.count)}) needs")
+    if not isinstance(sessions, dict):
+        return None, None
+    entries = sessions.get("byAgent")
+    if not isinstance(entries, list):
+        return None, count
+    agents = {e["agentId"]: e["count"] for e in entries if isinstance(e, dict) and isinstance(e.get("agentId"), str)
+              and type(e.get("count")) is int and e["count"] >= 0}
+    return agents, count
+
+
+def _classes(status_count: int | None, listed: int, with_system: int | None = None,
+             every_row: int | None = None) -> dict:
+    """The cheap counts by class (settings.model.COUNTABLE) as far as this read tells them apart. The listings are
+    not one snapshot: a class the store's changes between them would make negative counts as none."""
+    classes = {attribution.LISTED: listed}
+    if with_system is not None:
+        classes[attribution.SYSTEM] = max(0, with_system - listed)
+        every_row = with_system if every_row is None else every_row  # 2026.4: nothing is archived
+        classes[attribution.ARCHIVED] = max(0, every_row - with_system)
+    if status_count is not None and every_row is not None:
+        classes[attribution.CRON_RUN] = max(0, status_count - every_row)
+    return classes
+
+
+def _rows(payload) -> list[dict]:
+    rows = _answer(payload).get("sessions")
+    if not isinstance(rows, list):
+        raise gateway.GatewayError("PROTOCOL", "sessions.list answered without a sessions list")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _every_row(connection, which: dict) -> list[dict]:
+    """Every row a listing with `which` shows, in pages of SPLIT_PAGE: the first page says how many there are, the
+    others are asked for at once. A key on two pages counts once."""
+    first = connection.call("sessions.list", {"limit": SPLIT_PAGE, **which})
+    offsets = range(SPLIT_PAGE, gateway.total_count(first) or 0, SPLIT_PAGE)
+    pages = [first, *(_answer(page) for page in connection.call_many(
+        [("sessions.list", {"limit": SPLIT_PAGE, "offset": offset, **which}) for offset in offsets]))]
+    return list({r.get("key"): r for page in pages for r in _rows(page)}.values())
 
 
 def _session_count(payload: dict, paged: bool) -> int | None:
@@ -71,9 +178,9 @@ def _session_count(payload: dict, paged: bool) -> int | None:
 
 
 def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore,
-               concurrency: int = gateway.DEFAULT_CONCURRENCY) -> list[Poll]:
+               concurrency: int = gateway.DEFAULT_CONCURRENCY, splitting: Splitting | None = None) -> list[Poll]:
     def poll(host):
-        return read_host(host, idle_after, identities)
+        return read_host(host, idle_after, identities, splitting)
 
     polls = []
     for host, result in zip(hosts, gateway.concurrently(poll, hosts, concurrency)):
@@ -121,8 +228,13 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     started, hosts = time.monotonic(), config.select(host_names)
     pools = config.pools_within(hosts)
     identities = IdentityStore(config.state_dir)
+    split_cache = SplitCache(config.state_dir)
+    latest = split_cache.read()
+    splitting = Splitting(rules=config.cleanup, now=now, warning=config.alerts.thresholds["warning"],
+                          every=config.attribution.every, last_as_of={h: s.as_of for h, s in latest.items()})
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities,
-                                                config.check.concurrency)}
+                                                config.check.concurrency, splitting=splitting)}
+    latest, split_warnings = _keep_splits(split_cache, latest, polls, config, act)
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     silences = SilenceFile(config.state_dir)
@@ -134,7 +246,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                           *(subject_id("pool", name) for name in config.pools), *agent_subject_ids(config)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
             book = silences.read()
             if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
                 run_warnings = end_acks(config, silences, book, state, now)
@@ -150,26 +262,43 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
             # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
             run_warnings = _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
                 deliveries = _notify(state, subjects, (), config, now, act, backoff, audit, quiet)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *run_warnings,
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *split_warnings,
+                *run_warnings,
                 *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
 
 
+def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config: Config,
+                 act: bool) -> tuple[dict, list[str]]:
+    """The latest split of each configured host, this check's where it made one; kept in splits.json when acting."""
+    fresh = {name: p.split for name, p in polls.items() if p.split is not None}
+    latest = {name: split for name, split in {**latest, **fresh}.items() if name in config.hosts}
+    if not (act and fresh):
+        return latest, []
+    try:
+        cache.write(latest)
+    except OSError as exc:
+        return latest, [f"cannot write {cache.path} ({exc.strerror}): the next checks list rows again"]
+    return latest, []
+
+
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
-               now: float) -> list[Subject]:
+               now: float, splits: dict) -> list[Subject]:
     subjects = []
     for host in hosts:
         poll = polls[host.name]
+        holders = attribution.holders(splits.get(host.name), poll.agents) if poll.reading else None
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
+                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
+                               holders=holders, classes=poll.classes, counted=host.count))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
@@ -276,15 +405,39 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     except (HistoryError, OSError) as exc:
         peaks = {}
         history.warnings.append(f"{exc}; this check has no peak forecast")
+    earlier = _agent_baselines(history, subjects, config, now)
     for subject in subjects:
         samples = by_subject.get(subject.id, [])
         subject.peak = peaks.get(subject.id)
         subject.forecast = forecast([(s.time, s.usage) for s in samples], critical,
                                     now, window)
+        if subject.name in earlier and subject.kind == "host":
+            since, counts = earlier[subject.name]
+            subject.growth, subject.growth_span = attribution.growth(counts, _agent_sessions(subject)), now - since
         if subject.full_reading is not None:
             ran_here = [c for c in cleanups if subject.kind == "host" and c.host == subject.name]
             subject.anomalies = anomaly.find(samples, ran_here, config.alerts, window, now, subject.peak)
+            where = attribution.growth_text(subject.growth or [], subject.growth_span)
+            if anomaly.GROWTH in subject.anomalies and where:  # "sessions keep growing" says where
+                subject.anomalies[anomaly.GROWTH] += f"; {where}"
     return history.warnings
+
+
+def _agent_sessions(subject: Subject) -> dict:
+    return {share.name: share.sessions for share in subject.holders.agents}
+
+
+def _agent_baselines(history: History, subjects: list[Subject], config: Config, now: float) -> dict[str, tuple]:
+    """Record each host's sessions per agent; each host's first counts within the forecast window, (time, counts),
+    to measure growth from."""
+    counts = {s.name: _agent_sessions(s) for s in subjects if s.kind == "host" and s.holders is not None}
+    if not counts:
+        return {}
+    try:
+        return history.record_agents(counts, now, now - config.history.forecast_window, config.history)
+    except HistoryError as exc:
+        history.warnings.append(f"{exc}; this check has no growth by agent")
+        return {}
 
 
 def _sample(subject: Subject, now: float) -> Sample:

@@ -32,6 +32,7 @@ def diagnose(host: Host, identities: IdentityStore, mode: str) -> Diagnosis:
     try:
         with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
             hello = connection.hello
+            _what_it_counts(result, connection, host)
     except gateway.GatewayError as exc:
         hello = exc.details.get("hello") if exc.code == "MISSING_SCOPE" else None
         if hello is None:
@@ -50,6 +51,23 @@ def _cleanup_mode(configured: str, hello: gateway.Hello) -> str:
     if configured != ARCHIVE:
         return f"{configured} (cleanup.mode)"
     return ARCHIVE if hello.can_archive else f"delete ({hello.server_version} has no archive)"
+def _what_it_counts(result: Diagnosis, connection, host: Host) -> None:
+    """The agents the gateway has, what the host's usage counts, and what of that cleanup cannot reach."""
+    from guardian.commands.check import count  # one way to count, check's
+
+    try:
+        counts = count(connection, host, 7200.0)
+    except gateway.GatewayError as exc:
+        result.problems.append(f"cannot count its sessions: {exc.message}")
+        return
+    result.agents, result.counted, result.counts = counts.agents or {}, list(host.count), counts.classes
+    unreachable = {"cron-run": "cron runs are never listed, so cleanup cannot close them (OpenClaw prunes them "
+                               "itself after cron.sessionRetention, 24h by default)",
+                   "system": "the global and unknown rows are the gateway's own; cleanup does not list or close them",
+                   "archived": "archived sessions wait for their purge; cleanup does not close them again"}
+    result.notes += [f"counted: {note}" for kind, note in unreachable.items() if kind in host.count]
+    if counts.agents is None:
+        result.notes.append("status gives no sessions per agent here: holders are counted from the rows alone")
 
 
 def _scope_fix(host: Host, command: str, scope: str, granted: list[str]) -> str:

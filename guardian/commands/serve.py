@@ -110,10 +110,10 @@ class Service:
         if report.error:  # the state dir could not be used: the alerts reached stderr only
             raise RuntimeError(report.error)
         try:
-            text = metrics.exposition(report, config.alerts, config.state_dir)
+            text = metrics.exposition(report, config.alerts, config.state_dir, config.attribution.top)
         except HistoryError as exc:
             self.log(f"the metrics' counters cannot be kept ({exc}); serving the gauges alone")
-            text = metrics.textfile(report, {}, config.alerts)
+            text = metrics.textfile(report, {}, config.alerts, config.attribution.top)
         self.last = LastCheck(report, check_json(report), text)
 
     def _cleanup(self, now: float) -> None:

@@ -20,6 +20,10 @@ class Diagnosis:
     device: str = "not used (loopback)"
     cleanup_mode: str | None = None  # "archive", or "delete (2026.4.29 has no archive)", once reached
     problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
+    agents: dict = field(default_factory=dict)  # the agents the gateway has, with their sessions (status)
+    counted: list[str] = field(default_factory=list)  # what its usage counts (hosts.<name>.count)
+    counts: dict = field(default_factory=dict)  # its sessions by what usage may count, as far as told apart
+    notes: list[str] = field(default_factory=list)  # what the guardian cannot do there, said plainly
 
     @property
     def usable(self) -> bool:

@@ -260,7 +260,7 @@ def _subject_line(subject: Subject, reason: str, level: str, previous: str, fail
                      previous=previous, count=reading.count if reading else last_count, limit=subject.limit,
                      idle=reading.idle if reading else None, error=error,
                      action=suggested_action(reason, level, hosts), closed_now=subject.closed_now, detail=detail,
-                     unreachable_members=subject.unreachable_members)
+                     unreachable_members=subject.unreachable_members, holders=subject.holders)
 
 
 def sample_line(config: Config) -> AlertLine:

@@ -86,12 +86,54 @@ class CleanupRun:
         return self.results.get("closed", 0) + self.results.get("archived", 0)
 
 
+@dataclass(frozen=True)
+class Share:
+    """One agent's or one kind's sessions (guardian.core.attribution). idle and closable are None where rows were
+    not read (cron runs)."""
+
+    name: str
+    sessions: int
+    idle: int | None = None  # idle past that agent's idle_after (some may be kept: pinned, protected, main, running)
+    closable: int | None = None  # what cleanup would close, before its per-run cap
+
+    def as_json(self, key: str) -> dict:
+        return {key: self.name, "sessions": self.sessions, "idle": self.idle, "closable": self.closable}
+
+
+@dataclass(frozen=True)
+class Split:
+    """A host's sessions split by agent and by kind, as counted at `as_of` (epoch seconds)."""
+
+    as_of: float | None  # None: no rows were read yet, only status's counts per agent are known
+    agents: tuple[Share, ...]  # most sessions first
+    kinds: tuple[Share, ...]  # in KINDS order, only those with sessions
+
+    def as_json(self) -> dict:
+        return {"as_of": self.as_of, "agents": [s.as_json("agent") for s in self.agents],
+                "kinds": [s.as_json("kind") for s in self.kinds]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Split:
+        """The cached split back (ValueError, KeyError or TypeError if it is not one)."""
+        def shares(entries, key):
+            return tuple(Share(str(e[key]), int(e["sessions"]), _share_count(e.get("idle")),
+                               _share_count(e.get("closable"))) for e in entries)
+
+        return cls(float(data["as_of"]), shares(data["agents"], "agent"), shares(data["kinds"], "kind"))
+
+
+def _share_count(value) -> int | None:
+    return None if value is None else int(value)
+
+
 @dataclass
 class Poll:
     """What one host's poll found: a reading, or the error that stopped it."""
 
     host: Host
     reading: Reading | None = None
+    classes: dict | None = None  # the cheap counts by what usage may count (settings.model.COUNTABLE), as far as read
+    split: Split | None = None  # by agent and kind, when this poll listed rows for it (attribution.due)
     error: str | None = None
     server_version: str | None = None
     elapsed: float = 0.0
@@ -132,6 +174,11 @@ class Subject:
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
     peak: dict | None = None  # the next daily peak (PeakForecast.as_json), from the hourly cache; None: no history
     quiet: Hold | None = None  # the silence, acknowledgement or window holding its alerts now, shown beside it
+    holders: Split | None = None  # a host's sessions by agent (this check's counts) and kind, idle/closable as_of
+    classes: dict | None = None  # a host's cheap counts by what usage may count (Poll.classes)
+    counted: tuple[str, ...] = ()  # what a host's usage counts (hosts.<name>.count)
+    growth: list | None = None  # [(agent, rise)] over growth_span, largest first; None: no earlier counts
+    growth_span: float = 0.0  # seconds from the counts growth is measured from (the forecast window, or less) to now
 
     @property
     def id(self) -> str:
@@ -171,6 +218,7 @@ class AlertLine:
     detail: str | None = None  # what a growth or rebound anomaly found
     unreachable_members: tuple[str, ...] = ()  # a pool's members not read: count and usage are a lower bound
     held: str | None = None  # on the log line: what holds it from the other channels ("silenced by 3f9a1c2e ...")
+    holders: Split | None = None  # a host's sessions by agent and kind (Subject.holders)
 
     @property
     def usage(self) -> float | None:

@@ -9,6 +9,7 @@ import click
 
 from guardian.core.diagnosis import Diagnosis
 from guardian.core.records import Delivery
+from guardian.output.text import safe
 
 
 def print_results(results: list[Diagnosis], fmt: str) -> None:
@@ -23,6 +24,13 @@ def print_results(results: list[Diagnosis], fmt: str) -> None:
         click.echo(f"  token: {r.token}; tls: {r.tls}; device: {r.device}")
         if r.cleanup_mode:
             click.echo(f"  cleanup mode: {r.cleanup_mode}")
+        if r.reachable and r.counted:
+            agents = ", ".join(f"{safe(a, 40)} {n}" for a, n in sorted(r.agents.items(), key=lambda a: (-a[1], a[0])))
+            click.echo(f"  agents: {agents or 'none'}")
+            counts = ", ".join(f"{kind} {n}" for kind, n in r.counts.items())
+            click.echo(f"  usage counts: {', '.join(r.counted)} ({counts})")
+        for note in r.notes:
+            click.echo(f"  note: {note}")
         for problem in r.problems:
             click.echo(f"  problem: {problem}")
 

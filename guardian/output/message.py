@@ -6,7 +6,7 @@ import socket
 
 from guardian import __version__
 from guardian.core.records import RESOLVING, AlertLine
-from guardian.output.text import safe
+from guardian.output.text import holders_text, safe
 from guardian.settings.levels import RANK
 from guardian.settings.units import iso_time
 
@@ -51,7 +51,8 @@ def body(line: AlertLine) -> str:
     idle = f"; {line.idle} idle session{'s' if line.idle != 1 else ''}" if line.idle else ""
     if line.closed_now is not None:
         idle = f"; the guardian closed {line.closed_now} idle session{'s' if line.closed_now != 1 else ''} at once"
-    return f"{label} {usage}, {why}{idle}. {line.action}"
+    holders = holders_text(line.holders) if RANK[line.level] >= RANK["warning"] else ""
+    return f"{label} {usage}, {why}{idle}{f'; held by {holders}' if holders else ''}. {line.action}"
 
 
 def line_text(line: AlertLine) -> str:
@@ -63,7 +64,18 @@ def line_json(line: AlertLine, time: str) -> dict:
             "name": line.name, "alert": line.alert, "level": line.level, "previous_level": line.previous,
             "reason": line.reason, "usage": line.usage, "count": line.count, "limit": line.limit,
             "idle": line.idle, "error": line.error, "action": line.action, "closed_now": line.closed_now,
-            "detail": line.detail, "unreachable_hosts": list(line.unreachable_members), "time": time}
+            "detail": line.detail, "unreachable_hosts": list(line.unreachable_members), **holders_json(line.holders),
+            "time": time}
+
+
+def holders_json(holders) -> dict:
+    """`holders` [{agent, sessions, idle, closable}] (sessions this check's, idle and closable as of
+    `holders_as_of`), `kinds` [{kind, sessions, idle, closable}] (as of `holders_as_of`); empty when unknown."""
+    if holders is None:
+        return {"holders": [], "kinds": [], "holders_as_of": None}
+    return {"holders": [s.as_json("agent") for s in holders.agents],
+            "kinds": [s.as_json("kind") for s in holders.kinds],
+            "holders_as_of": None if holders.as_of is None else iso_time(holders.as_of)}
 
 
 def tally(lines: list[AlertLine]) -> str:

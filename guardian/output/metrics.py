@@ -20,9 +20,10 @@ from pathlib import Path
 
 from guardian.adapters.files import write_atomic
 from guardian.adapters.history import History
+from guardian.core import attribution
 from guardian.core.records import CheckReport
 from guardian.settings.levels import RANK
-from guardian.settings.model import Alerts
+from guardian.settings.model import Alerts, Attribution
 
 GAUGES = [  # name, help, value of a subject (None: no sample)
     ("guardian_sessions", "Non-archived sessions at this check.", lambda s: s.reading and s.reading.count),
@@ -77,7 +78,30 @@ def collector_errors(report: CheckReport) -> Counter:
     return increments
 
 
-def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
+AGENT_GAUGES = [  # name, help, value of an agent's share (None: not known)
+    ("guardian_agent_sessions", "Sessions an agent holds (status's count; the agents past attribution.top together "
+     "as agent=\"other\").", lambda share: share.sessions),
+    ("guardian_agent_closable_sessions", "Sessions of an agent cleanup would close, before its per-run cap, as of the "
+     "latest split (guardian_attribution_timestamp_seconds).", lambda share: share.closable),
+]
+
+
+def agent_families(report: CheckReport, top: int) -> list[str]:
+    """Per host, the `top` agents holding most sessions and `other` for the rest: a bounded label set."""
+    hosts = [s for s in report.subjects if s.kind == "host" and s.holders is not None]
+    shares = [(s, attribution.top(s.holders.agents, top)) for s in hosts]
+    lines = []
+    for name, help_text, value in AGENT_GAUGES:
+        lines += _family(name, "gauge", help_text, [(_labels({"name": s.name, "agent": share.name}), value(share))
+                                                    for s, top_shares in shares for share in top_shares
+                                                    if value(share) is not None])
+    lines += _family("guardian_attribution_timestamp_seconds", "gauge",
+                     "When the idle and closable figures per agent and kind were counted (rows listed).",
+                     [(_labels({"name": s.name}), s.holders.as_of) for s in hosts if s.holders.as_of is not None])
+    return lines
+
+
+def textfile(report: CheckReport, counters: dict, alerts: Alerts, top: int = Attribution().top) -> str:
     lines = []
     for name, help_text, value in GAUGES:
         samples = [(_labels({"kind": s.kind, "name": s.name}), value(s)) for s in report.subjects]
@@ -87,6 +111,7 @@ def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
             (_labels(json.loads(labels)), v) for (metric, labels), v in sorted(counters.items()) if metric == name
         ]
         lines += _family(name, "counter", help_text, samples)
+    lines += agent_families(report, top)
     lines += _family("guardian_level_threshold_ratio", "gauge",
                      "Usage ratio at which a level is reached (alerts.thresholds).",
                      [(_labels({"level": level}), threshold / 100) for level, threshold in alerts.thresholds.items()])
@@ -101,7 +126,7 @@ def textfile(report: CheckReport, counters: dict, alerts: Alerts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def exposition(report: CheckReport, alerts: Alerts, state_dir: Path) -> str:
+def exposition(report: CheckReport, alerts: Alerts, state_dir: Path, top: int = Attribution().top) -> str:
     """Bring the counters up to date and give the metrics text: once per check (its polls are counted
     once). HistoryError if the counters cannot be kept."""
     def increments(audit_records):
@@ -110,12 +135,12 @@ def exposition(report: CheckReport, alerts: Alerts, state_dir: Path) -> str:
         return found
 
     counters = History(state_dir).audit_counters(Path(state_dir) / "audit.jsonl", increments)
-    return textfile(report, counters, alerts)
+    return textfile(report, counters, alerts, top)
 
 
-def write(path: str, report: CheckReport, alerts: Alerts, state_dir: Path) -> None:
+def write(path: str, report: CheckReport, alerts: Alerts, state_dir: Path, top: int = Attribution().top) -> None:
     """Replace the metrics file. OSError or HistoryError if it cannot."""
-    write_atomic(Path(path), exposition(report, alerts, state_dir), 0o644)
+    write_atomic(Path(path), exposition(report, alerts, state_dir, top), 0o644)
 
 
 def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:

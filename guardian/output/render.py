@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 
+from guardian.core import attribution
 from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
-from guardian.output.message import line_json
+from guardian.output.message import holders_json, line_json
 from guardian.output.quiet import QUIET_COLUMNS, quiet_report_json, quiet_report_text, quiet_row
-from guardian.output.text import forecast_text, peak_text, percent, report_headline, safe, subject_label
+from guardian.output.text import forecast_text, holders_text, peak_text, percent, report_headline, safe, subject_label
 from guardian.settings.levels import worst
 from guardian.settings.model import ARCHIVE
 from guardian.settings.units import duration_text, eta_text, iso_time
@@ -83,7 +84,10 @@ def check_json(report: CheckReport) -> dict:
                 "peak": s.peak, **quiet_json(s)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
-                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
+                        counted=list(s.counted), counts=s.classes, **holders_json(s.holders),
+                        growth=None if s.growth is None else [{"agent": a, "change": n} for a, n in s.growth],
+                        growth_seconds=None if s.growth is None else round(s.growth_span))
         elif s.kind == "agent":
             data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
@@ -118,11 +122,22 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"idle={s.reading.idle}")
         if s.unreachable_members:
             parts.append(f"unreachable={','.join(s.unreachable_members)}")
+        if s.holders and s.holders.agents:
+            parts.append("holders=" + ",".join(f"{safe(h.name, 40).replace(' ', '?')}:{h.sessions}"
+                                               + ("" if h.closable is None else f"/{h.closable}")
+                                               for h in s.holders.agents[:3]))
+        if s.growth:
+            parts.append("grew=" + ",".join(f"{safe(a, 40).replace(' ', '?')}{n:+d}" for a, n in s.growth[:3]))
         parts += forecast_plain(s.forecast)
         if s.quiet:
             parts.append(f"({s.quiet.text})")
         lines.append(" ".join(parts))
     return "\n".join(lines)
+
+
+def growth_text(subject: Subject) -> str:
+    """The agents that grew most over the forecast window, for the forecast's column."""
+    return attribution.growth_text(subject.growth or [], subject.growth_span)
 
 
 def check_nagios(report: CheckReport, thresholds: dict) -> str:
@@ -160,7 +175,7 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Holders", "Forecast", "Note"):
         table.add_column(
             column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left"
         )
@@ -172,7 +187,8 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            forecast_text(s.forecast), Text(note),
+            Text(holders_text(s.holders)), Text("; ".join(p for p in (forecast_text(s.forecast), growth_text(s))
+                                                              if p)), Text(note),
         )
     return table
 

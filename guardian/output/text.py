@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from guardian.core.attribution import CRON_RUN
 from guardian.core.forecast import Forecast
-from guardian.core.records import Subject
+from guardian.core.records import Split, Subject
 from guardian.settings.units import eta_text, iso_time
 
 if TYPE_CHECKING:  # a check never needs the peak forecast's code (nor its `statistics`, 3 ms)
@@ -27,6 +28,19 @@ def percent(value: float | None, digits: int = 0) -> str:
 def subject_label(subject: Subject) -> str:
     return f"{subject.kind} {subject.name}" if subject.kind != "host" else subject.name
 
+
+
+def holders_text(holders: Split | None, top: int = 3) -> str:
+    """'sales 31 (26 closable), support 12, cron runs 9': the agents holding most sessions, with what cleanup would
+    close of theirs (as of the latest split), then the cron runs no cleanup lists; '' when nothing is known."""
+    if holders is None:
+        return ""
+    parts = [f"{safe(s.name, 40)} {s.sessions}" + (f" ({s.closable} closable)" if s.closable else "")
+             for s in holders.agents[:top] if s.sessions]
+    cron_runs = next((s.sessions for s in holders.kinds if s.name == CRON_RUN), 0)
+    if cron_runs:
+        parts.append(f"cron runs {cron_runs}")
+    return ", ".join(parts)
 
 
 def forecast_text(fit: Forecast | None) -> str:

@@ -17,13 +17,16 @@ from guardian.settings.levels import LEVELS
 from guardian.settings.model import (
     ALERT_KINDS,
     CLEANUP_MODES,
+    COUNTABLE,
     DEFAULT_CONFIG_PATH,
+    DEFAULT_COUNT,
     DEFAULT_STATE_DIR,
     DEFAULT_URL,
     MIN_SPAN,
     PRIORITIES,
     PROTECTED,
     Alerts,
+    Attribution,
     Channel,
     Check,
     Cleanup,
@@ -84,9 +87,23 @@ def _host(name: str, section: Section, warnings: list) -> Host:
         ca_file=ca_file,
         fingerprint=fingerprint,
         timeout=timeout,
+        count=_count(section),
     )
     section.done()
     return host
+
+
+def _count(section: Section) -> tuple[str, ...]:
+    """hosts.<name>.count: which sessions the host's usage counts (README "What usage counts")."""
+    if not section.has("count"):
+        return DEFAULT_COUNT
+    count = section.names("count")
+    unknown = [name for name in count if name not in COUNTABLE]
+    if unknown:
+        section.fail("count", f"names {', '.join(map(repr, unknown))}; it may name {', '.join(COUNTABLE)}")
+    if "listed" not in count:
+        section.fail("count", "must name listed: the sessions cleanup can see and close are always counted")
+    return tuple(name for name in COUNTABLE if name in count)
 
 
 def _alerts(section: Section, warnings: list, host_names) -> Alerts:
@@ -289,6 +306,14 @@ def _check(section: Section) -> Check:
     return check
 
 
+def _attribution(section: Section) -> Attribution:
+    defaults = Attribution()
+    attribution = Attribution(every=section.duration("every", defaults.every),
+                              top=section.integer("top", defaults.top, minimum=1))
+    section.done()
+    return attribution
+
+
 def _serve(section: Section, warnings: list) -> Serve:
     defaults = Serve()
     listen = section.text("listen", defaults.listen)
@@ -342,10 +367,11 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
     cleanup = _cleanup(root.section("cleanup"))
     history = _history(root.section("history"))
     check, serve = _check(root.section("check")), _serve(root.section("serve"), warnings)
+    attribution = _attribution(root.section("attribution"))
     state_dir = root.text("state_dir") or env_state_dir or DEFAULT_STATE_DIR
     root.done()
     return Config(hosts=hosts, pools=pools, alerts=alerts, cleanup=cleanup, history=history, maintenance=maintenance,
-                  check=check, serve=serve, state_dir=Path(state_dir).expanduser(), path=path,
+                  check=check, attribution=attribution, serve=serve, state_dir=Path(state_dir).expanduser(), path=path,
                   warnings=tuple(warnings))
 
 

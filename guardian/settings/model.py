@@ -28,6 +28,13 @@ DEFAULT_CONFIG_PATH = "~/.config/guardian/guardian.yaml"
 DEFAULT_STATE_DIR = "~/.local/state/guardian"
 
 
+# What a host's usage may count (`hosts.<name>.count`), by what the gateway's cheap counts tell apart (see
+# guardian.core.attribution): listed sessions (direct, group, sub-agent, cron job), cron runs (never listed, counted by
+# `status`), the `global` and `unknown` rows, archived sessions waiting for their purge.
+COUNTABLE = ("listed", "cron-run", "system", "archived")
+DEFAULT_COUNT = ("listed", "cron-run", "system")  # every session the service carries work for; archived ones carry none
+
+
 MIN_SPAN = 300.0  # seconds a forecast's samples must span: history.forecast_window may not be shorter
 
 
@@ -46,6 +53,7 @@ class Host:
     ca_file: str | None = None
     fingerprint: str | None = None  # pinned sha256 of the certificate, lowercase hex without colons
     timeout: float = 10.0
+    count: tuple[str, ...] = DEFAULT_COUNT  # what its usage counts, of COUNTABLE
 
     @property
     def loopback(self) -> bool:
@@ -174,6 +182,15 @@ class Check:
     concurrency: int = 64  # polls at once (gateway.concurrently's cap)
 
 
+@dataclass(frozen=True)
+class Attribution:
+    """`attribution:`, how often a check lists rows to split a host's sessions by agent and kind (at warning and
+    above: every check), and how many agents per host the metrics name (the rest are `other`)."""
+
+    every: float = 300.0
+    top: int = 5
+
+
 DEFAULT_LISTEN = "127.0.0.1:9877"
 
 
@@ -226,6 +243,7 @@ class Config:
     history: HistorySettings = HistorySettings()
     maintenance: tuple[Maintenance, ...] = ()
     check: Check = Check()
+    attribution: Attribution = Attribution()
     serve: Serve = Serve()
     shard: tuple[int, int] | None = None  # --shard K/N: only the hosts whose name hashes to K of N
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()

@@ -1,0 +1,134 @@
+"""Who holds a host's sessions: per agent and per kind, how many, how many are idle past that agent's idle_after,
+how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split.
+
+Cleanup's own rules decide what is closable (planner.plan, without the per-run cap): nothing here repeats them.
+What usage counts (`hosts.<name>.count`) is the sum of some of the classes below; see usage_count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from guardian.core.planner import agent_of, flagged, plan
+from guardian.core.records import Share, Split
+from guardian.settings.model import COUNTABLE, Cleanup
+from guardian.settings.units import duration_text
+
+# What a host's usage can count (settings.model.COUNTABLE), by what the gateway's cheap counts tell apart:
+# listed: what sessions.list shows (direct, group, sub-agent and cron-job sessions, not archived);
+# cron-run: agent:<id>:cron:<job>:run:<run>, never listed, counted by status, pruned by OpenClaw itself;
+# system: the `global` and `unknown` rows, listed only on request;
+# archived: archived by cleanup or an operator, until purged: status counts them, the listing does not.
+LISTED, CRON_RUN, SYSTEM, ARCHIVED = COUNTABLE
+
+# The kinds a split shows: the listed ones by the row's own classification, then the classes above.
+DIRECT, GROUP, SUBAGENT, CRON = "direct", "group", "subagent", "cron"
+KINDS = (DIRECT, GROUP, SUBAGENT, CRON, CRON_RUN, SYSTEM, ARCHIVED)
+OTHER = "other"  # what the agents past the top N hold, together (metrics)
+
+
+def kind_of(row: dict) -> str:
+    """The kind a listed row is, by the gateway's classification, else by the shape of its key (2026.4 rows have
+    neither kind nor classification for sub-agents and cron jobs)."""
+    if flagged(row, "archived"):
+        return ARCHIVED
+    key = str(row.get("key", ""))
+    if row.get("kind") in ("global", "unknown") or key in ("global", "unknown"):
+        return SYSTEM
+    parts = key.split(":")
+    classification = row.get("classification")
+    if classification == "subagent" or (classification is None and "subagent" in parts[2:3]):
+        return SUBAGENT
+    if classification == "cron" or (classification is None and "cron" in parts[2:3]):
+        return CRON
+    return GROUP if row.get("kind") == "group" else DIRECT
+
+
+def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, main_key: str | None = None,
+          default_agent: str = "main") -> Split:
+    """The split of `rows` (every listable row: archived, global and unknown ones too) beside status's per-agent
+    counts, which also count the cron runs no listing shows: an agent's sessions are status's count when there is
+    one (this instant's), the cron runs each agent holds beyond its rows are its kind `cron-run`.
+    A row with no agent (global, unknown) counts under `default_agent`, as status counts it."""
+    live = [r for r in rows if not flagged(r, "archived")]
+    verdicts = plan(live, replace(rules, max_per_run=len(live)), now, main_key)  # closable before the cap
+    idle: Counter = Counter()
+    closable: Counter = Counter()
+    by_kind_idle: Counter = Counter()
+    by_kind_closable: Counter = Counter()
+    kind_of_row = [kind_of(r) for r in rows]  # once a row: a split of 5,000 rows must cost well under 50 ms
+    kind_by_key = {str(r.get("key")): kind for r, kind in zip(rows, kind_of_row) if kind != ARCHIVED}
+    for verdict in verdicts:
+        agent, kind = verdict.agent or default_agent, kind_by_key[verdict.key]
+        if verdict.idle_seconds is not None and verdict.idle_seconds > rules.idle_after_for(verdict.agent):
+            idle[agent] += 1
+            by_kind_idle[kind] += 1
+        if verdict.close:
+            closable[agent] += 1
+            by_kind_closable[kind] += 1
+    listed = Counter(v.agent or default_agent for v in verdicts)  # the live rows' agents, as plan found them
+    listed.update(agent_of(r) or default_agent for r in rows if flagged(r, "archived"))
+    counted = dict(listed) if by_agent is None else {**{a: 0 for a in listed}, **by_agent}
+    agents = tuple(sorted((Share(a, n, idle[a], closable[a]) for a, n in counted.items()),
+                          key=lambda s: (-s.sessions, s.name)))
+    kinds = Counter(kind_of_row)
+    if by_agent is not None:
+        kinds[CRON_RUN] = sum(max(0, n - listed[a]) for a, n in by_agent.items())
+    shares = tuple(Share(k, kinds[k], None if k in (CRON_RUN, ARCHIVED) else by_kind_idle[k],
+                         None if k in (CRON_RUN, ARCHIVED) else by_kind_closable[k]) for k in KINDS if kinds[k])
+    return Split(as_of=now, agents=agents, kinds=shares)
+
+
+def holders(split_: Split | None, by_agent: dict | None) -> Split | None:
+    """The split to show now: this check's per-agent counts (status's, fresh) with the idle and closable figures of
+    the latest split (as of when it was counted); None when neither is known."""
+    if by_agent is None:
+        return split_
+    known = {s.name: s for s in split_.agents} if split_ else {}
+    agents = tuple(sorted((Share(a, n, known[a].idle if a in known else None,
+                                 known[a].closable if a in known else None) for a, n in by_agent.items()),
+                          key=lambda s: (-s.sessions, s.name)))
+    if split_ is None:
+        return Split(as_of=None, agents=agents, kinds=())
+    return replace(split_, agents=agents)
+
+
+def top(shares: tuple[Share, ...], n: int) -> list[Share]:
+    """The first n shares (most sessions first) and what the rest hold together as `other` (bounded metrics)."""
+    shown, rest = list(shares[:n]), shares[n:]
+    if rest:
+        def total(values):
+            return None if any(v is None for v in values) else sum(values)
+
+        shown.append(Share(OTHER, sum(s.sessions for s in rest), total([s.idle for s in rest]),
+                           total([s.closable for s in rest])))
+    return shown
+
+
+def due(usage: float, warning: float, last_as_of: float | None, every: float, now: float) -> bool:
+    """Whether this check lists rows for a fresh split: the host is at warning or above (who holds them matters
+    now), or the latest split is older than `attribution.every` (or there is none)."""
+    return usage >= warning or last_as_of is None or now - last_as_of >= every
+
+
+def usage_count(classes: dict, count: tuple[str, ...]) -> int:
+    """What a host's usage counts: the sum of the classes named in `hosts.<name>.count`."""
+    return sum(classes[name] for name in count)
+
+
+def growth(earlier: dict, latest: dict) -> list[tuple[str, int]]:
+    """Per-agent change from `earlier` to `latest` counts, the largest rise first (only the agents that rose)."""
+    rises = [(agent, n - earlier.get(agent, 0)) for agent, n in latest.items() if n > earlier.get(agent, 0)]
+    return sorted(rises, key=lambda r: (-r[1], r[0]))
+
+
+def growth_text(rises: list[tuple[str, int]], window: float, top: int = 2) -> str:
+    """'sales +18, support +4 in the last 1h': which agents grew most over the forecast window; '' when none rose."""
+    if not rises:
+        return ""
+    def printable(agent: str) -> str:  # an agent id comes from the gateway
+        return "".join(c if c.isprintable() else "?" for c in agent[:40])
+
+    agents = ", ".join(f"{printable(agent)} {n:+d}" for agent, n in rises[:top])
+    return f"{agents} in the last {duration_text(window)}"
