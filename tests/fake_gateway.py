@@ -33,6 +33,8 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
                            N requests after ``connect`` were answered on it (0 = right after
                            hello-ok)
 ``unavailable_connects``   the next N ``connect`` requests get a retryable ``UNAVAILABLE``
+``overloaded_requests``    the next N requests after ``connect`` get 2026.9's refusal after bulk
+                           writes: ``UNAVAILABLE`` "worker task capacity reached", no ``retryable``
 ``retry_after_ms``         the ``retryAfterMs`` of that error
 ``fail_deletes``           keys whose ``sessions.delete`` fails with a non-retryable
                            ``UNAVAILABLE``
@@ -349,6 +351,7 @@ class FakeGateway:
         self.drop_after_requests: int | None = None
         self.events_before_response = 0
         self.unavailable_connects = 0
+        self.overloaded_requests = 0
         self.retry_after_ms = 50
         self.fail_deletes: set[str] = set()
         self.clock: Callable[[], int] = _now_ms
@@ -590,6 +593,9 @@ class FakeGateway:
                 self.requests.append({"method": method, "params": params, "id": request_id})
                 if self.on_request:
                     self.on_request(method, params)
+                if self.overloaded_requests > 0:
+                    self.overloaded_requests -= 1
+                    raise GatewayError("UNAVAILABLE", "WorkerTaskError: worker task capacity reached: code=overloaded")
                 payload = await self._dispatch(conn, method, params)
             except GatewayError as error:
                 await self._respond(conn, request_id, error=error)
