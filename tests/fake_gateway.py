@@ -19,8 +19,10 @@ default version string follows), as described in /work/shared/openclaw-gateway.m
 Knobs (plain attributes, settable at any time; read when the situation arises):
 
 =========================  =================================================================
-``latency``                seconds to wait before every response (asyncio.sleep: connections
-                           overlap)
+``latency``                seconds from each request's arrival to its response: connections
+                           overlap, and so do requests pipelined on one connection (a real
+                           gateway handles them at once: measured, a ``health`` sent behind a
+                           slow ``status`` is answered first)
 ``delete_latency``         seconds each ``sessions.delete`` takes, from its request's arrival
                            (or the end of the delete queued before it) to its answer, to within
                            microseconds; deletes run one at a time per gateway, like the real one
@@ -554,6 +556,7 @@ class FakeGateway:
         try:
             async with asyncio.timeout_at(deadline):
                 raw = await ws.recv()
+            _ARRIVED.set(ws.received_at)
         except TimeoutError:
             await ws.close(1000, "handshake timeout")
             return False
@@ -625,8 +628,8 @@ class FakeGateway:
 
     async def _respond(self, conn: _Conn, request_id: str, *, payload: Any = None,
                        error: GatewayError | None = None) -> None:
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        if self.latency > 0:  # asyncio.sleep, not _sleep_until: 500 connections spinning out the last ms cost CPU
+            await asyncio.sleep(_ARRIVED.get(time.perf_counter()) + self.latency - time.perf_counter())
         for i in range(self.events_before_response):
             await self._send_event(conn, *self._sample_event(i))
         if self.garbage_before_response:
