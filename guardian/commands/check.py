@@ -40,7 +40,7 @@ def read_host(host: Host, idle_after: float, identities: IdentityStore) -> Poll:
     """Count a host's non-archived sessions and those active within idle_after, in one round trip."""
     started = time.monotonic()
     minutes = max(1, math.ceil(idle_after / 60))
-    with gateway.connect(host, [gateway.READ], identities) as connection:
+    with gateway.connect(host, [gateway.READ], identities, early=True) as connection:
         total, active = _counts(connection, [("sessions.list", {"limit": 1}),
                                              ("sessions.list", {"limit": 1, "activeMinutes": minutes})])
         if total is None:  # releases without totalCount (2026.4) return every row when no limit is given
