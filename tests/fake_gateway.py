@@ -19,8 +19,10 @@ default version string follows), as described in /work/shared/openclaw-gateway.m
 Knobs (plain attributes, settable at any time; read when the situation arises):
 
 =========================  =================================================================
-``latency``                seconds to wait before every response (asyncio.sleep: connections
-                           overlap)
+``latency``                seconds from each request's arrival to its response: connections
+                           overlap, and so do requests pipelined on one connection (a real
+                           gateway handles them at once: measured, a ``health`` sent behind a
+                           slow ``status`` is answered first)
 ``delete_latency``         seconds each ``sessions.delete`` takes, from its request's arrival
                            (or the end of the delete queued before it) to its answer, to within
                            microseconds; deletes run one at a time per gateway, like the real one
@@ -33,6 +35,12 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
                            N requests after ``connect`` were answered on it (0 = right after
                            hello-ok)
 ``unavailable_connects``   the next N ``connect`` requests get a retryable ``UNAVAILABLE``
+``early_requests_refused``  a request that arrives before ``connect`` is answered gets
+                           "invalid handshake: first request must be connect" and close 1008, as on
+                           2026.4.29 (the default with ``legacy``); 2026.9.6 queues such requests
+                           behind ``connect`` (and says so with ``capabilities`` in its challenge)
+``overloaded_requests``    the next N requests after ``connect`` get 2026.9's refusal after bulk
+                           writes: ``UNAVAILABLE`` "worker task capacity reached", no ``retryable``
 ``retry_after_ms``         the ``retryAfterMs`` of that error
 ``fail_deletes``           keys whose ``sessions.delete`` fails with a non-retryable
                            ``UNAVAILABLE``
@@ -50,7 +58,8 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
 =========================  =================================================================
 
 Recordings for assertions: ``requests`` (every request after ``connect``, in order) and
-``connects`` (one entry per ``connect`` request: params, HTTP headers, granted scopes, ok).
+``connects`` (one entry per ``connect`` request: params, HTTP headers, granted scopes, ok, and ``queued``: the
+requests that reached the gateway before its answer to that ``connect`` was sent).
 """
 
 from __future__ import annotations
@@ -110,6 +119,13 @@ async def _sleep_until(deadline: float) -> None:
         await asyncio.sleep(remaining - _TIMER_SLACK)
     while time.perf_counter() < deadline:
         await asyncio.sleep(0)
+
+
+def _json_or_none(raw) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _now_ms() -> int:
@@ -345,6 +361,8 @@ class _Conn:
     seq: int = 0
     scopes: list[str] = field(default_factory=list)
     connected: bool = False
+    record: dict = field(default_factory=dict)  # its entry in ``connects``
+    answered_connect_at: float = 0.0  # time.perf_counter()
 
 
 # --- what a key says a session is (as the real gateway classifies it, measured on 2026.9.6) ------------------
@@ -405,6 +423,8 @@ class FakeGateway:
         self.drop_after_requests: int | None = None
         self.events_before_response = 0
         self.unavailable_connects = 0
+        self.overloaded_requests = 0
+        self.early_requests_refused = legacy
         self.retry_after_ms = 50
         self.fail_deletes: set[str] = set()
         self.clock: Callable[[], int] = _now_ms
@@ -585,8 +605,10 @@ class FakeGateway:
                     pass
                 return
             conn.nonce = str(uuid.uuid4())
-            await ws.send(json.dumps({"type": "event", "event": "connect.challenge",
-                                      "payload": {"nonce": conn.nonce, "ts": _now_ms()}}))
+            challenge = {"nonce": conn.nonce, "ts": _now_ms()}
+            if not self.legacy:
+                challenge["capabilities"] = ["model-catalog-snapshot"]
+            await ws.send(json.dumps({"type": "event", "event": "connect.challenge", "payload": challenge}))
             if self.close_after_challenge:
                 await self._drop(ws)
                 return
@@ -609,6 +631,7 @@ class FakeGateway:
         try:
             async with asyncio.timeout_at(deadline):
                 raw = await ws.recv()
+            _ARRIVED.set(ws.received_at)
         except TimeoutError:
             await ws.close(1000, "handshake timeout")
             return False
@@ -627,8 +650,23 @@ class FakeGateway:
             await self._respond(conn, request_id, error=error)
             await ws.close(*(error.close or (1008, _close_reason(error.message))))
             return False
+        if self.early_requests_refused and await self._refused_early_request(ws):
+            return False
         await self._respond(conn, request_id, payload=hello)
         conn.connected = True
+        return True
+
+    async def _refused_early_request(self, ws: ServerConnection) -> bool:
+        """2026.4.29's answer to a request sent while `connect` is being handled (a few ms here, or the latency)."""
+        try:
+            async with asyncio.timeout(max(self.latency, 0.005)):
+                raw = await ws.recv()
+        except TimeoutError:
+            return False
+        error = _invalid("invalid handshake: first request must be connect")
+        frame = {"type": "res", "id": self._response_id(_json_or_none(raw)), "ok": False, "error": error.shape()}
+        await ws.send(json.dumps(frame))
+        await ws.close(1008, "invalid handshake")
         return True
 
     async def _serve_requests(self, conn: _Conn) -> None:
@@ -638,6 +676,8 @@ class FakeGateway:
             return
         async for raw in conn.ws:
             _ARRIVED.set(conn.ws.received_at)
+            if conn.ws.received_at < conn.answered_connect_at:
+                conn.record["queued"] += 1
             try:
                 frame = json.loads(raw)
             except ValueError:
@@ -648,6 +688,9 @@ class FakeGateway:
                 self.requests.append({"method": method, "params": params, "id": request_id})
                 if self.on_request:
                     self.on_request(method, params)
+                if self.overloaded_requests > 0:
+                    self.overloaded_requests -= 1
+                    raise GatewayError("UNAVAILABLE", "WorkerTaskError: worker task capacity reached: code=overloaded")
                 payload = await self._dispatch(conn, method, params)
             except GatewayError as error:
                 await self._respond(conn, request_id, error=error)
@@ -677,8 +720,8 @@ class FakeGateway:
 
     async def _respond(self, conn: _Conn, request_id: str, *, payload: Any = None,
                        error: GatewayError | None = None) -> None:
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        if self.latency > 0:  # asyncio.sleep, not _sleep_until: 500 connections spinning out the last ms cost CPU
+            await asyncio.sleep(_ARRIVED.get(time.perf_counter()) + self.latency - time.perf_counter())
         for i in range(self.events_before_response):
             await self._send_event(conn, *self._sample_event(i))
         if self.garbage_before_response:
@@ -689,6 +732,8 @@ class FakeGateway:
         else:
             frame["error"] = error.shape()
         text = json.dumps(frame)
+        if not conn.connected:  # the answer to connect
+            conn.answered_connect_at = time.perf_counter()
         await conn.ws.send(text[:len(text) // 2] if self.truncate_responses else text)
 
     async def _send_event(self, conn: _Conn, event: str, payload: dict) -> None:
@@ -708,8 +753,9 @@ class FakeGateway:
     # --- connect -----------------------------------------------------------------------------
 
     def _connect(self, conn: _Conn, params: Any) -> dict:
-        record = {"params": params, "headers": conn.headers, "granted_scopes": [], "ok": False}
+        record = {"params": params, "headers": conn.headers, "granted_scopes": [], "ok": False, "queued": 0}
         self.connects.append(record)
+        conn.record = record
         if self.unavailable_connects > 0:
             self.unavailable_connects -= 1
             raise GatewayError("UNAVAILABLE", "gateway starting; retry shortly",

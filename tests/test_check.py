@@ -530,3 +530,29 @@ def test_a_silenced_host_is_checked_shown_and_recorded_but_not_sent_and_told_onc
     cli("check", "--config", config, "-q")
     cli("check", "--config", config, "-q")
     assert [(b["alerts"][0]["reason"], b["alerts"][0]["level"]) for b in receiver.bodies] == [("escalated", "critical")]
+
+
+# A 2026.9 gateway queues requests sent behind `connect` until it has answered it (it says so with `capabilities`
+# in its challenge): a check sends its reads right behind `connect`, a round trip saved (issue 18's 500 gateways).
+def test_a_check_sends_its_reads_behind_connect_where_the_gateway_queues_them(fake, write_config, cli):
+    fill(fake, 4)
+    fake.latency = 0.2  # time enough for the reads to reach it while it handles connect, however busy the machine
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 10}})
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    assert report["hosts"][0]["sessions"] == 4
+    # every read of the check went behind connect: the two counts, status, and the two listings of the classes
+    assert [c["queued"] for c in fake.connects] == [5]
+
+
+def test_a_gateway_that_refuses_early_reads_gets_them_after_hello(fakes, write_config, cli):
+    old, fussy = fakes(legacy=True), fakes()
+    fussy.early_requests_refused = True  # says `capabilities`, refuses all the same: a release between the two
+    fussy.latency = 0.2  # the reads reach it while it handles connect
+    fill(old, 3)
+    fill(fussy, 5)
+    config = write_config({"old": {"url": old.url, "token": "secret", "limit": 10},
+                           "fussy": {"url": fussy.url, "token": "secret", "limit": 10}})
+    report = json.loads(cli("check", "--config", config, "--json").stdout)
+    assert {h["name"]: h["sessions"] for h in report["hosts"]} == {"old": 3, "fussy": 5}
+    assert [c["queued"] for c in old.connects] == [0]  # no capabilities: never sent early
+    assert [c["queued"] for c in fussy.connects] == [0, 0]  # refused, then asked again on a new connection

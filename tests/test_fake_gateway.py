@@ -641,6 +641,17 @@ def test_latency_overlaps_across_connections(gw, opened):
     assert time.monotonic() - started < 0.8  # 5 x (connect + health) sequentially = 1 s
 
 
+def test_latency_overlaps_for_requests_pipelined_on_one_connection(gw, opened):
+    # A real 2026.9.6 answers a `health` sent behind a slow `status` first (measured): pipelined requests
+    # are handled at once, so each answer comes `latency` after its own request arrived, not after the one before.
+    ws = connected(gw, opened)
+    gw.latency = 0.2
+    started = time.monotonic()
+    ids = [send_req(ws, "health") for _ in range(3)]
+    assert all(wait_response(ws, rid)["ok"] for rid in ids)
+    assert time.monotonic() - started < 0.4  # one after another: 0.6 s
+
+
 # --- lifecycle ------------------------------------------------------------------------------
 
 def test_stop_sends_shutdown_then_1012_and_releases_the_port():

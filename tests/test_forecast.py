@@ -1,8 +1,10 @@
 """The forecast on synthetic series with known slopes: the right ETA, or no upward trend."""
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from guardian.core.forecast import forecast
+from guardian.core.forecast import FIT_POINTS, MIN_SAMPLES, forecast, thinned
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -83,3 +85,44 @@ def test_only_the_window_before_now_counts():
     )  # 55 % then, +0.5 a minute
     later = [(t, u) for t, u in series(rising)] + [(NOW + 60, 99.0)]  # a sample after `now` is ignored
     assert forecast(later, 90, NOW, HOUR).critical_in == pytest.approx(1200)
+
+
+# The slope is fitted on at most FIT_POINTS of the window's samples, evenly thinned (issue 15: a check's cost must
+# not grow with the history beside it): the same slope on a straight line, and as robust to a burst.
+
+@given(st.lists(st.floats(1.0, 60.0), min_size=MIN_SAMPLES, max_size=400), st.floats(-2.0, 2.0), st.floats(0, 100))
+def test_a_straight_line_gives_its_slope_however_many_samples(gaps, per_minute, at_now):
+    points = line(gaps, per_minute, at_now)
+    assume(points[-1][0] - points[0][0] >= 300)
+    assert forecast(points, 90, NOW, 10 * HOUR).slope * 60 == pytest.approx(per_minute, rel=1e-6, abs=1e-9)
+
+
+@given(st.lists(st.floats(1.0, 60.0), min_size=MIN_SAMPLES, max_size=400), st.floats(-2.0, 2.0), st.floats(0, 100),
+       st.data())
+def test_a_burst_of_a_tenth_of_the_samples_moves_no_slope(gaps, per_minute, at_now, data):
+    points = line(gaps, per_minute, at_now)
+    assume(points[-1][0] - points[0][0] >= 300)
+    length = data.draw(st.integers(0, len(points) // 10))
+    first = data.draw(st.integers(0, len(points) - length))
+    heights = data.draw(st.lists(st.floats(-1000, 1000), min_size=length, max_size=length))
+    for index, height in zip(range(first, first + length), heights):
+        points[index] = (points[index][0], height)
+    assert forecast(points, 90, NOW, 10 * HOUR).slope * 60 == pytest.approx(per_minute, rel=1e-6, abs=1e-9)
+
+
+def line(gaps, per_minute, at_now):
+    """Samples of a straight line ending at NOW, `gaps` seconds apart."""
+    times = [NOW]
+    for gap in reversed(gaps[1:]):
+        times.insert(0, times[0] - gap)
+    return [(t, at_now + per_minute * (t - NOW) / 60) for t in times]
+
+
+@given(st.integers(1, 2000))
+def test_thinning_keeps_the_ends_and_spaces_the_rest_evenly(count):
+    points = list(range(count))
+    kept = thinned(points, FIT_POINTS)
+    assert len(kept) == min(count, FIT_POINTS)
+    assert kept[0] == 0 and kept[-1] == count - 1
+    gaps = {b - a for a, b in zip(kept, kept[1:])}
+    assert max(gaps, default=1) - min(gaps, default=1) <= 1

@@ -546,3 +546,55 @@ def test_runs_making_the_identity_at_once_agree_on_one(tmp_path):
         stores = [IdentityStore(tmp_path / f"state{index}") for _ in range(8)]
         identities = gateway.concurrently(lambda store: store.identity(), stores)
         assert len({identity.device_id for identity in identities}) == 1, identities
+
+
+class StoppedClock:
+    """A connection's clock that moves only when it sleeps: a retry's waits, recorded, never slept."""
+
+    def __init__(self):
+        self.now, self.waits = 1000.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def overload_connection(fake, clock):
+    from guardian.adapters import gateway
+    from guardian.settings.model import Host
+    from guardian.settings.secrets import Secret
+
+    connection = gateway.connect(Host(name="a", url=fake.url, limit=10, token=Secret("secret", "test")), [gateway.READ])
+    connection.clock, connection.sleep = clock, clock.sleep
+    return connection
+
+
+# After bulk writes a 2026.9 gateway refuses reads for 0.3-5 s with UNAVAILABLE "worker task capacity reached"
+# and no `retryable` (docs/gateway-measurements.md): the client waits and asks again, within its deadline.
+def test_reads_refused_while_the_gateway_is_overloaded_are_asked_again_with_backoff(fake):
+    for _ in range(4):
+        fake.add_session()
+    fake.overloaded_requests = 5  # both pipelined lists refused, then both again, then the first once more
+    clock = StoppedClock()
+    with overload_connection(fake, clock) as connection:
+        answers = connection.call_many([("sessions.list", {"limit": 1}), ("sessions.list", {"limit": 2})])
+    assert [a["totalCount"] for a in answers] == [4, 4]
+    assert clock.waits == sorted(clock.waits) and len(clock.waits) == 3 and sum(clock.waits) <= gateway_patience()
+
+
+def test_an_overload_that_outlasts_the_deadline_is_the_hosts_error(fake):
+    fake.overloaded_requests = 10_000
+    clock = StoppedClock()
+    with overload_connection(fake, clock) as connection:
+        (answer,) = connection.call_many([("sessions.list", {"limit": 1})])
+    assert answer.code == "UNAVAILABLE" and "capacity reached" in answer.message
+    assert 0 < sum(clock.waits) <= gateway_patience() and len(fake.requests) == len(clock.waits) + 1
+
+
+def gateway_patience() -> float:
+    from guardian.adapters import gateway
+
+    return gateway.OVERLOAD_PATIENCE

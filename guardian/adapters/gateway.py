@@ -26,9 +26,11 @@ ROLE = "operator"
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
 UNAVAILABLE_RETRIES = 3
 MAX_RETRY_WAIT = 5.0  # seconds; a gateway asking for longer is treated as down for this run
-# 2026.9 refuses calls for 0.3-5 s after bulk writes (200 archives): UNAVAILABLE "worker task capacity reached:
-# code=overloaded", without `retryable` (docs/gateway-measurements.md section 4)
-OVERLOAD_POLL, OVERLOAD_PATIENCE = 0.2, 8.0
+# 2026.9 refuses reads for 0.3-5 s after bulk writes (docs/gateway-measurements.md) with UNAVAILABLE and this
+# message, without `retryable`: asked again after each of these waits (the last repeated) until OVERLOAD_PATIENCE
+OVERLOADED = "worker task capacity reached"
+OVERLOAD_BACKOFF = (0.2, 0.4, 0.8, 1.6)
+OVERLOAD_PATIENCE = 6.0  # seconds from the first answer; the longest refusal measured was 4.95 s
 
 
 class GatewayError(Exception):
@@ -90,8 +92,11 @@ class Connection:
 
     host: Host
     ws: object
-    hello: Hello
+    hello: Hello | None  # None until the answer to `connect` is read, when requests went out behind it (`early`)
     timeout: float
+    clock: Callable[[], float] = time.monotonic  # for the waits between retries (a test's clock sleeps no one)
+    sleep: Callable[[float], None] = time.sleep
+    handshake: _Handshake | None = None  # the `connect` whose answer is still to be read
 
     def call(self, method: str, params: dict | None = None) -> dict:
         result = self.call_many([(method, params)])[0]
@@ -104,44 +109,40 @@ class Connection:
 
         `while_waiting` (which must not raise) runs once, after the requests are sent and before
         the answers are read: work that overlaps the gateway's.
-        A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times; an overloaded
-        gateway's refusal (not marked retryable: nothing was run) every OVERLOAD_POLL for up to OVERLOAD_PATIENCE.
+        A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times; one refused
+        because the gateway is overloaded after its backoff, until OVERLOAD_PATIENCE has passed.
         A timeout or a closed socket raises, since the remaining answers will not come.
         """
         results: list = [None] * len(calls)
         pending = list(range(len(calls)))
-        for attempt in range(UNAVAILABLE_RETRIES + 1):
-            answers = self._round([calls[i] for i in pending], None if attempt else while_waiting)
-            retry, wait = [], 0.0
+        retries = overloads = 0
+        deadline = None
+        while pending:
+            answers = self._round([calls[i] for i in pending], None if retries or overloads else while_waiting)
+            deadline = deadline or self.clock() + OVERLOAD_PATIENCE
+            waits = {}
             for index, answer in zip(pending, answers):
                 results[index] = answer
-                if isinstance(answer, GatewayError) and answer.code == "UNAVAILABLE" and answer.retryable:
-                    retry.append(index)
-                    wait = max(wait, (answer.retry_after_ms or 500) / 1000)
-            if not retry or attempt == UNAVAILABLE_RETRIES or wait > MAX_RETRY_WAIT:
+                wait = _wait_before_asking_again(answer, retries, overloads)
+                if wait is not None:
+                    waits[index] = wait
+            wait = max(waits.values(), default=0.0)
+            overloaded = any(OVERLOADED in results[i].message for i in waits)
+            if not waits or wait > MAX_RETRY_WAIT or (overloaded and self.clock() + wait > deadline):
                 break
-            time.sleep(wait)
-            pending = retry
-        overloaded = [index for index, answer in enumerate(results) if _overloaded(answer)]
-        give_up = time.monotonic() + OVERLOAD_PATIENCE
-        while overloaded and time.monotonic() < give_up:
-            time.sleep(OVERLOAD_POLL)
-            for index, answer in zip(overloaded, self._round([calls[i] for i in overloaded], None)):
-                results[index] = answer
-            overloaded = [index for index in overloaded if _overloaded(results[index])]
+            retries += not overloaded
+            overloads += overloaded
+            self.sleep(wait)
+            pending = sorted(waits)
         return results
 
     def _round(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None) -> list:
-        ids = []
-        for method, params in calls:
-            request_id = os.urandom(8).hex()
-            frame = {"type": "req", "id": request_id, "method": method}
-            if params is not None:
-                frame["params"] = params
-            self._send(frame)
-            ids.append(request_id)
+        ids = self._send_all(calls)
         if while_waiting:
             while_waiting()
+        if self.handshake and not self._read_hello():  # the gateway took no requests behind connect: again, after
+            self._adopt(connect(self.host, self.handshake.scopes, self.handshake.identities))
+            ids = self._send_all(calls)
         answers: dict[str, object] = {}
         deadline = time.monotonic() + self.timeout
         waiting = set(ids)
@@ -159,6 +160,47 @@ class Connection:
                     answers[frame["id"]] = GatewayError.from_frame(frame.get("error"))
             # anything else is an event (tick, health, presence, ...) or a stray answer: skipped
         return [answers[i] for i in ids]
+
+    @property
+    def lists_archived(self) -> bool:
+        """Whether sessions.list takes `archived` (protocol 4, 2026.9; 2026.4 refuses it). Known before hello-ok is
+        read: only a gateway whose challenge lists capabilities (2026.9) is sent requests behind `connect`."""
+        return self.hello is None or self.hello.protocol >= 4
+
+    def _send_all(self, calls: list[tuple[str, dict | None]]) -> list[str]:
+        ids = []
+        for method, params in calls:
+            request_id = os.urandom(8).hex()
+            frame = {"type": "req", "id": request_id, "method": method}
+            if params is not None:
+                frame["params"] = params
+            self._send(frame)
+            ids.append(request_id)
+        return ids
+
+    def _read_hello(self) -> bool:
+        """Read and check the answer to `connect` sent before the first requests: True when it is in; False when
+        the gateway refused requests sent so early (an answer to one before hello-ok, a close before it, or a
+        gateway still starting up), so they must go again on an ordinary connection. Other refusals raise."""
+        handshake = self.handshake
+        try:
+            hello = handshake.finish(self.ws, self.host, early=True)
+        except GatewayError as exc:
+            if exc.code == "CLOSED" or (exc.code == "UNAVAILABLE" and exc.retryable):
+                self.close()
+                return False
+            raise
+        if hello is None:
+            self.close()
+            return False
+        self.hello, self.handshake = hello, None
+        refusal = _missing_scope_error(self.host, handshake.scopes, hello)
+        if refusal:
+            raise refusal
+        return True
+
+    def _adopt(self, other: "Connection") -> None:
+        self.ws, self.hello, self.handshake = other.ws, other.hello, None
 
     def _send(self, frame: dict) -> None:
         try:
@@ -179,8 +221,15 @@ class Connection:
         self.close()
 
 
-def _overloaded(answer) -> bool:
-    return isinstance(answer, GatewayError) and answer.code == "UNAVAILABLE" and "code=overloaded" in answer.message
+def _wait_before_asking_again(answer, retries: int, overloads: int) -> float | None:
+    """Seconds to wait before sending a refused request again, or None: its answer stands."""
+    if not isinstance(answer, GatewayError) or answer.code != "UNAVAILABLE":
+        return None
+    if answer.retryable:
+        return (answer.retry_after_ms or 500) / 1000 if retries < UNAVAILABLE_RETRIES else None
+    if OVERLOADED in answer.message:
+        return OVERLOAD_BACKOFF[min(overloads, len(OVERLOAD_BACKOFF) - 1)]
+    return None
 
 
 def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
@@ -223,12 +272,17 @@ def _close_reason(data: bytes) -> tuple[int | None, str]:
 DEVICE_SCOPES = [READ, ADMIN]
 
 
-def connect(host: Host, scopes: list[str], identities=None) -> Connection:
+def connect(host: Host, scopes: list[str], identities=None, early: bool = False) -> Connection:
     """Open, authenticate and check a connection with `scopes`; retries a gateway still starting up.
 
     `identities` (an IdentityStore) is needed when the host uses a device identity. A device always
     asks for every scope the guardian uses: a pairing is approved for the scopes asked, so one
     approval then serves check and cleanup alike (asking less, then more, would need a second one).
+
+    `early` (for reads): when the gateway's challenge lists `capabilities` (2026.9, which queues the requests
+    sent behind `connect` until it is answered: a round trip saved), this returns before hello-ok, and the first
+    call_many sends its requests at once, then reads and checks hello-ok before their answers. A gateway that
+    refuses requests so early (2026.4 closes the connection) gets them again on an ordinary connection.
     """
     if host.device:
         scopes = DEVICE_SCOPES + [s for s in scopes if s not in DEVICE_SCOPES]
@@ -236,7 +290,7 @@ def connect(host: Host, scopes: list[str], identities=None) -> Connection:
     attempt = 0
     while True:
         try:
-            return _connect_once(host, scopes, identities, deadline)
+            return _connect_once(host, scopes, identities, deadline, early)
         except GatewayError as exc:
             attempt += 1
             wait = (exc.retry_after_ms or 500) / 1000
@@ -246,7 +300,7 @@ def connect(host: Host, scopes: list[str], identities=None) -> Connection:
             time.sleep(wait)
 
 
-def _connect_once(host: Host, scopes: list[str], identities, deadline: float) -> Connection:
+def _connect_once(host: Host, scopes: list[str], identities, deadline: float, early: bool = False) -> Connection:
     ws = _open_socket(host, deadline)
     try:
         challenge = None
@@ -258,31 +312,62 @@ def _connect_once(host: Host, scopes: list[str], identities, deadline: float) ->
                     raise GatewayError("PROTOCOL", f"{host.name}: the gateway's connect challenge has no nonce")
         identity = identities.identity() if host.device else None
         params, device_token_used = _connect_params(host, scopes, challenge, identity, identities)
-        request_id = os.urandom(8).hex()
-        ws.send(json.dumps({"type": "req", "id": request_id, "method": "connect", "params": params}))
-        while True:
-            frame = receive(ws, deadline, host, "the answer to connect")
-            if frame and frame.get("type") == "res" and frame.get("id") == request_id:
-                break
-        if frame.get("ok") is not True:
-            raise _explain_connect_error(host, GatewayError.from_frame(frame.get("error")), identity, device_token_used)
-        hello = _read_hello(host, frame.get("payload"))
-        token = _object(_object(frame["payload"], "auth"), "deviceToken")
-        if identity and isinstance(token, str) and token:
-            identities.save_device_token(host.name, identity.device_id, token, hello.scopes)
+        handshake = _Handshake(os.urandom(8).hex(), scopes, identities, identity, device_token_used, deadline)
+        ws.send(json.dumps({"type": "req", "id": handshake.request_id, "method": "connect", "params": params}))
+        if early and isinstance(challenge.get("capabilities"), list):
+            return Connection(host, ws, None, host.timeout, handshake=handshake)
+        hello = handshake.finish(ws, host)
     except BaseException:
         try:
             ws.close(timeout=0.2)
         except Exception:
             pass  # the socket is already broken; the error being raised says why
         raise
-    missing = [s for s in scopes if s not in hello.scopes and not (s != ADMIN and ADMIN in hello.scopes)]
+    refusal = _missing_scope_error(host, scopes, hello)
     connection = Connection(host, ws, hello, host.timeout)
-    if missing:
+    if refusal:
         connection.close()
-        raise GatewayError("MISSING_SCOPE", _missing_scope_sentence(host, missing, hello),
-                           {"missing": missing, "granted": hello.scopes, "hello": hello})
+        raise refusal
     return connection
+
+
+@dataclass
+class _Handshake:
+    """A `connect` sent, its answer not yet read."""
+
+    request_id: str
+    scopes: list[str]
+    identities: object
+    identity: object
+    device_token_used: bool
+    deadline: float
+
+    def finish(self, ws, host: Host, early: bool = False) -> Hello | None:
+        """Read the answer to `connect`: hello-ok (a device token it carries is saved), or raise what was refused.
+        `early` (requests were sent behind it): None when one of them is answered first, refused."""
+        while True:
+            frame = receive(ws, self.deadline, host, "the answer to connect")
+            if frame and frame.get("type") == "res":
+                if frame.get("id") == self.request_id:
+                    break
+                if early:
+                    return None
+        if frame.get("ok") is not True:
+            raise _explain_connect_error(host, GatewayError.from_frame(frame.get("error")), self.identity,
+                                         self.device_token_used)
+        hello = _read_hello(host, frame.get("payload"))
+        token = _object(_object(frame["payload"], "auth"), "deviceToken")
+        if self.identity and isinstance(token, str) and token:
+            self.identities.save_device_token(host.name, self.identity.device_id, token, hello.scopes)
+        return hello
+
+
+def _missing_scope_error(host: Host, scopes: list[str], hello: Hello) -> GatewayError | None:
+    missing = [s for s in scopes if s not in hello.scopes and not (s != ADMIN and ADMIN in hello.scopes)]
+    if not missing:
+        return None
+    return GatewayError("MISSING_SCOPE", _missing_scope_sentence(host, missing, hello),
+                        {"missing": missing, "granted": hello.scopes, "hello": hello})
 
 
 def _open_socket(host: Host, deadline: float):

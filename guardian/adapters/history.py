@@ -231,15 +231,14 @@ class History:
             return earlier
 
     def read(self, subjects: list[tuple[str, str]], since: float, until: float) -> list[Sample]:
-        """The raw rows of these (kind, name) subjects from `since` to `until`, oldest first."""
+        """The raw rows of these (kind, name) subjects from `since` to `until`, oldest first, thinned as a check's
+        (see `_recent`): `report`'s forecast input, bounded however short the check interval."""
         if not self.path.exists():
             return []
-        rows = []
         with self._transaction(write=False) as db:
-            for kind, name in subjects:
-                rows += db.execute("SELECT * FROM samples WHERE kind = ? AND name = ? AND time >= ? AND time <= ? "
-                                   "ORDER BY time", (kind, name, since, until)).fetchall()
-        return sorted((_sample(row) for row in rows), key=lambda s: s.time)
+            rows = _recent(db, sorted(set(subjects)), since, until)
+        wanted = set(subjects)
+        return [row for row in rows if (row.kind, row.name) in wanted]  # a range read brings every subject's
 
     def usage_points(self, subjects: list[tuple[str, str]], since: float, until: float) -> dict[tuple[str, str], list]:
         """Each subject's (time, usage) from `since` to `until`, oldest first, for a daily profile: a 5-minute

@@ -58,14 +58,14 @@ class Splitting:
 def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
     """Count a host's sessions and split them by agent and kind when that is due (attribution.due)."""
     started = time.monotonic()
-    with gateway.connect(host, [gateway.READ], identities) as connection:
+    with gateway.connect(host, [gateway.READ], identities, early=True) as connection:
         counts = count(connection, host, idle_after)
         split = None
         if splitting and attribution.due(counts.reading.usage, splitting.warning,
                                          splitting.last_as_of.get(host.name), splitting.every, splitting.now):
             rows = counts.rows
             if rows is None:
-                rows = _every_row(connection, ALL_ROWS if connection.hello.protocol >= 4 else SYSTEM_ROWS)
+                rows = _every_row(connection, ALL_ROWS if connection.lists_archived else SYSTEM_ROWS)
             split = attribution.split(rows, counts.agents, splitting.rules, splitting.now,
                                       connection.hello.main_session_key)
         version = connection.hello.server_version
@@ -92,7 +92,7 @@ def count(connection, host: Host, idle_after: float) -> Counts:
              ("status", {})]
     if classes_needed:
         calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
-        if connection.hello.protocol >= 4:  # 2026.4 refuses `archived` (and has no archive)
+        if connection.lists_archived:  # 2026.4 refuses `archived` (and has no archive)
             calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
     answers = connection.call_many(calls)
     agents, status_count = _agent_counts(answers.pop(2), host)
