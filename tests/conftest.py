@@ -297,6 +297,13 @@ def create_sessions(gw, count, identities=None, **params) -> list[str]:
     return [a["key"] for a in answers]
 
 
+def delete_sessions(gw, keys) -> None:
+    """Delete what a test made on a shared gateway, so the next test finds the store as it was."""
+    if keys:
+        with rpc(gw) as connection:
+            connection.call_many([("sessions.delete", {"key": key}) for key in keys])
+
+
 def list_rows(gw, identities=None) -> list[dict]:
     with rpc(gw, identities=identities) as connection:
         return connection.call("sessions.list", {"limit": 1000})["sessions"]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from conftest import create_sessions, wait_until
+from conftest import create_sessions, delete_sessions, wait_until
 
 from guardian.commands import check as checking
 from guardian.settings.load import load
@@ -163,10 +163,14 @@ def test_a_silenced_critical_real_gateway_is_held_from_the_webhook_and_mirrored_
                                                  {"type": "webhook", "url_env": "HOOK_URL"}]})
 
     count = checking.run(load(config(100_000)), None, now=time.time(), act=False).subjects[0].reading.count
-    if count == 0:
-        create_sessions(gw, 1)
-        count = 1
-    path = config(count)  # 100 %: critical
+    made = [] if count else create_sessions(gw, 1)  # left as found: deleted at the end
+    try:
+        held_then_told(config(count or 1), alertmanager, receiver, cli)  # 100 %: critical
+    finally:
+        delete_sessions(gw, made)
+
+
+def held_then_told(path, alertmanager, receiver, cli):
 
     def check() -> dict:
         result = cli("check", "--config", path, "--json")

@@ -8,7 +8,7 @@ import json
 import uuid
 
 import pytest
-from conftest import rpc, wait_until
+from conftest import delete_sessions, rpc, wait_until
 from test_metrics import parse
 
 pytestmark = pytest.mark.real_gateway
@@ -24,35 +24,38 @@ def test_a_real_gateways_holders_in_check_the_webhook_and_the_metrics(real_gatew
         answers = connection.call_many([("sessions.create", {"key": key}) for key in keys])
         assert all(isinstance(a, dict) and a.get("ok") for a in answers), answers
         listed = connection.call("sessions.list", {"limit": 1})["totalCount"]
-    monkeypatch.setenv("HOOK_URL", receiver.url)
-    host = {"url": gw.url, "token": gw.token}
-    rules = {"idle_after": "1s", "protect": {"agents": ["support"]}}
+    try:
+        monkeypatch.setenv("HOOK_URL", receiver.url)
+        host = {"url": gw.url, "token": gw.token}
+        rules = {"idle_after": "1s", "protect": {"agents": ["support"]}}
 
-    def check(limit, count=None, *args):
-        config = write_config({"t440": {**host, "limit": limit, **({"count": count} if count else {})}},
-                              cleanup=rules, alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
-        return json.loads(cli("check", "--config", config, "--json", *args).stdout)["hosts"][0]
+        def check(limit, count=None, *args):
+            config = write_config({"t440": {**host, "limit": limit, **({"count": count} if count else {})}},
+                                  cleanup=rules, alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+            return json.loads(cli("check", "--config", config, "--json", *args).stdout)["hosts"][0]
 
-    only_listed = check(1000, ["listed"])
-    assert only_listed["sessions"] == listed  # what sessions.list counts: not the cron run
-    first = check(1000)
-    assert first["sessions"] == listed + first["counts"]["cron-run"] and first["counts"]["cron-run"] >= 1
-    assert {k["kind"]: k["sessions"] for k in first["kinds"]}["cron-run"] == first["counts"]["cron-run"]
+        only_listed = check(1000, ["listed"])
+        assert only_listed["sessions"] == listed  # what sessions.list counts: not the cron run
+        first = check(1000)
+        assert first["sessions"] == listed + first["counts"]["cron-run"] and first["counts"]["cron-run"] >= 1
+        assert {k["kind"]: k["sessions"] for k in first["kinds"]}["cron-run"] == first["counts"]["cron-run"]
 
-    def idle_enough():  # real time must pass for a real session to be idle: polled, never slept
-        holders = {h["agent"]: h for h in check(1000)["holders"]}
-        return holders if holders["sales"]["closable"] == 5 and holders["support"]["idle"] == 2 else None
+        def idle_enough():  # real time must pass for a real session to be idle: polled, never slept
+            holders = {h["agent"]: h for h in check(1000)["holders"]}
+            return holders if holders["sales"]["closable"] == 5 and holders["support"]["idle"] == 2 else None
 
-    holders = wait_until(idle_enough, what="the sales sessions idle past 1s")
-    assert holders["sales"] == {"agent": "sales", "sessions": 5, "idle": 5, "closable": 5}
-    assert holders["support"] == {"agent": "support", "sessions": 2, "idle": 2, "closable": 0}  # protected
+        holders = wait_until(idle_enough, what="the sales sessions idle past 1s")
+        assert holders["sales"] == {"agent": "sales", "sessions": 5, "idle": 5, "closable": 5}
+        assert holders["support"] == {"agent": "support", "sessions": 2, "idle": 2, "closable": 0}  # protected
 
-    prom = tmp_path / "guardian.prom"
-    critical = check(first["sessions"], None, "--prom-file", str(prom))  # 100 %
-    assert critical["level"] == "critical"
-    (alert,) = receiver.bodies[-1]["alerts"]
-    assert {h["agent"]: h for h in alert["holders"]}["sales"] == holders["sales"]
-    assert "sales 5 (5 closable)" in receiver.bodies[-1]["text"]
-    metrics = parse(prom)
-    assert metrics["guardian_agent_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 5
-    assert metrics["guardian_agent_closable_sessions", frozenset({"name": "t440", "agent": "support"}.items())] == 0
+        prom = tmp_path / "guardian.prom"
+        critical = check(first["sessions"], None, "--prom-file", str(prom))  # 100 %
+        assert critical["level"] == "critical"
+        (alert,) = receiver.bodies[-1]["alerts"]
+        assert {h["agent"]: h for h in alert["holders"]}["sales"] == holders["sales"]
+        assert "sales 5 (5 closable)" in receiver.bodies[-1]["text"]
+        metrics = parse(prom)
+        assert metrics["guardian_agent_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 5
+        assert metrics["guardian_agent_closable_sessions", frozenset({"name": "t440", "agent": "support"}.items())] == 0
+    finally:  # the shared gateway left as found
+        delete_sessions(gw, keys)
