@@ -12,7 +12,17 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import line_json
-from guardian.output.text import forecast_text, peak_text, percent, report_headline, safe, subject_label
+from guardian.output.text import (
+    UNDO,
+    forecast_text,
+    other_outcomes,
+    peak_text,
+    percent,
+    plural,
+    report_headline,
+    safe,
+    subject_label,
+)
 from guardian.settings.levels import worst
 from guardian.settings.units import duration_text, eta_text, iso_time
 
@@ -262,10 +272,6 @@ def reserve_causes(r) -> list[str]:
     return causes or ["no session was left that may be closed"]
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float) -> None:
     import click
 
@@ -322,6 +328,11 @@ def alerts_text(subject) -> str:
     return ",".join(f"{level}:{n}" for level, n in subject.alerts_sent.items() if n) or "none"
 
 
+def undo_plain(subject) -> list[str]:
+    """archived=, purged=, restored= of a host where archive mode did any of it."""
+    return [f"{result}={subject.outcomes(result)}" for result in UNDO if subject.outcomes(result)]
+
+
 def report_json(report) -> dict:
     def entry(s) -> dict:
         latest = s.latest
@@ -332,6 +343,7 @@ def report_json(report) -> dict:
             "usage": {key: None if value is None else round(value, 1) for key, value in s.usage.items()},
             "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
             "alerts_sent": s.alerts_sent, "sessions_closed": s.sessions_closed,
+            **{f"sessions_{result}": s.outcomes(result) for result in UNDO},
             "forecast": forecast_json(s.forecast, s.limit),
             "peak": s.peak.as_json(),
             "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series],
@@ -382,7 +394,7 @@ def report_plain(report) -> str:
         usage = s.usage
         parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
                  f"mean={percent(usage['mean'], 1)}", f"max={percent(usage['max'])}", level_times_text(s),
-                 f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *forecast_plain(s.forecast),
+                 f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *undo_plain(s), *forecast_plain(s.forecast),
                  f"usage=[{sparkline(s.series, report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
     lines += [f"peak {safe(subject_label(s))}: {peak_text(s.peak, report.now)}" for s in report.subjects]
@@ -403,15 +415,19 @@ def report_tables(report) -> list:
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", None: "magenta"}
     hosts = Table(title=f"Sessions from {iso_time(report.since)} to {iso_time(report.now)}", title_justify="left",
                   caption=report_headline(report), caption_justify="left")
+    # archive mode's columns, those the period has any of (delete mode has none)
+    undo = [result for result in UNDO if any(run.results.get(result) for run in report.cleanups)]
+    counts = ("Closed", *(result.capitalize() for result in undo))
     for column in ("Host", "Now", "Min", "Mean", "Max", "Usage over the period", "Time at level", "Alerts sent",
-                   "Closed", "Forecast"):
-        hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", "Closed") else "left")
+                   *counts, "Forecast"):
+        hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", *counts) else "left")
     for s in report.subjects:
         usage, latest = s.usage, s.latest
         hosts.add_row(Text(subject_label(s)), Text(percent(usage["now"]), style=colours[latest and latest.level]),
                       percent(usage["min"]), percent(usage["mean"], 1), percent(usage["max"]),
                       sparkline(s.series, report.since, report.now), level_times_text(s), alerts_text(s),
-                      str(s.sessions_closed), forecast_text(s.forecast))
+                      str(s.sessions_closed), *(str(s.outcomes(result)) for result in undo),
+                      forecast_text(s.forecast))
     peaks = Table(title="Daily peaks", title_justify="left")
     for column in ("Subject", "Peak forecast"):
         peaks.add_column(column)
@@ -430,11 +446,12 @@ def report_tables(report) -> list:
             Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")),
         )
     cleanups = Table(title="Cleanups", title_justify="left")
-    for column in ("Time", "Host", "Closed", "Other outcomes", "By"):
-        cleanups.add_column(column, justify="right" if column == "Closed" else "left")
+    for column in ("Time", "Host", *counts, "Other outcomes", "By"):
+        cleanups.add_column(column, justify="right" if column in counts else "left")
     for run in report.cleanups:
-        others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
-        cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
+        cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed),
+                         *(str(run.results.get(result, 0)) for result in undo),
+                         Text(safe(other_outcomes(run))), run.command)
     return [hosts, peaks, alerts, cleanups]
 
 
