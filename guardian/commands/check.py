@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
+from guardian.adapters.archive_ledger import ArchiveLedger
 from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
@@ -109,6 +110,8 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities,
                                                 config.check.concurrency)}
     audit = AuditLog(config.state_dir, new_run_id(), "check")
+    ledger = ArchiveLedger(config.state_dir)
+    waiting = waiting_for_purge(ledger)
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     silences = SilenceFile(config.state_dir)
     subjects, deliveries, run_warnings, error = None, [], [], None
@@ -119,7 +122,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                           *(subject_id("pool", name) for name in config.pools)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, waiting)
             book = silences.read()
             if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
                 run_warnings = end_acks(config, silences, book, state, now)
@@ -135,26 +138,34 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
-            subjects = _judge_all(state, hosts, pools, polls, config, now)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, waiting)
             # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
             run_warnings = _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
                 # Without the memory the channels would hear every alert again on every run, so
                 # only the stderr line (cron mails it) says what this run saw.
                 deliveries = _notify(state, subjects, (), config, now, act, backoff, audit, quiet)
-    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *run_warnings,
-                *_audit_warning(audit.failures)]
+    warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *ledger.warnings,
+                *run_warnings, *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
 
 
+def waiting_for_purge(ledger: ArchiveLedger) -> dict[str, int] | None:
+    """Per host, the sessions the guardian archived and has not purged yet: one read of a small file, none
+    without it. None when it cannot be read (the ledger's warning says why)."""
+    hosts = ledger.read()["hosts"]
+    return None if ledger.unusable else {host: len(entries) for host, entries in hosts.items()}
+
+
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
-               now: float) -> list[Subject]:
+               now: float, waiting: dict[str, int] | None) -> list[Subject]:
     subjects = []
     for host in hosts:
         poll = polls[host.name]
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
-                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url))
+                               server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
+                               waiting_for_purge=None if waiting is None else waiting.get(host.name, 0)))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,

@@ -128,6 +128,7 @@ class Subject:
     anomalies: dict = field(default_factory=dict)  # growth / rebound -> what was found
     peak: dict | None = None  # the next daily peak (PeakForecast.as_json), from the hourly cache; None: no history
     quiet: Hold | None = None  # the silence, acknowledgement or window holding its alerts now, shown beside it
+    waiting_for_purge: int | None = None  # a host's sessions the guardian archived, not purged yet (None: unknown)
 
     @property
     def id(self) -> str:

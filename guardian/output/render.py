@@ -91,7 +91,8 @@ def check_json(report: CheckReport) -> dict:
                 "peak": s.peak, **quiet_json(s)}
         if s.kind == "host":
             data.update(url=s.url, server_version=s.server_version,
-                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error)
+                        elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
+                        waiting_for_purge=s.waiting_for_purge)
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -123,6 +124,8 @@ def check_plain(report: CheckReport) -> str:
             parts.append(f"idle={s.reading.idle}")
         if s.unreachable_members:
             parts.append(f"unreachable={','.join(s.unreachable_members)}")
+        if s.waiting_for_purge:
+            parts.append(f"waiting_for_purge={s.waiting_for_purge}")
         parts += forecast_plain(s.forecast)
         if s.quiet:
             parts.append(f"({s.quiet.text})")
@@ -165,10 +168,10 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Forecast", "Note"):
-        table.add_column(
-            column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left"
-        )
+    # the sessions archived and not purged yet, once there are any (delete mode never has them)
+    purge = ("To purge",) if any(s.waiting_for_purge for s in report.subjects) else ()
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", *purge, "Forecast", "Note"):
+        table.add_column(column, justify="left" if column in ("Host", "Level", "Forecast", "Note") else "right")
     for s in report.subjects:
         r = s.reading
         level = s.level if r else "unknown"
@@ -177,9 +180,13 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            forecast_text(s.forecast), Text(note),
+            *((_known(s.waiting_for_purge),) if purge else ()), forecast_text(s.forecast), Text(note),
         )
     return table
+
+
+def _known(count: int | None) -> str:
+    return "" if count is None else str(count)
 
 
 def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
