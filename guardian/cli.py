@@ -257,16 +257,15 @@ def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fm
     config = app.load(config_path, limit, shard)
     selected = config.select(hosts)
     rules = this_run(config.cleanup, idle_after, max_per_run)
-    now = time.time()
+    now, warnings, audit = time.time(), [], AuditLog(config.state_dir, new_run_id(), "cleanup")
     try:
-        reports = cleaning.run(
-            config, selected, rules, now, dry_run, AuditLog(config.state_dir, new_run_id(), "cleanup")
-        )
+        reports = cleaning.run(config, selected, rules, now, dry_run, audit, warnings=warnings)
     except cleaning.CleanupBusy as exc:
         fail(str(exc), 1)
+    app.warn(warnings)
     code = cleaning.exit_code(reports, config.cleanup.reserve, dry_run)
     if not quiet:
-        print_cleanup(reports, rules, dry_run, config.cleanup.reserve, output_format(fmt, as_json), now)
+        print_cleanup(reports, rules, dry_run, config.cleanup.reserve, output_format(fmt, as_json), now, audit.run_id)
     elif code:
         for report in reports:
             for line in cleanup_summary(report, config.cleanup.reserve, dry_run)[1:]:

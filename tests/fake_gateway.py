@@ -40,6 +40,13 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
                            its ``activeMinutes`` cutoff (a gateway whose clock is off)
 ``truncate_responses``     send only the first half of every response frame (a torn frame;
                            the whole one never comes)
+``archive``                answer as 2026.9.6 does to archive, restore and purge
+                           (docs/gateway-measurements.md section 4): ``sessions.patchMany`` in the
+                           hello, the archive patch guarded by ``expectedSessionId``, archiving
+                           cancels a run, restoring bumps ``updatedAt``, ``archivedOnly`` refuses a
+                           session not archived. Off (the default), the fake is the 2026.9.6 of
+                           the tests written before archive mode: no ``patchMany``, so the guardian
+                           deletes
 =========================  =================================================================
 
 Recordings for assertions: ``requests`` (every request after ``connect``, in order) and
@@ -135,6 +142,13 @@ class _Obj:
     required: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _List:
+    """An array of 1 to ``most`` items, each of schema ``items``."""
+    items: Any
+    most: int
+
+
 _Type = tuple[str, Callable[[Any], bool]]  # (what "must be ..." says, predicate)
 
 
@@ -180,6 +194,13 @@ def _schema_error(value: Any, schema: Any, path: str = "") -> str | None:
                 if error:
                     return error
         return None
+    if isinstance(schema, _List):
+        if not isinstance(value, list) or not value:
+            return f"at {where}: must be a non-empty array"
+        if len(value) > schema.most:
+            return f"at {where}: must not have more than {schema.most} items"
+        return next((e for i, item in enumerate(value) if (e := _schema_error(item, schema.items, f"{path}/{i}"))),
+                    None)
     what, ok = schema
     return None if ok(value) else f"at {where}: must be {what}"
 
@@ -231,8 +252,15 @@ _DELETE_COMMON = {"key": NONEMPTY, "agentId": NONEMPTY, "deleteTranscript": BOOL
                   "archivedOnly": BOOLEAN}
 DELETE_PARAMS = _Obj({**_DELETE_COMMON, "expectedSessionId": STRING,
                       "expectedSessionUpdatedAt": NUMBER}, required=("key",))
-# 2026.4.29 has no guard against a session that changed since it was listed.
-LEGACY_DELETE_PARAMS = _Obj(_DELETE_COMMON, required=("key",))
+# 2026.4.29 has no guard against a session that changed since it was listed, and no archive.
+LEGACY_DELETE_PARAMS = _Obj({k: v for k, v in _DELETE_COMMON.items() if k != "archivedOnly"}, required=("key",))
+PATCH_PARAMS = _Obj({"key": NONEMPTY, "archived": BOOLEAN, "pinned": BOOLEAN, "label": STRING,
+                     "expectedSessionId": STRING}, required=("key",))
+LEGACY_PATCH_PARAMS = _Obj({"key": NONEMPTY, "pinned": BOOLEAN, "label": STRING}, required=("key",))
+PATCH_MANY_PARAMS = _Obj({"targets": _List(_Obj({"key": NONEMPTY, "expectedSessionId": STRING}, required=("key",)),
+                                           most=100),
+                          "patch": _Obj({"archived": BOOLEAN, "pinned": BOOLEAN, "label": STRING})},
+                         required=("targets", "patch"))
 
 METHOD_PARAMS = {
     "health": _Obj({"probe": BOOLEAN}),
@@ -240,8 +268,8 @@ METHOD_PARAMS = {
     "sessions.list": LIST_PARAMS,
     "sessions.delete": DELETE_PARAMS,
     "sessions.create": _Obj({"key": NONEMPTY, "label": STRING, "agentId": NONEMPTY}),
-    "sessions.patch": _Obj({"key": NONEMPTY, "archived": BOOLEAN, "pinned": BOOLEAN,
-                            "label": STRING, "expectedSessionId": STRING}, required=("key",)),
+    "sessions.patch": PATCH_PARAMS,
+    "sessions.patchMany": PATCH_MANY_PARAMS,
     "sessions.abort": _Obj({"key": NONEMPTY}, required=("key",)),
 }
 
@@ -353,6 +381,7 @@ class FakeGateway:
         self.fail_deletes: set[str] = set()
         self.clock: Callable[[], int] = _now_ms
         self.truncate_responses = False
+        self.archive = False
         # called as on_request(method, params) before each request after connect is handled
         # (runs on the server's thread): lets a test change the store between two calls
         self.on_request: Callable[[str, Any], None] | None = None
@@ -372,6 +401,7 @@ class FakeGateway:
             "sessions.create": self._sessions_create,
             "sessions.patch": self._sessions_patch,
             "sessions.abort": self._sessions_abort,
+            "sessions.patchMany": self._sessions_patch_many,
         }
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -719,7 +749,7 @@ class FakeGateway:
             "type": "hello-ok",
             "protocol": protocol,
             "server": {"version": self.version, "connId": str(uuid.uuid4())},
-            "features": {"methods": list(self._handlers), "events": list(EVENTS)},
+            "features": {"methods": self._methods(), "events": list(EVENTS)},
             "snapshot": {"sessionDefaults": {"defaultAgentId": "main", "mainKey": "main",
                                              "mainSessionKey": MAIN_KEY,
                                              "scope": "per-sender"}},
@@ -809,13 +839,14 @@ class FakeGateway:
             required = WRITE  # deleting an already archived session needs only write
         if required is not None and not _scopes_allow(conn.scopes, required):
             raise self._missing_scope(required)
-        handler = self._handlers.get(method)
+        handler = self._handlers.get(method) if method in self._methods() else None
         if handler is None:
             raise _invalid(f"unknown method: {method}")
         params = {} if params is None else params
         schema = METHOD_PARAMS[method]
         if self.legacy:
-            schema = {"sessions.delete": LEGACY_DELETE_PARAMS, "sessions.list": LEGACY_LIST_PARAMS}.get(method, schema)
+            schema = {"sessions.delete": LEGACY_DELETE_PARAMS, "sessions.list": LEGACY_LIST_PARAMS,
+                      "sessions.patch": LEGACY_PATCH_PARAMS}.get(method, schema)
         error = _schema_error(params, schema)
         if error:
             raise _invalid(f"invalid {method} params: {error}")
@@ -948,7 +979,7 @@ class FakeGateway:
                     raise _invalid(f"Session {key} changed before deletion. Retry.",
                                    {"reason": "session-changed"})
                 if params.get("archivedOnly") and not row.get("archived"):
-                    raise _invalid(f"Session {key} is not archived.")
+                    raise _invalid(f"Session {key} is not archived. Archive it first, then delete it.")
                 if row.get("hasActiveRun"):
                     self._abort_row(row)  # the real gateway aborts a running run, then deletes
                 del self.sessions[key]
@@ -972,7 +1003,12 @@ class FakeGateway:
         entry["createdAt"] = row["createdAt"]
         return {"ok": True, "key": key, "sessionId": row["sessionId"], "entry": entry}
 
+    def _methods(self) -> list[str]:
+        return [m for m in self._handlers if self.archive or m != "sessions.patchMany"]
+
     def _sessions_patch(self, params: dict) -> dict:
+        if self.archive and "archived" in params:
+            return self._lifecycle_patch(params["key"], params.get("expectedSessionId"), params["archived"])
         key = params["key"]
         with self._lock:
             row = self.sessions.get(key)
@@ -986,6 +1022,39 @@ class FakeGateway:
                 if name in params:
                     row[name] = params[name]
             return {"ok": True, "key": key, "entry": self._list_row(row)}
+
+    def _lifecycle_patch(self, key: str, expected: str | None, archived: bool) -> dict:
+        """Archive or restore as 2026.9.6 does (docs/gateway-measurements.md sections 4 and 5)."""
+        if expected is None:
+            raise _invalid(f"expectedSessionId required for session lifecycle patch: {key}")
+        with self._lock:
+            row = self.sessions.get(key)
+            if row is not None and archived and (key == MAIN_KEY or row.get("isMain")):
+                raise _invalid("Cannot archive an agent's main session.")
+            if row is None or row["sessionId"] != expected:  # a missing key answers the same
+                raise _invalid(f"Session {key} changed before patch. Retry.", {"reason": "session-changed"})
+            if archived and not row.get("archived"):
+                if row.get("hasActiveRun"):
+                    self._abort_row(row)  # the archive cancels the session's work first
+                row.update(archived=True, archivedAt=_now_ms(), updatedAt=max(_now_ms(), row["updatedAt"] + 1))
+            elif not archived and row.get("archived"):
+                row["archived"] = False
+                row.pop("archivedAt", None)
+                row["updatedAt"] = max(_now_ms(), row["updatedAt"] + 1)  # a restore bumps updatedAt
+            return {"ok": True, "key": key, "entry": self._list_row(row)}
+
+    def _sessions_patch_many(self, params: dict) -> dict:
+        outcomes = []
+        for target in params["targets"]:
+            key = target["key"]
+            try:
+                if set(params["patch"]) != {"archived"}:
+                    raise _invalid("the fake patches many only to archive or restore")
+                self._lifecycle_patch(key, target.get("expectedSessionId"), params["patch"]["archived"])
+                outcomes.append({"ok": True, "key": key})
+            except GatewayError as exc:
+                outcomes.append({"ok": False, "key": key, "error": exc.shape()})
+        return {"ok": True, "outcomes": outcomes}
 
     def _sessions_abort(self, params: dict) -> dict:
         key = params["key"]

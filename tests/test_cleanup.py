@@ -625,6 +625,7 @@ def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_to
     (2026.4 lists only key, sessionId, updatedAt), and a session that wakes up between list and delete stays."""
     from fake_gateway import FakeGateway
 
+    from guardian.adapters.archive_ledger import ArchiveLedger
     from guardian.adapters.identity import IdentityStore
     from guardian.commands.cleanup import clean_host
     from guardian.settings.model import Host
@@ -648,7 +649,7 @@ def test_a_real_cleanup_deletes_only_what_the_rules_allow_and_never_a_session_to
     fake.on_request = wake_up
     host = Host(name=release, url=fake.url, limit=1000, token=Secret("secret", "test"), insecure=True)
     report = clean_host(host, rules, NOW, False, IdentityStore(state), audit.AuditLog(state, "r", "cleanup"),
-                        clock=lambda: NOW)
+                        ArchiveLedger(state), clock=lambda: NOW)
     deleted = set(listed) - set(fake.sessions)
     closing = [d.key for d in report.decisions if d.close]
     assert [key for key in closing if not may_close(listed[key], rules, NOW, None)] == []

@@ -16,12 +16,13 @@ import threading
 from pathlib import Path
 
 from guardian.adapters.files import move_aside, write_private
+from guardian.adapters.state import StateError
 
 VERSION = 1
 ENTRY_FIELDS = {"session_id", "archived_at", "run_id"}
 
 
-class LedgerError(Exception):
+class LedgerError(StateError):
     """archived.json cannot be written (or must not be: it could not be read): one sentence."""
 
 

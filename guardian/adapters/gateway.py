@@ -26,6 +26,9 @@ ROLE = "operator"
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
 UNAVAILABLE_RETRIES = 3
 MAX_RETRY_WAIT = 5.0  # seconds; a gateway asking for longer is treated as down for this run
+# 2026.9 refuses calls for 0.3-5 s after bulk writes (200 archives): UNAVAILABLE "worker task capacity reached:
+# code=overloaded", without `retryable` (docs/gateway-measurements.md section 4)
+OVERLOAD_POLL, OVERLOAD_PATIENCE = 0.2, 8.0
 
 
 class GatewayError(Exception):
@@ -72,6 +75,13 @@ class Hello:
     server_version: str
     scopes: list[str]
     main_session_key: str | None
+    methods: frozenset = frozenset()  # features.methods: what this release answers
+
+    @property
+    def can_archive(self) -> bool:
+        """Archive in place with an expectedSessionId guard (2026.9). The hello names methods, not their params:
+        sessions.patchMany came with the archive patch, and 2026.4.29 has neither (docs/gateway-measurements.md)."""
+        return "sessions.patchMany" in self.methods
 
 
 @dataclass
@@ -94,7 +104,8 @@ class Connection:
 
         `while_waiting` (which must not raise) runs once, after the requests are sent and before
         the answers are read: work that overlaps the gateway's.
-        A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times.
+        A retryable UNAVAILABLE is sent again after its retryAfterMs, a bounded number of times; an overloaded
+        gateway's refusal (not marked retryable: nothing was run) every OVERLOAD_POLL for up to OVERLOAD_PATIENCE.
         A timeout or a closed socket raises, since the remaining answers will not come.
         """
         results: list = [None] * len(calls)
@@ -111,6 +122,13 @@ class Connection:
                 break
             time.sleep(wait)
             pending = retry
+        overloaded = [index for index, answer in enumerate(results) if _overloaded(answer)]
+        give_up = time.monotonic() + OVERLOAD_PATIENCE
+        while overloaded and time.monotonic() < give_up:
+            time.sleep(OVERLOAD_POLL)
+            for index, answer in zip(overloaded, self._round([calls[i] for i in overloaded], None)):
+                results[index] = answer
+            overloaded = [index for index in overloaded if _overloaded(results[index])]
         return results
 
     def _round(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None) -> list:
@@ -159,6 +177,10 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _overloaded(answer) -> bool:
+    return isinstance(answer, GatewayError) and answer.code == "UNAVAILABLE" and "code=overloaded" in answer.message
 
 
 def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
@@ -369,6 +391,7 @@ def _read_hello(host: Host, payload) -> Hello:
     scopes = _object(_object(payload, "auth"), "scopes")
     main_key = _object(_object(_object(payload, "snapshot"), "sessionDefaults"), "mainSessionKey")
     version = _object(_object(payload, "server"), "version")
+    methods = _object(_object(payload, "features"), "methods")
     protocol = payload.get("protocol")
     if type(protocol) is not int or protocol not in (3, 4):
         raise GatewayError(
@@ -376,7 +399,9 @@ def _read_hello(host: Host, payload) -> Hello:
         )
     return Hello(protocol=protocol, server_version=version if isinstance(version, str) else "unknown",
                  scopes=[s for s in scopes if isinstance(s, str)] if isinstance(scopes, list) else [],
-                 main_session_key=main_key if isinstance(main_key, str) else None)
+                 main_session_key=main_key if isinstance(main_key, str) else None,
+                 methods=frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list)
+                 else frozenset())
 
 
 def _object(value, key: str):

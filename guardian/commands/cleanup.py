@@ -1,8 +1,10 @@
 """`guardian cleanup`: close sessions idle for hours, never a live one, with an exact audit trail.
 
-Which sessions to close is guardian.core.planner's (pure). This is the thin shell around it: list
-every session, delete the chosen ones with the gateway's own guard against a session that woke up
-since the listing, and record intent and outcome of each delete in the audit log before moving on.
+Which sessions to close is guardian.core.planner's (pure). This is the thin shell around it: purge what the
+guardian archived `purge_after` ago, list every session, then close the chosen ones: archive them in place
+(cleanup.mode archive, where the gateway can) right after re-reading them, since the archive patch has no guard
+against a session that woke up since the listing; or delete them with the gateway's own guard. Intent and outcome
+of each action go to the audit log before moving on; what was archived goes to the archive ledger.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from guardian.adapters import gateway
+from guardian.adapters.archive_ledger import ArchiveLedger
 from guardian.adapters.audit import AuditLog
 from guardian.adapters.files import LockBusy, hold_lock
 from guardian.adapters.identity import IdentityStore
@@ -26,15 +29,21 @@ from guardian.core.planner import (
     HostCleanup,
     Outcome,
     Verdict,
+    agent_of,
+    changed_since_plan,
+    cleanup_mode,
     clock_skew_refusal,
     flagged,
     plan,
+    purge_due,
 )
-from guardian.settings.model import Cleanup, Config, Host
+from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
-
+# targets of one sessions.patchMany, the gateway's most: 200 archives take ~0.5 s in batches of 50 or 100 and ~2.4 s
+# one patch at a time (docs/gateway-measurements.md section 4); each batch is re-read right before it is sent
+ARCHIVE_BATCH = 100
 
 
 def list_sessions(connection) -> list[dict]:
@@ -140,9 +149,17 @@ def _outcome(decision: Verdict, answer) -> Outcome:
 
 
 def clean_host(host: Host, rules: Cleanup, now: float, dry_run: bool, identities: IdentityStore, audit: AuditLog,
-               clock=time.time) -> HostCleanup:
+               ledger: ArchiveLedger, clock=time.time) -> HostCleanup:
     result = HostCleanup(host)
     with gateway.connect(host, [gateway.READ, gateway.ADMIN], identities) as connection:
+        can_archive = connection.hello.can_archive
+        result.mode = cleanup_mode(rules.mode, can_archive)
+        if rules.mode == ARCHIVE and not can_archive:
+            result.fallback = f"{connection.hello.server_version} has no archive"
+        if can_archive:  # purge needs archivedOnly, which came with archive
+            result.purges, result.error = purge(connection, host, rules, now, dry_run, audit, ledger, clock)
+            if result.error:
+                return result
         rows, gateway_clock = listing(connection)
         result.before = len(rows)
         refusal = clock_skew_refusal(gateway_clock, now)
@@ -152,7 +169,7 @@ def clean_host(host: Host, rules: Cleanup, now: float, dry_run: bool, identities
             return result
         result.decisions = plan(rows, rules, now, connection.hello.main_session_key)
         chosen = [d for d in result.decisions if d.close]
-        entry = functools.partial(_audit_entry, clock, host, dry_run)
+        entry = functools.partial(_audit_entry, clock, host, dry_run, result.mode)
         # the kept records go out with the plan (dry run) or the first intents, in one write and one fsync
         kept = [entry("kept", d) for d in result.decisions if not d.close and d.reason != NOT_IDLE]
         if dry_run:
@@ -160,7 +177,10 @@ def clean_host(host: Host, rules: Cleanup, now: float, dry_run: bool, identities
             audit.write_all(kept + [entry("planned", d) for d in chosen])
             result.after, result.status = result.before - len(chosen), PLANNED
             return result
-        result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, entry)
+        if result.mode == ARCHIVE:
+            result.outcomes, result.error = archive_chosen(connection, chosen, kept, audit, entry, rules, ledger, clock)
+        else:
+            result.outcomes, result.error = delete_chosen(Deleter(connection), chosen, kept, audit, entry)
         result.status = CLEANED if all(o.settled for o in result.outcomes) else PARTLY_CLEANED
         if result.error:
             return result
@@ -213,6 +233,117 @@ def delete_chosen(
     return outcomes, None
 
 
+def purge(connection, host: Host, rules: Cleanup, now: float, dry_run: bool, audit: AuditLog, ledger: ArchiveLedger,
+          clock) -> tuple[list[Outcome], str | None]:
+    """Delete the sessions the guardian archived at least purge_after ago, if they are still archived under the same
+    session id (`archivedOnly`, `expectedSessionId`: one restored or reused is refused and forgotten). Whoever else
+    archived a session, it is not in the ledger and never purged. Nothing is purged from a ledger that was corrupt."""
+    entries = ledger.host(host.name)
+    if ledger.unusable:
+        return [], None
+    due = [Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of({"key": key}), updated_at=None,
+                   idle_seconds=now - entries[key]["archived_at"], close=True, reason="archived")
+           for key in purge_due(entries, now, rules.purge_after)]
+    if dry_run:
+        return [Outcome(d, "planned") for d in due], None
+    outcomes, error = delete_chosen(Purger(connection), due, [], audit,
+                                    functools.partial(_audit_entry, clock, host, dry_run, "purge"))
+    # a failed or unanswered purge stays in the ledger for the next run to try again
+    ledger.drop(host.name, [o.decision.key for o in outcomes if o.settled and o.result != "failed"])
+    return outcomes, error
+
+
+class Purger:
+    """Deletes archived sessions (the same interface as Deleter, for delete_chosen)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def delete(self, decisions: list[Verdict], while_waiting=lambda: None) -> list[Outcome]:
+        # the transcript is kept, compressed, as a delete keeps it: a purge is the one step that cannot be undone
+        calls = [("sessions.delete", {"key": d.key, "archivedOnly": True, "expectedSessionId": d.session_id})
+                 for d in decisions]
+        return [_purge_outcome(d, a) for d, a in zip(decisions, self.connection.call_many(calls, while_waiting))]
+
+
+def _purge_outcome(decision: Verdict, answer) -> Outcome:
+    if isinstance(answer, gateway.GatewayError) and "is not archived" in answer.message:
+        return Outcome(decision, "kept: no longer archived")  # restored since (or never archived by this id)
+    outcome = _outcome(decision, answer)
+    return Outcome(decision, "purged", outcome.error) if outcome.result == "closed" else outcome
+
+
+def archive_chosen(connection, chosen: list[Verdict], kept: list, audit: AuditLog, entry, rules: Cleanup,
+                   ledger: ArchiveLedger, clock) -> tuple[list[Outcome], str | None]:
+    """Archive the chosen sessions ARCHIVE_BATCH at a time, each batch right after re-reading every candidate: one
+    whose row changed in any way since the plan is skipped (`skipped: changed`), never archived.
+
+    Before a batch is sent, an intent for each of its keys (and the outcome of each skipped one) is on disk; after
+    it, an outcome for each key, and what was archived is in the ledger (a crash between the two leaves a session
+    archived and never purged: the safe side). Once a batch is sent nothing raises: the caller reports the outcomes.
+    """
+    main_key = connection.hello.main_session_key
+    outcomes: list[Outcome] = []
+    for start in range(0, len(chosen), ARCHIVE_BATCH):
+        batch = chosen[start:start + ARCHIVE_BATCH]
+        try:
+            current = {row["key"]: row for row in list_sessions(connection)}
+        except gateway.GatewayError as exc:
+            error = f"the re-read before archiving failed: {exc.message}"
+            audit.write_all(kept)
+            return outcomes + _not_attempted(chosen[start:], error), error
+        why_not = {d.key: changed_since_plan(d, current.get(d.key), rules, main_key) for d in batch}
+        skipped = [Outcome(d, why_not[d.key]) for d in batch if why_not[d.key]]
+        sending = [d for d in batch if not why_not[d.key]]
+        audit.write_all(kept + [entry("intent", d) for d in batch] + _outcome_records(entry, skipped))
+        kept = []
+        error = None
+        try:
+            answered = _archive(connection, sending)
+        except gateway.GatewayError as exc:  # the connection is gone: these may or may not be archived
+            answered, error = [Outcome(d, "unknown", exc.message) for d in sending], exc.message
+        outcomes += skipped + answered
+        try:
+            audit.write_all(_outcome_records(entry, answered))
+            archived_at = clock()
+            ledger.add(connection.host.name, {o.decision.key: {"session_id": o.decision.session_id,
+                                                               "archived_at": archived_at, "run_id": audit.run_id}
+                                              for o in answered if o.result == "archived"})
+        except StateError as exc:  # nothing more is sent without a record
+            error = error or str(exc)
+        if error:
+            return outcomes + _not_attempted(chosen[start + len(batch):], error), error
+    return outcomes, None
+
+
+def _outcome_records(entry, outcomes: list[Outcome]) -> list:
+    return [entry("outcome", o.decision, result=o.result, error=o.error) for o in outcomes]
+
+
+def _archive(connection, decisions: list[Verdict]) -> list[Outcome]:
+    """One sessions.patchMany archiving `decisions`: one outcome each, in order (the gateway's are per target)."""
+    if not decisions:
+        return []
+    targets = [{"key": d.key, "expectedSessionId": d.session_id} for d in decisions]
+    answer = connection.call_many([("sessions.patchMany", {"targets": targets, "patch": {"archived": True}})])[0]
+    if isinstance(answer, gateway.GatewayError):  # the batch was refused whole: nothing archived
+        return [Outcome(d, "failed", f"{answer.code}: {answer.message}") for d in decisions]
+    per_target = answer.get("outcomes")
+    if not isinstance(per_target, list) or len(per_target) != len(decisions):
+        message = "sessions.patchMany answered without one outcome per target"
+        return [Outcome(d, "unknown", message) for d in decisions]
+    return [_archive_outcome(d, target) for d, target in zip(decisions, per_target)]
+
+
+def _archive_outcome(decision: Verdict, target) -> Outcome:
+    if isinstance(target, dict) and target.get("ok") is True:
+        return Outcome(decision, "archived")
+    error = gateway.GatewayError.from_frame(target.get("error") if isinstance(target, dict) else None)
+    if error.details.get("reason") == "session-changed":
+        return Outcome(decision, "skipped: changed")
+    return Outcome(decision, "failed", f"{error.code}: {error.message}")
+
+
 def _not_attempted(decisions: list[Verdict], error: str) -> list[Outcome]:
     return [Outcome(d, "failed", NOT_ATTEMPTED + error) for d in decisions]
 
@@ -232,9 +363,11 @@ class _IntentsAhead:
                 self.failure = exc
 
 
-def _audit_entry(clock, host: Host, dry_run: bool, event: str, decision: Verdict, **outcome) -> tuple[float, str, dict]:
-    """An audit record (time, event, fields) of one decision, timed now, written later by write_all."""
-    return clock(), event, {"host": host.name, "dry_run": dry_run, **outcome, **_fields(decision)}
+def _audit_entry(clock, host: Host, dry_run: bool, action: str, event: str, decision: Verdict,
+                 **outcome) -> tuple[float, str, dict]:
+    """An audit record (time, event, fields) of one decision, timed now, written later by write_all.
+    `action`: archive, delete or purge."""
+    return clock(), event, {"host": host.name, "dry_run": dry_run, "action": action, **outcome, **_fields(decision)}
 
 
 def _fields(decision: Verdict) -> dict:
@@ -261,12 +394,18 @@ def lock(state_dir):
 
 
 def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: bool, audit: AuditLog,
-        clock=time.time) -> list[HostCleanup]:
-    """Clean every host at once; `clock` times each audit record (tests pass a moved one)."""
+        clock=time.time, warnings: list | None = None) -> list[HostCleanup]:
+    """Clean every host at once; `clock` times each audit record (tests pass a moved one). What the archive ledger
+    warns of (a corrupt file moved aside) is added to `warnings`."""
     identities = IdentityStore(config.state_dir)
     with lock(config.state_dir), audit.kept_open():
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, clock), hosts,
-                                       config.check.concurrency)
+        ledger = ArchiveLedger(config.state_dir)
+        if not dry_run:
+            ledger.set_aside_corrupt()
+        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, ledger, clock),
+                                       hosts, config.check.concurrency)
+    if warnings is not None:
+        warnings += ledger.warnings
     reports = []
     for host, result in zip(hosts, results):
         if isinstance(result, HostCleanup):

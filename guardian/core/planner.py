@@ -8,7 +8,7 @@ import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from guardian.settings.model import Cleanup, Host
+from guardian.settings.model import ARCHIVE, DELETE, Cleanup, Host
 from guardian.settings.units import duration_text
 
 # keep reasons, in the order they are checked
@@ -43,6 +43,32 @@ class Verdict:
     idle_seconds: float | None
     close: bool
     reason: str
+    status: str | None = None  # as listed: a session whose status changed since is not archived
+
+
+def cleanup_mode(configured: str, can_archive: bool) -> str:
+    """How this host's sessions are closed: archived when configured and the gateway can, else deleted."""
+    return ARCHIVE if configured == ARCHIVE and can_archive else DELETE
+
+
+def changed_since_plan(decision: Verdict, row: dict | None, rules: Cleanup, main_key: str | None) -> str | None:
+    """Why a session chosen from the listing must not be archived now, seen in a re-read row right before acting.
+
+    The archive patch takes no expectedSessionUpdatedAt and cancels a session's work: this is the guard. Any change
+    to its id, activity time or status, or a reason to keep it now (an active run, pinned, protected), skips it.
+    """
+    if row is None:
+        return "already gone"
+    if (row.get("sessionId"), row.get("updatedAt"), row.get("status")) != \
+            (decision.session_id, decision.updated_at, decision.status) or keep_reason(row, rules, main_key):
+        return "skipped: changed"
+    return None
+
+
+def purge_due(entries: dict, now: float, purge_after: float) -> list[str]:
+    """The keys of archive ledger entries archived at least `purge_after` before `now`, longest archived first."""
+    due = [(entry["archived_at"], key) for key, entry in entries.items() if now - entry["archived_at"] >= purge_after]
+    return [key for _, key in sorted(due)]
 
 
 def readable_time(value) -> bool:
@@ -155,7 +181,7 @@ def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = No
                 reason = OVER_CAP
         decisions.append(Verdict(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
                                   updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
-                                  reason=reason or "idle"))
+                                  reason=reason or "idle", status=row.get("status")))
     return decisions
 
 
@@ -169,7 +195,9 @@ CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "no
 @dataclass
 class Outcome:
     decision: Verdict
-    result: str  # closed | already gone | skipped: changed | failed | unknown | planned (dry run)
+    # closed (deleted) | archived | purged | already gone | skipped: changed | kept: no longer archived | failed
+    # | unknown | planned (dry run)
+    result: str
     error: str | None = None
 
     @property
@@ -188,17 +216,25 @@ class HostCleanup:
     error: str | None = None  # what stopped the run on this host, or went wrong after it
     unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
     status: str = NOT_CLEANED
+    mode: str = DELETE  # how this run closed sessions here: archive, or delete (configured, or no archive here)
+    fallback: str | None = None  # why archive mode deletes here ("2026.4.29 has no archive")
+    purges: list[Outcome] = field(default_factory=list)  # the guardian's archived sessions purged first
 
     def count(self, result: str) -> int:
         return sum(1 for o in self.outcomes if o.result == result)
 
     @property
     def closed(self) -> int:
-        return self.count("closed")
+        """Sessions that left the usage: deleted or archived."""
+        return self.count("closed") + self.count("archived")
+
+    @property
+    def purged(self) -> int:
+        return sum(1 for o in self.purges if o.result == "purged")
 
     @property
     def failed(self) -> int:
-        return self.count("failed") + self.count("unknown")
+        return sum(1 for o in [*self.outcomes, *self.purges] if o.result in ("failed", "unknown"))
 
     @property
     def kept(self) -> Counter:

@@ -76,11 +76,14 @@ class CleanupRun:
     host: str
     run_id: str
     command: str
-    results: dict  # outcome result -> sessions (closed, skipped: changed, already gone, failed, unknown)
+    # outcome result -> sessions: closed (deleted), archived, purged, restored, already active, skipped: changed,
+    # already gone, not the guardian's, failed, unknown
+    results: dict
 
     @property
     def closed(self) -> int:
-        return self.results.get("closed", 0)
+        """Sessions that left the usage: deleted or archived (a purge only removes what already left it)."""
+        return self.results.get("closed", 0) + self.results.get("archived", 0)
 
 
 @dataclass

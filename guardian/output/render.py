@@ -24,6 +24,7 @@ from guardian.output.text import (
     subject_label,
 )
 from guardian.settings.levels import worst
+from guardian.settings.model import ARCHIVE
 from guardian.settings.units import duration_text, eta_text, iso_time
 
 STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -207,7 +208,13 @@ def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
 # --- cleanup ---------------------------------------------------------------------------------
 
 
-def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dict:
+def _action(o) -> dict:
+    return {"key": o.decision.key, "session_id": o.decision.session_id, "agent": o.decision.agent,
+            "idle_seconds": None if o.decision.idle_seconds is None else round(o.decision.idle_seconds),
+            "result": o.result, "error": o.error}
+
+
+def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float, run_id: str | None = None) -> dict:
     def host(r) -> dict:
         limit = r.host.limit
         return {
@@ -215,18 +222,21 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float) -> dic
             "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
-            "closed": r.closed, "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
+            "mode": r.mode, "fallback": r.fallback,
+            # closed: left the usage (archived or deleted)
+            "closed": r.closed, "archived": r.count("archived"), "deleted": r.count("closed"), "purged": r.purged,
+            "failed": r.failed, "skipped_changed": r.count("skipped: changed"),
             "already_gone": r.count("already gone"), "kept": dict(r.kept),
             "reserve": reserve, "reserve_met": None if r.after is None else limit - r.after >= reserve,
-            "actions": [{"key": o.decision.key, "session_id": o.decision.session_id, "agent": o.decision.agent,
-                         "idle_seconds": None if o.decision.idle_seconds is None else round(o.decision.idle_seconds),
-                         "result": o.result, "error": o.error} for o in r.outcomes],
+            "actions": [_action(o) for o in r.outcomes],
+            "purges": [_action(o) for o in r.purges],
             "plan": [{"key": d.key, "agent": d.agent, "decision": "close" if d.close else "keep", "reason": d.reason,
                       "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds)}
                      for d in r.decisions] if dry_run else None,
         }
 
-    return {"version": JSON_VERSION, "time": iso_time(now), "dry_run": dry_run, "idle_after_seconds": rules.idle_after,
+    return {"version": JSON_VERSION, "time": iso_time(now), "run_id": run_id, "dry_run": dry_run,
+            "idle_after_seconds": rules.idle_after,
             "max_per_run": rules.max_per_run, "hosts": [host(r) for r in reports]}
 
 
@@ -240,17 +250,20 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
         return [f"{name}: not cleaned: {safe(r.error)}"]
     limit = r.host.limit
     kept = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common()) or "none"
-    verb = "would close" if dry_run else "closed"
+    verb = ("would " if dry_run else "") + (("archive" if dry_run else "archived") if r.mode == ARCHIVE
+                                            else ("close" if dry_run else "closed"))
     closing = len(r.outcomes) if dry_run else r.closed
     after = "?" if r.after is None else f"{r.after}"
     usage_after = "" if r.after is None else f" -> {100 * r.after / limit:.0f}%"
+    fallback = f" (delete: {r.fallback})" if r.fallback else ""
+    purged = f"; {'would purge' if dry_run else 'purged'} {len(r.purges) if dry_run else r.purged}" if r.purges else ""
     lines = [f"{name}: {r.before} -> {after} sessions ({100 * r.before / limit:.0f}%{usage_after} of {limit}); "
-             f"{verb} {closing}; kept {sum(r.kept.values())} ({kept})"
+             f"{verb} {closing}{fallback}{purged}; kept {sum(r.kept.values())} ({kept})"
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
                                     f"{r.count('already gone')}; failed {r.failed}")]
     if r.error:
         lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
-    for o in r.outcomes:
+    for o in [*r.purges, *r.outcomes]:
         if o.result in ("failed", "unknown"):
             lines.append(f"{name}: {o.result}: {safe(o.decision.key)}: {safe(o.error or '')}")
     if r.after is not None and limit - r.after < reserve:
@@ -279,14 +292,15 @@ def reserve_causes(r) -> list[str]:
     return causes or ["no session was left that may be closed"]
 
 
-def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float) -> None:
+def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float, run_id: str | None = None) -> None:
     import click
 
     if fmt == "json":
-        click.echo(json.dumps(cleanup_json(reports, rules, dry_run, reserve, now), indent=2))
+        click.echo(json.dumps(cleanup_json(reports, rules, dry_run, reserve, now, run_id), indent=2))
         return
     if dry_run:
-        plan_rows = [(r.host.name, d) for r in reports for d in r.decisions]
+        plan_rows = [(r.host.name, d, "archive" if r.mode == ARCHIVE else "close")
+                     for r in reports for d in r.decisions]
         if fmt == "table":
             from rich.console import Console
             from rich.table import Table
@@ -297,13 +311,13 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             )
             for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
                 table.add_column(column, justify="right" if column == "Idle" else "left")
-            for host, d in plan_rows:
+            for host, d, verb in plan_rows:
                 table.add_row(host, Text(safe(d.key, 80)), Text(safe(d.agent or "-")), duration_text(d.idle_seconds),
-                              Text("close", style="bold red") if d.close else "keep", d.reason)
+                              Text(verb, style="bold red") if d.close else "keep", d.reason)
             Console().print(table)
         else:
-            for host, d in plan_rows:
-                click.echo(f"{host} {'close' if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
+            for host, d, verb in plan_rows:
+                click.echo(f"{host} {verb if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
                            f"idle={duration_text(d.idle_seconds)} reason={d.reason}")
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):

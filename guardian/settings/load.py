@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import (
     ALERT_KINDS,
+    CLEANUP_MODES,
     DEFAULT_CONFIG_PATH,
     DEFAULT_STATE_DIR,
     DEFAULT_URL,
@@ -229,7 +230,11 @@ def _cleanup(section: Section) -> Cleanup:
         on_critical=section.boolean("on_critical", False),
         protect=protected,
         agent_idle_after=agent_idle,
+        mode=section.text("mode", defaults.mode),
+        purge_after=section.duration("purge_after", defaults.purge_after),
     )
+    if cleanup.mode not in CLEANUP_MODES:
+        section.fail("mode", f"must be one of {', '.join(CLEANUP_MODES)}, got {cleanup.mode!r}")
     section.done()
     return cleanup
 

@@ -102,6 +102,10 @@ class Protect:
     labels: tuple[str, ...] = ()
 
 
+ARCHIVE, DELETE = "archive", "delete"
+CLEANUP_MODES = (ARCHIVE, DELETE)
+
+
 @dataclass(frozen=True)
 class Cleanup:
     idle_after: float = 7200.0
@@ -110,6 +114,10 @@ class Cleanup:
     on_critical: bool = False
     protect: Protect = Protect()
     agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
+    # archive: close by archiving in place (undoable with `guardian restore`), purge purge_after later; where the
+    # gateway cannot archive (2026.4) it deletes. delete: delete at once, as before archive existed.
+    mode: str = ARCHIVE
+    purge_after: float = 86400.0
 
     def idle_after_for(self, agent: str | None) -> float:
         """How long an agent's sessions must be idle before they may close: the agent's own, else idle_after."""
