@@ -273,6 +273,51 @@ def cleanup(app, config_path, hosts, limit, dry_run, idle_after, max_per_run, fm
     sys.exit(code)
 
 
+@main.command()
+@host_options
+@click.option("--last", is_flag=True, help="The sessions the last cleanup run closed.")
+@click.option("--run", "run_id", metavar="RUN_ID",
+              help="The sessions that cleanup run closed (its run_id in --json and in the audit log).")
+@click.option("--key", "keys", multiple=True, metavar="KEY", help="This session key (repeat for more).")
+@click.option("--since", type=Duration(), help="The sessions cleanups closed this long ago or later (45m, 2h, 1d).")
+@click.option("--dry-run", is_flag=True, help="Say what would be restored, and change nothing.")
+@click.option("--format", "fmt", type=click.Choice(("plain", "json")), default="plain", show_default=True,
+              help="Output format.")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@friendly_errors
+@pass_context
+def restore(app, config_path, hosts, limit, last, run_id, keys, since, dry_run, fmt, as_json):
+    """Bring back sessions a cleanup archived and has not purged yet.
+
+    \b
+    Examples:
+      guardian restore --last
+      guardian restore --run 3f9a1c2e4b5d --dry-run
+      guardian restore --key agent:main:dashboard:42 --hosts t440
+      guardian restore --since 2h --json
+
+    Per key: restored, already active, purged (or deleted: it cannot be restored), not the guardian's, or refused:
+    session id changed (the key holds another session now). Every one is an audit record.
+    """
+    from guardian.adapters.audit import AuditLog, new_run_id
+    from guardian.commands import cleanup as cleaning
+    from guardian.commands import restore as restoring
+    from guardian.output.render import print_restore
+
+    if sum((last, run_id is not None, bool(keys), since is not None)) != 1:
+        fail("say what to restore with exactly one of --last, --run, --key or --since", USAGE_ERROR)
+    config = app.load(config_path, limit)
+    now, audit = time.time(), AuditLog(config.state_dir, new_run_id(), "restore")
+    selection = restoring.Selection(last=last, run_id=run_id, keys=tuple(keys),
+                                    since=None if since is None else now - since)
+    try:
+        reports = restoring.run(config, config.select(hosts), selection, dry_run, audit)
+    except cleaning.CleanupBusy as exc:
+        fail(str(exc), 1)
+    print_restore(reports, dry_run, "json" if as_json else fmt, now, audit.run_id)
+    sys.exit(restoring.exit_code(reports, dry_run))
+
+
 @main.command("notify-test")
 @config_option
 @click.option("--channels", "channel_names", metavar="NAMES", help="Comma-separated subset of the configured channels, "

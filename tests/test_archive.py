@@ -80,13 +80,13 @@ def test_cleanup_archives_the_idle_sessions_records_them_and_counts_them(gw, wri
     assert len(patch_many) == 1 and not [r for r in gw.requests if r["method"] == "sessions.delete"]
 
 
-def test_batches_hold_at_most_a_hundred_targets_each_re_read_before_it_is_sent(gw, write_config, state_dir):
-    seed(gw, idle=230, busy=0)
+def test_batches_hold_at_most_fifty_targets_each_re_read_before_it_is_sent(gw, write_config, state_dir):
+    seed(gw, idle=130, busy=0)
     report, _ = clean(config_for(gw, write_config, max_per_run=500))
     methods = [r["method"] for r in gw.requests if r["method"] in ("sessions.list", "sessions.patchMany")]
     assert methods == ["sessions.list", *(["sessions.list", "sessions.patchMany"] * 3), "sessions.list"]
     sizes = [len(r["params"]["targets"]) for r in gw.requests if r["method"] == "sessions.patchMany"]
-    assert sizes == [100, 100, 30] and report.closed == 230 and len(archived(gw)) == 230
+    assert sizes == [50, 50, 30] and report.closed == 130 and len(archived(gw)) == 130
 
 
 @pytest.mark.parametrize("change", ["touch", "run", "status", "pin", "new id", "gone"])
@@ -110,6 +110,32 @@ def test_a_session_changed_between_the_plan_and_its_archive_is_skipped(gw, write
     assert results == {victim: "already gone" if change == "gone" else "skipped: changed", other: "archived"}
     assert set(ArchiveLedger(state_dir).host("lab")) == {other}
     assert {r["key"] for r in audit.read(state_dir) if r["event"] == "intent"} == {victim, other}
+
+
+def test_a_re_read_that_fails_archives_nothing_and_records_why(gw, write_config, state_dir):
+    from fake_gateway import GatewayError
+
+    idle, _ = seed(gw, idle=2)
+    lists = []
+
+    def refuse_the_re_read(method, params):
+        if method == "sessions.list":
+            lists.append(params)
+            if len(lists) == 2:
+                raise GatewayError("UNAVAILABLE", "store busy", retryable=False)
+
+    gw.on_request = refuse_the_re_read
+    report, _ = clean(config_for(gw, write_config))
+    assert not archived(gw) and report.status == "partly cleaned" and "re-read before archiving" in report.error
+    assert [o.result for o in report.outcomes] == ["failed", "failed"]
+    assert {r["key"] for r in outcomes(state_dir)} == set(idle) and cleaning.exit_code([report], 0, False) == 1
+
+
+def test_with_nothing_to_archive_the_kept_records_are_still_written(gw, write_config, state_dir):
+    gw.add_session("agent:main:pinned", updated_at=int(NOW * 1000 - 5 * H), pinned=True)
+    report, _ = clean(config_for(gw, write_config))
+    assert report.closed == 0
+    assert [(r["event"], r["reason"]) for r in audit.read(state_dir)] == [("kept", "pinned")]
 
 
 def test_the_dry_run_says_would_archive_and_changes_nothing(gw, write_config, state_dir, cli):
@@ -152,7 +178,8 @@ def test_without_archive_on_2026_4_the_cleanup_deletes_and_says_why(write_config
         old.clock = lambda: int(time.time() * 1000)
         path = write_config({"lab": {"url": old.url, "token": "secret", "limit": 100}})
         dry = cli("cleanup", "--config", path, "--dry-run", "--format", "plain").stdout
-        assert "lab close agent:main:old-2" in dry and "would close 1 (delete: 2026.4.29 has no archive)" in dry
+        assert "lab close agent:main:old-2" in dry and "would close 1;" in dry
+        assert "would delete, not archived: 2026.4.29 has no archive" in dry
     assert {(r["action"], r["result"]) for r in outcomes(state_dir)} == {("delete", "closed")}
 
 
@@ -298,3 +325,98 @@ def test_no_session_changed_after_the_plan_is_archived_or_purged(archiving_gatew
         clean(config, now=NOW + DAY)
         fake.clock = lambda: int(NOW * 1000)
         assert set(fake.sessions) == changed
+
+
+# --- restore ---------------------------------------------------------------------------------------------------
+
+
+def restore(config, dry_run=False, **selection):
+    from guardian.commands import restore as restoring
+
+    log = audit.AuditLog(config.state_dir, "restore-1", "restore")
+    reports = restoring.run(config, list(config.hosts.values()), restoring.Selection(**selection), dry_run, log,
+                            clock=lambda: NOW)
+    return {(i.host, i.key): i.result for r in reports for i in r.results}, reports
+
+
+def test_restore_last_brings_back_every_session_of_the_last_run_and_a_cleanup_archives_them_again(
+        gw, write_config, state_dir):
+    idle, _ = seed(gw, idle=3)
+    config = config_for(gw, write_config)
+    clean(config, run_id="run-1")
+    results, reports = restore(config, last=True)
+    assert results == {("lab", key): "restored" for key in idle} and not archived(gw)
+    assert ArchiveLedger(state_dir).host("lab") == {}
+    restores = [r for r in audit.read(state_dir) if r["command"] == "restore"]
+    assert [(r["event"], r["action"]) for r in restores] == [("intent", "restore")] * 3 + [("outcome", "restore")] * 3
+    assert {r["result"] for r in restores if r["event"] == "outcome"} == {"restored"}
+    gw.clock = lambda: int((NOW + 6 * 3600) * 1000)
+    clean(config, now=NOW + 6 * 3600, run_id="run-2")  # idle again later: archived again
+    assert archived(gw) >= set(idle)
+
+
+def test_restore_says_per_key_what_became_of_it(gw, write_config, state_dir):
+    (restored, active, purged, changed), _ = seed(gw, idle=4)
+    stranger = gw.add_session("agent:main:stranger", updated_at=int(NOW * 1000 - 5 * H), archived=True)["key"]
+    config = config_for(gw, write_config, purge_after="1h")
+    clean(config, run_id="run-1")
+    gw.sessions[active].update(archived=False)  # restored by hand
+    gw.sessions[changed].update(sessionId="reused")  # another session under the key, archived
+    ArchiveLedger(state_dir).drop("lab", [purged])  # as if purged by a cleanup (its record follows)
+    log = audit.AuditLog(state_dir, "run-2", "cleanup")
+    log.write(NOW + 1, "outcome", host="lab", action="purge", result="purged", key=purged, dry_run=False)
+    gw.sessions.pop(purged)
+    results, _ = restore(config, keys=(restored, active, purged, changed, stranger))
+    assert results == {("lab", restored): "restored", ("lab", active): "already active", ("lab", purged): "purged",
+                       ("lab", changed): "refused: session id changed", ("lab", stranger): "not the guardian's"}
+    assert gw.sessions[changed]["archived"] and gw.sessions[stranger]["archived"]
+
+
+def test_restore_dry_run_changes_nothing(gw, write_config, state_dir, cli):
+    idle, _ = seed(gw, idle=2)
+    config = config_for(gw, write_config)
+    clean(config)
+    results, _ = restore(config, dry_run=True, since=NOW - 60)
+    assert set(results.values()) == {"planned"} and archived(gw) == set(idle)
+    assert set(ArchiveLedger(state_dir).host("lab")) == set(idle)
+
+
+def test_restore_cli_needs_exactly_one_selection_and_reports_json(gw, write_config, state_dir, cli):
+    path = write_config({"lab": {"url": gw.url, "token": "secret", "limit": 100}})
+    for args in ([], ["--last", "--key", "x"]):
+        result = cli("restore", "--config", path, *args)
+        assert result.exit_code == 2 and "exactly one of --last, --run, --key or --since" in result.stderr
+    idle, _ = seed(gw, idle=1, now=time.time())
+    gw.clock = lambda: int(time.time() * 1000)
+    cleaned = json.loads(cli("cleanup", "--config", path, "--json").stdout)
+    result = cli("restore", "--config", path, "--run", cleaned["run_id"], "--json")
+    assert result.exit_code == 0, result.stderr
+    host = json.loads(result.stdout)["hosts"][0]
+    assert (host["restored"], host["results"][0]["key"]) == (1, idle[0]) and not archived(gw)
+    again = cli("restore", "--config", path, "--last")
+    assert again.exit_code == 0 and f"lab already active {idle[0]}" in again.stdout
+
+
+def test_restore_on_2026_4_explains_that_deleted_sessions_cannot_be_restored(write_config, state_dir, cli):
+    with FakeGateway("secret", legacy=True) as old:
+        key = old.add_session("agent:main:old", updated_at=int((time.time() - 5 * 3600) * 1000))["key"]
+        path = write_config({"lab": {"url": old.url, "token": "secret", "limit": 100}})
+        assert cli("cleanup", "--config", path).exit_code == 0
+        result = cli("restore", "--config", path, "--last")
+    assert result.exit_code == 0, result.stderr
+    assert f"lab purged {key} (deleted by a cleanup" in result.stdout and "cannot be restored" in result.stdout
+    assert "lab: 2026.4.29 has no archive" in result.stdout
+
+
+def test_cleanup_runs_count_archives_as_closed_and_each_result_of_purges_and_restores(gw, write_config, state_dir):
+    (first, second), _ = seed(gw, idle=2)
+    config = config_for(gw, write_config)
+    clean(config, run_id="run-1")
+    restore(config, keys=(first,))
+    gw.clock = lambda: int((NOW + DAY) * 1000)
+    clean(config, now=NOW + DAY, run_id="run-2")
+    runs = {(run.run_id, run.command): run for run in audit.cleanup_runs(audit.read(state_dir))}
+    assert (runs["run-1", "cleanup"].closed, runs["run-1", "cleanup"].results) == (2, {"archived": 2})
+    assert runs["restore-1", "restore"].results == {"restored": 1} and runs["restore-1", "restore"].closed == 0
+    # run-2 purges the one left archived, and archives what is idle by then (the restored one among them)
+    assert runs["run-2", "cleanup"].results["purged"] == 1 and runs["run-2", "cleanup"].closed >= 1

@@ -103,8 +103,9 @@ def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fak
 
         idle_after_ms = idle_after_between(lab, wake_and_create)
 
-        config = write_config(hosts_config(real_gateways, {"lab": 100}),
-                              cleanup={"protect": {"keys": ["agent:*:telegram:*"], "labels": ["keep-me"]}})
+        config = write_config(hosts_config(real_gateways, {"lab": 100}),  # delete mode: archive has its own test
+                              cleanup={"mode": "delete",
+                                       "protect": {"keys": ["agent:*:telegram:*"], "labels": ["keep-me"]}})
         def snapshot():  # the running session bumps its own updatedAt as its run streams: its key only
             return {r["key"]: None if r["key"] == running else r["updatedAt"] for r in list_rows(lab)}
 
@@ -128,6 +129,74 @@ def test_cleanup_closes_exactly_the_idle_unprotected_sessions(real_gateways, fak
         assert {r["key"] for r in outcomes if r["result"] == "closed"} == predicted
         assert all(r["host"] == "lab" and r["reason"] == "idle" and r["session_id"] for r in outcomes)
         assert json.loads(real.stdout)["hosts"][0]["closed"] == 4
+    finally:
+        fake_model.hold.set()
+
+
+def archived_rows(gw) -> dict:
+    with rpc(gw) as connection:
+        return {r["key"]: r for r in connection.call("sessions.list", {"limit": 1000, "archived": True})["sessions"]}
+
+
+def test_archive_restore_archive_again_then_purge_exactly_the_guardians(real_gateways, fake_model, write_config, cli,
+                                                                       state_dir):
+    """Issue 17 on a real 2026.9.6: idle sessions archived (gone from the default listing, listed with archived:
+    true), `restore --last` brings every one back, a second cleanup archives them again, and once purge_after has
+    passed (a moved clock) a cleanup purges exactly the guardian's archived sessions, not one archived by hand.
+    A running session is never archived."""
+    import time
+
+    from guardian.commands import cleanup as cleaning
+    from guardian.settings.load import load
+
+    lab = real_gateways["lab"]
+    idle = create_sessions(lab, 4)
+    with rpc(lab) as connection:
+        by_hand = connection.call("sessions.create", {})
+        connection.call("sessions.patch", {"key": by_hand["key"], "archived": True,
+                                           "expectedSessionId": by_hand["sessionId"]})
+    fake_model.hold.clear()
+    running = create_sessions(lab, 1)[0]
+    with rpc(lab) as connection:
+        connection.call("chat.send", {"sessionKey": running, "message": "hello", "idempotencyKey": uuid.uuid4().hex})
+    try:
+        wait_until(lambda: any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab)),
+                   what="a running run")
+        config = write_config(hosts_config(real_gateways, {"lab": 100}), cleanup={"purge_after": "24h"})
+
+        def cleanup_archives_every_idle_one():
+            result = cli("cleanup", "--config", config, "--json", "--idle-after", "1ms")
+            assert result.exit_code == 0, result.stdout + result.stderr
+            host = json.loads(result.stdout)["hosts"][0]
+            assert host["mode"] == "archive" and host["archived"] == host["closed"] >= len(idle)
+            listed, archived = {r["key"] for r in list_rows(lab)}, archived_rows(lab)
+            assert not set(idle) & listed and all(archived[k]["archived"] is True for k in idle)
+            assert running in listed and running not in archived  # the live one: untouched, its run goes on
+            assert any(r["key"] == running and r.get("hasActiveRun") for r in list_rows(lab))
+            return json.loads(result.stdout)["run_id"]
+
+        first_run = cleanup_archives_every_idle_one()
+        restored = cli("restore", "--config", config, "--last", "--json")
+        assert restored.exit_code == 0, restored.stdout + restored.stderr
+        results = {r["key"]: r["result"] for r in json.loads(restored.stdout)["hosts"][0]["results"]}
+        assert set(results.values()) == {"restored"} and set(idle) <= set(results)
+        assert set(idle) <= {r["key"] for r in list_rows(lab)} and not set(idle) & set(archived_rows(lab))
+        assert {r["run_id"] for r in audit.read(state_dir) if r["command"] == "restore"} != {first_run}
+
+        cleanup_archives_every_idle_one()  # restored sessions are idle again: archived again
+        ledger = json.loads((state_dir / "archived.json").read_text())["hosts"]["lab"]
+        assert set(idle) <= set(ledger) and by_hand["key"] not in ledger and running not in ledger
+
+        later = time.time() + 86400  # purge_after has passed: the clock moved, nothing slept
+        log = audit.AuditLog(state_dir, "purging", "cleanup")
+        loaded = load(config)
+        (report,) = cleaning.run(loaded, list(loaded.hosts.values()), loaded.cleanup, later, False, log,
+                                 clock=lambda: later)
+        assert {o.decision.key for o in report.purges if o.result == "purged"} == set(ledger)
+        archived = archived_rows(lab)
+        assert not set(ledger) & archived.keys() and not set(ledger) & {r["key"] for r in list_rows(lab)}
+        assert archived[by_hand["key"]]["archived"] is True  # archived by hand: not the guardian's to purge
+        assert "clock" in report.error  # then the listing's clock, a day behind `later`, stops the rest
     finally:
         fake_model.hold.set()
 

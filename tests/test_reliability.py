@@ -473,7 +473,7 @@ def test_a_real_gateway_restarting_in_the_middle_of_a_cleanup(tmp_path, write_co
         # UNAVAILABLE without retryable): this test is about the restart, so it starts once reads work.
         wait_until(lambda: readable(gw), timeout=60, what="the gateway to take reads after 150 creates")
         config = write_config({"restarting": {"url": gw.url, "token": gw.token, "limit": 1000}},
-                              cleanup={"max_per_run": 1000})
+                              cleanup={"max_per_run": 1000, "mode": "delete"})  # deletes take long enough
         command = guardian("cleanup", "--config", config, "--idle-after", "1ms", "--json")
         running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_until(lambda: len(closed_keys(state_dir)) >= 3 or running.poll() is not None, timeout=60,

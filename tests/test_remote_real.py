@@ -93,8 +93,8 @@ def test_pairing_check_and_cleanup_on_a_remote_gateway(remote, write_config, cli
     result = cli("cleanup", "--config", config, "--json", "--idle-after", f"{idle_after_ms}ms")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert {r["key"] for r in list_rows(far, identities)} == set(recent)
-    closed = {r["key"] for r in audit.read(state_dir) if r["event"] == "outcome" and r["result"] == "closed"}
-    assert closed == set(idle)
+    closed = {r["key"] for r in audit.read(state_dir) if r["event"] == "outcome" and r["result"] == "archived"}
+    assert closed == set(idle)  # archived: the default mode, on a release that can
 
     # a deleted identity is a new, clearly reported pairing request, not a crash
     (state_dir / "identity" / "device.json").unlink()
@@ -137,6 +137,7 @@ def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state
     config = write_config({"old": {"url": old.url, "token": old.token, "limit": 10}})
     doctor = cli("doctor", "--config", config, "--format", "plain")
     assert doctor.exit_code == 0 and f"server {OLD_RELEASE}, protocol 3" in doctor.stdout
+    assert f"cleanup mode: delete ({OLD_RELEASE} has no archive)" in doctor.stdout  # no patchMany in its hello
 
     idle = create_sessions(old, 4)
     recent = []
@@ -152,9 +153,14 @@ def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state
     result = cli("cleanup", "--config", config, "--json", "--idle-after", f"{idle_after_ms + 1000}ms")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert {r["key"] for r in list_rows(old)} == set(recent)
-    # the release rejects expectedSession*: the guardian re-read the rows and deleted by key alone
+    # the release rejects expectedSession* and has no archive: the guardian re-read the rows and deleted by key alone
     outcomes = [r for r in audit.read(state_dir) if r["event"] == "outcome"]
     assert {r["key"] for r in outcomes if r["result"] == "closed"} == set(idle)
+    assert {r["action"] for r in outcomes} == {"delete"}
+    assert f"deleted, not archived: {OLD_RELEASE} has no archive" in \
+        cli("cleanup", "--config", config, "--format", "plain").stdout
+    restore = cli("restore", "--config", config, "--key", idle[0])
+    assert f"old purged {idle[0]} (deleted by a cleanup" in restore.stdout and "cannot be restored" in restore.stdout
 
 
 def test_two_remote_gateways_pair_one_device_on_the_first_run(remote, write_config, cli, state_dir):

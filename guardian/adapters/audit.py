@@ -1,4 +1,5 @@
-"""audit.jsonl: an append-only record of alerts delivered and cleanup actions.
+"""audit.jsonl: an append-only record of alerts delivered and cleanup and restore actions (each with its `action`:
+archive, delete, purge, restore).
 
 One JSON object per line, written with a single write() on an O_APPEND descriptor (several lines
 at once when they may share one flush), so concurrent runs never interleave a line, and fsynced
@@ -182,7 +183,9 @@ def events(records: list[dict], event: str) -> Iterator[tuple[float, dict]]:
 
 
 def cleanup_runs(records: list[dict]) -> list[CleanupRun]:
-    """The delete outcomes of the records, one CleanupRun per run and host, oldest first."""
+    """The outcomes of the records (archive, delete, purge; restore in a run of command "restore"), one CleanupRun
+    per run and host, oldest first: `results` counts each result, and CleanupRun.closed is what left the usage
+    (archived or deleted)."""
     runs: dict[tuple, CleanupRun] = {}
     for when, record in events(records, "outcome"):
         key = (record.get("run_id"), record.get("host"))

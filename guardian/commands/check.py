@@ -215,9 +215,10 @@ def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit
         return []
     from guardian.commands import cleanup
 
+    warnings: list[str] = []  # the archive ledger's (a corrupt file moved aside)
     try:
         reports = cleanup.run(config, [config.hosts[name] for name in targets],
-                              config.cleanup, now, False, audit)
+                              config.cleanup, now, False, audit, warnings=warnings)
     except cleanup.CleanupBusy:
         return ["a host is critical but a cleanup is already running; it was left to that cleanup"]
     except AuditError:  # nothing was closed without its record; the run's one audit warning says why
@@ -228,7 +229,7 @@ def _cleanup_critical(config: Config, subjects: list[Subject], now: float, audit
     for subject in subjects:
         if subject.kind == "host" and subject.name in closed:
             subject.closed_now = closed[subject.name]
-    return [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
+    return warnings + [f"{r.host.name}: the critical cleanup failed: {r.error}" for r in reports if r.error]
 
 
 def _audit_warning(failures: list[AuditError]) -> list[str]:

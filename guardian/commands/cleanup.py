@@ -41,9 +41,11 @@ from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
 DELETE_WINDOW = 1  # deletes in flight at once; the gateway serialises them (see docs/benchmarks.md)
-# targets of one sessions.patchMany, the gateway's most: 200 archives take ~0.5 s in batches of 50 or 100 and ~2.4 s
-# one patch at a time (docs/gateway-measurements.md section 4); each batch is re-read right before it is sent
-ARCHIVE_BATCH = 100
+# targets of one sessions.patchMany (the gateway takes at most 100): 200 archives take ~0.5 s in batches of 50 or
+# 100, ~0.85 s in batches of 10, ~2.4 s one patch at a time (docs/gateway-measurements.md section 4). Each batch is
+# re-read right before it is sent, and the gateway applies it in order, so the live-session guard's window grows
+# with the batch: 50 halves 100's at the same gateway cost, for one more re-read (~60 ms a 1,000-row page) per 100.
+ARCHIVE_BATCH = 50
 
 
 def list_sessions(connection) -> list[dict]:
@@ -51,23 +53,25 @@ def list_sessions(connection) -> list[dict]:
     return listing(connection)[0]
 
 
-def listing(connection) -> tuple[list[dict], int | None]:
-    """Every non-archived session once, and the gateway's clock (`ts`, epoch ms) when it listed them.
+def listing(connection, archived: bool = False) -> tuple[list[dict], int | None]:
+    """Every non-archived session (or, with `archived`, every archived one: 2026.9 only) once, and the gateway's
+    clock (`ts`, epoch ms) when it listed them.
 
     A key on two pages (the store moved between the calls) counts once, as the later page shows it.
     """
     by_key: dict[str, dict] = {}
     offset, clock = 0, None
+    which = {"archived": True} if archived else {}
     while True:
         # the first page without `offset`: 2026.4 rejects the field (it has no paging at all)
-        page = connection.call("sessions.list", {"limit": PAGE, **({"offset": offset} if offset else {})})
+        page = connection.call("sessions.list", {"limit": PAGE, **which, **({"offset": offset} if offset else {})})
         clock = page.get("ts") if clock is None else clock
         batch = _sessions_of(connection, page)
         if "hasMore" not in page and len(batch) >= PAGE:  # 2026.4: no paging, and `limit` may have cut the list
             batch, by_key = _sessions_of(connection, connection.call("sessions.list", {})), {}
         by_key.update((r["key"], r) for r in batch if isinstance(r, dict) and isinstance(r.get("key"), str))
         if not page.get("hasMore") or not batch:
-            return [r for r in by_key.values() if not flagged(r, "archived")], clock
+            return [r for r in by_key.values() if flagged(r, "archived") == archived], clock
         next_offset = page.get("nextOffset") if type(page.get("nextOffset")) is int else offset + len(batch)
         if next_offset <= offset:
             raise gateway.GatewayError("PROTOCOL", f"{connection.host.name}: sessions.list paging did not advance "
@@ -290,12 +294,18 @@ def archive_chosen(connection, chosen: list[Verdict], kept: list, audit: AuditLo
             current = {row["key"]: row for row in list_sessions(connection)}
         except gateway.GatewayError as exc:
             error = f"the re-read before archiving failed: {exc.message}"
-            audit.write_all(kept)
-            return outcomes + _not_attempted(chosen[start:], error), error
+            left = _not_attempted(chosen[start:], error)
+            audit.write_all(kept + _outcome_records(entry, left))
+            return outcomes + left, error
         why_not = {d.key: changed_since_plan(d, current.get(d.key), rules, main_key) for d in batch}
         skipped = [Outcome(d, why_not[d.key]) for d in batch if why_not[d.key]]
         sending = [d for d in batch if not why_not[d.key]]
-        audit.write_all(kept + [entry("intent", d) for d in batch] + _outcome_records(entry, skipped))
+        try:
+            audit.write_all(kept + [entry("intent", d) for d in batch] + _outcome_records(entry, skipped))
+        except StateError as exc:  # no intent on disk: this batch is not sent
+            if not outcomes:
+                raise  # nothing done yet: the host fails with the audit log's sentence
+            return outcomes + _not_attempted(chosen[start:], str(exc)), str(exc)
         kept = []
         error = None
         try:
@@ -313,6 +323,7 @@ def archive_chosen(connection, chosen: list[Verdict], kept: list, audit: AuditLo
             error = error or str(exc)
         if error:
             return outcomes + _not_attempted(chosen[start + len(batch):], error), error
+    audit.write_all(kept)  # nothing was chosen: the kept records alone
     return outcomes, None
 
 

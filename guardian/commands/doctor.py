@@ -5,7 +5,7 @@ from __future__ import annotations
 from guardian.adapters import gateway
 from guardian.adapters.identity import IdentityStore
 from guardian.core.diagnosis import Diagnosis
-from guardian.settings.model import Config, Host
+from guardian.settings.model import ARCHIVE, Config, Host
 
 NEEDED = {"check": gateway.READ, "cleanup": gateway.ADMIN}
 
@@ -20,7 +20,7 @@ def tls_description(host: Host) -> str:
     return "verified against the system's CAs"
 
 
-def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
+def diagnose(host: Host, identities: IdentityStore, mode: str) -> Diagnosis:
     result = Diagnosis(host=host.name, url=host.url, tls=tls_description(host),
                        token=host.token.source if host.token else "none (device token only)")
     if host.device:
@@ -39,10 +39,17 @@ def diagnose(host: Host, identities: IdentityStore) -> Diagnosis:
             return result
     result.reachable = True
     result.server_version, result.protocol, result.scopes = hello.server_version, hello.protocol, hello.scopes
+    result.cleanup_mode = _cleanup_mode(mode, hello)
     for command, scope in NEEDED.items():
         if scope not in hello.scopes and gateway.ADMIN not in hello.scopes:
             result.problems.append(_scope_fix(host, command, scope, hello.scopes))
     return result
+
+
+def _cleanup_mode(configured: str, hello: gateway.Hello) -> str:
+    if configured != ARCHIVE:
+        return f"{configured} (cleanup.mode)"
+    return ARCHIVE if hello.can_archive else f"delete ({hello.server_version} has no archive)"
 
 
 def _scope_fix(host: Host, command: str, scope: str, granted: list[str]) -> str:
@@ -61,7 +68,8 @@ def run(config: Config, host_names: str | None) -> tuple[list[Diagnosis], list[s
     hosts = config.select(host_names)
     identities = IdentityStore(config.state_dir)
     results = []
-    for host, result in zip(hosts, gateway.concurrently(lambda h: diagnose(h, identities), hosts)):
+    diagnoses = gateway.concurrently(lambda h: diagnose(h, identities, config.cleanup.mode), hosts)
+    for host, result in zip(hosts, diagnoses):
         if isinstance(result, Exception):
             result = Diagnosis(host=host.name, url=host.url, problems=[f"unexpected {type(result).__name__}: {result}"])
         results.append(result)

@@ -18,6 +18,7 @@ class Diagnosis:
     token: str = "none"
     tls: str = ""
     device: str = "not used (loopback)"
+    cleanup_mode: str | None = None  # "archive", or "delete (2026.4.29 has no archive)", once reached
     problems: list[str] = field(default_factory=list)  # each one sentence ending in the fix
 
     @property

@@ -239,3 +239,75 @@ class HostCleanup:
     @property
     def kept(self) -> Counter:
         return Counter(d.reason for d in self.decisions if not d.close)
+
+
+# --- restore: which sessions the guardian archived a `guardian restore` brings back, and what each gets --------
+
+RESTORED, ALREADY_ACTIVE, PURGED, NOT_GUARDIANS = "restored", "already active", "purged", "not the guardian's"
+REFUSED_CHANGED = "refused: session id changed"
+
+
+@dataclass(frozen=True)
+class Closing:
+    """One session a cleanup closed (archived, or deleted where it could not archive), as its audit outcome says."""
+
+    time: float
+    run_id: str
+    host: str
+    key: str
+    session_id: str | None
+
+
+@dataclass
+class RestoreResult:
+    host: str
+    key: str
+    session_id: str | None
+    result: str  # restored | already active | purged | not the guardian's | refused: session id changed
+    #              | already gone | failed | unknown | planned (dry run)
+    error: str | None = None  # why, in a few words, when it is not restored
+
+
+def restore_selection(closings: list[Closing], hosts: list[str], *, last: bool = False, run_id: str | None = None,
+                      keys: tuple[str, ...] = (), since: float | None = None) -> list[tuple[str, str]]:
+    """The (host, key) pairs a restore asks for, in the order closed: those of the last cleanup run that closed any
+    (`last`), of one run, closed since a time, or keys (on every host where a cleanup closed them, else on every
+    host, where they will be "not the guardian's")."""
+    closings = [c for c in closings if c.host in hosts]
+    if last:
+        if not closings:
+            return []
+        run_id = max(closings, key=lambda c: c.time).run_id
+    if keys:
+        closed = {(c.host, c.key) for c in closings}
+        known = [(host, key) for key in keys for host in hosts if (host, key) in closed]
+        return known + [(host, key) for key in keys if not any(k == key for _, k in known) for host in hosts]
+    chosen = [c for c in closings if (since is None or c.time >= since) and (run_id is None or c.run_id == run_id)]
+    return list(dict.fromkeys((c.host, c.key) for c in sorted(chosen, key=lambda c: c.time)))
+
+
+def restore_verdict(entry: dict | None, archived_row: dict | None, active_row: dict | None, gone_by: str | None,
+                    ours: bool) -> tuple[str | None, str | None]:
+    """(result, why) of one key before anything is sent; (None, None): restore it.
+
+    `entry`: the archive ledger's; `archived_row` / `active_row`: the key as the gateway lists it, archived or not;
+    `gone_by`: "purge" or "delete" when a cleanup removed it for good; `ours`: a cleanup ever closed it.
+    """
+    if entry is not None:
+        if archived_row is not None:
+            if archived_row.get("sessionId") == entry["session_id"]:
+                return None, None
+            return REFUSED_CHANGED, "the key now holds another archived session"
+        if active_row is not None:
+            return ALREADY_ACTIVE, None
+        return "already gone", "no longer on the gateway"
+    if gone_by == "purge":
+        return PURGED, "purged by a cleanup after purge_after: it cannot be restored"
+    if gone_by == "delete":
+        return PURGED, ("deleted by a cleanup (delete mode, or a release without archive such as 2026.4.29): "
+                        "it cannot be restored")
+    if ours and active_row is not None:
+        return ALREADY_ACTIVE, None
+    if ours and archived_row is None:
+        return "already gone", "no longer on the gateway"
+    return NOT_GUARDIANS, "not archived by the guardian (or archived again by someone else since)"

@@ -21,6 +21,8 @@ def print_results(results: list[Diagnosis], fmt: str) -> None:
         if r.reachable:
             click.echo(f"  server {r.server_version}, protocol {r.protocol}, scopes {', '.join(r.scopes) or 'none'}")
         click.echo(f"  token: {r.token}; tls: {r.tls}; device: {r.device}")
+        if r.cleanup_mode:
+            click.echo(f"  cleanup mode: {r.cleanup_mode}")
         for problem in r.problems:
             click.echo(f"  problem: {problem}")
 

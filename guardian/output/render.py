@@ -255,12 +255,12 @@ def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     closing = len(r.outcomes) if dry_run else r.closed
     after = "?" if r.after is None else f"{r.after}"
     usage_after = "" if r.after is None else f" -> {100 * r.after / limit:.0f}%"
-    fallback = f" (delete: {r.fallback})" if r.fallback else ""
     purged = f"; {'would purge' if dry_run else 'purged'} {len(r.purges) if dry_run else r.purged}" if r.purges else ""
     lines = [f"{name}: {r.before} -> {after} sessions ({100 * r.before / limit:.0f}%{usage_after} of {limit}); "
-             f"{verb} {closing}{fallback}{purged}; kept {sum(r.kept.values())} ({kept})"
+             f"{verb} {closing}{purged}; kept {sum(r.kept.values())} ({kept})"
              + ("" if dry_run else f"; skipped (changed) {r.count('skipped: changed')}; already gone "
-                                    f"{r.count('already gone')}; failed {r.failed}")]
+                                    f"{r.count('already gone')}; failed {r.failed}")
+             + (f"; {'would delete' if dry_run else 'deleted'}, not archived: {r.fallback}" if r.fallback else "")]
     if r.error:
         lines.append(f"{name}: {STOPPED[r.status]}{safe(r.error)}")
     for o in [*r.purges, *r.outcomes]:
@@ -322,6 +322,44 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):
             click.echo(line)
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+# a restore's results, as the summary says them and --json names their counts
+RESTORE_COUNTS = {"restored": "restored", "already active": "already_active", "purged": "purged",
+                  "not the guardian's": "not_the_guardians", "refused: session id changed": "refused_changed",
+                  "already gone": "already_gone", "failed": "failed", "unknown": "unknown", "planned": "planned"}
+
+
+def restore_json(reports, dry_run: bool, now: float, run_id: str) -> dict:
+    return {"version": JSON_VERSION, "time": iso_time(now), "run_id": run_id, "dry_run": dry_run, "hosts": [
+        {"name": r.host.name, "error": r.error, "fallback": r.fallback,
+         **{name: r.count(result) for result, name in RESTORE_COUNTS.items()},
+         "results": [{"key": i.key, "session_id": i.session_id, "result": i.result, "error": i.error}
+                     for i in r.results]} for r in reports]}
+
+
+def print_restore(reports, dry_run: bool, fmt: str, now: float, run_id: str) -> None:
+    import click
+
+    if fmt == "json":
+        click.echo(json.dumps(restore_json(reports, dry_run, now, run_id), indent=2))
+        return
+    if not reports:
+        click.echo("nothing to restore: no cleanup closed a session that matches")
+    for r in reports:
+        for item in r.results:
+            result = "would restore" if item.result == "planned" else item.result
+            why = f" ({safe(item.error)})" if item.error else ""
+            click.echo(f"{r.host.name} {result} {safe(item.key, 300)}{why}")
+        counts = [f"{'would restore' if result == 'planned' else result} {r.count(result)}"
+                  for result in RESTORE_COUNTS if r.count(result)]
+        click.echo(f"{r.host.name}: {'; '.join(counts) or 'nothing to restore'}")
+        if r.fallback:
+            click.echo(f"{r.host.name}: {r.fallback}: cleanup deletes there, and what it deleted cannot be restored")
+        if r.error:
+            click.echo(f"{r.host.name}: stopped: {safe(r.error)}")
 
 
 # --- report ----------------------------------------------------------------------------------
