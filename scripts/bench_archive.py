@@ -40,7 +40,7 @@ from guardian.commands.cleanup import ARCHIVE_BATCH
 SETTLE = 2.0  # seconds after filling the store, so the gateway has finished writing the sessions
 PURGE_AFTER = "1s"  # the purge case runs after the settle that follows the archive case
 # as scripts/bench.py's clients: a gateway busy after bulk writes can take longer than the default 10 s to answer
-CALL_TIMEOUT = 60
+CALL_TIMEOUT = "60s"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
