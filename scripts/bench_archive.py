@@ -186,7 +186,7 @@ def section(cases: dict[str, list[Case]], sessions: int, rounds: int) -> list[st
         f"again with {sessions} idle sessions and left to settle {SETTLE:g} s. CPU is user + system time: the "
         "guardian's from its process's rusage (start-up included), a bare client's from its own process time, the "
         "gateway's from /proc (its process, helpers and their reaped children) over the case. The guardian's "
-        f"host `timeout` is {CALL_TIMEOUT} s, as the bare clients'.",
+        f"host `timeout` is {CALL_TIMEOUT}, as the bare clients'.",
         "",
         line("archive", f"`guardian cleanup`, archive mode (new process: list, plan, re-read, `sessions.patchMany` "
                         f"batches of {ARCHIVE_BATCH}, audit, ledger)"),
