@@ -35,12 +35,14 @@ import yaml
 from bench import GUARDIAN, bare_connect, bare_serial_deletes, create, list_rows, measured, wait_for, write_sections
 from demo import write_config
 
+from guardian.adapters import audit
 from guardian.commands.cleanup import ARCHIVE_BATCH
 
 SETTLE = 2.0  # seconds after filling the store, so the gateway has finished writing the sessions
 PURGE_AFTER = "1s"  # the purge case runs after the settle that follows the archive case
 # as scripts/bench.py's clients: a gateway busy after bulk writes can take longer than the default 10 s to answer
 CALL_TIMEOUT = "60s"
+BATCH_SPREAD = 0.1  # seconds: audit records closer than this belong to one batch's write
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,10 +65,28 @@ def gateway_cpu(gw: peer.Gateway) -> float:
 
 
 class Case:
-    """One measured run: wall seconds, the client's CPU seconds, the gateway's CPU seconds."""
+    """One measured run: wall seconds, the client's CPU seconds, the gateway's CPU seconds; for archive mode, the
+    seconds its batches took from intent to outcome (the patchMany) and between them (the re-read before each)."""
 
     def __init__(self, wall: float, client_cpu: float, gateway_cpu: float):
         self.wall, self.client_cpu, self.gateway_cpu = wall, client_cpu, gateway_cpu
+        self.batches, self.between = 0.0, 0.0
+
+
+def batch_times(state_dir: Path, run_id: str) -> tuple[float, float]:
+    """From the run's audit records: (seconds from each batch's intents to its outcomes, seconds from a batch's
+    outcomes to the next one's intents). A batch's records are written together: within BATCH_SPREAD of each other."""
+    times = {"intent": [], "outcome": []}
+    for record in audit.read(state_dir):
+        if record.get("run_id") == run_id and record.get("action") == "archive" and record["event"] in times:
+            when, seen = audit.timestamp(record), times[record["event"]]
+            if not seen or when - seen[-1][1] > BATCH_SPREAD:
+                seen.append([when, when])  # a new batch: its first and last record
+            seen[-1][1] = when
+    intents = [first for first, _ in times["intent"]]
+    outcomes = [last for _, last in times["outcome"]]
+    return (sum(o - i for i, o in zip(intents, outcomes)),
+            sum(i - o for o, i in zip(outcomes, intents[1:])))
 
 
 def guardian_cleanup(gw: peer.Gateway, config: Path, sessions: int) -> tuple[Case, dict]:
@@ -78,7 +98,10 @@ def guardian_cleanup(gw: peer.Gateway, config: Path, sessions: int) -> tuple[Cas
     case = Case(wall, children_cpu() - children_before, gateway_cpu(gw) - cpu_before)
     if result.returncode not in (0, 1):
         raise RuntimeError(f"guardian cleanup exited {result.returncode}: {result.stderr}")
-    return case, json.loads(result.stdout)["hosts"][0]
+    summary = json.loads(result.stdout)
+    if summary["hosts"][0].get("archived"):
+        case.batches, case.between = batch_times(yaml.safe_load(config.read_text())["state_dir"], summary["run_id"])
+    return case, summary["hosts"][0]
 
 
 def children_cpu() -> float:
@@ -200,6 +223,9 @@ def section(cases: dict[str, list[Case]], sessions: int, rounds: int) -> list[st
         f"- the guardian's CPU against the gateway's: archive mode **{share('archive'):.0f} %** (target < 10 %), "
         f"delete mode {share('delete'):.1f} %; archive mode's wall time over the bare archive floor: "
         f"{archive_wall - median(cases['bare archive'], 'wall'):+.2f} s",
+        f"- where archive mode's time goes (its audit records' times): the `sessions.patchMany` batches "
+        f"{spread([r.batches for r in cases['archive']])}, the re-reads between two batches "
+        f"{spread([r.between for r in cases['archive']])}",
         "",
         f"Purging the {sessions} archived sessions (`guardian cleanup` once `purge_after` passed: "
         "`sessions.delete {archivedOnly, expectedSessionId}` one at a time, transcripts kept), in the same rounds:",
