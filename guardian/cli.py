@@ -229,7 +229,8 @@ def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_f
 @main.command()
 @host_options
 @click.option("--dry-run", is_flag=True, help="Print the full plan (host, key, agent, idle time, decision, "
-                                              "reason) and change nothing on any gateway.")
+                                              "reason, and each closable session's place in the order and why) "
+                                              "and change nothing on any gateway.")
 @click.option("--idle-after", type=Duration(), help="Close sessions idle longer than this (45s, 30m, 2h, 1d): "
                                                     "overrides cleanup.idle_after in this run (an agent's own "
                                                     "idle_after still applies).")
@@ -373,7 +374,9 @@ def report(app, config_path, hosts, limit, since, fmt, as_json, output):
         fail(f"--since: {exc}", USAGE_ERROR)
     if output and not fmt and not as_json:
         fmt = {".html": "html", ".htm": "html", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "plain")
-    print_report(reporting.run(config, hosts, start, now), output_format(fmt, as_json), output)
+    result = reporting.run(config, hosts, start, now)
+    app.warn(result.warnings)
+    print_report(result, output_format(fmt, as_json), output)
 
 
 @main.group()
@@ -524,14 +527,14 @@ def silence():
 @pass_context
 def silence_add(app, config_path, hosts, pools, agents, alerts, duration, until, reason, channels):
     """Silence alerts until a time; prints the silence's id."""
-    from guardian.adapters import silences as silence_store
-    from guardian.core import quiet
+    from guardian.commands import silence as silencing
+    from guardian.core.quiet import end_time
     from guardian.settings.model import Scope
 
     config, now = app.load(config_path, 1), time.time()
     scope = Scope(hosts=names(hosts), pools=names(pools), agents=names(agents),
                   alerts=() if "all" in alerts else alerts, channels=names(channels))
-    made, warnings = silence_store.add(config, scope, quiet.end_time(duration, until, now), reason, now)
+    made, warnings = silencing.add(config, scope, end_time(duration, until, now), reason, now)
     app.warn(warnings)
     click.echo(made.id)
 
@@ -544,17 +547,12 @@ def silence_add(app, config_path, hosts, pools, agents, alerts, duration, until,
 @pass_context
 def silence_list(app, config_path, as_json, include_ended):
     """The active silences, acknowledgements and maintenance windows."""
-    import json
+    from guardian.commands import silence as silencing
+    from guardian.output.quiet import print_listing
 
-    from guardian.adapters import silences as silence_store
-
-    config = app.load(config_path, 1)
-    rows, warnings = silence_store.listing(config, time.time(), include_ended)
+    rows, warnings = silencing.listing(app.load(config_path, 1), time.time(), include_ended)
     app.warn(warnings)
-    if as_json:
-        click.echo(json.dumps({"quiet": rows}, indent=2))
-    for row in [] if as_json else rows:
-        click.echo(silence_store.row_text(row))
+    print_listing(rows, as_json)
 
 
 @silence.command("remove")
@@ -565,9 +563,9 @@ def silence_list(app, config_path, as_json, include_ended):
 @pass_context
 def silence_remove(app, config_path, entry_id):
     """End a silence or an acknowledgement now (its id from `guardian silence list`)."""
-    from guardian.adapters import silences as silence_store
+    from guardian.commands import silence as silencing
 
-    kind, warnings = silence_store.remove(app.load(config_path, 1), entry_id, time.time())
+    kind, warnings = silencing.remove(app.load(config_path, 1), entry_id, time.time())
     app.warn(warnings)
     click.echo(f"{kind} {entry_id} removed")
 
@@ -592,9 +590,9 @@ def ack(app, config_path, subject, reason, duration):
     A rise above the acknowledged level is told at once and ends it; a return to ok ends it with the
     usual resolved. Until then it stays, or for --for. `guardian silence remove ID` ends it.
     """
-    from guardian.adapters import silences as silence_store
+    from guardian.commands import silence as silencing
 
-    made, warnings = silence_store.acknowledge(app.load(config_path, 1), subject, reason, duration, time.time())
+    made, warnings = silencing.acknowledge(app.load(config_path, 1), subject, reason, duration, time.time())
     app.warn(warnings)
     click.echo(f"{made.id}: {made.subject} acknowledged at {made.level}")
 

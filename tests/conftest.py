@@ -263,6 +263,19 @@ def real_gateways(fake_model):
     peer.stop_many(gateways)
 
 
+@pytest.fixture(scope="session")
+def agents_gateway(tmp_path_factory):
+    """A real gateway with several agents (`agents.entries`: main, sales, support, ops; `main` must be among them),
+    started once for the tests that need agents; each leaves the store as it found it."""
+    import peer
+
+    agents = {name: {"name": name.title()} for name in ("main", "sales", "support", "ops")}
+    gw = peer.start("agents", state_root=tmp_path_factory.mktemp("gateway-state"),
+                    extra_config={"agents": {"entries": agents}})
+    yield gw
+    gw.stop()
+
+
 def rpc(gw, scopes=("operator.read", "operator.write", "operator.admin"), identities=None):
     """An admin connection to a real gateway through the guardian's own client (a paired device
     identity when `identities` is given: a remote gateway clears the scopes of anything else)."""

@@ -288,7 +288,7 @@ def archiving_gateway(tmp_path_factory):
         yield fake, tmp_path_factory.mktemp("state")
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(idle=[5, 6], touched={0: "run"}, purged_later=True)
 @given(idle=st.lists(st.integers(3, 30), min_size=1, max_size=8),
        touched=st.dictionaries(st.integers(0, 7), st.sampled_from(sorted(CHANGES)), max_size=4),
@@ -420,3 +420,21 @@ def test_cleanup_runs_count_archives_as_closed_and_each_result_of_purges_and_res
     assert runs["restore-1", "restore"].results == {"restored": 1} and runs["restore-1", "restore"].closed == 0
     # run-2 purges the one left archived, and archives what is idle by then (the restored one among them)
     assert runs["run-2", "cleanup"].results["purged"] == 1 and runs["run-2", "cleanup"].closed >= 1
+
+
+@pytest.mark.parametrize("since", ["pinned", "protected label"])
+def test_an_archived_session_pinned_or_protected_since_is_not_purged(gw, write_config, state_dir, since):
+    (key, other), _ = seed(gw, idle=2)
+    clean(config_for(gw, write_config))
+    protect = {}
+    if since == "pinned":
+        gw.sessions[key]["pinned"] = True
+    else:
+        gw.sessions[key]["label"] = "keep-me"
+        protect = {"protect": {"labels": ["keep-me"]}}
+    gw.clock = lambda: int((NOW + DAY) * 1000)
+    report, _ = clean(config_for(gw, write_config, **protect), now=NOW + DAY)
+    assert [(o.decision.key, o.result) for o in report.purges] == [(other, "purged")]
+    assert gw.sessions[key]["archived"] and key in ArchiveLedger(state_dir).host("lab")  # purged once it may be
+    assert [(r["key"], r["reason"]) for r in audit.read(state_dir) if r["event"] == "kept" and r["action"] == "purge"] \
+        == [(key, since)]

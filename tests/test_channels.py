@@ -177,14 +177,19 @@ def test_every_format_says_what_a_reachable_again_resolves():
     assert email_subject([back]) == "[guardian] RESOLVED t440 reachable again 92%"
     posted = {(a["labels"]["alertname"], a["labels"]["severity"]): "startsAt" in a
               for a in alertmanager_alerts([back], T0, valid_for=120)}  # Alertmanager: the state as it is
-    assert posted[("SessionHostUnreachable", "warning")] is False and posted[("SessionUsageHigh", "warning")] is True
+    assert posted[("SessionHostUnreachable", "warning")] is False and posted[("SessionUsageWarning", "warning")] is True
+
+
+USAGE_ALERTS = {"notice": "SessionUsageNotice", "warning": "SessionUsageWarning", "critical": "SessionUsageCritical"}
 
 
 def test_alertmanager_alerts_state_everything_about_each_subject():
+    """Issue 18's names: one alert a level (SessionUsageNotice/Warning/Critical, the level in severity too)."""
     firing = alertmanager_alerts([line(level="warning", previous="notice")], T0, valid_for=120)
-    by_severity = {a["labels"]["severity"]: a for a in firing if a["labels"]["alertname"] == "SessionUsageHigh"}
+    by_severity = {a["labels"]["severity"]: a for a in firing if a["labels"]["alertname"].startswith("SessionUsage")}
+    assert {level: a["labels"]["alertname"] for level, a in by_severity.items()} == USAGE_ALERTS
     warning = by_severity["warning"]
-    assert warning["labels"] == {"alertname": "SessionUsageHigh", "host": "t440", "severity": "warning"}
+    assert warning["labels"] == {"alertname": "SessionUsageWarning", "host": "t440", "severity": "warning"}
     assert warning["startsAt"] == "2027-01-15T08:00:00+00:00" and warning["endsAt"] == "2027-01-15T08:02:00+00:00"
     assert warning["annotations"]["summary"].startswith("WARNING t440 92% (55/60)")
     assert (
@@ -199,7 +204,7 @@ def test_alertmanager_alerts_state_everything_about_each_subject():
     down = alertmanager_alerts([line(reason="unreachable", level="warning", error="refused")], T0, valid_for=120)
     assert sorted((a["labels"]["alertname"], a["labels"]["severity"]) for a in down
                   if a["endsAt"] == "2027-01-15T08:02:00+00:00") == [
-        ("SessionHostUnreachable", "warning"), ("SessionUsageHigh", "warning")]
+        ("SessionHostUnreachable", "warning"), ("SessionUsageWarning", "warning")]
     pool = alertmanager_alerts([line(name="shared", kind="pool", reason="resolved", level="ok")], T0, valid_for=120)
     assert {a["labels"]["pool"] for a in pool} == {"shared"} and all(
         a["endsAt"] == "2027-01-15T08:00:00+00:00" for a in pool
@@ -275,13 +280,14 @@ def test_alertmanager_requests_to_every_replica_then_resolved(fake, write_config
         assert request["path"] == "/api/v2/alerts" and request["headers"]["Content-Type"] == "application/json"
         firing = [a for a in json.loads(request["body"]) if "startsAt" in a]
         assert [(a["labels"], a["endsAt"]) for a in firing] == [
-            ({"alertname": "SessionUsageHigh", "host": "t440", "severity": "critical"}, "2027-01-15T08:02:00+00:00")]
+            ({"alertname": "SessionUsageCritical", "host": "t440", "severity": "critical"},
+             "2027-01-15T08:02:00+00:00")]
     set_sessions(fake, 10)
     checking.run(config, None, now=T0 + 60)
     resolved = json.loads(first.requests[-1]["body"])
     assert len(first.requests) == len(second.requests) == 2
     assert {(a["labels"]["alertname"], a["labels"]["severity"]) for a in resolved} == {
-        ("SessionUsageHigh", "notice"), ("SessionUsageHigh", "warning"), ("SessionUsageHigh", "critical"),
+        ("SessionUsageNotice", "notice"), ("SessionUsageWarning", "warning"), ("SessionUsageCritical", "critical"),
         ("SessionHostUnreachable", "warning")}
     assert all(a["endsAt"] == "2027-01-15T08:01:00+00:00" and "startsAt" not in a for a in resolved)
 
@@ -339,7 +345,7 @@ def test_alertmanager_is_posted_the_current_state_every_run(fake, write_config, 
     warning firing at once; the audit log counts only what changed."""
     config = load(write_config({"t440": {"url": fake.url, "token": "secret", "limit": 60}},
                                alerts={"channels": [{"type": "alertmanager", "urls": [receiver.base]}]}))
-    usage = ("SessionUsageHigh", "notice"), ("SessionUsageHigh", "warning"), ("SessionUsageHigh", "critical")
+    usage = [(name, level) for level, name in USAGE_ALERTS.items()]
     fill(fake, 55)  # 92 %: critical
     checking.run(config, None, now=T0)
     set_sessions(fake, 50)  # 83 %: warning
@@ -377,7 +383,7 @@ def test_alertmanager_hears_an_outage_every_run_and_a_failed_post_is_retried(fak
     states = [alertmanager_state(body, T0 + 30 * step) for step, body in enumerate(receiver.bodies)]
     assert len(states) == 5
     assert [s[("SessionHostUnreachable", "warning")] for s in states] == [False, False, True, True, True]
-    assert all(s[("SessionUsageHigh", "warning")] for s in states)  # dark is not resolved
+    assert all(s[("SessionUsageWarning", "warning")] for s in states)  # dark is not resolved
     assert alertmanager_records(state_dir) == [("delivered", "escalated", "warning"),
                                                ("delivered", "unreachable", "warning")]
 
@@ -388,7 +394,7 @@ def test_alertmanager_hears_an_outage_every_run_and_a_failed_post_is_retried(fak
     checking.run(config, None, now=T0 + 180)  # back: the unreachable alert resolved, warning still firing
     assert len(receiver.requests) == 5 + 3 + 1
     back = alertmanager_state(receiver.bodies[-1], T0 + 180)
-    assert back[("SessionHostUnreachable", "warning")] is False and back[("SessionUsageHigh", "warning")] is True
+    assert back[("SessionHostUnreachable", "warning")] is False and back[("SessionUsageWarning", "warning")] is True
     assert alertmanager_records(state_dir)[2:] == [("delivered", "reachable", "warning")]  # resolves the unreachable
     failed = [r for r in audit.read(state_dir) if r["event"] == "alert" and r["result"] == "failed"]
     assert [r["alerts"] for r in failed] == [[]]  # the failed post restated the outage: nothing had changed

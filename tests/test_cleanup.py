@@ -66,6 +66,9 @@ def test_most_idle_first_and_the_cap():
     assert decisions[0].idle_seconds == 9 * 3600 and decisions[0].session_id == "id-agent:main:s9"
 
 
+PRIORITY_ORDER = ["low", "normal", "high", "protected"]
+
+
 def reference_plan(rows, rules, now, main_key):
     """The rules of design.md written out plainly, one session at a time: slow, and obviously right."""
     decided = []
@@ -93,10 +96,12 @@ def reference_plan(rows, rules, now, main_key):
             reason = "not idle long enough"
         else:
             reason = "idle"
-        decided.append((index, r["key"], idle, reason))
-    decided.sort(key=lambda d: (-(d[2] or 0), d[0]))  # most idle first; a tie keeps the listing's order
+        priority = "protected" if agent in rules.protect.agents else rules.agent_priority.get(agent, "normal")
+        decided.append((PRIORITY_ORDER.index(priority), index, r["key"], idle, reason))
+    # low priority first, then normal, high (protected: kept), each most idle first; a tie keeps the listing's order
+    decided.sort(key=lambda d: (d[0], -(d[3] or 0), d[1]))
     result, closing = [], 0
-    for _, key, _idle, reason in decided:
+    for _, _, key, _idle, reason in decided:
         if reason == "idle":
             closing += 1
             if closing > rules.max_per_run:
@@ -131,7 +136,8 @@ def random_store(count, seed):
 def test_a_big_store_gets_the_same_decisions_as_the_plain_rules(count, cap):
     rows = random_store(count, seed=count)
     rules = Cleanup(idle_after=2 * 3600, max_per_run=cap, agent_idle_after={"batch": 1800},
-                    protect=Protect(agents=("ops",), keys=("agent:*:telegram:*",), labels=("keep-me",)))
+                    protect=Protect(agents=("ops",), keys=("agent:*:telegram:*",), labels=("keep-me",)),
+                    agent_priority={"sales": "low", "batch": "high"})
     decisions = plan(rows, rules, NOW, main_key="agent:main:main")
     assert [(d.key, d.close, d.reason) for d in decisions] == reference_plan(rows, rules, NOW, "agent:main:main")
     assert sum(d.close for d in decisions) == cap  # the store is big enough to reach the cap

@@ -15,6 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from guardian.commands import check as checking
+from guardian.core.plan import SEVERITIES, UNREACHABLE_ALERTNAME, usage_alertname
 from guardian.output import metrics
 from guardian.settings.load import load
 
@@ -48,29 +49,57 @@ def test_rules_fire_exactly_as_their_unit_tests_expect():
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def test_the_rules_name_each_level_as_the_alertmanager_channel_does():
+    """One definition of the names (guardian.core.plan.usage_alertname): one alert a level, from the level the rules'
+    policy records in `severity`, as the channel posts them."""
+    alerts = {rule["alert"]: rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+              if "alert" in rule}
+    usage = {name: rule["expr"].strip() for name, rule in alerts.items() if name.startswith("SessionUsage")}
+    assert usage == {usage_alertname(level): f'subject:guardian_level:policy{{severity="{level}"}}'
+                     for level in SEVERITIES}
+    assert UNREACHABLE_ALERTNAME in alerts
+
+
 @needs_promtool
-def test_rules_read_the_metrics_the_guardian_writes(fakes, write_config, state_dir, tmp_path):
-    """The rules' names and labels are the textfile's: a real check's file, replayed for 3 minutes, fires them."""
-    full, down = fakes(), fakes()
-    for _ in range(9):
-        full.add_session()
+def test_rules_fire_what_the_alertmanager_channel_posts(fakes, write_config, state_dir, tmp_path, receiver):
+    """Issue 18: "labels that match the Alertmanager channel's, so a fleet can use either and get the same pages".
+    A real check's textfile, replayed for 2 minutes, fires in the rules exactly the alerts the channel posted
+    firing in that check (alertname, host or pool, severity), with the same description and dedup_key; the
+    channel's summary goes on with what changed and the action."""
+    full, warm, down = fakes(), fakes(), fakes()
+    for gateway, count in ((full, 9), (warm, 8)):
+        for _ in range(count):
+            gateway.add_session()
     config = load(write_config({"full": {"url": full.url, "token": "secret", "limit": 10},
-                                "down": {"url": down.url, "token": "secret", "limit": 10}}))
+                                "warm": {"url": warm.url, "token": "secret", "limit": 10},
+                                "down": {"url": down.url, "token": "secret", "limit": 10}},
+                               alerts={"channels": [{"type": "alertmanager", "urls": [receiver.base]}]}))
     checking.run(config, None, now=T0)
     down.stop()
-    metrics.write(str(tmp_path / "guardian.prom"), checking.run(config, None, now=T0 + 30), config.alerts, state_dir)
+    checking.run(config, None, now=T0 + 30)
+    metrics.write(str(tmp_path / "guardian.prom"), checking.run(config, None, now=T0 + 60), config.alerts, state_dir)
+    posted = [alert for alert in receiver.bodies[-1] if "startsAt" in alert]  # the firing ones
+    assert {a["labels"]["alertname"] for a in posted} == {"SessionUsageCritical", "SessionUsageWarning",
+                                                          "SessionHostUnreachable"}
     families = text_string_to_metric_families((tmp_path / "guardian.prom").read_text())
     series = [{"series": sample.name + "{" + ",".join(f'{k}="{v}"' for k, v in sample.labels.items()) + "}",
                "values": f"{sample.value!r}x6"}
               for family in families for sample in family.samples]
-    alert = 'ALERTS{{alertname="{}",alertstate="firing",host="{}",severity="{}"}}'
-    firing = [{"labels": alert.format(name, host, severity), "value": 1}
-              for name, host, severity in [("SessionHostUnreachable", "down", "warning"),
-                                           ("SessionUsageHigh", "full", "critical")]]
+    alert = 'ALERTS{{alertname="{alertname}",alertstate="firing",host="{host}",severity="{severity}"}}'
+    firing = [{"labels": alert.format(**a["labels"]), "value": 1} for a in posted]
+    summaries = {"SessionUsageCritical": "CRITICAL full 90% (9/10)", "SessionUsageWarning": "WARNING warm 80% (8/10)",
+                 "SessionHostUnreachable": "UNREACHABLE down: no guardian could read it for 30 s"}
+    assert all(a["annotations"]["summary"].startswith(summaries[a["labels"]["alertname"]])
+               for a in posted if a["labels"]["alertname"] != "SessionHostUnreachable")
     test = {"rule_files": [str(RULES)], "evaluation_interval": "30s", "tests": [{
         "interval": "30s", "input_series": series,
         "promql_expr_test": [{"expr": 'ALERTS{alertname=~"Session.*",alertstate="firing"}', "eval_time": "2m",
-                              "exp_samples": firing}]}]}
+                              "exp_samples": firing}],
+        "alert_rule_test": [{"eval_time": "2m", "alertname": a["labels"]["alertname"], "exp_alerts": [
+            {"exp_labels": {k: v for k, v in a["labels"].items() if k != "alertname"},
+             "exp_annotations": {"summary": summaries[a["labels"]["alertname"]],
+                                 **{k: a["annotations"][k] for k in ("description", "dedup_key")}}}]}
+            for a in posted]}]}
     (tmp_path / "replay.yml").write_text(yaml.safe_dump(test))
     tested = run(PROMTOOL, "test", "rules", tmp_path / "replay.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr

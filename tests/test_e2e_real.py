@@ -201,13 +201,12 @@ def test_archive_restore_archive_again_then_purge_exactly_the_guardians(real_gat
         fake_model.hold.set()
 
 
-def test_cleanup_keeps_every_agents_main_session_and_a_protected_key_the_gateway_folded(tmp_path, write_config, cli):
+def test_cleanup_keeps_every_agents_main_session_and_a_protected_key_the_gateway_folded(agents_gateway, write_config,
+                                                                                         cli):
     """Measured on 2026.9.6: a key made as `...:[C123]` is listed as `...:[c123]` (keys are folded to lower
     case), and each agent's `agent:<id>:main` is its main session. Only the plain idle session goes."""
-    import peer
-
-    agents = {"agents": {"entries": {"main": {"name": "Main"}, "sales": {"name": "Sales"}}}}
-    gw = peer.start("keys", state_root=tmp_path / "gateway-state", extra_config=agents)
+    gw = agents_gateway
+    keys = ("agent:main:main", "agent:sales:main", "agent:main:slack:channel:[c123]")
     try:
         with rpc(gw) as connection:
             for key in ("agent:main:main", "agent:sales:main", "agent:main:slack:channel:[C123]", "agent:sales:idle"):
@@ -220,10 +219,10 @@ def test_cleanup_keeps_every_agents_main_session_and_a_protected_key_the_gateway
                            "agent:main:slack:channel:[c123]": "protected key pattern", "agent:sales:idle": "idle"}
         real = cli("cleanup", "--config", config, "--idle-after", "1ms", "--json")
         assert real.exit_code == 0, real.stdout + real.stderr
-        assert {r["key"] for r in list_rows(gw)} == {"agent:main:main", "agent:sales:main",
-                                                     "agent:main:slack:channel:[c123]"}
-    finally:
-        gw.stop()
+        assert {r["key"] for r in list_rows(gw)} == set(keys)
+    finally:  # the store as it was, for the other tests on this gateway
+        with rpc(gw) as connection:
+            connection.call_many([("sessions.delete", {"key": key}) for key in keys])
 
 
 def test_flapping_and_outages_against_a_real_gateway_are_told_once(real_gateways, write_config, receiver, monkeypatch):

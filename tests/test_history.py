@@ -333,7 +333,7 @@ def test_import_brings_in_another_monitors_samples_once(write_config, cli, tmp_p
 
 @pytest.mark.parametrize("line, problem", [
     ("x,host,a,1,2", "line 3: time 'x' is neither epoch seconds nor an ISO 8601 date and time"),
-    ("1,gateway,a,1,2", "line 3: kind must be host or pool, not 'gateway'"),
+    ("1,gateway,a,1,2", "line 3: kind must be host, pool or agent, not 'gateway'"),
     ("1,host,,1,2", "line 3: the name is empty"),
     ("1,host,a,-1,2", "line 3: sessions must be at least 0, not -1"),
     ("1,host,a,1,0", "line 3: limit must be at least 1, not 0"),

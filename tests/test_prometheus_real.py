@@ -56,9 +56,9 @@ def test_prometheus_scrapes_serve_and_the_shipped_rule_fires_at_critical(real_ga
             made += create_sessions(gw, 10)
             wait_until(lambda: query(base, 'guardian_usage_ratio{name="pc-a"} == 1'), what="the new sessions")
             assert float(query(base, 'guardian_level{name="pc-a"}')[0]["value"][1]) == 3
-            critical = {"alertname": "SessionUsageHigh", "host": "pc-a", "severity": "critical"}
+            critical = {"alertname": "SessionUsageCritical", "host": "pc-a", "severity": "critical"}
             wait_until(lambda: any(critical.items() <= labels.items() for labels in firing(base)), timeout=150,
-                       what="SessionUsageHigh to fire at critical (it waits its for: 1m)")
+                       what="SessionUsageCritical to fire (it waits its for: 1m)")
         finally:
             prometheus.terminate()
             prometheus.wait(timeout=30)

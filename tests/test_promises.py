@@ -1,6 +1,8 @@
 """The alert policy's promises, checked on random walks through the real `check.run`.
 
-Hypothesis drives usage, outages, channels refusing a message and clock steps; each run goes
+Hypothesis drives usage, outages, channels refusing a message and clock steps, for two hosts and an agent on
+each with a limit of its own (cleanup.agents.sales.limit: its subject `agent:a/sales` keeps the same promises,
+and while its host is down it is not read: it is told nothing, the host's unreachable says it); each run goes
 through `check.run(config, None, now=...)` with its state dir, state file and audit log. Only the
 I/O at the edge is replaced: the polls (a reading or a failure per host) and the transports (each
 channel accepts or refuses). The test keeps its own book of what each channel *accepted*, and
@@ -26,10 +28,12 @@ from guardian.commands import check as checking
 from guardian.core.records import Poll, Reading
 from guardian.output.message import line_text
 from guardian.settings.levels import LEVELS
-from guardian.settings.model import Alerts, Channel, Config, Host
+from guardian.settings.model import Alerts, Channel, Cleanup, Config, Host
 
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
 HOSTS = ("a", "b")
+AGENT = "sales"  # on each host, with a limit of its own
+SUBJECTS = (*HOSTS, *(f"{host}/{AGENT}" for host in HOSTS))  # the names the alert lines carry
 CHANNELS = (Channel(name="chat", type="webhook"), Channel(name="pager", type="webhook", min_level="critical"))
 MIN_LEVEL = {"log": "notice", **{c.name: c.min_level for c in CHANNELS}}
 ALERTS = Alerts(channels=CHANNELS)
@@ -43,6 +47,7 @@ class Step:
     usage: tuple  # per host: percent of the limit, or DOWN
     refused: frozenset = frozenset()  # channels that refuse this run's message
     jump: float = 0.0  # the clock stepped by this much (besides `advance`)
+    agents: tuple = (10, 10)  # per host: its agent's percent of the agent's limit (read when the host is)
 
 
 def walk(*usages, every=60.0, refused=frozenset()):
@@ -56,6 +61,7 @@ steps = st.lists(st.builds(
     usage=st.tuples(*[st.sampled_from([10, 97, 50, 62, 66, 78, 82, 86, 88, 92, DOWN])] * len(HOSTS)),
     refused=st.frozensets(st.sampled_from([c.name for c in CHANNELS])),
     jump=st.sampled_from([0.0] * 8 + [-3 * 3600.0, 2 * 3600.0]),
+    agents=st.tuples(*[st.sampled_from([10, 97, 50, 66, 82, 88, 92])] * len(HOSTS)),
 ), min_size=1, max_size=30)
 
 
@@ -174,9 +180,10 @@ def replay(walk_steps, monkeypatch_run):
     """Run the steps through check.run and check every promise after each run."""
     hosts = {name: Host(name=name, url=f"ws://127.0.0.1:1/{name}", limit=100) for name in HOSTS}
     with tempfile.TemporaryDirectory() as state_dir:
-        config = Config(hosts=hosts, alerts=ALERTS, state_dir=Path(state_dir))
-        books = {(c, h): Told() for c in MIN_LEVEL for h in HOSTS}
-        subjects = {h: Subject() for h in HOSTS}
+        config = Config(hosts=hosts, alerts=ALERTS, cleanup=Cleanup(agent_limit={AGENT: 100}),
+                        state_dir=Path(state_dir))
+        books = {(c, h): Told() for c in MIN_LEVEL for h in SUBJECTS}
+        subjects = {h: Subject() for h in SUBJECTS}
         cooldown = config.alerts.cooldown
         wall, real = T0, T0
         refused_last: dict = {}  # channel -> the lines it refused on the last run (if the clock did not go back)
@@ -185,7 +192,11 @@ def replay(walk_steps, monkeypatch_run):
                 wall, real = wall + step.advance + step.jump, real + step.advance
             now = (wall, real)
             report = monkeypatch_run(config, step, wall)
+            dark = {s.name for s in report.subjects if s.kind == "agent" and s.reading is None}
+            assert dark == {f"{h}/{AGENT}" for h, usage in zip(HOSTS, step.usage) if usage is DOWN}
             for subject in report.subjects:
+                if subject.name in dark:  # not read: it holds its level, and its host's outage is the host's
+                    continue
                 mine = subjects[subject.name]
                 mine.failures = 0 if subject.reading is not None else mine.failures + 1
                 if subject.level != mine.level:
@@ -198,9 +209,12 @@ def replay(walk_steps, monkeypatch_run):
             for channel in MIN_LEVEL:
                 delivery = offered.get(channel)
                 lines = delivery.lines if delivery else []
-                for name in HOSTS:
+                for name in SUBJECTS:
                     mine = [line for line in lines if line.name == name]
                     retry = [line for line in refused_last.get(channel, []) if line.name == name]
+                    if name in dark:  # a run that did not read it is none of its runs: its memory waits, as a pool's
+                        assert mine == [], f"{channel} told about {name}, not read: {[line_text(ln) for ln in mine]}"
+                        continue
                     check_channel(channel, name, mine, subjects[name], books[(channel, name)], now, cooldown,
                                   retry if step.jump >= 0 else [])
                     if not (delivery and delivery.error):
@@ -215,9 +229,10 @@ def run_step(monkeypatch):
     state = {}
 
     def poll_hosts(hosts, idle_after, identities, concurrency):
-        usage = dict(zip(HOSTS, state["step"].usage))
+        usage, agents = dict(zip(HOSTS, state["step"].usage)), dict(zip(HOSTS, state["step"].agents))
         return [Poll(h, error=f"{h.name}: refused") if usage[h.name] is DOWN
-                else Poll(h, Reading(count=usage[h.name], limit=h.limit)) for h in hosts]
+                else Poll(h, Reading(count=usage[h.name], limit=h.limit), agents={AGENT: agents[h.name]})
+                for h in hosts]
 
     def deliver_all(messages, now, backoff=None):
         return [f"{c.name} refused" if lines and c.name in state["step"].refused else None for c, lines in messages]
@@ -244,6 +259,16 @@ REFUSED_THEN_DROP = [*walk(95, 82), *walk(82, refused={"chat"}), *walk(95)]
 CLOCK_BACK_AFTER_A_DROP = [*walk(*[(10, 10)] * 11), *walk((10, 97), (10, 62)),
                            Step(60.0, (10, 62), jump=-3 * 3600.0), Step(60.0, (10, 62), jump=2 * 3600.0)]
 
+# host a's agent critical while a is at 10 %; a goes dark twice (its agent is told nothing), and comes back
+AGENT_CRITICAL_THROUGH_AN_OUTAGE = [Step(60.0, (10, 10), agents=(92, 10)), Step(60.0, (DOWN, 10), agents=(92, 10)),
+                                    Step(60.0, (DOWN, 10)), Step(400.0, (10, 10), agents=(92, 10)),
+                                    Step(60.0, (10, 10), agents=(10, 10))]
+# found by hypothesis: the clock back 3 h while the agent's host was down; its reminder is due one cooldown after
+# the first run that read it again
+CLOCK_BACK_WHILE_DARK = [*walk(10, 10), Step(60.0, (10, 10), agents=(97, 10)),
+                         Step(60.0, (DOWN, 10), jump=-3 * 3600.0), Step(300.0, (10, 10), agents=(97, 10)),
+                         Step(300.0, (10, 10), agents=(97, 10))]
+
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps)
@@ -254,6 +279,8 @@ CLOCK_BACK_AFTER_A_DROP = [*walk(*[(10, 10)] * 11), *walk((10, 97), (10, 62)),
 @example(BACK_LOWER_WIPES_COOLDOWN)
 @example(REFUSED_THEN_DROP)
 @example(CLOCK_BACK_AFTER_A_DROP)
+@example(AGENT_CRITICAL_THROUGH_AN_OUTAGE)
+@example(CLOCK_BACK_WHILE_DARK)
 def test_every_promise_holds_on_any_walk(run_step, walk_steps):
     replay(walk_steps, run_step)
 

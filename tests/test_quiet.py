@@ -13,14 +13,21 @@ from guardian.core.quiet import (
     Quiet,
     QuietError,
     Silence,
+    acknowledged,
     cleanup_held,
     end_time,
+    ended_acks,
     ending,
     finish,
     held_by,
+    listed,
     named_subject,
     new_ack,
     new_silence,
+    occurrences,
+    of_period,
+    quiet_level,
+    removal,
     window_end,
 )
 from guardian.settings.levels import LEVELS
@@ -127,6 +134,22 @@ def test_away_from_a_clock_change_a_window_holds_exactly_when_the_clock_reads_in
         assert t < end_at <= t + 86400
 
 
+@given(days=days_text, start=clock, end=clock, hours=st.integers(0, 400 * 24), length=st.integers(0, 10 * 24),
+       tz=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]))
+@example(days="sun", start="23:00", end="01:00", hours=0, length=0, tz="UTC")
+def test_a_windows_occurrences_over_a_period_are_exactly_the_instants_it_holds(days, start, end, hours, length, tz):
+    if start == end:
+        return
+    w = window(f"{days} {start}-{end}", tz=tz)
+    since = datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp() + hours * 3600
+    until = since + length * 3600
+    found = occurrences(w, since, until)
+    assert all(a < b <= c for (a, b), (c, _) in zip(found, found[1:])) and all(s < e for s, e in found)
+    for t in (since, until, *(e - 1 for _, e in found), *(s for s, _ in found)):
+        if since <= t <= until:
+            assert (window_end(w, t) is not None) == any(s <= t < e for s, e in found)
+
+
 @pytest.mark.parametrize("text, problem", [
     ("sun 2-4", "is not a window"), ("sun 02:00-02:00", "starts where it ends"), ("sun 25:00-02:00", "not on a clock"),
     ("sun 02:60-03:00", "not on a clock"), ("sunday 02:00-04:00", "names a day"), ("24:00-01:00", "not on a clock"),
@@ -199,7 +222,9 @@ def test_max_silence_is_a_duration():
 def test_cleanup_false_keeps_cleanup_off_the_windows_hosts_while_it_holds():
     held = window("sun 02:00-04:00", cleanup=False)
     quiet = Quiet(windows=(held, window("sun 02:00-04:00", hosts=("pc-a",))))
-    assert cleanup_held(quiet, "t440", at("2026-12-06T03:00")) is held
+    hold = cleanup_held(quiet, "t440", at("2026-12-06T03:00"))
+    assert (hold.kind, hold.id, hold.until) == ("maintenance", held.name, at("2026-12-06T04:00"))
+    assert hold.text == "in maintenance (w) until 2026-12-06 04:00 UTC, which keeps cleanup off"
     assert cleanup_held(quiet, "pc-a", at("2026-12-06T03:00")) is None  # its window lets cleanup run
     assert cleanup_held(quiet, "t440", at("2026-12-06T04:00")) is None
 
@@ -380,3 +405,76 @@ def test_a_subject_is_named_as_the_operator_writes_it(name, expected):
 def test_a_subject_not_in_the_config_is_refused(name):
     with pytest.raises(QuietError, match="is not a host, pool or HOST/AGENT of this config"):
         named_subject(name, config())
+
+
+# --- the commands' decisions --------------------------------------------------------------------------------------
+
+
+def test_the_level_compared_is_unreachable_once_the_polls_keep_failing():
+    assert [quiet_level("warning", failures, 2) for failures in (0, 1, 2, 5)] == ["warning"] * 2 + ["unreachable"] * 2
+
+
+def test_a_new_ack_replaces_the_running_ack_of_its_subject_only():
+    old = new_ack("host:t440", "warning", "", "bob", "a1", NOW)
+    other = new_ack("pool:shared", "notice", "", "bob", "a2", NOW)
+    done = finish(new_ack("host:t440", "notice", "", "bob", "a0", NOW - 60), "resolved", NOW - 30)
+    new = new_ack("host:t440", "critical", "on it", "alice", "a3", NOW + 10)
+    after = acknowledged([done, old, other], new, NOW + 10)
+    assert [(a.id, a.ended_why) for a in after] == [("a0", "resolved"), ("a1", "replaced by a3"), ("a2", None),
+                                                  ("a3", None)]
+
+
+def test_removal_ends_the_active_silence_or_ack_with_that_id_and_refuses_any_other():
+    s = silence(hosts=("t440",))
+    a = new_ack("host:t440", "warning", "", "bob", "a1", NOW)
+    kind, after = removal(Quiet((s,), (a,)), s.id, "alice", NOW + 60)
+    assert kind == "silence" and (after.silences[0].removed, after.silences[0].removed_by) == (NOW + 60, "alice")
+    assert after.acks == (a,)
+    kind, after = removal(after, "a1", "alice", NOW + 61)
+    assert kind == "ack" and after.acks[0].ended_why == "removed by alice"
+    for gone in (s.id, "a1", "nope"):  # removed already, or never there
+        with pytest.raises(QuietError, match="no active silence or acknowledgement has the id"):
+            removal(after, gone, "alice", NOW + 62)
+    with pytest.raises(QuietError):  # an expired one is not active
+        removal(Quiet((s,)), s.id, "alice", s.ends)
+
+
+@given(acked=st.sampled_from(["notice", "warning", "critical", "unreachable"]),
+       level=st.sampled_from([*LEVELS, "unreachable"]))
+@example(acked="warning", level="critical")
+def test_a_check_ends_exactly_the_acks_ending_says_and_only_those(acked, level):
+    running = new_ack("host:t440", acked, "", "bob", "a1", NOW)
+    finished = finish(new_ack("host:t440", acked, "", "bob", "a0", NOW - 90), "resolved", NOW - 60)
+    after, ended = ended_acks([finished, running], {"host:t440": level}, NOW)
+    why = ending(running, level, NOW)
+    assert after[0] == finished
+    assert ended == ([after[1]] if why else []) and after[1].ended_why == why
+
+
+def test_the_list_has_what_holds_now_and_with_everything_what_ended_too():
+    active, gone = silence(hosts=("t440",)), silence(pools=("shared",))
+    from dataclasses import replace
+
+    gone = replace(gone, id="00000000", removed=NOW + 5)
+    ack = new_ack("host:t440", "warning", "", "bob", "a1", NOW)
+    resolved = finish(new_ack("pool:shared", "notice", "", "bob", "a2", NOW), "resolved", NOW + 5)
+    quiet = Quiet((active, gone), (ack, resolved), (window("00:00-24:00"), window("sun 02:00-04:00")))
+    now = NOW + 10  # a Tuesday
+    assert [(r.kind, r.id, r.status, r.ends) for r in listed(quiet, now, False)] == [
+        ("silence", active.id, "active", active.ends), ("ack", "a1", "active", None),
+        ("maintenance", "w", "active", at("2026-12-02T00:00"))]
+    assert [(r.id, r.status) for r in listed(quiet, now, True)] == [
+        (active.id, "active"), ("00000000", "removed"), ("a1", "active"), ("a2", "resolved"), ("w", "active")]
+
+
+def test_a_period_has_what_held_at_some_moment_of_it_and_a_window_that_ended_in_it():
+    from dataclasses import replace
+
+    before = replace(silence(hosts=("t440",)), id="before", starts=NOW - 7200, ends=NOW - 3600)  # ends at `since`
+    inside = replace(silence(hosts=("t440",)), id="inside", starts=NOW - 3000, ends=NOW - 2000)
+    later = replace(silence(hosts=("t440",)), id="later", starts=NOW + 60)  # made ahead, starts after `now`
+    ack = finish(new_ack("host:t440", "warning", "", "bob", "a1", NOW - 7200), "resolved", NOW - 1800)
+    morning, evening = window("11:00-11:30"), replace(window("20:00-21:00"), name="evening")  # NOW is 12:00 UTC
+    rows = of_period(Quiet((before, inside, later), (ack,), (morning, evening)), NOW - 3600, NOW)
+    assert [(r.id, r.status, r.ends) for r in rows] == [
+        ("inside", "expired", NOW - 2000), ("a1", "resolved", NOW - 1800), ("w", "ended", at("2026-12-01T11:30"))]

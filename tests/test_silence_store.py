@@ -151,6 +151,8 @@ def test_silence_add_prints_the_id_stores_it_and_audits_who_when_why(state_dir, 
     (["--hosts", "t440", "--for", "2d", "--reason", "x"], r"longer than alerts.max_silence (1d)"),
     (["--hosts", "nope", "--for", "1h", "--reason", "x"], "--hosts names 'nope', which is not one of the hosts here"),
     (["--agents", "t440", "--for", "1h", "--reason", "x"], "--agents names 't440': write HOST/AGENT"),
+    (["--agents", "nope/sales", "--for", "1h", "--reason", "x"],
+     "--agents names 'nope/sales': write HOST/AGENT with a host of this config"),
     (["--for", "1h", "--reason", "x"], "names no hosts, pools or agents"),
     (["--hosts", "t440", "--until", "2020-01-01T00:00", "--reason", "x"], "which has passed"),
     (["--hosts", "t440", "--for", "1h", "--until", "2099-01-01", "--reason", "x"], "not both"),
@@ -174,6 +176,18 @@ def test_silence_list_shows_active_ones_and_with_all_the_ended_ones_of_the_week(
     plain = cli("silence", "list").stdout
     assert kept in plain and "migration" in plain and gone not in plain
     assert [r["action"] for r in records(state_dir, "silence")] == ["added", "added", "removed"]
+
+
+def test_an_agents_silence_holds_the_agent_subject_of_that_host_only(state_dir, config, cli):
+    from guardian.core.quiet import Quiet, held_by
+    from guardian.core.records import subject_id
+
+    cli("silence", "add", "--agents", "t440/sales", "--for", "1h", "--reason", "import")
+    quiet = Quiet(silences=tuple(SilenceFile(state_dir).read().silences))
+    now = time.time()
+    assert held_by(quiet, subject_id("agent", "t440/sales"), "growth", "ops", "notice", now).reason == "import"
+    for other in (subject_id("agent", "pc-a/sales"), subject_id("agent", "t440/support"), subject_id("host", "t440")):
+        assert held_by(quiet, other, "growth", "ops", "notice", now) is None
 
 
 def test_silence_remove_of_an_unknown_id_says_so(state_dir, config, cli):

@@ -36,7 +36,7 @@ SCHEMA_VERSION = 2
 SAMPLES = """
 CREATE TABLE samples (
   time REAL NOT NULL,         -- epoch seconds of the check
-  kind TEXT NOT NULL,         -- host | pool
+  kind TEXT NOT NULL,         -- host | pool | agent
   name TEXT NOT NULL,
   sessions INTEGER,           -- non-archived sessions; NULL when unreachable
   "limit" INTEGER NOT NULL,
@@ -445,8 +445,8 @@ def _csv_row(row: list[str]) -> tuple:
     if len(row) != len(CSV_HEADER):
         raise ValueError(f"expected {len(CSV_HEADER)} fields ({','.join(CSV_HEADER)}), found {len(row)}")
     time_text, kind, name, sessions_text, limit_text = (field.strip() for field in row)
-    if kind not in ("host", "pool"):
-        raise ValueError(f"kind must be host or pool, not {kind!r}")
+    if kind not in ("host", "pool", "agent"):  # what a check records (an agent's name: HOST/AGENT)
+        raise ValueError(f"kind must be host, pool or agent, not {kind!r}")
     if not name:
         raise ValueError("the name is empty")
     sessions = None if sessions_text == "" else _count("sessions", sessions_text, 0)

@@ -41,7 +41,7 @@ class StateBusy(StateError):
 
 @dataclass
 class State:
-    subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" -> SubjectState
+    subjects: dict = field(default_factory=dict)  # "host:NAME" / "pool:NAME" / "agent:HOST/AGENT" -> SubjectState
     memories: dict = field(default_factory=dict)  # (subject id, channel name) -> ChannelMemory
     posted: dict = field(default_factory=dict)  # (subject id, Alertmanager channel name) -> Posted
     departed: dict = field(default_factory=dict)  # "host:NAME", "pool:NAME", "channel:NAME" -> when it left the config
@@ -97,13 +97,14 @@ class State:
         return state
 
     def forget_departed(self, subject_ids: set[str], channel_names: set[str], now: float) -> None:
-        """Drop what is kept about hosts, pools and channels that left the config FORGET_AFTER ago.
+        """Drop what is kept about hosts, pools, agents and channels that left the config FORGET_AFTER ago.
 
         `subject_ids` and `channel_names` are those the config has now (every host, not only a --hosts
         selection). An anomaly's memory ("host:t440/growth") goes with its subject.
         """
         def subject_of(key: str) -> str:
-            return key.partition("/")[0]
+            # an agent's id has a slash of its own: 'agent:t440/sales', its anomaly 'agent:t440/sales/growth'
+            return "/".join(key.split("/")[:2 if key.startswith("agent:") else 1])
 
         channel_keys = [*self.memories, *self.posted]
         kept = {*self.subjects, *(subject_of(key) for key, _ in channel_keys),

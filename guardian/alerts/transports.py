@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from guardian import __version__
+from guardian.core.plan import SEVERITIES, UNREACHABLE_ALERTNAME, same_silence, usage_alertname
 from guardian.core.records import AlertLine
 from guardian.output.message import PRODUCT, body, envelope, heading, line_text, message_text, tally, title
 from guardian.output.text import safe
 from guardian.settings.channels import AlertmanagerChannel, CommandChannel, EmailChannel, TelegramChannel, UrlChannel
-from guardian.settings.levels import LEVELS
 from guardian.settings.model import Channel
 from guardian.settings.units import iso_time
 
@@ -233,7 +233,6 @@ def send_telegram(channel: TelegramChannel, lines, now, backoff) -> str | None:
 
 # --- Alertmanager ----------------------------------------------------------------------------
 
-SEVERITIES = LEVELS[1:]
 # A firing alert ends (endsAt) this many check intervals after it was posted, as Prometheus's rules
 # do (4 x its evaluation interval, "allow for two Eval or Alertmanager send failures"): three runs
 # in a row may be skipped or fail before a firing alert ends by itself.
@@ -243,7 +242,7 @@ INTERVALS_AHEAD = 4
 def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) -> list[dict]:
     """Alertmanager v2 postable alerts: each line states everything about its subject.
 
-    Labels identify an alert (alertname, host or pool, severity), so a fleet of guardians sending
+    Labels identify an alert (alertname, host, pool or agent, severity), so a fleet of guardians sending
     the same facts is deduplicated by Alertmanager. A line fires its level's usage alert until
     `valid_for` from now and resolves the other levels (an Alertmanager ignores a resolved alert it
     never had), so nothing stale is left behind however levels moved in between. An unreachable
@@ -252,7 +251,9 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
     """
     alerts = []
     for line in lines:
-        subject = {line.kind: line.name}
+        # an agent's alert carries its host too, so a route or silence on the host holds its agents as well
+        subject = {"host": line.name.partition("/")[0], "agent": line.name} if line.kind == "agent" else {
+            line.kind: line.name}
         annotations = {"summary": line_text(line), "description": line.action, "dedup_key": line.dedup_key}
         annotations.update({key: str(value) for key, value in (("usage", line.usage), ("count", line.count),
                                                                 ("limit", line.limit), ("idle", line.idle))
@@ -268,9 +269,9 @@ def alertmanager_alerts(lines: list[AlertLine], now: float, valid_for: float) ->
         if line.reason == "test":
             alerts.append(alert("SessionGuardianTest", "notice", True, ends=None))  # Alertmanager's resolve_timeout
             continue
-        alerts += [alert("SessionUsageHigh", severity, severity == line.level) for severity in SEVERITIES]
+        alerts += [alert(usage_alertname(severity), severity, severity == line.level) for severity in SEVERITIES]
         if line.kind == "host":
-            alerts.append(alert("SessionHostUnreachable", "warning", line.reason == "unreachable"))
+            alerts.append(alert(UNREACHABLE_ALERTNAME, "warning", line.reason == "unreachable"))
     return alerts
 
 
@@ -289,8 +290,6 @@ def sync_alertmanager_silences(channel: AlertmanagerChannel, wanted: list[dict],
     missing ones (one already there, from an HA twin, is not duplicated), expire the active ones by
     `created_by` no longer wanted. None when all went well, else what did not."""
     import requests
-
-    from guardian.core.plan import same_silence
 
     errors = []
     for url in channel.urls:
@@ -321,7 +320,7 @@ def email_subject(lines: list[AlertLine]) -> str:
     for line in lines:
         usage = f" {line.usage:.0f}%" if line.usage is not None else ""
         what = " reachable again" if line.reason == "reachable" else ""  # not a usage resolved: the level stands
-        parts.append(f"{title(line)} {'pool ' if line.kind == 'pool' else ''}{line.name}{what}{usage}")
+        parts.append(f"{title(line)} {'' if line.kind == 'host' else line.kind + ' '}{line.name}{what}{usage}")
     return safe(f"[guardian] {', '.join(parts)}", 150)
 
 

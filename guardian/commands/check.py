@@ -20,13 +20,14 @@ from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
 from guardian.adapters.peak_cache import cached_peaks
-from guardian.adapters.silences import SilenceFile, end_acks
+from guardian.adapters.silences import SilenceFile
 from guardian.adapters.state import State, StateBusy, StateError, StateFile
 from guardian.alerts.delivery import deliver_all, record_deliveries, record_suppressed
+from guardian.commands.silence import end_acks
 from guardian.core import anomaly, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
-from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, shown
+from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
 from guardian.settings.model import Config, Host, Pool
 
@@ -100,6 +101,20 @@ def pool_reading(pool: Pool, polls: dict[str, Poll]) -> Reading | None:
     return Reading(count=sum(m.count for m in members), limit=pool.limit, idle=idle)
 
 
+def agent_reading(poll: Poll, agent: str, limit: int) -> Reading | None:
+    """An agent's reading on its host: its sessions by the host's count per agent (ids match whatever their case:
+    OpenClaw folds them); unknown while the host or its count per agent is not read (the host alerts for that)."""
+    if poll.reading is None or poll.agents is None:
+        return None
+    folded = agent.casefold()
+    return Reading(count=sum(n for name, n in poll.agents.items() if str(name).casefold() == folded), limit=limit)
+
+
+def agent_subject_ids(config: Config) -> set[str]:
+    """'agent:t440/sales' for each host and each agent with a cleanup.agents.<id>.limit."""
+    return {subject_id("agent", f"{host}/{agent}") for host in config.hosts for agent in config.cleanup.agent_limit}
+
+
 def run(config: Config, host_names: str | None, now: float, act: bool = True,
         backoff: Backoff | None = None) -> CheckReport:
     """One check. `act=False` (--no-notify) decides and shows only: it sends nothing, cleans nothing and
@@ -119,7 +134,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     try:
         with store.locked() if act else contextlib.nullcontext(store.look()) as state:
             configured = {*(subject_id("host", name) for name in config.hosts),
-                          *(subject_id("pool", name) for name in config.pools)}
+                          *(subject_id("pool", name) for name in config.pools), *agent_subject_ids(config)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
             subjects = _judge_all(state, hosts, pools, polls, config, now, waiting)
@@ -170,6 +185,11 @@ def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Pol
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
                                now, members=pool.hosts, unreachable_members=unread))
+    for host in hosts:
+        for agent, limit in config.cleanup.agent_limit.items():
+            reading = agent_reading(polls[host.name], agent, limit)
+            subjects.append(_judge(state, "agent", f"{host.name}/{agent}", limit, reading, None, config, now,
+                                   members=(host.name,)))
     return subjects
 
 
@@ -177,9 +197,9 @@ def _show_quiet(state, subjects: list[Subject], quiet: Quiet, config: Config, no
     """Give each subject what holds its alerts now (usage, or unreachable while its polls fail), to show."""
     channels = [*(c.name for c in config.alerts.channels), log_channel(config).name]
     for subject in subjects:
-        unreachable = state.subject(subject.id).failures >= config.alerts.unreachable_after
-        level = UNREACHABLE if unreachable else subject.level
-        subject.quiet = shown(quiet, subject.id, "unreachable" if unreachable else "usage", channels, level, now)
+        level = quiet_level(subject.level, state.subject(subject.id).failures, config.alerts.unreachable_after)
+        subject.quiet = shown(quiet, subject.id, "unreachable" if level == UNREACHABLE else "usage", channels, level,
+                              now)
 
 
 def _alertmanager_silences(subjects: list[Subject], config: Config, quiet: Quiet, now: float) -> list[str]:
@@ -287,8 +307,8 @@ def _sample(subject: Subject, now: float) -> Sample:
 def _judge(state, kind, name, limit, reading, error, config, now, **extra) -> Subject:
     key = subject_id(kind, name)
     previous = state.subject(key)
-    if reading is None and kind == "pool":
-        current = previous  # every member is down: those hosts alert; the pool keeps what it knew
+    if reading is None and kind != "host":
+        current = previous  # its hosts are down (or not counted per agent): those hosts alert; it keeps what it knew
     elif extra.get("unreachable_members"):
         # A lower bound can raise the pool's level, never lower it: a member going dark is no resolve.
         seen = policy.observe(previous, reading, config.alerts, now)

@@ -22,6 +22,7 @@ from guardian.adapters.identity import IdentityStore
 from guardian.adapters.state import StateError
 from guardian.core.planner import (
     CLEANED,
+    HELD,
     NOT_ATTEMPTED,
     NOT_IDLE,
     PARTLY_CLEANED,
@@ -36,7 +37,10 @@ from guardian.core.planner import (
     flagged,
     plan,
     purge_due,
+    purge_hold,
 )
+from guardian.core.quiet import Quiet, cleanup_held
+from guardian.core.records import Hold
 from guardian.settings.model import ARCHIVE, Cleanup, Config, Host
 
 PAGE = 1000  # rows per sessions.list page: large pages are far cheaper than many small ones
@@ -241,17 +245,26 @@ def purge(connection, host: Host, rules: Cleanup, now: float, dry_run: bool, aud
           clock) -> tuple[list[Outcome], str | None]:
     """Delete the sessions the guardian archived at least purge_after ago, if they are still archived under the same
     session id (`archivedOnly`, `expectedSessionId`: one restored or reused is refused and forgotten). Whoever else
-    archived a session, it is not in the ledger and never purged. Nothing is purged from a ledger that was corrupt."""
+    archived a session, it is not in the ledger and never purged. Nothing is purged from a ledger that was corrupt,
+    nor a session the rules would keep were it not archived."""
     entries = ledger.host(host.name)
     if ledger.unusable:
         return [], None
-    due = [Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of({"key": key}), updated_at=None,
-                   idle_seconds=now - entries[key]["archived_at"], close=True, reason="archived")
-           for key in purge_due(entries, now, rules.purge_after)]
+    keys = purge_due(entries, now, rules.purge_after)
+    # never delete what would be kept were it not archived: pinned or protected since, say (it stays in the ledger)
+    rows = {row["key"]: row for row in listing(connection, archived=True)[0]} if keys else {}
+    due = []
+    for key in keys:
+        hold = purge_hold(rows.get(key), rules, connection.hello.main_session_key)
+        due.append(Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of(rows.get(key, {"key": key})),
+                           updated_at=None, idle_seconds=now - entries[key]["archived_at"], close=hold is None,
+                           reason=hold or "archived"))
+    entry = functools.partial(_audit_entry, clock, host, dry_run, "purge")
+    kept = [entry("kept", d) for d in due if not d.close]
     if dry_run:
-        return [Outcome(d, "planned") for d in due], None
-    outcomes, error = delete_chosen(Purger(connection), due, [], audit,
-                                    functools.partial(_audit_entry, clock, host, dry_run, "purge"))
+        audit.write_all(kept)
+        return [Outcome(d, "planned") for d in due if d.close], None
+    outcomes, error = delete_chosen(Purger(connection), [d for d in due if d.close], kept, audit, entry)
     # a failed or unanswered purge stays in the ledger for the next run to try again
     ledger.drop(host.name, [o.decision.key for o in outcomes if o.settled and o.result != "failed"])
     return outcomes, error
@@ -409,12 +422,19 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
     """Clean every host at once; `clock` times each audit record (tests pass a moved one). What the archive ledger
     warns of (a corrupt file moved aside) is added to `warnings`."""
     identities = IdentityStore(config.state_dir)
+    quiet = Quiet(windows=tuple(config.maintenance))
+
+    def clean(host: Host) -> HostCleanup:
+        hold = cleanup_held(quiet, host.name, now)
+        if hold is not None:
+            return held(host, hold, dry_run, audit, clock)
+        return clean_host(host, rules, now, dry_run, identities, audit, ledger, clock)
+
     with lock(config.state_dir), audit.kept_open():
         ledger = ArchiveLedger(config.state_dir)
         if not dry_run:
             ledger.set_aside_corrupt()
-        results = gateway.concurrently(lambda h: clean_host(h, rules, now, dry_run, identities, audit, ledger, clock),
-                                       hosts, config.check.concurrency)
+        results = gateway.concurrently(clean, hosts, config.check.concurrency)
     if warnings is not None:
         warnings += ledger.warnings
     reports = []
@@ -432,6 +452,13 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
         audit.write(clock(), "host failed", host=host.name, dry_run=dry_run, error=message)
         reports.append(HostCleanup(host, error=message, unreachable=unreachable))
     return reports
+
+
+def held(host: Host, hold: Hold, dry_run: bool, audit: AuditLog, clock) -> HostCleanup:
+    """A host a maintenance window keeps cleanup off: not even listed, and on record with the window."""
+    audit.write(clock(), "host held", host=host.name, dry_run=dry_run, held_by=hold.kind, id=hold.id,
+                until=hold.until, why=hold.text)
+    return HostCleanup(host, status=HELD, held=hold)
 
 
 def exit_code(reports: list[HostCleanup], reserve: int, dry_run: bool) -> int:

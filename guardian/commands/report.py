@@ -15,8 +15,11 @@ from datetime import datetime, timezone
 
 from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
 from guardian.adapters.history import History, Summary
+from guardian.adapters.silences import SilenceFile
+from guardian.adapters.state import StateError, StateFile
 from guardian.core.forecast import Forecast, forecast
 from guardian.core.peaks import LOOKBACK_DAYS, PeakForecast, peak_forecast
+from guardian.core.quiet import Listed, Quiet, of_period
 from guardian.core.records import RESOLVING, CleanupRun, Sample, subject_id
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config
@@ -47,6 +50,30 @@ class SentAlert:
         if not self.channels or self.reason in RESOLVING:
             return None
         return "unreachable" if self.reason == "unreachable" else self.level
+
+
+@dataclass(frozen=True)
+class HeldAlert:
+    """One alert line of one check that a silence, ack or window held, with the channels it was held from."""
+
+    time: float
+    subject: str
+    reason: str
+    level: str
+    held_by: str  # silence | ack | maintenance
+    id: str
+    channels: tuple[str, ...]
+
+
+@dataclass
+class QuietReport:
+    """A silence, ack or window of the period and what it held; `entry` None: only the audit log still knows it
+    (silences.json drops what ended over a week ago)."""
+
+    kind: str
+    id: str
+    entry: Listed | None
+    held: list[HeldAlert]
 
 
 @dataclass
@@ -104,9 +131,11 @@ class Report:
     since: float
     now: float
     thresholds: dict
-    subjects: list[SubjectReport]  # hosts, hottest first, then pools, hottest first
+    subjects: list[SubjectReport]  # hosts, hottest first, then pools, then agents (cleanup.agents.<id>.limit)
     alerts: list[SentAlert]
     cleanups: list[CleanupRun]
+    quiet: list[QuietReport] = field(default_factory=list)  # the silences, acks and windows of the period
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def hottest(self) -> SubjectReport | None:
@@ -133,6 +162,8 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     hosts = config.select(host_names)
     subjects = [("host", h.name, h.limit) for h in hosts]
     subjects += [("pool", p.name, p.limit) for p in config.pools_within(hosts)]
+    subjects += [("agent", f"{h.name}/{agent}", limit) for h in hosts
+                 for agent, limit in config.cleanup.agent_limit.items()]
     history = History(config.state_dir)
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
@@ -140,12 +171,27 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     # the peak forecast looks back its own weeks from now, whatever the period (a day more: the zone's offset)
     profile_points = history.usage_points(ids, now - (LOOKBACK_DAYS + 1) * 86400, now)
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
-    return build(subjects, summaries, recent, profile_points, records, config, since, now)
+    quiet, warnings = read_quiet(config)
+    report = build(subjects, summaries, recent, profile_points, records, config, since, now, quiet)
+    report.warnings = warnings
+    return report
+
+
+def read_quiet(config: Config) -> tuple[Quiet, list[str]]:
+    """silences.json (under the state lock, as the commands that change it) and the config's windows; a file
+    that cannot be read costs the report its silences and acks only: a warning."""
+    store = SilenceFile(config.state_dir)
+    try:
+        with StateFile(config.state_dir).lock():
+            book = store.read()
+    except StateError as exc:
+        return Quiet(windows=tuple(config.maintenance)), [f"{exc}; the report has no silences or acks"]
+    return Quiet(tuple(book.silences), tuple(book.acks), tuple(config.maintenance)), store.warnings
 
 
 def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str], Summary], recent: list[Sample],
           profile_points: dict[tuple[str, str], list[tuple[float, float | None]]], records: list[dict],
-          config: Config, since: float, now: float) -> Report:
+          config: Config, since: float, now: float, quiet: Quiet) -> Report:
     ids = {subject_id(kind, name) for kind, name, _ in subjects}
     alerts = [a for a in sent_alerts(records) if a.subject in ids]
     runs = [r for r in cleanup_runs(records) if subject_id("host", r.host) in ids]
@@ -159,13 +205,38 @@ def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str],
                                      [a for a in alerts if a.subject == subject_id(kind, name)],
                                      [r for r in runs if kind == "host" and r.host == name]))
     reports.sort(key=_heat)
-    return Report(since, now, dict(config.alerts.thresholds), reports, alerts, runs)
+    return Report(since, now, dict(config.alerts.thresholds), reports, alerts, runs,
+                  quiet_of_period(of_period(quiet, since, now), [h for h in held_alerts(records) if h.subject in ids]))
+
+
+def quiet_of_period(entries: list[Listed], held: list[HeldAlert]) -> list[QuietReport]:
+    """Each silence, ack and window of the period with what it held; then those only the audit log names."""
+    known = [QuietReport(e.kind, e.id, e, [h for h in held if (h.held_by, h.id) == (e.kind, e.id)]) for e in entries]
+    named = {(q.kind, q.id) for q in known}
+    gone: dict[tuple[str, str], list[HeldAlert]] = {}
+    for h in held:
+        if (h.held_by, h.id) not in named:
+            gone.setdefault((h.held_by, h.id), []).append(h)
+    return known + [QuietReport(kind, entry_id, None, lines) for (kind, entry_id), lines in gone.items()]
+
+
+KINDS = ("host", "pool", "agent")  # the order the report shows them in
 
 
 def _heat(subject: SubjectReport) -> tuple:
     latest = subject.latest
     eta = subject.forecast.critical_in if subject.forecast.rising else math.inf
-    return (subject.kind != "host", -(latest.usage if latest else -1), eta, subject.name)
+    return (KINDS.index(subject.kind), -(latest.usage if latest else -1), eta, subject.name)
+
+
+def held_alerts(records: list[dict]) -> list[HeldAlert]:
+    """The `suppressed` records, one HeldAlert per check, alert line and what held it, whatever the channels."""
+    lines: dict[tuple, dict] = {}
+    for when, record in events(records, "suppressed"):
+        key = tuple(str(record.get(k)) for k in ("run_id", "subject", "reason", "level", "held_by", "id"))
+        lines.setdefault(key, {"time": when, "channels": []})["channels"].append(str(record.get("channel")))
+    return [HeldAlert(e["time"], subject, reason, level, held_by, entry_id, tuple(e["channels"]))
+            for (_, subject, reason, level, held_by, entry_id), e in sorted(lines.items(), key=lambda i: i[1]["time"])]
 
 
 def sent_alerts(records: list[dict]) -> list[SentAlert]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from guardian.core import policy
 from guardian.core.quiet import UNREACHABLE, Hold, Quiet, covers, ending, held_by
 from guardian.core.records import RESOLVING, AlertLine, Subject, SubjectState, subject_id
-from guardian.settings.levels import RANK
+from guardian.settings.levels import LEVELS, RANK
 from guardian.settings.model import Channel, Config
 from guardian.settings.units import iso_time
 
@@ -54,7 +54,7 @@ def suggested_action(reason: str, level: str, hosts: str) -> str:
 
 
 def hears(channel: Channel, subject: Subject) -> bool:
-    """The channel's `hosts` filter: a host it names, or a pool with one of them."""
+    """The channel's `hosts` filter: a host it names, a pool with one of them, or an agent on one."""
     if not channel.hosts:
         return True
     return bool(set(channel.hosts) & ({subject.name} if subject.kind == "host" else set(subject.members)))
@@ -87,7 +87,7 @@ def plan(state, subjects: list[Subject], channels, config: Config, now: float,
         alerts = replace(config.alerts, resolved=channel.resolved)
         lines, memories, held = [], {}, []
         for subject in subjects:
-            if (subject.kind == "pool" and subject.reading is None) or not hears(channel, subject):
+            if (subject.kind != "host" and subject.reading is None) or not hears(channel, subject):
                 continue
             current = state.subject(subject.id)
             level = UNREACHABLE if current.failures >= config.alerts.unreachable_after else current.level
@@ -188,7 +188,18 @@ def _alertmanager_plan(state, subjects: list[Subject], channel: Channel, config:
 
 # --- Alertmanager: each guardian silence or acknowledgement is a silence there too -----------------
 
-AM_ALERTNAMES = {"usage": "SessionUsageHigh", "unreachable": "SessionHostUnreachable"}  # the alerts posted there
+SEVERITIES = LEVELS[1:]  # the levels that fire a usage alert
+UNREACHABLE_ALERTNAME = "SessionHostUnreachable"
+
+
+def usage_alertname(level: str) -> str:
+    """The alert a subject at this level fires, posted by the Alertmanager channel and fired by the Prometheus
+    rules alike (contrib/prometheus, checked against this): SessionUsageNotice, SessionUsageWarning,
+    SessionUsageCritical. One a level, so a route or a silence can name a level; `severity` says it too."""
+    return f"SessionUsage{level.capitalize()}"
+
+
+AM_ALERTNAMES = {"usage": [usage_alertname(level) for level in SEVERITIES], "unreachable": [UNREACHABLE_ALERTNAME]}
 
 
 def alertmanager_silences(quiet: Quiet, subjects: list[Subject], channel: Channel, created_by: str,
@@ -201,14 +212,16 @@ def alertmanager_silences(quiet: Quiet, subjects: list[Subject], channel: Channe
         if not hears(channel, subject):
             continue
         holds_here = {}  # (kind, id) -> (hold, alert names it holds)
-        for alert, alertname in AM_ALERTNAMES.items():
+        for alert, alertnames in AM_ALERTNAMES.items():
             for silence in quiet.silences:
                 if silence.active(now) and covers(silence.scope, subject.id, alert, channel.name):
-                    holds_here.setdefault(("s", silence.id), (silence.ends, silence.reason, []))[2].append(alertname)
+                    holds_here.setdefault(("s", silence.id), (silence.ends, silence.reason, []))[2].extend(alertnames)
             for ack in quiet.acks:
                 if ack.subject == subject.id and ack.alert == alert and ending(ack, ack.level, now) is None:
                     reason = ack.reason or f"acknowledged at {ack.level}"
-                    holds_here.setdefault(("a", ack.id), (ack.ends or max_end, reason, []))[2].append(alertname)
+                    # an ack holds its own level only (quiet.held_by): a rise pages at once
+                    acked = usage_alertname(ack.level) if alert == "usage" else UNREACHABLE_ALERTNAME
+                    holds_here.setdefault(("a", ack.id), (ack.ends or max_end, reason, []))[2].append(acked)
         for ends, reason, alertnames in holds_here.values():
             wanted.append({"matchers": [_matcher("alertname", alertnames), _matcher(subject.kind, [subject.name])],
                            "startsAt": iso_time(now), "endsAt": iso_time(ends), "createdBy": created_by,
@@ -240,7 +253,7 @@ def _line(subject: Subject, notice: policy.Notice, failures: int) -> AlertLine:
 def _subject_line(subject: Subject, reason: str, level: str, previous: str, failures: int,
                   last_count: int | None = None, detail: str | None = None) -> AlertLine:
     """One subject's line; `last_count` stands in for the reading a subject that is dark has not."""
-    hosts = ",".join(subject.members) if subject.kind == "pool" else subject.name
+    hosts = ",".join(subject.members) if subject.kind != "host" else subject.name
     reading = subject.reading
     error = f"{subject.error} ({failures} failed polls in a row)" if reason == "unreachable" else None
     return AlertLine(subject=subject.id, kind=subject.kind, name=subject.name, reason=reason, level=level,

@@ -8,7 +8,8 @@ import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from guardian.settings.model import ARCHIVE, DELETE, Cleanup, Host
+from guardian.core.records import Hold
+from guardian.settings.model import ARCHIVE, DELETE, PRIORITIES, PROTECTED, Cleanup, Host
 from guardian.settings.units import duration_text
 
 # keep reasons, in the order they are checked
@@ -44,6 +45,8 @@ class Verdict:
     close: bool
     reason: str
     status: str | None = None  # as listed: a session whose status changed since is not archived
+    priority: str = "normal"  # the agent's cleanup priority
+    order: int | None = None  # its place among the sessions that may close (1: the first to go); None: kept
 
 
 def cleanup_mode(configured: str, can_archive: bool) -> str:
@@ -63,6 +66,12 @@ def changed_since_plan(decision: Verdict, row: dict | None, rules: Cleanup, main
             (decision.session_id, decision.updated_at, decision.status) or keep_reason(row, rules, main_key):
         return "skipped: changed"
     return None
+
+
+def purge_hold(row: dict | None, rules: Cleanup, main_key: str | None) -> str | None:
+    """Why an archived session due for purge must stay: what would keep it were it not archived (pinned or protected
+    since, a main session, a run); None: purge it (a row no longer archived is the gateway's to refuse)."""
+    return None if row is None else keep_reason({**row, "archived": False}, rules, main_key)
 
 
 def purge_due(entries: dict, now: float, purge_after: float) -> list[str]:
@@ -118,7 +127,7 @@ def keep_reason(row: dict, rules: Cleanup, main_key: str | None) -> str | None:
         return MAIN
     if flagged(row, "pinned"):
         return PINNED
-    if _folded(agent_of(row)) in map(str.casefold, rules.protect.agents):
+    if rules.priority_for(agent_of(row)) == PROTECTED:
         return PROTECTED_AGENT
     key = str(row.get("key", "")).casefold()
     if any(key == pattern or fnmatch.fnmatchcase(key, pattern) for pattern in map(str.casefold, rules.protect.keys)):
@@ -156,9 +165,10 @@ def on_critical(subjects, critical: float) -> list[str]:
 
 
 def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = None) -> list[Verdict]:
-    """One decision per session, most idle first; at most max_per_run are closed."""
+    """One decision per session, in the order they go: low-priority agents' first, then normal, then high, each
+    most idle first; at most max_per_run are closed, so when the cap holds some back, they are the high ones."""
     now_ms = now * 1000
-    judged = []  # (idle seconds, row, agent, keep reason): the cap needs the order before any decision is final
+    judged = []  # (idle seconds, row, agent, priority, keep reason): the cap needs the order before any is final
     for row in rows:
         last = last_activity(row)
         idle = None if last is None else max(0.0, (now_ms - last) / 1000)
@@ -171,17 +181,19 @@ def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = No
                 reason = NO_TIME
             elif idle <= rules.idle_after_for(agent):
                 reason = NOT_IDLE
-        judged.append((idle, row, agent, reason))
-    judged.sort(key=lambda j: -(j[0] or 0))
+        judged.append((idle, row, agent, rules.priority_for(agent), reason))
+    judged.sort(key=lambda j: (PRIORITIES.index(j[3]), -(j[0] or 0)))
     decisions, closing = [], 0
-    for idle, row, agent, reason in judged:
+    for idle, row, agent, priority, reason in judged:
+        order = None
         if reason is None:
             closing += 1
+            order = closing
             if closing > rules.max_per_run:
                 reason = OVER_CAP
         decisions.append(Verdict(key=str(row.get("key")), session_id=row.get("sessionId"), agent=agent,
                                   updated_at=row.get("updatedAt"), idle_seconds=idle, close=reason is None,
-                                  reason=reason or "idle", status=row.get("status")))
+                                  reason=reason or "idle", status=row.get("status"), priority=priority, order=order))
     return decisions
 
 
@@ -190,6 +202,7 @@ def plan(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = No
 NOT_ATTEMPTED = "not attempted: "  # the error of a "failed" outcome whose delete was never sent
 # how far a host's run got
 CLEANED, PARTLY_CLEANED, NOT_CLEANED, PLANNED = "cleaned", "partly cleaned", "not cleaned", "planned"
+HELD = "held"  # a maintenance window with `cleanup: false` keeps cleanup off the host: nothing listed
 
 
 @dataclass
@@ -216,6 +229,7 @@ class HostCleanup:
     error: str | None = None  # what stopped the run on this host, or went wrong after it
     unreachable: bool = False  # the host could not be cleaned at all (unreachable, unauthorised)
     status: str = NOT_CLEANED
+    held: Hold | None = None  # the window that kept cleanup off it (status HELD)
     mode: str = DELETE  # how this run closed sessions here: archive, or delete (configured, or no archive here)
     fallback: str | None = None  # why archive mode deletes here ("2026.4.29 has no archive")
     purges: list[Outcome] = field(default_factory=list)  # the guardian's archived sessions purged first

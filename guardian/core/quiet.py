@@ -11,6 +11,9 @@ advancing its memory, so when the quiet ends the channel is told what is still t
 - A maintenance window (config `maintenance:`) holds its scope while the local clock of its zone
   is in its range on one of its days. Its edges are instants: a time the clock reads twice (DST
   ends) counts at its first reading, a time the clock skips (DST starts) at the moment it jumps.
+
+The commands' decisions are here too: what a new ack replaces, what a removal ends, which acks a
+check ends, what `silence list` and the report list.
 """
 
 from __future__ import annotations
@@ -83,15 +86,14 @@ class Quiet:
 
 
 def covers(scope: Scope, subject: str, alert: str, channel: str) -> bool:
-    """Whether the scope holds this subject's alert of this kind on this channel."""
+    """Whether the scope holds this subject's alert of this kind on this channel; subjects by their ids
+    (records.subject_id), an agent's (agent:HOST/AGENT) held by its own entry or its host's."""
     if (scope.alerts and alert not in scope.alerts) or (scope.channels and channel not in scope.channels):
         return False
+    held = {*(subject_id("host", name) for name in scope.hosts), *(subject_id("pool", name) for name in scope.pools),
+            *(subject_id("agent", name) for name in scope.agents)}
     kind, _, name = subject.partition(":")
-    if kind == "host":
-        return name in scope.hosts
-    if kind == "pool":
-        return name in scope.pools
-    return kind == "agent" and (name in scope.agents or name.partition("/")[0] in scope.hosts)
+    return subject in held or (kind == "agent" and subject_id("host", name.partition("/")[0]) in held)
 
 
 def held_by(quiet: Quiet, subject: str, alert: str, channel: str, level: str, now: float) -> Hold | None:
@@ -138,27 +140,36 @@ def ending(ack: Ack, level: str, now: float) -> str | None:
     return None  # the same level, a lower one, or unreachable for a while: still acknowledged
 
 
-def cleanup_held(quiet: Quiet, host: str, now: float) -> Maintenance | None:
+def cleanup_held(quiet: Quiet, host: str, now: float) -> Hold | None:
     """The window with `cleanup: false` that keeps cleanup (and on_critical) off this host now, or None."""
     for window in quiet.windows:
-        if not window.cleanup and host in window.scope.hosts and window_end(window, now) is not None:
-            return window
+        end = window_end(window, now) if not window.cleanup and host in window.scope.hosts else None
+        if end is not None:
+            return Hold("maintenance", window.name, end, None, window.when,
+                        f"in maintenance ({window.name}) until {zone_text(end, window.tz)}, which keeps cleanup off")
     return None
 
 
 def window_end(window: Maintenance, now: float) -> float | None:
     """When the window's occurrence that holds `now` ends, or None when it does not hold now."""
+    return max((end for start, end in occurrences(window, now, now) if start <= now < end), default=None)
+
+
+def occurrences(window: Maintenance, since: float, until: float) -> list[tuple[float, float]]:
+    """The window's occurrences, (start, end) instants in order, that hold at some moment of [since, until]."""
     zone = ZoneInfo(window.tz)
-    today = datetime.fromtimestamp(now, zone).date()
-    ends = []
-    for back in range(-1, 3):  # a range lasts under a day; a day's 23 or 25 hours and a crossing need a margin
-        day = today - timedelta(days=back)
+    # a range lasts under a day; a day's 23 or 25 hours and a crossing need a margin either side
+    day = datetime.fromtimestamp(since, zone).date() - timedelta(days=2)
+    last = datetime.fromtimestamp(until, zone).date() + timedelta(days=1)
+    found = []
+    while day <= last:
         if day.weekday() in window.days:
             start = local_instant(day, window.start, zone)
             end = local_instant(day + timedelta(days=window.end <= window.start), window.end, zone)
-            if start <= now < end:
-                ends.append(end)
-    return max(ends, default=None)
+            if start <= until and end > since:
+                found.append((start, end))
+        day += timedelta(days=1)
+    return found
 
 
 def local_instant(day: date, minutes: int, zone: ZoneInfo) -> float:
@@ -245,3 +256,78 @@ def new_ack(subject: str, level: str, reason: str, by: str, ack_id: str, now: fl
 
 def finish(ack: Ack, why: str, now: float) -> Ack:
     return replace(ack, ended=now, ended_why=why)
+
+
+def quiet_level(level: str, failures: int, unreachable_after: int) -> str:
+    """The level holds and acks compare with: the subject's, or "unreachable" while its polls keep failing."""
+    return UNREACHABLE if failures >= unreachable_after else level
+
+
+def acknowledged(acks: list[Ack], ack: Ack, now: float) -> list[Ack]:
+    """The acks once `ack` is made: a running one of the same subject ends, replaced by it."""
+    return [finish(a, f"replaced by {ack.id}", now) if a.subject == ack.subject and a.ended is None else a
+            for a in acks] + [ack]
+
+
+def removal(quiet: Quiet, entry_id: str, by: str, now: float) -> tuple[str, Quiet]:
+    """("silence" or "ack", the quiet without it) when the active silence or ack `entry_id` is removed now."""
+    if any(s.id == entry_id and s.active(now) for s in quiet.silences):
+        return "silence", replace(quiet, silences=tuple(replace(s, removed=now, removed_by=by) if s.id == entry_id
+                                                        else s for s in quiet.silences))
+    if any(a.id == entry_id and ending(a, a.level, now) is None for a in quiet.acks):
+        return "ack", replace(quiet, acks=tuple(finish(a, f"removed by {by}", now) if a.id == entry_id else a
+                                                for a in quiet.acks))
+    raise QuietError(f"no active silence or acknowledgement has the id {entry_id!r} (guardian silence list)")
+
+
+def ended_acks(acks: list[Ack], levels: dict[str, str], now: float) -> tuple[list[Ack], list[Ack]]:
+    """(every ack, those that end now): each ends as `ending` says, its subject at `levels[ack.subject]`."""
+    after, ended = [], []
+    for ack in acks:
+        why = None if ack.ended is not None else ending(ack, levels[ack.subject], now)
+        after.append(finish(ack, why, now) if why else ack)
+        ended += [after[-1]] if why else []
+    return after, ended
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of `silence list` and of the report: a silence, ack or window, its status and its end."""
+
+    kind: str  # silence | ack | maintenance
+    entry: Silence | Ack | Maintenance
+    status: str  # active; removed or expired (a silence); why it ended (an ack); ended (a window, in a report)
+    ends: float | None  # None: an ack until the level changes
+
+    @property
+    def id(self) -> str:
+        return self.entry.name if self.kind == "maintenance" else self.entry.id
+
+
+def listed(quiet: Quiet, now: float, include_ended: bool) -> list[Listed]:
+    """The silences, acks and windows holding now (with `include_ended`, the silences and acks that ended too)."""
+    rows = []
+    for s in quiet.silences:
+        status = "active" if s.active(now) else "removed" if s.removed is not None else "expired"
+        rows += [Listed("silence", s, status, s.ends)] if include_ended or status == "active" else []
+    for a in quiet.acks:
+        why = ending(a, a.level, now)
+        rows += [Listed("ack", a, why or "active", a.over)] if include_ended or why is None else []
+    for w in quiet.windows:
+        until = window_end(w, now)
+        rows += [Listed("maintenance", w, "active", until)] if until is not None else []
+    return rows
+
+
+def of_period(quiet: Quiet, since: float, now: float) -> list[Listed]:
+    """The silences, acks and windows that held at some moment of [since, now], as they stand at `now`; a window
+    not holding now is "ended", at the end of its last occurrence in the period."""
+    rows = [row for row in listed(replace(quiet, windows=()), now, include_ended=True)
+            if (row.entry.starts if row.kind == "silence" else row.entry.made) <= now
+            and (row.entry.over is None or row.entry.over > since)]
+    for window in quiet.windows:
+        found = occurrences(window, since, now)
+        if found:
+            until = window_end(window, now)
+            rows.append(Listed("maintenance", window, "ended" if until is None else "active", until or found[-1][1]))
+    return rows

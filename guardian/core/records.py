@@ -15,7 +15,7 @@ RESOLVING = ("resolved", "reachable")  # the reasons of a resolved line: usage b
 
 
 def subject_id(kind: str, name: str) -> str:
-    """A subject's id in the state, the history and the alerts: 'host:t440', 'pool:shared-key'."""
+    """A subject's id in the state, the history and the alerts: 'host:t440', 'pool:shared-key', 'agent:t440/sales'."""
     return f"{kind}:{name}"
 
 
@@ -95,6 +95,7 @@ class Poll:
     error: str | None = None
     server_version: str | None = None
     elapsed: float = 0.0
+    agents: dict | None = None  # sessions per agent id (status's sessions.byAgent); None: not read
 
 
 @dataclass(frozen=True)
@@ -111,16 +112,16 @@ class Hold:
 
 @dataclass
 class Subject:
-    """A host or a pool as this run saw and judged it."""
+    """A host, a pool or an agent on a host (cleanup.agents.<id>.limit) as this run saw and judged it."""
 
-    kind: str  # host | pool
+    kind: str  # host | pool | agent
     name: str
     limit: int
     reading: Reading | None
     error: str | None
     level: str
     previous_count: int | None
-    members: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()  # a pool's hosts; an agent's host
     unreachable_members: tuple[str, ...] = ()  # a pool's members not read: its reading is a lower bound
     closed_now: int | None = None  # sessions the on_critical cleanup closed on this run
     server_version: str | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
+from guardian.output.quiet import QUIET_COLUMNS, quiet_row
 from guardian.output.text import (
     UNDO,
     forecast_text,
@@ -92,6 +93,8 @@ def page(report) -> str:
 {_cleanups_table(report)}
 <h2>Alerts</h2>
 {_alerts_table(report)}
+<h2>Silences, acknowledgements and maintenance windows</h2>
+{_quiet_table(report)}
 </body></html>
 """
 
@@ -313,6 +316,13 @@ def _alerts_table(report) -> str:
             'guardian report --format json has them all.</p>')
     return ("<table><tr><th>Time</th><th>Subject</th><th>Level</th><th>Reason</th><th>Usage</th><th>Detail</th>"
             f"<th>Channels</th></tr>{''.join(rows)}</table>" + (note if more else ""))
+
+
+def _quiet_table(report) -> str:
+    if not report.quiet:
+        return '<p class="none">No silence, acknowledgement or maintenance window in the period.</p>'
+    rows = ["<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in quiet_row(q)) + "</tr>" for q in report.quiet]
+    return f"<table><tr>{''.join(f'<th>{c}</th>' for c in QUIET_COLUMNS)}</tr>{''.join(rows)}</table>"
 
 
 def _cleanups_table(report) -> str:

@@ -25,7 +25,7 @@ def title(line: AlertLine) -> str:
 
 def body(line: AlertLine) -> str:
     """The rest of the line, after the title; printable, at most 500 characters."""
-    label = f"{line.kind} {line.name}" if line.kind == "pool" else line.name
+    label = f"{line.kind} {line.name}" if line.kind != "host" else line.name
     if line.reason == "test":
         return f"{label}: {line.action}"
     if line.reason == "unreachable":

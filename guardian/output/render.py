@@ -12,6 +12,7 @@ from guardian.core.forecast import Forecast
 from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import line_json
+from guardian.output.quiet import QUIET_COLUMNS, quiet_report_json, quiet_report_text, quiet_row
 from guardian.output.text import (
     UNDO,
     forecast_text,
@@ -94,6 +95,8 @@ def check_json(report: CheckReport) -> dict:
             data.update(url=s.url, server_version=s.server_version,
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
                         waiting_for_purge=s.waiting_for_purge)
+        elif s.kind == "agent":
+            data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
             data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
         return data
@@ -105,6 +108,7 @@ def check_json(report: CheckReport) -> dict:
         "version": JSON_VERSION, "time": iso_time(report.time), "status": status, "exit_code": code,
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [{"channel": d.channel, "sent": d.sent, "delivered": d.sent and d.error is None, "error": d.error,
                     "lines": [line_json(line, iso_time(report.time)) for line in d.lines]} for d in report.deliveries],
         "warnings": report.warnings,
@@ -147,7 +151,7 @@ def check_nagios(report: CheckReport, thresholds: dict) -> str:
     for s in report.subjects:
         warn, crit = (threshold_count(s.limit, thresholds[level]) for level in ("warning", "critical"))
         value = s.reading.count if s.reading else "U"
-        label = s.name if s.kind == "host" else f"pool:{s.name}"
+        label = s.name if s.kind == "host" else f"{s.kind}:{s.name}"
         perf.append(f"'{label}'={value};{warn};{crit};0;{s.limit}")
     return f"SESSIONS {STATUS[report.exit_code]} - {text} | {' '.join(perf)}"
 
@@ -219,6 +223,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float, run_id
         limit = r.host.limit
         return {
             "name": r.host.name, "status": r.status, "error": r.error,
+            "held_by": {"kind": r.held.kind, "id": r.held.id, "until": iso_time(r.held.until), "text": r.held.text}
+            if r.held else None,
             "before": r.before, "after": r.after, "limit": limit,
             "usage_before": None if r.before is None else round(100 * r.before / limit, 1),
             "usage_after": None if r.after is None else round(100 * r.after / limit, 1),
@@ -231,7 +237,8 @@ def cleanup_json(reports, rules, dry_run: bool, reserve: int, now: float, run_id
             "actions": [_action(o) for o in r.outcomes],
             "purges": [_action(o) for o in r.purges],
             "plan": [{"key": d.key, "agent": d.agent, "decision": "close" if d.close else "keep", "reason": d.reason,
-                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds)}
+                      "idle_seconds": None if d.idle_seconds is None else round(d.idle_seconds),
+                      "priority": d.priority, "order": d.order, "why": place_text(d)}
                      for d in r.decisions] if dry_run else None,
         }
 
@@ -247,7 +254,7 @@ STOPPED = {NOT_CLEANED: "not cleaned: ", PARTLY_CLEANED: "partly cleaned, stoppe
 def cleanup_summary(r, reserve: int, dry_run: bool) -> list[str]:
     name = r.host.name
     if r.before is None:
-        return [f"{name}: not cleaned: {safe(r.error)}"]
+        return [f"{name}: not cleaned: {safe(r.held.text if r.held else r.error)}"]
     limit = r.host.limit
     kept = ", ".join(f"{n} {reason}" for reason, n in r.kept.most_common()) or "none"
     verb = ("would " if dry_run else "") + (("archive" if dry_run else "archived") if r.mode == ARCHIVE
@@ -292,6 +299,19 @@ def reserve_causes(r) -> list[str]:
     return causes or ["no session was left that may be closed"]
 
 
+def place_text(d) -> str | None:
+    """'3rd: low priority (support), idle 9h': where a session that may close comes in the run's order, and why
+    (None for one kept by a rule)."""
+    if d.order is None:
+        return None
+    return f"{ordinal(d.order)}: {d.priority} priority ({safe(d.agent or '-')}), idle {duration_text(d.idle_seconds)}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float, run_id: str | None = None) -> None:
     import click
 
@@ -312,13 +332,16 @@ def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: fl
             for column in ("Host", "Session", "Agent", "Idle", "Decision", "Reason"):
                 table.add_column(column, justify="right" if column == "Idle" else "left")
             for host, d, verb in plan_rows:
+                why = place_text(d)
+                reason = why if d.close else d.reason + (f" ({why})" if why else "")
                 table.add_row(host, Text(safe(d.key, 80)), Text(safe(d.agent or "-")), duration_text(d.idle_seconds),
-                              Text(verb, style="bold red") if d.close else "keep", d.reason)
+                              Text(verb, style="bold red") if d.close else "keep", Text(reason))
             Console().print(table)
         else:
             for host, d, verb in plan_rows:
+                why = place_text(d)
                 click.echo(f"{host} {verb if d.close else 'keep'} {safe(d.key, 300)} agent={safe(d.agent or '-')} "
-                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}")
+                           f"idle={duration_text(d.idle_seconds)} reason={d.reason}" + (f" why={why}" if why else ""))
     for r in reports:
         for line in cleanup_summary(r, reserve, dry_run):
             click.echo(line)
@@ -418,6 +441,7 @@ def report_json(report) -> dict:
         "headline": report_headline(report),
         "hosts": [entry(s) for s in report.subjects if s.kind == "host"],
         "pools": [entry(s) for s in report.subjects if s.kind == "pool"],
+        "agents": [entry(s) for s in report.subjects if s.kind == "agent"],
         "alerts": [
             {
                 "time": iso_time(a.time),
@@ -444,6 +468,7 @@ def report_json(report) -> dict:
             }
             for run in report.cleanups
         ],
+        "quiet": [quiet_report_json(q) for q in report.quiet],
     }
 
 
@@ -464,6 +489,7 @@ def report_plain(report) -> str:
     for run in report.cleanups:
         outcomes = " ".join(f"{result.replace(': ', '_').replace(' ', '_')}={n}" for result, n in run.results.items())
         lines.append(f"cleanup {iso_time(run.time)} {safe(run.host)} {outcomes} by={run.command}")
+    lines += [f"quiet {safe(quiet_report_text(q), 2000)}" for q in report.quiet]
     return "\n".join(lines)
 
 
@@ -511,7 +537,12 @@ def report_tables(report) -> list:
         cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed),
                          *(str(run.results.get(result, 0)) for result in undo),
                          Text(safe(other_outcomes(run))), run.command)
-    return [hosts, peaks, alerts, cleanups]
+    quiet = Table(title="Silences, acknowledgements and maintenance windows", title_justify="left")
+    for column in QUIET_COLUMNS:
+        quiet.add_column(column)
+    for q in report.quiet:
+        quiet.add_row(*(Text(safe(cell)) for cell in quiet_row(q)))
+    return [hosts, peaks, alerts, cleanups, *([quiet] if report.quiet else [])]
 
 
 def print_report(report, fmt: str, output: str | None) -> None:

@@ -25,7 +25,7 @@ def percent(value: float | None, digits: int = 0) -> str:
 
 
 def subject_label(subject: Subject) -> str:
-    return f"pool {subject.name}" if subject.kind == "pool" else subject.name
+    return f"{subject.kind} {subject.name}" if subject.kind != "host" else subject.name
 
 
 
@@ -85,9 +85,10 @@ def report_headline(report) -> str:
     """The answer at a glance: the hottest host, when it fills, what was done about it."""
     sent = sum(1 for a in report.alerts if a.counted_as)
     closed = sum(run.closed for run in report.cleanups)
+    held = sum(len(q.held) for q in report.quiet)
     cleanups = sum(1 for run in report.cleanups if run.command != "restore")  # a restore is no cleanup
-    done = (f"{plural(sent, 'alert')} sent, {plural(closed, 'session')} closed by {plural(cleanups, 'cleanup')}"
-            + undo_text(report.cleanups))
+    done = (f"{plural(sent, 'alert')} sent{f', {held} held' if held else ''}, {plural(closed, 'session')} closed "
+            f"by {plural(cleanups, 'cleanup')}" + undo_text(report.cleanups))
     hottest = report.hottest
     if hottest is None:
         return f"No history for these hosts since {iso_time(report.since)}; {done}."

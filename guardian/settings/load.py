@@ -21,6 +21,8 @@ from guardian.settings.model import (
     DEFAULT_STATE_DIR,
     DEFAULT_URL,
     MIN_SPAN,
+    PRIORITIES,
+    PROTECTED,
     Alerts,
     Channel,
     Check,
@@ -213,25 +215,42 @@ def _maintenance(root: Section, hosts: dict, pools: dict, channels) -> tuple[Mai
 def _cleanup(section: Section) -> Cleanup:
     defaults = Cleanup()
     protect = section.section("protect")
-    protected = Protect(agents=protect.names("agents"), keys=protect.names("keys"), labels=protect.names("labels"))
+    protected_agents = protect.names("agents")
+    keys, labels = protect.names("keys"), protect.names("labels")
     protect.done()
     agents = section.section("agents")
-    agent_idle = {}  # only the agents that set their own: the others follow cleanup.idle_after and --idle-after
+    # only the agents that set their own: the others follow cleanup.idle_after (and --idle-after), normal priority
+    agent_idle, agent_priority, agent_limit = {}, {}, {}
     for agent_id in list(agents.mapping):
         per_agent = agents.section(agent_id)
         own = per_agent.duration("idle_after", None)
         if own is not None:
             agent_idle[agent_id] = own
+        priority = per_agent.text("priority", "normal")
+        if priority not in PRIORITIES:
+            per_agent.fail("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        listed = agent_id.casefold() in map(str.casefold, protected_agents)
+        if listed and priority != PROTECTED and per_agent.has("priority"):
+            per_agent.fail("priority", f"is {priority}, but protect.agents lists {agent_id!r}: "
+                                       "say it once (priority: protected is the same as protect.agents)")
+        if priority == PROTECTED and not listed:
+            protected_agents += (agent_id,)  # one rule: the planner reads protect.agents only
+        elif priority in ("low", "high"):
+            agent_priority[agent_id.casefold()] = priority
+        if per_agent.has("limit"):
+            agent_limit[agent_id] = per_agent.integer("limit", minimum=1)
         per_agent.done()
     cleanup = Cleanup(
         idle_after=section.duration("idle_after", defaults.idle_after),
         max_per_run=section.integer("max_per_run", defaults.max_per_run, minimum=1),
         reserve=section.integer("reserve", defaults.reserve, minimum=0),
         on_critical=section.boolean("on_critical", False),
-        protect=protected,
+        protect=Protect(agents=protected_agents, keys=keys, labels=labels),
         agent_idle_after=agent_idle,
         mode=section.text("mode", defaults.mode),
         purge_after=section.duration("purge_after", defaults.purge_after),
+        agent_priority=agent_priority,
+        agent_limit=agent_limit,
     )
     if cleanup.mode not in CLEANUP_MODES:
         section.fail("mode", f"must be one of {', '.join(CLEANUP_MODES)}, got {cleanup.mode!r}")

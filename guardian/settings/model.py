@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -104,6 +105,9 @@ class Protect:
 
 ARCHIVE, DELETE = "archive", "delete"
 CLEANUP_MODES = (ARCHIVE, DELETE)
+# cleanup.agents.<id>.priority, in the order a cleanup closes their idle sessions (protected: never)
+PRIORITIES = ("low", "normal", "high", "protected")
+PROTECTED = "protected"
 
 
 @dataclass(frozen=True)
@@ -112,16 +116,30 @@ class Cleanup:
     max_per_run: int = 50
     reserve: int = 5
     on_critical: bool = False
-    protect: Protect = Protect()
+    protect: Protect = Protect()  # protect.agents holds every protected agent, `priority: protected` ones too
     agent_idle_after: dict = field(default_factory=dict)  # agentId -> seconds
     # archive: close by archiving in place (undoable with `guardian restore`), purge purge_after later; where the
     # gateway cannot archive (2026.4) it deletes. delete: delete at once, as before archive existed.
     mode: str = ARCHIVE
     purge_after: float = 86400.0
+    agent_priority: dict = field(default_factory=dict)  # folded agentId -> low | high (normal: not listed)
+    agent_limit: dict = field(default_factory=dict)  # agentId as written -> sessions it may hold on a host
 
     def idle_after_for(self, agent: str | None) -> float:
         """How long an agent's sessions must be idle before they may close: the agent's own, else idle_after."""
         return self.agent_idle_after.get(agent, self.idle_after)
+
+    def priority_for(self, agent: str | None) -> str:
+        """The agent's cleanup priority; agent ids match whatever their case (OpenClaw folds them to lower case)."""
+        folded = agent.casefold() if isinstance(agent, str) else None
+        if folded in self._protected_agents:
+            return PROTECTED
+        return self.agent_priority.get(folded, "normal")
+
+    @cached_property
+    def _protected_agents(self) -> frozenset:
+        """protect.agents, folded once (the planner asks for every session)."""
+        return frozenset(map(str.casefold, self.protect.agents))
 
 
 @dataclass(frozen=True)
