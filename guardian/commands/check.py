@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
+from guardian.adapters.archive_ledger import ArchiveLedger
 from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
 from guardian.adapters.history import History, HistoryError
 from guardian.adapters.identity import IdentityStore
@@ -236,6 +237,8 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                                                 config.check.concurrency, splitting=splitting)}
     latest, split_warnings = _keep_splits(split_cache, latest, polls, config, act)
     audit = AuditLog(config.state_dir, new_run_id(), "check")
+    ledger = ArchiveLedger(config.state_dir)
+    waiting = waiting_for_purge(ledger)
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     silences = SilenceFile(config.state_dir)
     subjects, deliveries, run_warnings, error = None, [], [], None
@@ -246,7 +249,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                           *(subject_id("pool", name) for name in config.pools), *agent_subject_ids(config)}
             state.forget_departed(configured, {log_channel(config).name, *(c.name for c in config.alerts.channels)},
                                   now)
-            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest, waiting)
             book = silences.read()
             if act:  # an acknowledgement ends (a rise, a return to ok, its end) and the end is recorded
                 run_warnings = end_acks(config, silences, book, state, now)
@@ -262,7 +265,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
         error = str(exc)
         if subjects is None:  # nothing was decided: judged afresh, to show what this run saw
             state = State()
-            subjects = _judge_all(state, hosts, pools, polls, config, now, latest)
+            subjects = _judge_all(state, hosts, pools, polls, config, now, latest, waiting)
             # a critical host is cleaned all the same (the cleanup's own lock keeps two runs apart)
             run_warnings = _cleanup_critical(config, subjects, now, audit, quiet) if act else []
             if not isinstance(exc, StateBusy):  # busy: the runs holding the lock are telling
@@ -270,8 +273,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                 # only the stderr line (cron mails it) says what this run saw.
                 deliveries = _notify(state, subjects, (), config, now, act, backoff, audit, quiet)
     warnings = [*config.warnings, *identities.warnings, *store.warnings, *silences.warnings, *split_warnings,
-                *run_warnings,
-                *_audit_warning(audit.failures)]
+                *ledger.warnings, *run_warnings, *_audit_warning(audit.failures)]
     return CheckReport(time=now, subjects=subjects, deliveries=deliveries, warnings=warnings, error=error,
                        duration=time.monotonic() - started)
 
@@ -290,15 +292,23 @@ def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config
     return latest, []
 
 
+def waiting_for_purge(ledger: ArchiveLedger) -> dict[str, int] | None:
+    """Per host, the sessions the guardian archived and has not purged yet: one read of a small file, none
+    without it. None when it cannot be read (the ledger's warning says why)."""
+    hosts = ledger.read()["hosts"]
+    return None if ledger.unusable else {host: len(entries) for host, entries in hosts.items()}
+
+
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
-               now: float, splits: dict) -> list[Subject]:
+               now: float, splits: dict, waiting: dict[str, int] | None) -> list[Subject]:
     subjects = []
     for host in hosts:
         poll = polls[host.name]
         holders = attribution.holders(splits.get(host.name), poll.agents) if poll.reading else None
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
                                server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
-                               holders=holders, classes=poll.classes, counted=host.count))
+                               holders=holders, classes=poll.classes, counted=host.count,
+                               waiting_for_purge=None if waiting is None else waiting.get(host.name, 0)))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,

@@ -118,7 +118,12 @@ class SubjectReport:
 
     @property
     def sessions_closed(self) -> int:
+        """Sessions that left the usage: archived or deleted."""
         return sum(run.closed for run in self.cleanups)
+
+    def outcomes(self, result: str) -> int:
+        """Sessions of this result in the period's cleanup and restore runs (archived, purged, restored, ...)."""
+        return sum(run.results.get(result, 0) for run in self.cleanups)
 
 
 @dataclass

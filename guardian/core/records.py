@@ -179,6 +179,7 @@ class Subject:
     counted: tuple[str, ...] = ()  # what a host's usage counts (hosts.<name>.count)
     growth: list | None = None  # [(agent, rise)] over growth_span, largest first; None: no earlier counts
     growth_span: float = 0.0  # seconds from the counts growth is measured from (the forecast window, or less) to now
+    waiting_for_purge: int | None = None  # a host's sessions the guardian archived, not purged yet (None: unknown)
 
     @property
     def id(self) -> str:

@@ -14,7 +14,16 @@ from datetime import datetime, timezone
 from html import escape
 
 from guardian.output.quiet import QUIET_COLUMNS, quiet_row
-from guardian.output.text import forecast_text, peak_text, percent, report_headline, subject_label
+from guardian.output.text import (
+    UNDO,
+    forecast_text,
+    other_outcomes,
+    peak_text,
+    percent,
+    report_headline,
+    subject_label,
+    undo_text,
+)
 from guardian.settings.units import duration_text, iso_time
 
 COLOURS = {"ok": "#3fb950", "notice": "#39c5cf", "warning": "#d29922", "critical": "#f85149", "unknown": "#bc8cff",
@@ -98,6 +107,7 @@ def _card(subject, report) -> str:
     outlook = forecast_text(subject.forecast) or "not enough recent history for a forecast"
     spent = ", ".join(f"{name} {duration_text(seconds)}" for name, seconds in subject.time_at_level.items() if seconds)
     sent = ", ".join(f"{n} {level}" for level, n in subject.alerts_sent.items() if n) or "none"
+    undo = "".join(f"<span>{result} <b>{subject.outcomes(result)}</b></span>" for result in UNDO)
     return f"""<article class="card" style="--level:{COLOURS[level]}">
 <header><span class="name">{escape(subject_label(subject))}<span class="badge">{escape(level)}</span></span>
 <span class="now">{now}</span></header>
@@ -105,7 +115,7 @@ def _card(subject, report) -> str:
 <div class="peak">{escape(peak_text(subject.peak, report.now))}</div>
 <div class="stats"><span>min <b>{percent(usage['min'])}</b></span><span>mean <b>{percent(usage['mean'], 1)}</b></span>
 <span>max <b>{percent(usage['max'])}</b></span><span>alerts sent <b>{escape(sent)}</b></span>
-<span>closed <b>{subject.sessions_closed}</b></span><span>{escape(spent)}</span></div>
+<span>closed <b>{subject.sessions_closed}</b></span>{undo}<span>{escape(spent)}</span></div>
 {_chart(subject, report)}
 {_heatmap(subject)}
 </article>"""
@@ -154,15 +164,7 @@ def _chart(subject, report) -> str:
     parts += _forecast_line(subject, report.now, end, x, y)
     parts += _next_peak(subject, end, x, y)
     for run in subject.cleanups:
-        cx = x(run.time)
-        parts.append(
-            f'<g class="cleanup-marker"><title>{escape(iso_time(run.time))}: cleanup ({escape(run.command)}) '
-            f'closed {run.closed}</title><line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" '
-            f'stroke="#58a6ff" stroke-width="1.5" stroke-dasharray="1 3"/>'
-            f'<path d="M{cx - 6:.1f},{bottom - 11} L{cx + 6:.1f},{bottom - 11} L{cx:.1f},{bottom - 1} Z" '
-            'fill="#58a6ff"/>'
-            f'<text x="{cx + 8:.1f}" y="{bottom - 3}" style="fill:#58a6ff">−{run.closed}</text></g>'
-        )
+        parts.append(_run_marker(run, x(run.time), bottom))
     for alert in subject.alerts:
         if not alert.channels:
             continue
@@ -181,6 +183,22 @@ def _chart(subject, report) -> str:
     label = escape(subject_label(subject))
     return (f'<svg class="chart" data-subject="{escape(subject.id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
             f'aria-label="usage of {label} over the period">{"".join(parts)}</svg>')
+
+
+def _run_marker(run, cx: float, bottom: float) -> str:
+    """A dotted line where a run acted: a cleanup's marked with how many it closed (a triangle pointing down), a
+    restore's with how many it brought back (pointing up, in the ok colour)."""
+    restore = run.command == "restore"
+    kind, colour = ("restore", COLOURS["ok"]) if restore else ("cleanup", "#58a6ff")
+    tip, base = (bottom - 11, bottom - 1) if restore else (bottom - 1, bottom - 11)
+    label = f"+{run.results.get('restored', 0)}" if restore else f"−{run.closed}"
+    title = (f"{iso_time(run.time)}: restore restored {run.results.get('restored', 0)}" if restore
+             else f"{iso_time(run.time)}: cleanup ({run.command}) closed {run.closed}{undo_text([run])}")
+    others = other_outcomes(run)
+    return (f'<g class="{kind}-marker"><title>{escape(title + (f"; {others}" if others else ""))}</title>'
+            f'<line x1="{cx:.1f}" y1="{TOP}" x2="{cx:.1f}" y2="{bottom}" stroke="{colour}" stroke-width="1.5" '
+            f'stroke-dasharray="1 3"/><path d="M{cx - 6:.1f},{base} L{cx + 6:.1f},{base} L{cx:.1f},{tip} Z" '
+            f'fill="{colour}"/><text x="{cx + 8:.1f}" y="{bottom - 3}" style="fill:{colour}">{label}</text></g>')
 
 
 def _usage_path(series, x, y, bottom) -> list[str]:
@@ -312,8 +330,8 @@ def _cleanups_table(report) -> str:
         return '<p class="none">No cleanup closed or tried to close anything in the period.</p>'
     rows = []
     for run in reversed(report.cleanups):
-        others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
+        counts = "".join(f"<td>{run.results.get(result, 0)}</td>" for result in UNDO)
         rows.append(f"<tr><td class=\"time\">{_when(run.time)}</td><td>{escape(run.host)}</td><td>{run.closed}</td>"
-                    f"<td>{escape(others)}</td><td>{escape(run.command)}</td></tr>")
-    return ("<table><tr><th>Time</th><th>Host</th><th>Closed</th><th>Other outcomes</th><th>By</th></tr>"
-            f"{''.join(rows)}</table>")
+                    f"{counts}<td>{escape(other_outcomes(run))}</td><td>{escape(run.command)}</td></tr>")
+    return ("<table><tr><th>Time</th><th>Host</th><th>Closed</th><th>Archived</th><th>Purged</th><th>Restored</th>"
+            f"<th>Other outcomes</th><th>By</th></tr>{''.join(rows)}</table>")

@@ -1,8 +1,8 @@
 """`guardian check --prom-file`: this check's numbers in the Prometheus textfile-collector format.
 
-Gauges come from the check itself. The counters (alerts sent, sessions closed) are derived from the
-audit log, the one record of both: history.db keeps their running totals and where in the log it
-stopped, so each check reads only the lines appended since (see History.audit_counters).
+Gauges come from the check itself. The counters (alerts sent; sessions closed, archived, purged, restored) are
+derived from the audit log, the one record of alerts and cleanups: history.db keeps their running totals and where
+in the log it stopped, so each check reads only the lines appended since (see History.audit_counters).
 The file is replaced atomically, mode 0644, for node_exporter's textfile collector to read.
 
 The thresholds are written too, for contrib/prometheus/guardian-rules.yml to decide on, already as
@@ -47,9 +47,17 @@ GAUGES = [  # name, help, value of a subject (None: no sample)
 COLLECTOR_ERRORS = "guardian_collector_errors_total"  # not from the audit log: from this check's polls
 COUNTERS = [
     ("guardian_alerts_sent_total", "Alert lines a channel accepted (Alertmanager: what changed), from the audit log."),
-    ("guardian_sessions_closed_total", "Sessions cleanup closed, from the audit log."),
+    ("guardian_sessions_closed_total", "Sessions cleanup closed (archived or deleted), from the audit log."),
+    ("guardian_sessions_archived_total", "Sessions cleanup archived (restore brings them back), from the audit log."),
+    ("guardian_sessions_purged_total", "Sessions the guardian archived and later purged, from the audit log."),
+    ("guardian_sessions_restored_total", "Sessions guardian restore brought back, from the audit log."),
     (COLLECTOR_ERRORS, "Polls of a host that failed (connect, auth, timeout, protocol)."),
 ]
+# a host's counters by the result of a cleanup or restore outcome: an archived session is closed too (it left the usage)
+OUTCOME_COUNTERS = {"closed": ("guardian_sessions_closed_total",),
+                    "archived": ("guardian_sessions_closed_total", "guardian_sessions_archived_total"),
+                    "purged": ("guardian_sessions_purged_total",),
+                    "restored": ("guardian_sessions_restored_total",)}
 
 
 def count(records: list[dict]) -> Counter:
@@ -62,9 +70,10 @@ def count(records: list[dict]) -> Counter:
                 labels = {"channel": record.get("channel"), "kind": kind, "name": name, "level": line.get("level"),
                           "reason": line.get("reason")}
                 increments["guardian_alerts_sent_total", json.dumps(labels, sort_keys=True)] += 1
-        elif record.get("event") == "outcome" and record.get("result") == "closed":
-            labels = {"kind": "host", "name": record.get("host")}
-            increments["guardian_sessions_closed_total", json.dumps(labels, sort_keys=True)] += 1
+        elif record.get("event") == "outcome":
+            labels = json.dumps({"kind": "host", "name": record.get("host")}, sort_keys=True)
+            for metric in OUTCOME_COUNTERS.get(str(record.get("result")), ()):  # str: the log may hold anything
+                increments[metric, labels] += 1
     return increments
 
 

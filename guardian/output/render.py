@@ -14,7 +14,18 @@ from guardian.core.planner import CLEANED, NOT_CLEANED, OVER_CAP, PARTLY_CLEANED
 from guardian.core.records import CheckReport, Reading, Subject
 from guardian.output.message import holders_json, line_json
 from guardian.output.quiet import QUIET_COLUMNS, quiet_report_json, quiet_report_text, quiet_row
-from guardian.output.text import forecast_text, holders_text, peak_text, percent, report_headline, safe, subject_label
+from guardian.output.text import (
+    UNDO,
+    forecast_text,
+    holders_text,
+    other_outcomes,
+    peak_text,
+    percent,
+    plural,
+    report_headline,
+    safe,
+    subject_label,
+)
 from guardian.settings.levels import worst
 from guardian.settings.model import ARCHIVE
 from guardian.settings.units import duration_text, eta_text, iso_time
@@ -87,7 +98,8 @@ def check_json(report: CheckReport) -> dict:
                         elapsed_ms=round(s.elapsed * 1000) if s.elapsed is not None else None, error=s.error,
                         counted=list(s.counted), counts=s.classes, **holders_json(s.holders),
                         growth=None if s.growth is None else [{"agent": a, "change": n} for a, n in s.growth],
-                        growth_seconds=None if s.growth is None else round(s.growth_span))
+                        growth_seconds=None if s.growth is None else round(s.growth_span),
+                        waiting_for_purge=s.waiting_for_purge)
         elif s.kind == "agent":
             data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
@@ -128,6 +140,8 @@ def check_plain(report: CheckReport) -> str:
                                                for h in s.holders.agents[:3]))
         if s.growth:
             parts.append("grew=" + ",".join(f"{safe(a, 40).replace(' ', '?')}{n:+d}" for a, n in s.growth[:3]))
+        if s.waiting_for_purge:
+            parts.append(f"waiting_for_purge={s.waiting_for_purge}")
         parts += forecast_plain(s.forecast)
         if s.quiet:
             parts.append(f"({s.quiet.text})")
@@ -175,10 +189,12 @@ def check_table(report: CheckReport):
 
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
     table = Table(title=f"Sessions at {iso_time(report.time)}", title_justify="left")
-    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", "Holders", "Forecast", "Note"):
-        table.add_column(
-            column, justify="right" if column in ("Sessions", "Limit", "Usage", "Change", "Idle") else "left"
-        )
+    # the sessions archived and not purged yet, once there are any (delete mode never has them)
+    purge = ("To purge",) if any(s.waiting_for_purge for s in report.subjects) else ()
+    for column in ("Host", "Sessions", "Limit", "Usage", "Level", "Change", "Idle", *purge, "Holders", "Forecast",
+                   "Note"):
+        table.add_column(column, justify="left" if column in ("Host", "Level", "Holders", "Forecast", "Note")
+                         else "right")
     for s in report.subjects:
         r = s.reading
         level = s.level if r else "unknown"
@@ -187,10 +203,14 @@ def check_table(report: CheckReport):
         table.add_row(
             Text(subject_label(s)), str(r.count) if r else "-", str(s.limit), f"{r.usage:.0f}%" if r else "-",
             Text(level, style=colours[level]), change_text(s.change), "" if not r or r.idle is None else str(r.idle),
-            Text(holders_text(s.holders)), Text("; ".join(p for p in (forecast_text(s.forecast), growth_text(s))
-                                                              if p)), Text(note),
+            *((_known(s.waiting_for_purge),) if purge else ()), Text(holders_text(s.holders)),
+            Text("; ".join(p for p in (forecast_text(s.forecast), growth_text(s)) if p)), Text(note),
         )
     return table
+
+
+def _known(count: int | None) -> str:
+    return "" if count is None else str(count)
 
 
 def print_check(report: CheckReport, fmt: str, thresholds: dict) -> None:
@@ -311,10 +331,6 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def print_cleanup(reports, rules, dry_run: bool, reserve: int, fmt: str, now: float, run_id: str | None = None) -> None:
     import click
 
@@ -413,6 +429,11 @@ def alerts_text(subject) -> str:
     return ",".join(f"{level}:{n}" for level, n in subject.alerts_sent.items() if n) or "none"
 
 
+def undo_plain(subject) -> list[str]:
+    """archived=, purged=, restored= of a host where archive mode did any of it."""
+    return [f"{result}={subject.outcomes(result)}" for result in UNDO if subject.outcomes(result)]
+
+
 def report_json(report) -> dict:
     def entry(s) -> dict:
         latest = s.latest
@@ -423,6 +444,7 @@ def report_json(report) -> dict:
             "usage": {key: None if value is None else round(value, 1) for key, value in s.usage.items()},
             "time_at_level_seconds": {level: round(seconds) for level, seconds in s.time_at_level.items()},
             "alerts_sent": s.alerts_sent, "sessions_closed": s.sessions_closed,
+            **{f"sessions_{result}": s.outcomes(result) for result in UNDO},
             "forecast": forecast_json(s.forecast, s.limit),
             "peak": s.peak.as_json(),
             "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series],
@@ -475,7 +497,7 @@ def report_plain(report) -> str:
         usage = s.usage
         parts = [subject_label(s), f"now={percent(usage['now'])}", f"min={percent(usage['min'])}",
                  f"mean={percent(usage['mean'], 1)}", f"max={percent(usage['max'])}", level_times_text(s),
-                 f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *forecast_plain(s.forecast),
+                 f"alerts={alerts_text(s)}", f"closed={s.sessions_closed}", *undo_plain(s), *forecast_plain(s.forecast),
                  f"usage=[{sparkline(s.series, report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
     lines += [f"peak {safe(subject_label(s))}: {peak_text(s.peak, report.now)}" for s in report.subjects]
@@ -497,15 +519,19 @@ def report_tables(report) -> list:
     colours = {"ok": "green", "notice": "cyan", "warning": "yellow", "critical": "bold red", None: "magenta"}
     hosts = Table(title=f"Sessions from {iso_time(report.since)} to {iso_time(report.now)}", title_justify="left",
                   caption=report_headline(report), caption_justify="left")
+    # archive mode's columns, those the period has any of (delete mode has none)
+    undo = [result for result in UNDO if any(run.results.get(result) for run in report.cleanups)]
+    counts = ("Closed", *(result.capitalize() for result in undo))
     for column in ("Host", "Now", "Min", "Mean", "Max", "Usage over the period", "Time at level", "Alerts sent",
-                   "Closed", "Forecast"):
-        hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", "Closed") else "left")
+                   *counts, "Forecast"):
+        hosts.add_column(column, justify="right" if column in ("Now", "Min", "Mean", "Max", *counts) else "left")
     for s in report.subjects:
         usage, latest = s.usage, s.latest
         hosts.add_row(Text(subject_label(s)), Text(percent(usage["now"]), style=colours[latest and latest.level]),
                       percent(usage["min"]), percent(usage["mean"], 1), percent(usage["max"]),
                       sparkline(s.series, report.since, report.now), level_times_text(s), alerts_text(s),
-                      str(s.sessions_closed), forecast_text(s.forecast))
+                      str(s.sessions_closed), *(str(s.outcomes(result)) for result in undo),
+                      forecast_text(s.forecast))
     peaks = Table(title="Daily peaks", title_justify="left")
     for column in ("Subject", "Peak forecast"):
         peaks.add_column(column)
@@ -524,11 +550,12 @@ def report_tables(report) -> list:
             Text(", ".join(a.channels) + (f" (failed: {', '.join(a.failed)})" if a.failed else "")),
         )
     cleanups = Table(title="Cleanups", title_justify="left")
-    for column in ("Time", "Host", "Closed", "Other outcomes", "By"):
-        cleanups.add_column(column, justify="right" if column == "Closed" else "left")
+    for column in ("Time", "Host", *counts, "Other outcomes", "By"):
+        cleanups.add_column(column, justify="right" if column in counts else "left")
     for run in report.cleanups:
-        others = ", ".join(f"{n} {result}" for result, n in run.results.items() if result != "closed")
-        cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed), others, run.command)
+        cleanups.add_row(iso_time(run.time), Text(safe(run.host)), str(run.closed),
+                         *(str(run.results.get(result, 0)) for result in undo),
+                         Text(safe(other_outcomes(run))), run.command)
     quiet = Table(title="Silences, acknowledgements and maintenance windows", title_justify="left")
     for column in QUIET_COLUMNS:
         quiet.add_column(column)

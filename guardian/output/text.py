@@ -74,14 +74,35 @@ def peak_text(peak: PeakForecast, now: float) -> str:
             f"{percent(peak.next_expected_usage)}; peaks {peak.growth_points_per_week:+.1f} points a week, {critical}")
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+UNDO = ("archived", "purged", "restored")  # the outcomes of archive mode and restore, each shown apart
+# a cleanup run's outcomes that have their own column or phrase: closed (archived or deleted), and archive mode's
+SHOWN_APART = ("closed", *UNDO)
+
+
+def other_outcomes(run) -> str:
+    """A cleanup or restore run's other outcomes: '2 skipped: changed, 1 failed'."""
+    return ", ".join(f"{n} {result}" for result, n in run.results.items() if result not in SHOWN_APART)
+
+
+def undo_text(runs) -> str:
+    """What archive mode did beside closing: ' (10 archived), 4 purged, 2 restored'; '' for none of it."""
+    archived, purged, restored = (sum(run.results.get(result, 0) for run in runs) for result in UNDO)
+    return (f" ({archived} archived)" if archived else "") + (f", {purged} purged" if purged else "") + (
+        f", {restored} restored" if restored else "")
+
+
 def report_headline(report) -> str:
     """The answer at a glance: the hottest host, when it fills, what was done about it."""
     sent = sum(1 for a in report.alerts if a.counted_as)
     closed = sum(run.closed for run in report.cleanups)
     held = sum(len(q.held) for q in report.quiet)
-    done = (f"{sent} alert{'s' if sent != 1 else ''} sent{f', {held} held' if held else ''}, "
-            f"{closed} session{'s' if closed != 1 else ''} closed "
-            f"by {len(report.cleanups)} cleanup{'s' if len(report.cleanups) != 1 else ''}")
+    cleanups = sum(1 for run in report.cleanups if run.command != "restore")  # a restore is no cleanup
+    done = (f"{plural(sent, 'alert')} sent{f', {held} held' if held else ''}, {plural(closed, 'session')} closed "
+            f"by {plural(cleanups, 'cleanup')}" + undo_text(report.cleanups))
     hottest = report.hottest
     if hottest is None:
         return f"No history for these hosts since {iso_time(report.since)}; {done}."
