@@ -85,7 +85,8 @@ def test_report_plain_and_table_show_the_agents(write_config, cli, state_dir, tm
         "agent-period t440 sales now=31 max=35 growth=+21 closed=5",
         "agent-period t440 support now=12 max=12 growth=+7 closed=0",
         "agent-period t440 other now=5 max=9 growth=-1 closed=2"]
-    assert cli("report", "--config", path, "--since", "6h", "--format", "table", "-o", tmp_path / "r.txt").exit_code == 0
+    result = cli("report", "--config", path, "--since", "6h", "--format", "table", "-o", tmp_path / "r.txt")
+    assert result.exit_code == 0
     table = (tmp_path / "r.txt").read_text()
     assert "Sessions by agent" in table
     assert re.search(r"t440\s*│\s*sales\s*│\s*31\s*│\s*35\s*│\s*\+21\s*│\s*5", table)

@@ -144,5 +144,6 @@ def agents_of_period(counts: list[tuple[str, int, int, int]], closed: dict[str, 
     ranked = sorted(periods.values(), key=lambda p: (-p.now, p.agent))
     shown, rest = ranked[:top], ranked[top:]
     if rest:
-        shown.append(AgentPeriod(OTHER, *(sum(getattr(p, f) for p in rest) for f in ("now", "max", "growth", "closed"))))
+        shown.append(AgentPeriod(OTHER, sum(p.now for p in rest), sum(p.max for p in rest),
+                                 sum(p.growth for p in rest), sum(p.closed for p in rest)))
     return shown

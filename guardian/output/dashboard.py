@@ -2,10 +2,11 @@
 
 Inline CSS and inline SVG only: nothing is fetched when the page is viewed, so it works from a
 file, offline, behind any proxy. Every text that came from a gateway, the config or the audit log
-goes through html.escape. One card per host (then per pool): usage now and its forecast, a chart
-of usage against the thresholds and the limit with alert and cleanup markers, and the dashed
-forecast line, the next expected daily peak marked on it; the usual peak in words and a weekday x hour
-heatmap of usage (in history.tz); then the cleanups of the period (few, and what was done) and its alerts.
+goes through html.escape. One card per host (then per pool): usage now and its forecast, a host's
+sessions now stacked by agent against its limit, a chart of usage against the thresholds and the
+limit with alert and cleanup markers, and the dashed forecast line, the next expected daily peak
+marked on it; the usual peak in words and a weekday x hour heatmap of usage (in history.tz); then
+the cleanups of the period (few, and what was done) and its alerts.
 """
 
 from __future__ import annotations
