@@ -194,3 +194,17 @@ def cleanup_runs(records: list[dict]) -> list[CleanupRun]:
         result = str(record.get("result"))
         run.results[result] = run.results.get(result, 0) + 1
     return sorted(runs.values(), key=lambda run: run.time)
+
+
+CLOSED = ("closed", "archived")  # the outcomes that left the usage (CleanupRun.closed)
+
+
+def closed_by_agent(records: list[dict]) -> dict[tuple[str, str], int]:
+    """The sessions cleanup closed (deleted or archived), by (host, agent), over the outcome records; a session with
+    no agent (global, unknown) under `main`, as the gateway's status counts it."""
+    closed: dict[tuple[str, str], int] = {}
+    for _, record in events(records, "outcome"):
+        if record.get("result") in CLOSED:
+            key = (str(record.get("host")), str(record.get("agent") or "main"))
+            closed[key] = closed.get(key, 0) + 1
+    return closed

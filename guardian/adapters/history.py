@@ -182,6 +182,14 @@ SELECT * FROM samples WHERE rowid IN (
     FROM subject, stretch)
 ORDER BY time"""
 
+# A host's agents over a period, by the primary key (name, time, agent): now is the latest check's, first the first's
+_AGENTS_OVER = """
+WITH period AS (SELECT * FROM agent_samples WHERE name = :name AND time >= :since AND time <= :until),
+     checks(first, last) AS (SELECT min(time), max(time) FROM period)
+SELECT agent, sum(CASE WHEN time = last THEN sessions ELSE 0 END) AS now, max(sessions),
+       sum(CASE WHEN time = first THEN sessions ELSE 0 END)
+FROM period, checks GROUP BY agent ORDER BY now DESC, agent"""
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -229,6 +237,16 @@ class History:
                     earlier[host] = first, dict(db.execute("SELECT agent, sessions FROM agent_samples WHERE name = ? "
                                                            "AND time = ?", (host, first)).fetchall())
             return earlier
+
+    def agents_over(self, hosts: list[str], since: float, until: float) -> dict[str, list[tuple[str, int, int, int]]]:
+        """Each host's agents from `since` to `until`, aggregated in SQLite: (agent, sessions at the host's latest
+        check, the most at any check, sessions at its first check), most now first. An agent missing from a check
+        held none then. Only what agent_samples still keeps (raw rows, `history.retention`) is there to read."""
+        if not self.path.exists():
+            return {host: [] for host in hosts}
+        with self._transaction(write=False) as db:
+            return {host: db.execute(_AGENTS_OVER, {"name": host, "since": since, "until": until}).fetchall()
+                    for host in hosts}
 
     def read(self, subjects: list[tuple[str, str]], since: float, until: float) -> list[Sample]:
         """The raw rows of these (kind, name) subjects from `since` to `until`, oldest first, thinned as a check's

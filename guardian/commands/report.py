@@ -13,14 +13,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from guardian.adapters.audit import cleanup_runs, events, read_since, timestamp
+from guardian.adapters.audit import cleanup_runs, closed_by_agent, events, read_since, timestamp
 from guardian.adapters.history import History, Summary
 from guardian.adapters.silences import SilenceFile
 from guardian.adapters.state import StateError, StateFile
+from guardian.core.attribution import agents_of_period
 from guardian.core.forecast import Forecast, forecast
 from guardian.core.peaks import LOOKBACK_DAYS, PeakForecast, peak_forecast
 from guardian.core.quiet import Listed, Quiet, of_period
-from guardian.core.records import RESOLVING, CleanupRun, Sample, subject_id
+from guardian.core.records import RESOLVING, AgentPeriod, CleanupRun, Sample, subject_id
 from guardian.settings.levels import LEVELS
 from guardian.settings.model import Config
 from guardian.settings.units import parse_duration
@@ -86,6 +87,7 @@ class SubjectReport:
     peak: PeakForecast
     alerts: list[SentAlert] = field(default_factory=list)
     cleanups: list[CleanupRun] = field(default_factory=list)
+    agents: list[AgentPeriod] = field(default_factory=list)  # a host's, top N by sessions now, then `other`
 
     @property
     def id(self) -> str:
@@ -173,6 +175,7 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
     quiet, warnings = read_quiet(config)
     report = build(subjects, summaries, recent, profile_points, records, config, since, now, quiet)
+    add_agents(report, history.agents_over([h.name for h in hosts], since, now), records, config.attribution.top)
     report.warnings = warnings
     return report
 
@@ -207,6 +210,16 @@ def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str],
     reports.sort(key=_heat)
     return Report(since, now, dict(config.alerts.thresholds), reports, alerts, runs,
                   quiet_of_period(of_period(quiet, since, now), [h for h in held_alerts(records) if h.subject in ids]))
+
+
+def add_agents(report: Report, counts: dict[str, list[tuple[str, int, int, int]]], records: list[dict],
+               top: int) -> None:
+    """Each host's agents over the period (History.agents_over's counts, the audit's outcomes by agent)."""
+    closed = closed_by_agent(records)
+    for subject in report.subjects:
+        if subject.kind == "host":
+            own = {agent: n for (host, agent), n in closed.items() if host == subject.name}
+            subject.agents = agents_of_period(counts.get(subject.name, []), own, top)
 
 
 def quiet_of_period(entries: list[Listed], held: list[HeldAlert]) -> list[QuietReport]:

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import replace
 
 from guardian.core.planner import agent_of, flagged, plan
-from guardian.core.records import Share, Split
+from guardian.core.records import AgentPeriod, Share, Split
 from guardian.settings.model import COUNTABLE, Cleanup
 from guardian.settings.units import duration_text
 
@@ -132,3 +132,18 @@ def growth_text(rises: list[tuple[str, int]], window: float, top: int = 2) -> st
 
     agents = ", ".join(f"{printable(agent)} {n:+d}" for agent, n in rises[:top])
     return f"{agents} in the last {duration_text(window)}"
+
+
+def agents_of_period(counts: list[tuple[str, int, int, int]], closed: dict[str, int], top: int) -> list[AgentPeriod]:
+    """A host's agents over a report's period, from its (agent, now, max, first) counts and the sessions cleanup
+    closed by agent: the `top` holding most now (then by name), and the rest summed as `other` (bounded output).
+    An agent only the audit log names (closed, then gone from every check) holds none."""
+    periods = {agent: AgentPeriod(agent, now, most, now - first, closed.get(agent, 0))
+               for agent, now, most, first in counts}
+    periods.update({agent: AgentPeriod(agent, 0, 0, 0, n) for agent, n in closed.items() if agent not in periods})
+    ranked = sorted(periods.values(), key=lambda p: (-p.now, p.agent))
+    shown, rest = ranked[:top], ranked[top:]
+    if rest:
+        shown.append(AgentPeriod(OTHER, sum(p.now for p in rest), sum(p.max for p in rest),
+                                 sum(p.growth for p in rest), sum(p.closed for p in rest)))
+    return shown

@@ -101,6 +101,20 @@ class Share:
 
 
 @dataclass(frozen=True)
+class AgentPeriod:
+    """One agent's sessions on one host over a report's period (guardian.core.attribution.agents_of_period)."""
+
+    agent: str
+    now: int  # at the host's latest check in the period
+    max: int  # the most at any check (for `other`: the sum of each agent's most)
+    growth: int  # now less the sessions at the host's first check in the period
+    closed: int  # closed by cleanup (deleted or archived) in the period
+
+    def as_json(self) -> dict:
+        return {"agent": self.agent, "now": self.now, "max": self.max, "growth": self.growth, "closed": self.closed}
+
+
+@dataclass(frozen=True)
 class Split:
     """A host's sessions split by agent and by kind, as counted at `as_of` (epoch seconds)."""
 

@@ -2,10 +2,11 @@
 
 Inline CSS and inline SVG only: nothing is fetched when the page is viewed, so it works from a
 file, offline, behind any proxy. Every text that came from a gateway, the config or the audit log
-goes through html.escape. One card per host (then per pool): usage now and its forecast, a chart
-of usage against the thresholds and the limit with alert and cleanup markers, and the dashed
-forecast line, the next expected daily peak marked on it; the usual peak in words and a weekday x hour
-heatmap of usage (in history.tz); then the cleanups of the period (few, and what was done) and its alerts.
+goes through html.escape. One card per host (then per pool): usage now and its forecast, a host's
+sessions now stacked by agent against its limit, a chart of usage against the thresholds and the
+limit with alert and cleanup markers, and the dashed forecast line, the next expected daily peak
+marked on it; the usual peak in words and a weekday x hour heatmap of usage (in history.tz); then
+the cleanups of the period (few, and what was done) and its alerts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
+from guardian.core.attribution import OTHER
 from guardian.output.quiet import QUIET_COLUMNS, quiet_row
 from guardian.output.text import (
     UNDO,
@@ -67,6 +69,11 @@ td.time{white-space:nowrap;color:#8b949e}
 .none{color:#8b949e}
 .peak{margin:2px 0 4px;font-size:14px;color:#8b949e}
 svg.heatmap{width:100%;height:auto;display:block;margin:4px 0 6px}
+.agents{display:flex;height:14px;margin:8px 0 4px;border-radius:4px;overflow:hidden;background:#0d1117}
+.agents span{min-width:2px}
+.legend{display:flex;flex-wrap:wrap;gap:2px 14px;color:#8b949e;font-size:13px}
+.legend i{display:inline-block;width:10px;height:10px;margin-right:5px;border-radius:2px;background:var(--agent)}
+.legend b{color:#e6edf3;font-weight:600}
 """
 
 
@@ -116,6 +123,7 @@ def _card(subject, report) -> str:
 <div class="stats"><span>min <b>{percent(usage['min'])}</b></span><span>mean <b>{percent(usage['mean'], 1)}</b></span>
 <span>max <b>{percent(usage['max'])}</b></span><span>alerts sent <b>{escape(sent)}</b></span>
 <span>closed <b>{subject.sessions_closed}</b></span>{undo}<span>{escape(spent)}</span></div>
+{_agents_bar(subject)}
 {_chart(subject, report)}
 {_heatmap(subject)}
 </article>"""
@@ -245,6 +253,28 @@ def _next_peak(subject, end: float, x, y) -> list[str]:
     return [f'<g class="next-peak"><title>{escape(label)}</title>'
             f'<path d="M{px:.1f},{py - 7:.1f} L{px + 7:.1f},{py:.1f} L{px:.1f},{py + 7:.1f} L{px - 7:.1f},{py:.1f} Z" '
             f'fill="none" stroke="{COLOURS["warning"]}" stroke-width="2"/></g>']
+
+
+AGENT_COLOURS = ("#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#39c5cf", "#f778ba", "#ffa657")
+OTHER_COLOUR = "#6e7681"
+
+
+def _agents_bar(subject) -> str:
+    """A host's sessions now stacked by agent (the top N, then `other`) against its limit, and a legend with each
+    agent's most, growth and sessions closed over the period; empty when no agent was seen."""
+    if not subject.agents:
+        return ""
+    segments, legend = [], []
+    for index, a in enumerate(subject.agents):
+        colour = OTHER_COLOUR if a.agent == OTHER else AGENT_COLOURS[index % len(AGENT_COLOURS)]
+        words = f"{a.agent}: {a.now} now, at most {a.max}, {a.growth:+d} over the period, {a.closed} closed by cleanup"
+        if a.now:
+            segments.append(f'<span class="agent" style="flex:0 0 {a.now / max(subject.limit, 1) * 100:.2f}%;'
+                            f'background:{colour}" title="{escape(words)}"></span>')
+        legend.append(f'<span style="--agent:{colour}" title="{escape(words)}"><i></i>{escape(a.agent)} '
+                      f'<b>{a.now}</b> (max {a.max}, {a.growth:+d}, {a.closed} closed)</span>')
+    return (f'<div class="agents" data-subject="{escape(subject.id)}" role="img" aria-label="sessions now by agent">'
+            f'{"".join(segments)}</div>\n<div class="legend">{"".join(legend)}</div>')
 
 
 HEAT_CELL, HEAT_LEFT, HEAT_TOP = 22, 40, 14

@@ -448,6 +448,7 @@ def report_json(report) -> dict:
             "forecast": forecast_json(s.forecast, s.limit),
             "peak": s.peak.as_json(),
             "series": [[round(when, 3), None if usage is None else round(usage, 1)] for when, usage in s.series],
+            **agents_json(s),
         }
 
     hottest = report.hottest
@@ -501,6 +502,7 @@ def report_plain(report) -> str:
                  f"usage=[{sparkline(s.series, report.since, report.now)}]"]
         lines.append(" ".join(p for p in parts if p))
     lines += [f"peak {safe(subject_label(s))}: {peak_text(s.peak, report.now)}" for s in report.subjects]
+    lines += agents_plain(report)
     for a in report.alerts:
         lines.append(f"alert {iso_time(a.time)} {safe(a.subject)} {a.level} {a.reason} {percent(a.usage)} "
                      f"channels={','.join(map(safe, a.channels)) or 'none'}"
@@ -510,6 +512,34 @@ def report_plain(report) -> str:
         lines.append(f"cleanup {iso_time(run.time)} {safe(run.host)} {outcomes} by={run.command}")
     lines += [f"quiet {safe(quiet_report_text(q), 2000)}" for q in report.quiet]
     return "\n".join(lines)
+
+
+def agents_json(subject) -> dict:
+    """A host's `agents` over the period (top N by sessions now, then `other`); nothing for a pool or an agent."""
+    return {"agents": [a.as_json() for a in subject.agents]} if subject.kind == "host" else {}
+
+
+def agents_plain(report) -> list[str]:
+    """'agent-period t440 sales now=31 max=35 growth=+4 closed=12': one line per host and agent."""
+    return [f"agent-period {safe(s.name)} {safe(a.agent, 80)} now={a.now} max={a.max} growth={a.growth:+d} "
+            f"closed={a.closed}" for s in report.subjects for a in s.agents]
+
+
+def agents_table(report) -> list:
+    """The per-agent table (now, max, growth, closed by cleanup over the period), when a host has agents."""
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [(s, a) for s in report.subjects for a in s.agents]
+    if not rows:
+        return []
+    table = Table(title="Sessions by agent", title_justify="left")
+    for column in ("Host", "Agent", "Now", "Max", "Growth", "Closed"):
+        table.add_column(column, justify="left" if column in ("Host", "Agent") else "right")
+    for s, a in rows:
+        table.add_row(Text(safe(s.name)), Text(safe(a.agent, 80)), str(a.now), str(a.max), f"{a.growth:+d}",
+                      str(a.closed))
+    return [table]
 
 
 def report_tables(report) -> list:
@@ -561,7 +591,7 @@ def report_tables(report) -> list:
         quiet.add_column(column)
     for q in report.quiet:
         quiet.add_row(*(Text(safe(cell)) for cell in quiet_row(q)))
-    return [hosts, peaks, alerts, cleanups, *([quiet] if report.quiet else [])]
+    return [hosts, peaks, *agents_table(report), alerts, cleanups, *([quiet] if report.quiet else [])]
 
 
 def print_report(report, fmt: str, output: str | None) -> None:

@@ -185,7 +185,7 @@ class Check:
 @dataclass(frozen=True)
 class Attribution:
     """`attribution:`, how often a check lists rows to split a host's sessions by agent and kind (at warning and
-    above: every check), and how many agents per host the metrics name (the rest are `other`)."""
+    above: every check), and how many agents per host the metrics and the report name (the rest are `other`)."""
 
     every: float = 300.0
     top: int = 5
