@@ -216,6 +216,14 @@ def measured() -> str:
     return f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()} (a VM whose 2 cores are shared)"
 
 
+def publish(out: list[str], markdown: str | None) -> int:
+    """Print the figures, and put their sections in `markdown` (docs/benchmarks.md) when given: a script's end."""
+    print("\n".join(out))
+    if markdown:
+        write_sections(Path(markdown), out)
+    return 0
+
+
 def write_sections(path: Path, out: list[str]) -> None:
     """Put each "## name" section of `out` in place of the file's section of that name (a heading
     "## name" or "## name (...)"), or at its end; the file's other sections stay as they are."""
@@ -252,10 +260,7 @@ def main() -> int:
         from bench_history import history_section  # here: bench_history imports from this module
 
         out += history_section(args.runs)
-    print("\n".join(out))
-    if args.markdown:
-        write_sections(Path(args.markdown), out)
-    return 0
+    return publish(out, args.markdown)
 
 
 def bench_real(args, out: list[str]) -> None:

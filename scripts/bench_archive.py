@@ -32,7 +32,7 @@ from pathlib import Path
 
 import peer
 import yaml
-from bench import GUARDIAN, bare_connect, bare_serial_deletes, create, list_rows, measured, wait_for, write_sections
+from bench import GUARDIAN, bare_connect, bare_serial_deletes, create, list_rows, measured, publish, wait_for
 from demo import write_config
 
 from guardian.adapters import audit
@@ -264,10 +264,7 @@ def main() -> int:
     finally:
         gw.stop()
     out = section(cases, args.sessions, args.rounds)
-    print("\n".join(out))
-    if args.markdown:
-        write_sections(Path(args.markdown), out)
-    return 0
+    return publish(out, args.markdown)
 
 
 if __name__ == "__main__":

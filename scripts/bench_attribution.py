@@ -24,7 +24,7 @@ from pathlib import Path
 
 import peer
 import yaml
-from bench import measured, stats, write_sections
+from bench import measured, publish, stats
 
 from guardian.adapters import gateway
 from guardian.settings.model import Cleanup, Host
@@ -167,10 +167,7 @@ def main() -> int:
            f"- one `sessions.list {{limit: 1000}}` page on this store: {stats(pages)}",
            f"- the guardian's CPU for the split of {rows} rows (attribution.split, listing excluded): "
            f"{stats(cpu, 'ms', 1000)} (target < 50 ms)", ""]
-    print("\n".join(out))
-    if args.markdown:
-        write_sections(Path(args.markdown), out)
-    return 0
+    return publish(out, args.markdown)
 
 
 if __name__ == "__main__":
