@@ -141,7 +141,9 @@ def test_check_and_cleanup_on_the_older_release(remote, write_config, cli, state
 
     idle = create_sessions(old, 4)
     recent = []
-    idle_after_ms = idle_after_between(old, lambda: recent.extend(create_sessions(old, 2)) or recent)
+    # a wide gap: the recent sessions must stay younger than the threshold through a check and a dry run, which
+    # take seconds on a loaded machine (with 3 s between them the recent ones were idle too by the dry run)
+    idle_after_ms = idle_after_between(old, lambda: recent.extend(create_sessions(old, 2)) or recent, gap_ms=12_000)
     check = cli("check", "--config", config, "--json")
     host = json.loads(check.stdout)["hosts"][0]
     assert check.exit_code == 0 and (host["sessions"], host["level"], host["server_version"]) == (6, "ok", OLD_RELEASE)
