@@ -248,7 +248,8 @@ def test_check_json_the_webhook_and_the_metrics_name_the_holders(fake, write_con
     assert {k["kind"]: k["sessions"] for k in host["kinds"]} == {"direct": 9, "cron-run": 1}
     (alert,) = receiver.bodies[0]["alerts"]
     assert alert["holders"] == expected
-    assert "held by sales 6 (5 closable), main 2, support 2, cron runs 1." in receiver.bodies[0]["text"]
+    # the agents' counts include their cron runs: the cron runs are said as a part of them, never added on top
+    assert "held by sales 6 (5 closable), main 2, support 2 (1 of them a cron run)." in receiver.bodies[0]["text"]
     metrics = parse(prom)
     assert metrics["guardian_agent_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 6
     assert metrics["guardian_agent_closable_sessions", frozenset({"name": "t440", "agent": "sales"}.items())] == 5
@@ -291,6 +292,6 @@ def test_an_agent_id_from_the_gateway_is_printable_and_escaped_in_every_channel(
     line = AlertLine(subject="host:t440", kind="host", name="t440", reason="escalated", level="critical",
                      previous="warning", count=55, limit=60, idle=20, error=None, action="act", holders=holders)
     text = body(line)
-    assert text.isprintable() and "support 4, cron runs 3" in text
+    assert text.isprintable() and "support 4 (3 of them cron runs)" in text
     assert "<" not in slack_payload([line])["text"]  # no <!channel>, <@U123> or <url|link> can form
     assert "@everyone" not in slack_payload([line])["text"] + discord_payload([line])["content"]

@@ -31,16 +31,17 @@ def subject_label(subject: Subject) -> str:
 
 
 def holders_text(holders: Split | None, top: int = 3) -> str:
-    """'sales 31 (26 closable), support 12, cron runs 9': the agents holding most sessions, with what cleanup would
-    close of theirs (as of the latest split), then the cron runs no cleanup lists; '' when nothing is known."""
+    """'sales 35 (26 closable), support 12 (9 of them cron runs)': the agents holding most sessions, with what cleanup
+    would close of theirs (as of the latest split), then how many of the host's sessions are cron runs, which no
+    cleanup lists (an agent's count includes its own); '' when nothing is known."""
     if holders is None:
         return ""
-    parts = [f"{safe(s.name, 40)} {s.sessions}" + (f" ({s.closable} closable)" if s.closable else "")
-             for s in holders.agents[:top] if s.sessions]
+    parts = ", ".join(f"{safe(s.name, 40)} {s.sessions}" + (f" ({s.closable} closable)" if s.closable else "")
+                      for s in holders.agents[:top] if s.sessions)
     cron_runs = next((s.sessions for s in holders.kinds if s.name == CRON_RUN), 0)
-    if cron_runs:
-        parts.append(f"cron runs {cron_runs}")
-    return ", ".join(parts)
+    if cron_runs and parts:
+        parts += f" ({cron_runs} of them {'a cron run' if cron_runs == 1 else 'cron runs'})"
+    return parts
 
 
 def forecast_text(fit: Forecast | None) -> str:
