@@ -72,7 +72,7 @@ def test_cleanup_archives_the_idle_sessions_records_them_and_counts_them(gw, wri
     assert set(ledger) == set(idle)
     assert all(e == {"session_id": gw.sessions[k]["sessionId"], "archived_at": NOW, "run_id": "run-1"}
                for k, e in ledger.items())
-    assert ArchiveLedger(state_dir).waiting("lab") == 3
+    assert ArchiveLedger(state_dir).waiting() == {"lab": 3}
     records = [r for r in audit.read(state_dir) if r["event"] in ("intent", "outcome")]
     assert [(r["event"], r["action"]) for r in records] == [("intent", "archive")] * 3 + [("outcome", "archive")] * 3
     assert {r["result"] for r in outcomes(state_dir)} == {"archived"}

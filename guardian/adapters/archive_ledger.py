@@ -77,9 +77,11 @@ class ArchiveLedger:
         if warning not in self.warnings:
             self.warnings.append(warning)
 
-    def waiting(self, host: str) -> int:
-        """How many sessions the guardian archived on `host` and has not purged (or seen restored) yet."""
-        return len(self.read()["hosts"].get(host, {}))
+    def waiting(self) -> dict[str, int] | None:
+        """Per host, how many sessions the guardian archived and has not purged (or seen restored) yet: one read of
+        a small file, none without it; None when it cannot be read (the warning says why)."""
+        hosts = self.read()["hosts"]
+        return None if self.unusable else {host: len(entries) for host, entries in hosts.items()}
 
     def host(self, host: str) -> dict:
         """`host`'s entries: key -> {"session_id", "archived_at", "run_id"}."""

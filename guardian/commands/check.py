@@ -238,7 +238,7 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     latest, split_warnings = _keep_splits(split_cache, latest, polls, config, act)
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     ledger = ArchiveLedger(config.state_dir)
-    waiting = waiting_for_purge(ledger)
+    waiting = ledger.waiting()
     store = StateFile(config.state_dir, cooldown=config.alerts.cooldown)
     silences = SilenceFile(config.state_dir)
     subjects, deliveries, run_warnings, error = None, [], [], None
@@ -290,13 +290,6 @@ def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config
     except OSError as exc:
         return latest, [f"cannot write {cache.path} ({exc.strerror}): the next checks list rows again"]
     return latest, []
-
-
-def waiting_for_purge(ledger: ArchiveLedger) -> dict[str, int] | None:
-    """Per host, the sessions the guardian archived and has not purged yet: one read of a small file, none
-    without it. None when it cannot be read (the ledger's warning says why)."""
-    hosts = ledger.read()["hosts"]
-    return None if ledger.unusable else {host: len(entries) for host, entries in hosts.items()}
 
 
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
