@@ -104,6 +104,18 @@ def test_a_check_that_raises_is_logged_and_counted_and_the_next_runs_on_time(fak
     assert svc.last.status["hosts"][0]["sessions"] == 5
 
 
+def test_the_cleanup_pass_logs_what_the_archive_ledger_warns_of(fake, write_config, state_dir):
+    """A corrupt archived.json moved aside is said in serve's log as in `guardian cleanup`'s stderr: never lost."""
+    fill(fake, 4)
+    config = write_config({"gw": {"url": fake.url, "token": "secret", "limit": 20}})
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "archived.json").write_text("{not json")
+    log = []
+    service(config, log, start=time.time()).run_due(time.time())
+    assert any("moved the corrupt archived.json" in line for line in log), log
+    assert list(state_dir.glob("archived.json.corrupt-*"))
+
+
 def test_sigterm_lets_the_pass_in_flight_finish_and_starts_no_other(fake, write_config, monkeypatch):
     fill(fake, 3)
     config = write_config({"gw": {"url": fake.url, "token": "secret", "limit": 20}})

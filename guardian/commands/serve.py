@@ -118,13 +118,15 @@ class Service:
 
     def _cleanup(self, now: float) -> None:
         config = self.config
-        rules = config.cleanup
+        rules, warnings = config.cleanup, []
         try:
             reports = cleaning.run(config, config.select(None), rules, now, False,
-                                   AuditLog(config.state_dir, new_run_id(), "cleanup"))
+                                   AuditLog(config.state_dir, new_run_id(), "cleanup"), warnings=warnings)
         except cleaning.CleanupBusy as exc:
             self.log(f"{exc}: left to it")
             return
+        for warning in warnings:
+            self.log(f"warning: {warning}")
         for report in reports:
             if report.error:
                 self.log(f"cleanup of {report.host.name} failed: {report.error}")
