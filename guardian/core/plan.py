@@ -236,7 +236,8 @@ def _matcher(name: str, values: list[str]) -> dict:
 
 
 def same_silence(ours: dict, theirs: dict) -> bool:
-    """Whether Alertmanager's silence is this one (from this guardian or its HA twin): matchers, author, comment."""
+    """Whether Alertmanager's silence is this one: matchers, author (`guardian@HOSTNAME`), comment. An HA twin on
+    another machine is another author, so it keeps its own copy, which it alone expires: harmless duplicates."""
     def matchers(silence):
         return sorted((m["name"], m["value"], m.get("isRegex", False), m.get("isEqual", True))
                       for m in silence.get("matchers", []))
