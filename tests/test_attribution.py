@@ -123,6 +123,43 @@ def test_holders_take_this_checks_counts_and_the_latest_splits_idle_and_closable
     assert attribution.holders(None, None) is None
 
 
+shares_drawn = st.lists(st.tuples(st.sampled_from(AGENTS), st.integers(0, 9), st.none() | st.integers(0, 9)),
+                        unique_by=lambda t: t[0], max_size=4)
+
+
+@given(members=st.lists(st.tuples(st.none() | st.floats(0, NOW), shares_drawn), max_size=4))
+def test_a_pools_holders_are_its_members_summed_and_unknown_where_one_member_does_not_know(members):
+    splits = [Split(as_of, tuple(Share(a, n, idle, idle) for a, n, idle in shares), ()) for as_of, shares in members]
+    pooled = attribution.pooled(splits)
+    if not splits:
+        assert pooled is None
+        return
+    for agent in {s.name for split in splits for s in split.agents}:
+        held = [s for split in splits for s in split.agents if s.name == agent]
+        (share,) = [s for s in pooled.agents if s.name == agent]
+        assert share.sessions == sum(s.sessions for s in held)
+        assert share.idle == (None if any(s.idle is None for s in held) else sum(s.idle for s in held))
+    assert [s.sessions for s in pooled.agents] == sorted((s.sessions for s in pooled.agents), reverse=True)
+    assert pooled.as_of == (None if any(s.as_of is None for s in splits) else min(s.as_of for s in splits))
+
+
+def test_a_pools_alert_names_its_members_holders_summed(fakes, write_config, cli, receiver, monkeypatch):
+    import time
+
+    one, two = fakes(), fakes()
+    uneven(one, time.time())
+    two.add_session("agent:sales:elsewhere", agent="sales")
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    config = write_config({"a": {"url": one.url, "token": "secret", "limit": 100},
+                           "b": {"url": two.url, "token": "secret", "limit": 100}},
+                          pools={"both": {"hosts": ["a", "b"], "limit": 12}},
+                          alerts={"channels": [{"type": "webhook", "url_env": "HOOK_URL"}]})
+    (pool,) = json.loads(cli("check", "--config", config, "--json").stdout)["pools"]
+    assert pool["sessions"] == 11 and pool["holders"][0] == {"agent": "sales", "sessions": 7, "idle": 6,
+                                                             "closable": 5}
+    assert "held by sales 7 (5 closable)" in receiver.bodies[0]["text"]
+
+
 def test_metrics_name_the_top_agents_and_the_rest_as_other():
     shares = (Share("a", 9, 1, 1), Share("b", 5, 2, 2), Share("c", 3, 0, 0), Share("d", 1, None, None))
     assert attribution.top(shares, 2) == [Share("a", 9, 1, 1), Share("b", 5, 2, 2), Share("other", 4, None, None)]

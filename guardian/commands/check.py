@@ -294,18 +294,19 @@ def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config
 
 def _judge_all(state, hosts: list[Host], pools: list[Pool], polls: dict[str, Poll], config: Config,
                now: float, splits: dict, waiting: dict[str, int] | None) -> list[Subject]:
-    subjects = []
+    subjects, holders = [], {}
     for host in hosts:
         poll = polls[host.name]
-        holders = attribution.holders(splits.get(host.name), poll.agents) if poll.reading else None
+        holders[host.name] = attribution.holders(splits.get(host.name), poll.agents) if poll.reading else None
         subjects.append(_judge(state, "host", host.name, host.limit, poll.reading, poll.error, config, now,
                                server_version=poll.server_version, elapsed=poll.elapsed, url=host.url,
-                               holders=holders, classes=poll.classes, counted=host.count,
+                               holders=holders[host.name], classes=poll.classes, counted=host.count,
                                waiting_for_purge=None if waiting is None else waiting.get(host.name, 0)))
     for pool in pools:
         unread = tuple(name for name in pool.hosts if polls[name].reading is None)
+        known = [holders[name] for name in pool.hosts if holders[name] is not None]
         subjects.append(_judge(state, "pool", pool.name, pool.limit, pool_reading(pool, polls), None, config,
-                               now, members=pool.hosts, unreachable_members=unread))
+                               now, members=pool.hosts, unreachable_members=unread, holders=attribution.pooled(known)))
     for host in hosts:
         for agent, limit in config.cleanup.agent_limit.items():
             reading = agent_reading(polls[host.name], agent, limit)

@@ -94,6 +94,29 @@ def holders(split_: Split | None, by_agent: dict | None) -> Split | None:
     return replace(split_, agents=agents)
 
 
+def pooled(members: list[Split]) -> Split | None:
+    """A pool's holders: its reachable members' holders summed per agent and per kind. A figure one member does not
+    know (None) is unknown for the pool; as of the oldest member's split (None while one has none)."""
+    if not members:
+        return None
+
+    def summed(groups: list[tuple[Share, ...]]) -> tuple[Share, ...]:
+        names = list(dict.fromkeys(s.name for group in groups for s in group))
+        by_name = [{s.name: s for s in group} for group in groups]
+
+        def total(name, field):
+            values = [getattr(b[name], field) if name in b else 0 for b in by_name]
+            return None if any(v is None for v in values) else sum(values)
+
+        return tuple(Share(n, total(n, "sessions"), total(n, "idle"), total(n, "closable")) for n in names)
+
+    agents = tuple(sorted(summed([m.agents for m in members]), key=lambda s: (-s.sessions, s.name)))
+    kinds = summed([m.kinds for m in members])
+    kinds = tuple(sorted(kinds, key=lambda s: KINDS.index(s.name) if s.name in KINDS else len(KINDS)))
+    as_of = None if any(m.as_of is None for m in members) else min(m.as_of for m in members)
+    return Split(as_of=as_of, agents=agents, kinds=kinds)
+
+
 def top(shares: tuple[Share, ...], n: int) -> list[Share]:
     """The first n shares (most sessions first) and what the rest hold together as `other` (bounded metrics)."""
     shown, rest = list(shares[:n]), shares[n:]

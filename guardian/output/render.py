@@ -103,7 +103,7 @@ def check_json(report: CheckReport) -> dict:
         elif s.kind == "agent":
             data.update(host=s.members[0], agent=s.name.partition("/")[2])
         else:
-            data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members))
+            data.update(hosts=list(s.members), unreachable_hosts=list(s.unreachable_members), **holders_json(s.holders))
         return data
 
     code = report.exit_code
