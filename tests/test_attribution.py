@@ -160,6 +160,20 @@ def test_a_pools_alert_names_its_members_holders_summed(fakes, write_config, cli
     assert "held by sales 7 (5 closable)" in receiver.bodies[0]["text"]
 
 
+@example(shares=[("other", 3), ("a", 2)], n=1)
+@given(shares=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "other", "zz"]), st.integers(0, 9)),
+                       unique_by=lambda t: t[0]), n=st.integers(0, 5))
+def test_the_top_agents_and_other_name_each_label_once_and_keep_every_session(shares, n):
+    """An agent really called `other` folds into the rest: one label, one series (a repeated one voids the file)."""
+    ranked = tuple(sorted((Share(a, k, k, k) for a, k in shares), key=lambda s: (-s.sessions, s.name)))
+    shown = attribution.top(ranked, n)
+    assert len({s.name for s in shown}) == len(shown) <= n + 1
+    assert sum(s.sessions for s in shown) == sum(k for _, k in shares)
+    periods = attribution.agents_of_period([(a, k, k, 0) for a, k in shares], {}, n)
+    assert len({p.agent for p in periods}) == len(periods)
+    assert sum(p.now for p in periods) == sum(k for _, k in shares)
+
+
 def test_metrics_name_the_top_agents_and_the_rest_as_other():
     shares = (Share("a", 9, 1, 1), Share("b", 5, 2, 2), Share("c", 3, 0, 0), Share("d", 1, None, None))
     assert attribution.top(shares, 2) == [Share("a", 9, 1, 1), Share("b", 5, 2, 2), Share("other", 4, None, None)]

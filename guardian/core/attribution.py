@@ -119,7 +119,7 @@ def pooled(members: list[Split]) -> Split | None:
 
 def top(shares: tuple[Share, ...], n: int) -> list[Share]:
     """The first n shares (most sessions first) and what the rest hold together as `other` (bounded metrics)."""
-    shown, rest = list(shares[:n]), shares[n:]
+    shown, rest = _top_and_rest(shares, n, lambda s: s.name)
     if rest:
         def total(values):
             return None if any(v is None for v in values) else sum(values)
@@ -157,6 +157,13 @@ def growth_text(rises: list[tuple[str, int]], window: float, top: int = 2) -> st
     return f"{agents} in the last {duration_text(window)}"
 
 
+def _top_and_rest(ranked, n: int, name) -> tuple[list, list]:
+    """The first n of `ranked` and the rest, where an agent really called `other` always goes with the rest: its
+    name is the rest's label, and one label twice would be two series of one name (node_exporter drops the file)."""
+    named = [item for item in ranked if name(item) != OTHER]
+    return named[:n], [*named[n:], *(item for item in ranked if name(item) == OTHER)]
+
+
 def agents_of_period(counts: list[tuple[str, int, int, int]], closed: dict[str, int], top: int) -> list[AgentPeriod]:
     """A host's agents over a report's period, from its (agent, now, max, first) counts and the sessions cleanup
     closed by agent: the `top` holding most now (then by name), and the rest summed as `other` (bounded output).
@@ -165,7 +172,7 @@ def agents_of_period(counts: list[tuple[str, int, int, int]], closed: dict[str, 
                for agent, now, most, first in counts}
     periods.update({agent: AgentPeriod(agent, 0, 0, 0, n) for agent, n in closed.items() if agent not in periods})
     ranked = sorted(periods.values(), key=lambda p: (-p.now, p.agent))
-    shown, rest = ranked[:top], ranked[top:]
+    shown, rest = _top_and_rest(ranked, top, lambda p: p.agent)
     if rest:
         shown.append(AgentPeriod(OTHER, sum(p.now for p in rest), sum(p.max for p in rest),
                                  sum(p.growth for p in rest), sum(p.closed for p in rest)))
