@@ -18,6 +18,7 @@ clock: `now` and the zone are arguments.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from statistics import median
@@ -115,18 +116,26 @@ class DayBins:
         hours = sum(1 for h in range(24) if any(self.count[h * per_hour:(h + 1) * per_hour]))
         return hours >= MIN_HOURS
 
+    def _window_sums(self) -> tuple[list, list, list]:
+        """Each bin's count, usage and seconds summed over the bins within SMOOTH of it (none past the day's ends),
+        added left to right: a map over zipped shifts rather than a slice and a sum per bin, for the 8,000 bins of
+        four weeks (400,000 in a report over 50 hosts)."""
+        pad = [0] * SMOOTH
+        shifts = range(2 * SMOOTH + 1)
+        return tuple(list(map(sum, zip(*((pad + values + pad)[k:k + BINS] for k in shifts))))
+                     for values in (self.count, self.usage, self.seconds))
+
     def smoothed(self) -> list[tuple[float, float] | None]:
         """Per bin with samples: (mean wall-clock seconds, mean usage) of the samples within SMOOTH bins of it."""
-        out: list[tuple[float, float] | None] = []
-        for b in range(BINS):
-            window = slice(max(0, b - SMOOTH), b + SMOOTH + 1)
-            n = sum(self.count[window])
-            out.append((sum(self.seconds[window]) / n, sum(self.usage[window]) / n) if self.count[b] else None)
-        return out
+        count, usage, seconds = self._window_sums()
+        return [(s / n, u / n) if own else None for own, n, u, s in zip(self.count, count, usage, seconds)]
 
     def peak(self) -> tuple[float, float]:
         """(wall-clock seconds, usage) of the highest smoothed bin (the first of equals)."""
-        return max((point for point in self.smoothed() if point), key=lambda point: point[1])
+        count, usage, seconds = self._window_sums()
+        means = [u / n if own else -math.inf for own, n, u in zip(self.count, count, usage)]
+        b = means.index(max(means))
+        return seconds[b] / count[b], means[b]
 
     def hour_means(self) -> list[float | None]:
         per_hour = 3600 // BIN
