@@ -101,6 +101,37 @@ class PeakForecast:
             "days_of_history": self.days_of_history,
         }
 
+    def stored(self) -> dict:
+        """All of it as JSON values, for peaks.json: floats whole (JSON keeps them exactly), next_at as epoch
+        seconds (`restored` puts it back in the zone)."""
+        return {"days_of_history": self.days_of_history, "typical": _stored_profile(self.typical),
+                "profiles": {kind: _stored_profile(profile) for kind, profile in self.profiles.items()},
+                "next_at": self.next_at.timestamp() if self.next_at else None,
+                "next_expected_usage": self.next_expected_usage, "growth_points_per_week": self.growth_points_per_week,
+                "critical_peak_on": self.critical_peak_on.isoformat() if self.critical_peak_on else None,
+                "heatmap": [list(row) for row in self.heatmap]}
+
+    @classmethod
+    def restored(cls, data: dict, zone: tzinfo) -> PeakForecast:
+        """The forecast `stored` gave, equal to it (ValueError, KeyError or TypeError when `data` is not one)."""
+        return cls(days_of_history=int(data["days_of_history"]), typical=_restored_profile(data["typical"]),
+                   profiles={str(kind): _restored_profile(profile) for kind, profile in data["profiles"].items()},
+                   next_at=None if data["next_at"] is None else datetime.fromtimestamp(data["next_at"], zone),
+                   next_expected_usage=data["next_expected_usage"],
+                   growth_points_per_week=data["growth_points_per_week"],
+                   critical_peak_on=data["critical_peak_on"] and date.fromisoformat(data["critical_peak_on"]),
+                   heatmap=tuple(tuple(row) for row in data["heatmap"]))
+
+
+def _stored_profile(profile: Profile | None) -> dict | None:
+    return profile and {"typical_time": profile.typical_time.isoformat(), "typical_usage": profile.typical_usage,
+                        "p90_usage": profile.p90_usage, "days": profile.days}
+
+
+def _restored_profile(data: dict | None) -> Profile | None:
+    return data and Profile(time.fromisoformat(data["typical_time"]), data["typical_usage"], data["p90_usage"],
+                            int(data["days"]))
+
 
 class DayBins:
     """One local day's samples, summed into BIN-second bins of wall-clock time."""
