@@ -11,6 +11,7 @@ import random
 import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -409,6 +410,19 @@ def peaked_history(state_dir: Path, days: int, until: float) -> None:
     History(state_dir).record(rows, until, HistorySettings(retention=400 * 86400))
 
 
+@contextmanager
+def profile_reads():
+    """The list of History.usage_points calls (the peak forecasts' read of four weeks) made within."""
+    reads = []
+    real = History.usage_points
+    def counted(self, *args):
+        reads.append(args)
+        return real(self, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(History, "usage_points", counted)
+        yield reads
+
+
 def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"}))
     peaked_history(state_dir, 5, T0)
@@ -417,13 +431,7 @@ def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly
     assert first["days_of_history"] == 5 and first["typical_time"].startswith(("09:5", "10:0"))
     assert datetime.fromisoformat(first["next_at"]).timestamp() > T0 + 60
 
-    reads = []
-    real = History.usage_points
-    def counted(self, *args):
-        reads.append(args)
-        return real(self, *args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(History, "usage_points", counted)
+    with profile_reads() as reads:
         for minute in range(2, 60):  # every check within the hour reads the cached profile
             checking.run(config, None, now=T0 + minute * 60, act=False)
         assert reads == []
@@ -471,13 +479,7 @@ def test_report_takes_the_peak_forecasts_from_peaks_json_while_they_equal_a_comp
 
     computed = peaks_at(T0 + 60)
     assert (state_dir / "peaks.json").exists() and computed[0][1].enough and computed[0][1].heatmap
-    reads = []
-    real = History.usage_points
-    def counted(self, *args):
-        reads.append(args)
-        return real(self, *args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(History, "usage_points", counted)
+    with profile_reads() as reads:
         assert peaks_at(T0 + 1800) == computed == peaks_at(T0 + 1800, cached=False)
         assert len(reads) == 1  # the cached one read nothing
         before = peaks_at(midnight - 600, cached=False)
