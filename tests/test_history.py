@@ -460,9 +460,9 @@ def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_d
 
 
 
-def test_report_takes_the_peak_forecasts_from_peaks_json_while_they_equal_a_computation_now(write_config, state_dir):
+def test_report_takes_the_peak_forecasts_from_their_file_while_they_equal_a_computation_now(write_config, state_dir):
     """The report's peaks (profiles and heatmap too) are what history.db gives at the report's `now`: read from
-    peaks.json while it is fresh, computed again (and kept) when a day has completed since or an import changed
+    peak_forecasts.json while it is fresh, computed again (and kept) when a day has completed since or an import changed
     the days; reading it does not touch the 5-minute rollups."""
     from guardian.adapters.peak_cache import forget
     from guardian.commands import report as reporting
@@ -478,7 +478,7 @@ def test_report_takes_the_peak_forecasts_from_peaks_json_while_they_equal_a_comp
         return [(s.id, s.peak) for s in reporting.run(config, None, now - 86400, now).subjects]
 
     computed = peaks_at(T0 + 60)
-    assert (state_dir / "peaks.json").exists() and computed[0][1].enough and computed[0][1].heatmap
+    assert (state_dir / "peak_forecasts.json").exists() and computed[0][1].enough and computed[0][1].heatmap
     with profile_reads() as reads:
         assert peaks_at(T0 + 1800) == computed == peaks_at(T0 + 1800, cached=False)
         assert len(reads) == 1  # the cached one read nothing
@@ -491,11 +491,12 @@ def test_report_takes_the_peak_forecasts_from_peaks_json_while_they_equal_a_comp
 def test_an_import_drops_the_peak_forecasts_computed_without_its_samples(write_config, cli, tmp_path, state_dir):
     path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}})
     peaked_history(state_dir, 5, T0)
-    (state_dir / "peaks.json").write_text("{}")
+    for name in ("peaks.json", "peak_forecasts.json"):
+        (state_dir / name).write_text("{}")
     csv_file = tmp_path / "old-monitor.csv"
     csv_file.write_text(f"time,kind,name,sessions,limit\n{T0 - 10 * 86400:.0f},host,a,10,40\n")
     assert cli("history", "import", "--config", path, csv_file).exit_code == 0
-    assert not (state_dir / "peaks.json").exists()
+    assert not any((state_dir / name).exists() for name in ("peaks.json", "peak_forecasts.json"))
 
 def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"},
