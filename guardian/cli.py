@@ -394,6 +394,7 @@ def history_import(app, config_path, file):
     from pathlib import Path
 
     from guardian.adapters.history import History
+    from guardian.adapters.peak_cache import forget
 
     config = app.load(config_path, None)
     try:
@@ -401,6 +402,8 @@ def history_import(app, config_path, file):
                                                      time.time())
     except ValueError as exc:
         fail(f"{file}: {exc}; nothing was imported from it", 2)
+    if added:
+        forget(config.state_dir)  # the peak forecasts were computed without these samples
     click.echo(f"{file}: imported before; nothing added" if added is None else f"{file}: {added} samples added")
 
 

@@ -11,6 +11,7 @@ import random
 import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -312,7 +313,7 @@ def test_usage_points_are_the_5_minute_means_then_the_raw_samples(tmp_path):
         sample = Sample(T0 + minute * 60, "host", "a", minute, 100, float(minute), "ok", 0, True)
         history.record([sample], T0, keep)
         written.append(sample)
-    got = history.usage_points([("host", "a")], T0, written[-1].time)[("host", "a")]
+    got = dict(history.usage_points([("host", "a")], T0, written[-1].time))[("host", "a")]
     assert history.read([("host", "a")], T0, T0 + 20 * 60) == []  # pruned: only the rollups have these minutes
     boundary = next(i for i, (t, _) in enumerate(got) if t in {s.time for s in written})
     rolled, raw = got[:boundary], got[boundary:]
@@ -409,6 +410,19 @@ def peaked_history(state_dir: Path, days: int, until: float) -> None:
     History(state_dir).record(rows, until, HistorySettings(retention=400 * 86400))
 
 
+@contextmanager
+def profile_reads():
+    """The list of History.usage_points calls (the peak forecasts' read of four weeks) made within."""
+    reads = []
+    real = History.usage_points
+    def counted(self, *args):
+        reads.append(args)
+        return real(self, *args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(History, "usage_points", counted)
+        yield reads
+
+
 def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"}))
     peaked_history(state_dir, 5, T0)
@@ -417,13 +431,7 @@ def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly
     assert first["days_of_history"] == 5 and first["typical_time"].startswith(("09:5", "10:0"))
     assert datetime.fromisoformat(first["next_at"]).timestamp() > T0 + 60
 
-    reads = []
-    real = History.usage_points
-    def counted(self, *args):
-        reads.append(args)
-        return real(self, *args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(History, "usage_points", counted)
+    with profile_reads() as reads:
         for minute in range(2, 60):  # every check within the hour reads the cached profile
             checking.run(config, None, now=T0 + minute * 60, act=False)
         assert reads == []
@@ -450,6 +458,45 @@ def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_d
     (state_dir / "peaks.json").write_text("{not json")
     assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0) == first
 
+
+
+def test_report_takes_the_peak_forecasts_from_their_file_while_they_equal_a_computation_now(write_config, state_dir):
+    """The report's peaks (profiles and heatmap too) are what history.db gives at the report's `now`: read from
+    peak_forecasts.json while it is fresh, computed again (and kept) when a day has completed since or an import changed
+    the days; reading it does not touch the 5-minute rollups."""
+    from guardian.adapters.peak_cache import forget
+    from guardian.commands import report as reporting
+
+    config = load(write_config({"a": {"url": "ws://127.0.0.1:9", "token": "secret", "limit": 100}},
+                               history={"tz": "UTC"}))
+    midnight = (T0 // 86400 + 1) * 86400  # T0 is 08:00 UTC, the peaks are at 10:00
+    peaked_history(state_dir, 5, midnight)  # T0's day too, which completes at midnight
+
+    def peaks_at(now, cached=True):
+        if not cached:
+            forget(state_dir)
+        return [(s.id, s.peak) for s in reporting.run(config, None, now - 86400, now).subjects]
+
+    computed = peaks_at(T0 + 60)
+    assert (state_dir / "peak_forecasts.json").exists() and computed[0][1].enough and computed[0][1].heatmap
+    with profile_reads() as reads:
+        assert peaks_at(T0 + 1800) == computed == peaks_at(T0 + 1800, cached=False)
+        assert len(reads) == 1  # the cached one read nothing
+        before = peaks_at(midnight - 600, cached=False)
+        assert peaks_at(midnight + 600) == peaks_at(midnight + 600, cached=False) != before
+        assert (before[0][1].days_of_history, peaks_at(midnight + 600)[0][1].days_of_history) == (4, 5)
+        assert len(reads) == 4  # the last one read the file the one before wrote
+
+
+def test_an_import_drops_the_peak_forecasts_computed_without_its_samples(write_config, cli, tmp_path, state_dir):
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}})
+    peaked_history(state_dir, 5, T0)
+    for name in ("peaks.json", "peak_forecasts.json"):
+        (state_dir / name).write_text("{}")
+    csv_file = tmp_path / "old-monitor.csv"
+    csv_file.write_text(f"time,kind,name,sessions,limit\n{T0 - 10 * 86400:.0f},host,a,10,40\n")
+    assert cli("history", "import", "--config", path, csv_file).exit_code == 0
+    assert not any((state_dir / name).exists() for name in ("peaks.json", "peak_forecasts.json"))
 
 def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"},

@@ -242,3 +242,17 @@ def test_the_module_imports_only_the_standard_library():
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+@given(st.sampled_from(ZONES), st.integers(0, 364), st.integers(2, 20), st.floats(0, 23.9), st.floats(-2, 2))
+def test_a_stored_forecast_comes_back_equal(zone_name, day, days, peak_hour, growth):
+    """peaks.json keeps whole forecasts for report: JSON and back gives the very forecast, in its zone."""
+    import json
+
+    zone = ZoneInfo(zone_name)
+    start = START + day * DAY
+    samples = series(lambda local: daily_sine(peak_hour)(local) + growth * (local.timestamp() - start) / DAY, zone,
+                     start, days, 900.0)
+    result = peak_forecast(samples, samples[-1][0] + 3600, zone, CRITICAL)
+    again = peaks.PeakForecast.restored(json.loads(json.dumps(result.stored())), zone)
+    assert again == result and again.as_json() == result.as_json()

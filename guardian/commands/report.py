@@ -1,8 +1,9 @@
 """`guardian report`: what happened over a period, host by host, and what comes next.
 
-`build` is pure: (subjects, their summaries over the period, their recent samples, the audit records of
-the period, settings, since, now) -> Report. `run` is the thin shell that reads history.db (aggregated there,
-so memory stays flat however long the period) and the audit log for it.
+`build` is pure: (subjects, their summaries over the period, their recent samples, their peak forecasts, the
+audit records of the period, settings, since, now) -> Report. `run` is the thin shell that reads history.db
+(aggregated there, so memory stays flat however long the period), the peak forecasts the checks keep in
+peaks.json (guardian.adapters.peak_cache) and the audit log for it.
 Rendering is guardian.output.render (terminal, JSON) and guardian.output.dashboard (HTML).
 """
 
@@ -15,11 +16,12 @@ from datetime import datetime, timezone
 
 from guardian.adapters.audit import cleanup_runs, closed_by_agent, events, read_since, timestamp
 from guardian.adapters.history import History, Summary
+from guardian.adapters.peak_cache import cached_forecasts
 from guardian.adapters.silences import SilenceFile
 from guardian.adapters.state import StateError, StateFile
 from guardian.core.attribution import agents_of_period
 from guardian.core.forecast import Forecast, forecast
-from guardian.core.peaks import LOOKBACK_DAYS, PeakForecast, peak_forecast
+from guardian.core.peaks import PeakForecast
 from guardian.core.quiet import Listed, Quiet, of_period
 from guardian.core.records import RESOLVING, AgentPeriod, CleanupRun, Sample, subject_id
 from guardian.settings.levels import LEVELS
@@ -170,11 +172,12 @@ def run(config: Config, host_names: str | None, since: float, now: float) -> Rep
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
     recent = history.read(ids, now - config.history.forecast_window, now)  # the forecast looks back from now
-    # the peak forecast looks back its own weeks from now, whatever the period (a day more: the zone's offset)
-    profile_points = history.usage_points(ids, now - (LOOKBACK_DAYS + 1) * 86400, now)
+    # the peak forecasts look back their own weeks from now, whatever the period: as the checks keep them
+    peaks = cached_forecasts(history, config.state_dir, {subject_id(kind, name): (kind, name) for kind, name in ids},
+                             config.history.zone, config.alerts.thresholds["critical"], now)
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
     quiet, warnings = read_quiet(config)
-    report = build(subjects, summaries, recent, profile_points, records, config, since, now, quiet)
+    report = build(subjects, summaries, recent, peaks, records, config, since, now, quiet)
     add_agents(report, history.agents_over([h.name for h in hosts], since, now), records, config.attribution.top)
     report.warnings = warnings
     return report
@@ -193,8 +196,8 @@ def read_quiet(config: Config) -> tuple[Quiet, list[str]]:
 
 
 def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str], Summary], recent: list[Sample],
-          profile_points: dict[tuple[str, str], list[tuple[float, float | None]]], records: list[dict],
-          config: Config, since: float, now: float, quiet: Quiet) -> Report:
+          peaks: dict[str, PeakForecast], records: list[dict], config: Config, since: float, now: float,
+          quiet: Quiet) -> Report:
     ids = {subject_id(kind, name) for kind, name, _ in subjects}
     alerts = [a for a in sent_alerts(records) if a.subject in ids]
     runs = [r for r in cleanup_runs(records) if subject_id("host", r.host) in ids]
@@ -203,8 +206,7 @@ def build(subjects: list[tuple[str, str, int]], summaries: dict[tuple[str, str],
     for kind, name, limit in subjects:
         own = [(s.time, s.usage) for s in recent if s.kind == kind and s.name == name]
         fit = forecast(own, critical, now, config.history.forecast_window)
-        peak = peak_forecast(profile_points.get((kind, name), []), now, config.history.zone, critical)
-        reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit, peak,
+        reports.append(SubjectReport(kind, name, limit, summaries[kind, name], fit, peaks[subject_id(kind, name)],
                                      [a for a in alerts if a.subject == subject_id(kind, name)],
                                      [r for r in runs if kind == "host" and r.host == name]))
     reports.sort(key=_heat)
