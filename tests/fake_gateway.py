@@ -2,9 +2,10 @@
 
 ``FakeGateway`` is a real WebSocket server on 127.0.0.1 (``websockets``, asyncio) whose event
 loop runs in a daemon thread (its own, or a ``LoopThread`` shared by many gateways), so plain
-synchronous pytest tests can start it, talk to it with any client, and change its state while it runs. It speaks the frames of a real OpenClaw
-2026.9.6 gateway (protocol 4), or, with ``legacy=True``, of 2026.4.29 (protocol 3; the
-default version string follows), as described in /work/shared/openclaw-gateway.md:
+synchronous pytest tests can start it, talk to it with any client, and change its state while it
+runs. It speaks the frames of a real OpenClaw 2026.9.6 gateway (protocol 4), or, with
+``legacy=True``, of 2026.4.29 (protocol 3; the default version string follows), as described in
+/work/shared/openclaw-gateway.md:
 
 * handshake: ``connect.challenge`` event, a closed ``connect`` schema, protocol negotiation,
   shared-token auth, Ed25519 device identities (v3 and v2 signatures), device pairing with
