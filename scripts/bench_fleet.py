@@ -1,7 +1,7 @@
 """Issue 18's fleet benchmarks: check over 500 gateways, serve holding its schedule at 500, and a soak.
 
     .venv/bin/python scripts/bench_fleet.py [--runs 5] [--serve-minutes 2] [--minutes 10]
-        [--fake-processes 1] [--markdown docs/benchmarks.md]
+        [--fake-processes 2] [--markdown docs/benchmarks.md]
 
 - `guardian check` over 500 fake gateways, each answering after 50 ms, against the same over one:
   wall time, peak memory (the process's own maxrss), peak threads (its /proc status, sampled
@@ -223,7 +223,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="the soak's length (the issue's: 120)")
     parser.add_argument("--only", choices=("check", "serve", "soak"))
     parser.add_argument("--markdown", type=Path)
-    parser.add_argument("--fake-processes", type=int, default=1,
+    parser.add_argument("--fake-processes", type=int, default=2,
                         help="spread the fake gateways over this many processes (scripts/fake_fleet.py --processes)")
     args = parser.parse_args()
     out = ["## fleet", "", f"{measured()}. Load average (1 min) at the start: {os.getloadavg()[0]:.1f}.", "",
