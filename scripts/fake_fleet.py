@@ -50,13 +50,15 @@ def apply(fleet: list[FakeGateway], command: dict) -> None:
             gateway.delete_latency = command["delete_latency"]
         if "sessions" in command:
             fill(gateway, command["sessions"], command.get("idle_for", 3 * 3600))
-        gateway.requests.clear()  # nobody reads them here; they would only grow
 
 
 def serve(count: int) -> None:
     """This process's gateways, on one event loop, commanded by stdin."""
     loop = LoopThread()
-    fleet = [FakeGateway(TOKEN, loop=loop).start() for _ in range(count)]
+    fleet = [FakeGateway(TOKEN, loop=loop) for _ in range(count)]
+    for gateway in fleet:
+        gateway.recording = False  # nobody reads the recordings here; they would only grow
+        gateway.start()
     try:
         print(json.dumps({"urls": [g.url for g in fleet], "token": TOKEN}), flush=True)
         for line in sys.stdin:

@@ -60,7 +60,8 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
 
 Recordings for assertions: ``requests`` (every request after ``connect``, in order) and
 ``connects`` (one entry per ``connect`` request: params, HTTP headers, granted scopes, ok, and ``queued``: the
-requests that reached the gateway before its answer to that ``connect`` was sent).
+requests that reached the gateway before its answer to that ``connect`` was sent). ``recording = False`` keeps
+neither (scripts/fake_fleet.py: nobody reads them there, and over a soak they would only grow).
 """
 
 from __future__ import annotations
@@ -431,6 +432,7 @@ class FakeGateway:
 
         self.sessions: dict[str, dict] = {}
         self.requests: list[dict] = []
+        self.recording = True
         self.connects: list[dict] = []
         self.pending_pairings: dict[str, dict] = {}
         self.paired_devices: dict[str, dict] = {}
@@ -702,7 +704,8 @@ class FakeGateway:
             request_id = self._response_id(frame)
             try:
                 method, params = self._parse_request(frame)
-                self.requests.append({"method": method, "params": params, "id": request_id})
+                if self.recording:
+                    self.requests.append({"method": method, "params": params, "id": request_id})
                 if self.on_request:
                     self.on_request(method, params)
                 if self.overloaded_requests > 0:
@@ -771,7 +774,8 @@ class FakeGateway:
 
     def _connect(self, conn: _Conn, params: Any) -> dict:
         record = {"params": params, "headers": conn.headers, "granted_scopes": [], "ok": False, "queued": 0}
-        self.connects.append(record)
+        if self.recording:
+            self.connects.append(record)
         conn.record = record
         if self.unavailable_connects > 0:
             self.unavailable_connects -= 1

@@ -715,6 +715,17 @@ def test_gateways_on_one_loop_are_independent_and_stop_alone(opened):
         loop.stop()
 
 
+def test_a_gateway_not_recording_answers_the_same_and_keeps_nothing(gw, opened):
+    gw.add_session("agent:main:a")
+    answers = []
+    for recording in (True, False):
+        gw.recording = recording
+        ws = connected(gw, opened)
+        answers.append(call(ws, "sessions.list", {"limit": 1})["payload"]["totalCount"])
+    assert answers == [1, 1]
+    assert len(gw.requests) == 1 and len(gw.connects) == 1
+
+
 def test_fake_fleet_over_processes_commands_the_gateways_it_names(opened):
     """scripts/fake_fleet.py --processes: gateways numbered across its children, a command reaching those named."""
     script = Path(__file__).resolve().parent.parent / "scripts" / "fake_fleet.py"
