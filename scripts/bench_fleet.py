@@ -1,11 +1,12 @@
 """Issue 18's fleet benchmarks: check over 500 gateways, serve holding its schedule at 500, and a soak.
 
     .venv/bin/python scripts/bench_fleet.py [--runs 5] [--serve-minutes 2] [--minutes 10]
-        [--markdown docs/benchmarks.md]
+        [--fake-processes 2] [--markdown docs/benchmarks.md]
 
 - `guardian check` over 500 fake gateways, each answering after 50 ms, against the same over one:
-  wall time, peak memory (the process's own maxrss) and peak threads (its /proc status, sampled
-  every 2 ms), each a new process as from cron.
+  wall time, peak memory (the process's own maxrss), peak threads (its /proc status, sampled
+  every 2 ms) and CPU, each a new process as from cron; and the fake gateways' CPU meanwhile (when
+  it nears the wall time, the fakes are what is measured).
 - `guardian serve` over the same 500 at its default 30 s interval for --serve-minutes: the time of
   each check (from /api/v1/status) and its duration (guardian_check_duration_seconds).
 - a soak: `guardian serve` at a 1 s check interval over 50 fake gateways for --minutes (the issue
@@ -62,8 +63,8 @@ def proc_status(pid: int, field: str) -> int:
     return 0
 
 
-def run_check(config: Path) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS KiB, peak threads) of one `guardian check` process."""
+def run_check(config: Path) -> tuple[float, int, int, float]:
+    """(wall seconds, peak RSS KiB, peak threads, CPU seconds) of one `guardian check` process."""
     peak_threads, done = [0], threading.Event()
     start = time.perf_counter()
     process = subprocess.Popen(guardian("check", "--config", str(config), "-q"), stderr=subprocess.DEVNULL)
@@ -81,7 +82,7 @@ def run_check(config: Path) -> tuple[float, int, int]:
     sampler.join()
     if os.waitstatus_to_exitcode(status) not in (0, 1, 2):
         raise RuntimeError(f"guardian check over {config} exited {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss, peak_threads[0]
+    return wall, usage.ru_maxrss, peak_threads[0], usage.ru_utime + usage.ru_stime
 
 
 def spread(values: list[float], unit: str, digits: int = 3) -> str:
@@ -93,22 +94,29 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
     fleet.set(gateways="all", latency=LATENCY, sessions=10)
     cases = {"one": config_file(workdir, fleet, 1), "many": config_file(workdir, fleet, GATEWAYS),
              **{cap: config_file(workdir, fleet, GATEWAYS, check={"concurrency": cap}) for cap in WIDER_CAPS}}
-    samples = {name: [] for name in cases}
+    samples, load_before = {name: [] for name in cases}, os.getloadavg()[0]
     for round_ in range(runs + 1):  # interleaved; the first round warms caches and is not kept
         for name, config in cases.items():
+            fake_cpu = fleet.cpu()
             sample = run_check(config)
             if round_:
-                samples[name].append(sample)
+                samples[name].append((*sample, fleet.cpu() - fake_cpu))
     wall = {name: [s[0] for s in kept] for name, kept in samples.items()}
     rss = {name: [s[1] / 1024 for s in kept] for name, kept in samples.items()}
     threads = {name: [s[2] for s in kept] for name, kept in samples.items()}
+    own_cpu = {name: [s[3] for s in kept] for name, kept in samples.items()}
+    fake_cpu = [s[4] for s in samples["many"]]
     ratio = statistics.median(wall["many"]) / statistics.median(wall["one"])
     out += [f"### check over {GATEWAYS} gateways, each answering after {1000 * LATENCY:.0f} ms (check.concurrency 64)",
-            "",
+            "", f"Load average (1 min): {load_before:.1f} before these runs, {os.getloadavg()[0]:.1f} after.", "",
             f"- 1 gateway: {spread(wall['one'], 's')}; peak memory {spread(rss['one'], 'MiB', 0)}",
             f"- {GATEWAYS} gateways: {spread(wall['many'], 's')}; peak memory {spread(rss['many'], 'MiB', 0)} "
             f"(target < 150 MiB)",
             f"- wall time {GATEWAYS} / 1: **{ratio:.2f}x** (target < 3x)",
+            f"- CPU of the guardian's process: {spread(own_cpu['one'], 's')} for 1, {spread(own_cpu['many'], 's')} "
+            f"for {GATEWAYS}; of the fake gateways (scripts/fake_fleet.py, {fleet.processes} process"
+            f"{'es' if fleet.processes > 1 else ''}) during a {GATEWAYS}-gateway check: {spread(fake_cpu, 's')}, "
+            f"{1000 * statistics.median(fake_cpu) / GATEWAYS:.2f} ms a poll",
             *(f"- for comparison, {GATEWAYS} gateways with check.concurrency {cap}"
               f"{' (a thread per host)' if cap == GATEWAYS else ''}: {spread(wall[cap], 's')}, "
               f"**{statistics.median(wall[cap]) / statistics.median(wall['one']):.2f}x**; "
@@ -215,11 +223,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="the soak's length (the issue's: 120)")
     parser.add_argument("--only", choices=("check", "serve", "soak"))
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--fake-processes", type=int, default=2,
+                        help="spread the fake gateways over this many processes (scripts/fake_fleet.py --processes)")
     args = parser.parse_args()
     out = ["## fleet", "", f"{measured()}. Load average (1 min) at the start: {os.getloadavg()[0]:.1f}.", "",
            "Regenerate: `.venv/bin/python scripts/bench_fleet.py --markdown docs/benchmarks.md` "
            "(`--minutes 120` for the issue's 2-hour soak; `--only check|serve|soak`).", ""]
-    fleet = Fleet(GATEWAYS)
+    fleet = Fleet(GATEWAYS, args.fake_processes)
     try:
         with tempfile.TemporaryDirectory(prefix="guardian-fleet-") as workdir:
             if args.only in (None, "check"):

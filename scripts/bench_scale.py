@@ -43,8 +43,10 @@ SMALL_GW, BIG_GW, DELETE_GW = FLEET, FLEET + 1, FLEET + 2
 class Fleet:
     """scripts/fake_fleet.py in a subprocess."""
 
-    def __init__(self, count: int):
-        self.process = subprocess.Popen([PYTHON, str(ROOT / "scripts" / "fake_fleet.py"), "--gateways", str(count)],
+    def __init__(self, count: int, processes: int = 1):
+        self.processes = processes
+        self.process = subprocess.Popen([PYTHON, str(ROOT / "scripts" / "fake_fleet.py"), "--gateways", str(count),
+                                         "--processes", str(processes)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started = json.loads(self.process.stdout.readline())
         self.urls, self.token = started["urls"], started["token"]
@@ -54,6 +56,16 @@ class Fleet:
         self.process.stdin.flush()
         if self.process.stdout.readline().strip() != "ok":
             raise RuntimeError("fake_fleet.py stopped")
+
+    def cpu(self) -> float:
+        """Seconds of CPU (user + system) the fleet's processes used so far: fake_fleet.py and its children."""
+        pid = self.process.pid
+        pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        ticks = 0
+        for each in pids:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.stdin.close()

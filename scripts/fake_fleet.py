@@ -1,8 +1,10 @@
-"""Serve N fake OpenClaw gateways (tests/fake_gateway.py) from this process, for the benchmarks.
+"""Serve N fake OpenClaw gateways (tests/fake_gateway.py), for the benchmarks.
 
-    .venv/bin/python scripts/fake_fleet.py --gateways 50
+    .venv/bin/python scripts/fake_fleet.py --gateways 50 [--processes 4]
 
-A separate process, so the guardian measured against it pays none of the fakes' CPU. Prints one
+A separate process, so the guardian measured against it pays none of the fakes' CPU. All of a process's
+gateways share one event loop (one thread); --processes spreads them over that many processes (this one
+relays), so that the fakes are not one interpreter's worth of CPU. Prints one
 JSON line, {"urls": [...], "token": ...}, then reads one JSON command per line on stdin and answers
 each with a line "ok":
 
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fake_gateway import FakeGateway  # noqa: E402
+from fake_gateway import FakeGateway, LoopThread  # noqa: E402
 
 TOKEN = "bench-secret"
 
@@ -47,14 +50,15 @@ def apply(fleet: list[FakeGateway], command: dict) -> None:
             gateway.delete_latency = command["delete_latency"]
         if "sessions" in command:
             fill(gateway, command["sessions"], command.get("idle_for", 3 * 3600))
-        gateway.requests.clear()  # nobody reads them here; they would only grow
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gateways", type=int, default=1)
-    args = parser.parse_args()
-    fleet = [FakeGateway(TOKEN).start() for _ in range(args.gateways)]
+def serve(count: int) -> None:
+    """This process's gateways, on one event loop, commanded by stdin."""
+    loop = LoopThread()
+    fleet = [FakeGateway(TOKEN, loop=loop) for _ in range(count)]
+    for gateway in fleet:
+        gateway.recording = False  # nobody reads the recordings here; they would only grow
+        gateway.start()
     try:
         print(json.dumps({"urls": [g.url for g in fleet], "token": TOKEN}), flush=True)
         for line in sys.stdin:
@@ -63,6 +67,47 @@ def main() -> int:
     finally:
         for gateway in fleet:
             gateway.stop()
+        loop.stop()
+
+
+def relay(count: int, processes: int) -> None:
+    """Gateways 0..count-1 served by `processes` children in consecutive slices; each command goes to the
+    children holding its gateways, with their own indices."""
+    sizes = [count // processes + (i < count % processes) for i in range(processes)]
+    children = [subprocess.Popen([sys.executable, __file__, "--gateways", str(size)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for size in sizes if size]
+    try:
+        urls = [url for child in children for url in json.loads(child.stdout.readline())["urls"]]
+        print(json.dumps({"urls": urls, "token": TOKEN}), flush=True)
+        starts = [sum(sizes[:i]) for i in range(len(children))]
+        for line in sys.stdin:
+            command = json.loads(line)
+            chosen = command.get("gateways", "all")
+            targets = [(child, "all" if chosen == "all" else [i - start for i in chosen if start <= i < start + size])
+                       for child, start, size in zip(children, starts, sizes)]
+            targets = [(child, mine) for child, mine in targets if mine]
+            for child, mine in targets:  # all at once: a fill of 10,000 sessions each runs in parallel
+                child.stdin.write(json.dumps({**command, "gateways": mine}) + "\n")
+                child.stdin.flush()
+            if any(child.stdout.readline().strip() != "ok" for child, _ in targets):
+                raise RuntimeError("a fake_fleet.py child stopped")
+            print("ok", flush=True)
+    finally:
+        for child in children:
+            child.stdin.close()
+        for child in children:
+            child.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args()
+    if args.processes > 1:
+        relay(args.gateways, args.processes)
+    else:
+        serve(args.gateways)
     return 0
 
 

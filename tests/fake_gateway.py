@@ -1,10 +1,11 @@
 """A fake OpenClaw gateway for the guardian's tests.
 
 ``FakeGateway`` is a real WebSocket server on 127.0.0.1 (``websockets``, asyncio) whose event
-loop runs in a daemon thread, so plain synchronous pytest tests can start it, talk to it with
-any client, and change its state while it runs. It speaks the frames of a real OpenClaw
-2026.9.6 gateway (protocol 4), or, with ``legacy=True``, of 2026.4.29 (protocol 3; the
-default version string follows), as described in /work/shared/openclaw-gateway.md:
+loop runs in a daemon thread (its own, or a ``LoopThread`` shared by many gateways), so plain
+synchronous pytest tests can start it, talk to it with any client, and change its state while it
+runs. It speaks the frames of a real OpenClaw 2026.9.6 gateway (protocol 4), or, with
+``legacy=True``, of 2026.4.29 (protocol 3; the default version string follows), as described in
+/work/shared/openclaw-gateway.md:
 
 * handshake: ``connect.challenge`` event, a closed ``connect`` schema, protocol negotiation,
   shared-token auth, Ed25519 device identities (v3 and v2 signatures), device pairing with
@@ -59,7 +60,8 @@ Knobs (plain attributes, settable at any time; read when the situation arises):
 
 Recordings for assertions: ``requests`` (every request after ``connect``, in order) and
 ``connects`` (one entry per ``connect`` request: params, HTTP headers, granted scopes, ok, and ``queued``: the
-requests that reached the gateway before its answer to that ``connect`` was sent).
+requests that reached the gateway before its answer to that ``connect`` was sent). ``recording = False`` keeps
+neither (scripts/fake_fleet.py: nobody reads them there, and over a soak they would only grow).
 """
 
 from __future__ import annotations
@@ -393,11 +395,31 @@ def classified(key: str) -> dict:
 
 # --- the gateway ----------------------------------------------------------------------------
 
+class LoopThread:
+    """An asyncio event loop running in a daemon thread. Each FakeGateway has its own unless given one: many
+    gateways on one loop (scripts/fake_fleet.py) cost one thread, not one each waking up in turn for the GIL."""
+
+    def __init__(self, name: str = "FakeGateway-loop"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=name)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 10):
+        """Run a coroutine on the loop from another thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
 class FakeGateway:
     """A fake OpenClaw gateway; see the module docstring."""
 
     def __init__(self, token: str = "secret", *, version: str = "2026.9.6", legacy: bool = False,
-                 remote: bool = False, port: int = 0, ssl_context=None):
+                 remote: bool = False, port: int = 0, ssl_context=None, loop: LoopThread | None = None):
         self.token = token
         self.ssl_context = ssl_context  # an ssl.SSLContext: serve wss:// (TLS) instead of ws://
         if legacy and version == "2026.9.6":
@@ -410,6 +432,7 @@ class FakeGateway:
 
         self.sessions: dict[str, dict] = {}
         self.requests: list[dict] = []
+        self.recording = True
         self.connects: list[dict] = []
         self.pending_pairings: dict[str, dict] = {}
         self.paired_devices: dict[str, dict] = {}
@@ -436,8 +459,8 @@ class FakeGateway:
 
         # Guards the stores above that tests mutate from their own thread.
         self._lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = loop  # None: its own, made by start()
+        self._own_loop: LoopThread | None = None
         self._server: Server | None = None
         self._conns: set[_Conn] = set()
         self._delete_lock: asyncio.Lock | None = None
@@ -455,13 +478,11 @@ class FakeGateway:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "FakeGateway":
-        if self._thread is not None:
+        if self._server is not None:
             return self
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name=f"FakeGateway-{id(self):x}")
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start_server(), self._loop).result(timeout=10)
+        if self._loop is None:
+            self._loop = self._own_loop = LoopThread(f"FakeGateway-{id(self):x}")
+        self._loop.run(self._start_server())
         self.url = f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
         return self
 
@@ -478,17 +499,15 @@ class FakeGateway:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if self._server is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+            self._loop.run(self._shutdown())
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = self._server = None
+            self._server = None
+            if self._own_loop is not None:
+                self._own_loop.stop()
+                self._loop = self._own_loop = None
 
     async def _shutdown(self) -> None:
         """Like SIGTERM on the real gateway: ``shutdown`` event, close 1012, exit."""
@@ -685,7 +704,8 @@ class FakeGateway:
             request_id = self._response_id(frame)
             try:
                 method, params = self._parse_request(frame)
-                self.requests.append({"method": method, "params": params, "id": request_id})
+                if self.recording:
+                    self.requests.append({"method": method, "params": params, "id": request_id})
                 if self.on_request:
                     self.on_request(method, params)
                 if self.overloaded_requests > 0:
@@ -754,7 +774,8 @@ class FakeGateway:
 
     def _connect(self, conn: _Conn, params: Any) -> dict:
         record = {"params": params, "headers": conn.headers, "granted_scopes": [], "ok": False, "queued": 0}
-        self.connects.append(record)
+        if self.recording:
+            self.connects.append(record)
         conn.record = record
         if self.unavailable_connects > 0:
             self.unavailable_connects -= 1

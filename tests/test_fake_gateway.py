@@ -6,9 +6,12 @@ import base64
 import hashlib
 import json
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import websocket
@@ -16,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 try:
-    from fake_gateway import FakeGateway
+    from fake_gateway import FakeGateway, LoopThread
 except ImportError:  # tests/ imported as a package
-    from tests.fake_gateway import FakeGateway
+    from tests.fake_gateway import FakeGateway, LoopThread
 
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
 ALL = [READ, WRITE, ADMIN]
@@ -689,6 +692,63 @@ def test_gateways_are_independent(opened):
         assert call(wb, "health")["payload"]["sessions"]["count"] == 0
         assert handshake(b, opened, connect_params(token="a"))[1]["ok"] is False
         close_all(opened)
+
+
+def test_gateways_on_one_loop_are_independent_and_stop_alone(opened):
+    """scripts/fake_fleet.py serves its gateways from one event loop: each keeps its own store, and one stopping
+    (its port released) leaves the others and the loop serving."""
+    loop = LoopThread()
+    try:
+        a, b = FakeGateway("a", loop=loop).start(), FakeGateway("b", loop=loop).start()
+        a.add_session()
+        wa, wb = connected(a, opened, token="a"), connected(b, opened, token="b")
+        assert [call(ws, "health")["payload"]["sessions"]["count"] for ws in (wa, wb)] == [1, 0]
+        a.stop()
+        assert read_close(wa)[0] == 1012
+        with pytest.raises(ConnectionRefusedError):
+            open_ws(a)
+        assert call(wb, "health")["ok"]
+        assert call(connected(b, opened, token="b"), "health")["ok"]
+        b.stop()
+    finally:
+        close_all(opened)
+        loop.stop()
+
+
+def test_a_gateway_not_recording_answers_the_same_and_keeps_nothing(gw, opened):
+    gw.add_session("agent:main:a")
+    answers = []
+    for recording in (True, False):
+        gw.recording = recording
+        ws = connected(gw, opened)
+        answers.append(call(ws, "sessions.list", {"limit": 1})["payload"]["totalCount"])
+    assert answers == [1, 1]
+    assert len(gw.requests) == 1 and len(gw.connects) == 1
+
+
+def test_fake_fleet_over_processes_commands_the_gateways_it_names(opened):
+    """scripts/fake_fleet.py --processes: gateways numbered across its children, a command reaching those named."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fake_fleet.py"
+    fleet = subprocess.Popen([sys.executable, str(script), "--gateways", "3", "--processes", "2"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(fleet.stdout.readline())
+        fleet.stdin.write(json.dumps({"gateways": [1, 2], "sessions": 2}) + "\n")
+        fleet.stdin.flush()
+        assert fleet.stdout.readline().strip() == "ok"
+        counts = []
+        for url in started["urls"]:
+            ws = websocket.create_connection(url, timeout=5, suppress_origin=True)
+            opened.append(ws)
+            read_challenge(ws)
+            assert call(ws, "connect", connect_params(started["token"]))["ok"]
+            counts.append(call(ws, "health")["payload"]["sessions"]["count"])
+        assert counts == [0, 2, 2]
+        assert len({url.rsplit(":", 1)[1] for url in started["urls"]}) == 3
+    finally:
+        close_all(opened)
+        fleet.stdin.close()
+        assert fleet.wait(timeout=30) == 0
 
 
 def test_legacy_list_rejects_offset_like_2026_4_29():
