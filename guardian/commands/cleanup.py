@@ -397,7 +397,8 @@ def _audit_entry(clock, host: Host, dry_run: bool, action: str, event: str, deci
 def _fields(decision: Verdict) -> dict:
     return {"key": decision.key, "session_id": decision.session_id, "agent": decision.agent,
             "idle_seconds": None if decision.idle_seconds is None else round(decision.idle_seconds),
-            "decision": "close" if decision.close else "keep", "reason": decision.reason}
+            "decision": "close" if decision.close else "keep", "reason": decision.reason,
+            "priority": decision.priority, "order": decision.order}  # why it went when it did
 
 
 class CleanupBusy(Exception):
