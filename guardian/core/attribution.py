@@ -1,5 +1,6 @@
 """Who holds a host's sessions: per agent and per kind, how many, how many are idle past that agent's idle_after,
-how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split.
+how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split. A store larger than
+one page is split a page a check: each page's Tally adds to a SplitPass (resumed, advance), the last one finishes it.
 
 Cleanup's own rules decide what is closable (planner.plan, without the per-run cap): nothing here repeats them.
 What usage counts (`hosts.<name>.count`) is the sum of some of the classes below; see usage_count.
