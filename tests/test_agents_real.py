@@ -60,3 +60,6 @@ def check_priorities(gw, sessions: int, write_config, cli, state_dir):
     assert set(listed) - {r["key"] for r in list_rows(gw)} == planned
     closed = [r for r in audit.read(state_dir) if r["event"] == "outcome" and r["result"] in ("archived", "closed")]
     assert {r["key"] for r in closed} == planned
+    # the audit trail says why each went when it did: the agent's priority and the session's place in the plan
+    assert sorted((r["order"], r["priority"]) for r in closed) == [(1, "low"), (2, "low"), (3, "low"), (4, "low"),
+                                                                   (5, "normal"), (6, "normal")]

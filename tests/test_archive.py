@@ -433,8 +433,11 @@ def test_an_archived_session_pinned_or_protected_since_is_not_purged(gw, write_c
         gw.sessions[key]["label"] = "keep-me"
         protect = {"protect": {"labels": ["keep-me"]}}
     gw.clock = lambda: int((NOW + DAY) * 1000)
-    report, _ = clean(config_for(gw, write_config, **protect), now=NOW + DAY)
+    report, _ = clean(config_for(gw, write_config, agents={"main": {"priority": "low"}}, **protect), now=NOW + DAY)
     assert [(o.decision.key, o.result) for o in report.purges] == [(other, "purged")]
+    # a purge's records say its agent's priority too; it has no place in a plan (purges go first, all of them)
+    assert [(r["key"], r["priority"], r["order"]) for r in audit.read(state_dir)
+            if r["event"] == "outcome" and r["action"] == "purge"] == [(other, "low", None)]
     assert gw.sessions[key]["archived"] and key in ArchiveLedger(state_dir).host("lab")  # purged once it may be
     assert [(r["key"], r["reason"]) for r in audit.read(state_dir) if r["event"] == "kept" and r["action"] == "purge"] \
         == [(key, since)]

@@ -673,3 +673,19 @@ def test_the_count_after_a_cleanup_is_unknown_when_totalcount_is_no_count(total)
             return {"totalCount": total, "sessions": []}
 
     assert count_sessions(Connection()) is None
+
+
+def test_the_audit_trail_says_each_sessions_priority_and_its_place_in_the_order(fake, write_config, cli, state_dir):
+    """A low-priority agent's idle sessions go first, each most idle first: every intent and outcome record says the
+    agent's priority and the session's place in the plan, so the trail says why it went when it did."""
+    now = int(time.time() * 1000)
+    main_idle = fake.add_session("agent:main:x", agent="main", updated_at=now - 9 * H)
+    sales = [fake.add_session(f"agent:sales:{i}", agent="sales", updated_at=now - (3 + i) * H) for i in range(2)]
+    pinned = fake.add_session("agent:sales:pinned", agent="sales", updated_at=now - 5 * H, pinned=True)
+    config = write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}},
+                          cleanup={"agents": {"sales": {"priority": "low"}}})
+    assert cli("cleanup", "--config", config).exit_code == 0
+    expected = {sales[1]["key"]: ("low", 1), sales[0]["key"]: ("low", 2), main_idle["key"]: ("normal", 3)}
+    for event in ("intent", "outcome"):
+        assert {r["key"]: (r["priority"], r["order"]) for r in records(state_dir, event)} == expected
+    assert {r["key"]: (r["priority"], r["order"]) for r in records(state_dir, "kept")} == {pinned["key"]: ("low", None)}

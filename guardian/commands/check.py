@@ -11,7 +11,7 @@ import contextlib
 import math
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from guardian.adapters import gateway
@@ -29,7 +29,7 @@ from guardian.core import anomaly, attribution, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
-from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Subject, subject_id
+from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Split, SplitPass, Subject, subject_id
 from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
 
 if TYPE_CHECKING:
@@ -41,7 +41,10 @@ REBOUND_LOOKBACK = 600.0  # seconds before a cleanup in which to find the check 
 
 SYSTEM_ROWS = {"includeGlobal": True, "includeUnknown": True}  # the listed rows with `global` and `unknown`
 ALL_ROWS = {"archived": "all", **SYSTEM_ROWS}  # every row a listing can show (2026.9; 2026.4 has no archive)
-SPLIT_PAGE = 1000  # rows per page when listing for the split: large pages are far cheaper than many small ones
+LISTINGS = {"all": ALL_ROWS, "system": SYSTEM_ROWS}  # what a split pages through, by the name its pass keeps
+# rows per page when listing for the split, and a check's most: large pages are far cheaper than many small ones,
+# and a store of more pages is split over consecutive checks (attribution.advance)
+SPLIT_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,43 @@ class Splitting:
     warning: float
     every: float
     last_as_of: dict  # host name -> the cached split's as_of
+    passes: dict = field(default_factory=dict)  # host name -> its split under way (SplitPass)
 
 
 def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
-    """Count a host's sessions and split them by agent and kind when that is due (attribution.due)."""
+    """Count a host's sessions and, when a split is due (attribution.due) or under way, read one page of rows for
+    it: a store of one page is split every time; a larger one over consecutive checks."""
     started = time.monotonic()
     with gateway.connect(host, [gateway.READ], identities, early=True) as connection:
         counts = count(connection, host, idle_after)
-        split = None
-        if splitting and attribution.due(counts.reading.usage, splitting.warning,
-                                         splitting.last_as_of.get(host.name), splitting.every, splitting.now):
-            rows = counts.rows
-            if rows is None:
-                rows = _every_row(connection, ALL_ROWS if connection.lists_archived else SYSTEM_ROWS)
-            split = attribution.split(rows, counts.agents, splitting.rules, splitting.now,
-                                      connection.hello.main_session_key)
+        split = split_pass = None
+        listing = "all" if connection.lists_archived else "system"
+        under_way = attribution.resumed(splitting.passes.get(host.name), listing, splitting.now) if splitting else None
+        if splitting and (under_way or attribution.due(counts.reading.usage, splitting.warning,
+                                                       splitting.last_as_of.get(host.name), splitting.every,
+                                                       splitting.now)):
+            main_key = connection.hello.main_session_key
+            if counts.rows is not None:  # 2026.4: its counts listed every row, and it has no paging
+                split = attribution.split(counts.rows, counts.agents, splitting.rules, splitting.now, main_key)
+            else:
+                split, split_pass = _split_page(connection, listing, under_way, counts.agents, splitting, main_key)
         version = connection.hello.server_version
-    return Poll(host, counts.reading, classes=counts.classes, split=split, server_version=version,
-                elapsed=time.monotonic() - started, agents=counts.agents)
+    return Poll(host, counts.reading, classes=counts.classes, split=split, split_pass=split_pass,
+                server_version=version, elapsed=time.monotonic() - started, agents=counts.agents)
+
+
+def _split_page(connection, listing: str, under_way: SplitPass | None, agents: dict | None, splitting: Splitting,
+                main_key: str | None) -> tuple[Split | None, SplitPass | None]:
+    """Read the pass's next page (the first, with none under way) and add it: the split when it was the last, else
+    the pass as it goes on (None when it begins again). Every page is judged as of the pass's first."""
+    offset = under_way.offset if under_way else 0
+    page = connection.call("sessions.list", {"limit": SPLIT_PAGE, **({"offset": offset} if offset else {}),
+                                             **LISTINGS[listing]})
+    rows = list({r.get("key"): r for r in _rows(page)}.values())  # a key twice on a page counts once
+    as_of = under_way.started if under_way else splitting.now
+    done, going = attribution.advance(under_way, listing, attribution.tally(rows, splitting.rules, as_of, main_key),
+                                      gateway.total_count(page) or 0, SPLIT_PAGE, splitting.now)
+    return (attribution.finish(done.tally, agents, done.started) if done else None), going
 
 
 @dataclass(frozen=True)
@@ -158,16 +180,6 @@ def _rows(payload) -> list[dict]:
     return [r for r in rows if isinstance(r, dict)]
 
 
-def _every_row(connection, which: dict) -> list[dict]:
-    """Every row a listing with `which` shows, in pages of SPLIT_PAGE: the first page says how many there are, the
-    others are asked for at once. A key on two pages counts once."""
-    first = connection.call("sessions.list", {"limit": SPLIT_PAGE, **which})
-    offsets = range(SPLIT_PAGE, gateway.total_count(first) or 0, SPLIT_PAGE)
-    pages = [first, *(_answer(page) for page in connection.call_many(
-        [("sessions.list", {"limit": SPLIT_PAGE, "offset": offset, **which}) for offset in offsets]))]
-    return list({r.get("key"): r for page in pages for r in _rows(page)}.values())
-
-
 def _session_count(payload: dict, paged: bool) -> int | None:
     total = gateway.total_count(payload)
     if total is not None or paged:
@@ -230,12 +242,13 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
     pools = config.pools_within(hosts)
     identities = IdentityStore(config.state_dir)
     split_cache = SplitCache(config.state_dir)
-    latest = split_cache.read()
+    latest, passes = split_cache.read()
     splitting = Splitting(rules=config.cleanup, now=now, warning=config.alerts.thresholds["warning"],
-                          every=config.attribution.every, last_as_of={h: s.as_of for h, s in latest.items()})
+                          every=config.attribution.every, last_as_of={h: s.as_of for h, s in latest.items()},
+                          passes=passes)
     polls = {p.host.name: p for p in poll_hosts(hosts, config.cleanup.idle_after, identities,
                                                 config.check.concurrency, splitting=splitting)}
-    latest, split_warnings = _keep_splits(split_cache, latest, polls, config, act)
+    latest, split_warnings = _keep_splits(split_cache, latest, passes, polls, config, act)
     audit = AuditLog(config.state_dir, new_run_id(), "check")
     ledger = ArchiveLedger(config.state_dir)
     waiting = ledger.waiting()
@@ -278,15 +291,18 @@ def run(config: Config, host_names: str | None, now: float, act: bool = True,
                        duration=time.monotonic() - started)
 
 
-def _keep_splits(cache: SplitCache, latest: dict, polls: dict[str, Poll], config: Config,
+def _keep_splits(cache: SplitCache, latest: dict, passes: dict, polls: dict[str, Poll], config: Config,
                  act: bool) -> tuple[dict, list[str]]:
-    """The latest split of each configured host, this check's where it made one; kept in splits.json when acting."""
+    """The latest split of each configured host, this check's where it made one; kept in splits.json when acting,
+    with each host's pass under way as this check left it (a host not read keeps its own)."""
     fresh = {name: p.split for name, p in polls.items() if p.split is not None}
     latest = {name: split for name, split in {**latest, **fresh}.items() if name in config.hosts}
-    if not (act and fresh):
+    read = {name: p.split_pass for name, p in polls.items() if p.reading is not None}
+    going = {name: p for name, p in {**passes, **read}.items() if p is not None and name in config.hosts}
+    if not (act and (fresh or going != passes)):
         return latest, []
     try:
-        cache.write(latest)
+        cache.write(latest, going)
     except OSError as exc:
         return latest, [f"cannot write {cache.path} ({exc.strerror}): the next checks list rows again"]
     return latest, []

@@ -256,9 +256,10 @@ def purge(connection, host: Host, rules: Cleanup, now: float, dry_run: bool, aud
     due = []
     for key in keys:
         hold = purge_hold(rows.get(key), rules, connection.hello.main_session_key)
-        due.append(Verdict(key=key, session_id=entries[key]["session_id"], agent=agent_of(rows.get(key, {"key": key})),
-                           updated_at=None, idle_seconds=now - entries[key]["archived_at"], close=hold is None,
-                           reason=hold or "archived"))
+        agent = agent_of(rows.get(key, {"key": key}))
+        due.append(Verdict(key=key, session_id=entries[key]["session_id"], agent=agent, updated_at=None,
+                           idle_seconds=now - entries[key]["archived_at"], close=hold is None,
+                           reason=hold or "archived", priority=rules.priority_for(agent)))
     entry = functools.partial(_audit_entry, clock, host, dry_run, "purge")
     kept = [entry("kept", d) for d in due if not d.close]
     if dry_run:
@@ -397,7 +398,8 @@ def _audit_entry(clock, host: Host, dry_run: bool, action: str, event: str, deci
 def _fields(decision: Verdict) -> dict:
     return {"key": decision.key, "session_id": decision.session_id, "agent": decision.agent,
             "idle_seconds": None if decision.idle_seconds is None else round(decision.idle_seconds),
-            "decision": "close" if decision.close else "keep", "reason": decision.reason}
+            "decision": "close" if decision.close else "keep", "reason": decision.reason,
+            "priority": decision.priority, "order": decision.order}  # why it went when it did
 
 
 class CleanupBusy(Exception):

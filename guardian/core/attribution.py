@@ -1,5 +1,6 @@
 """Who holds a host's sessions: per agent and per kind, how many, how many are idle past that agent's idle_after,
-how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split.
+how many cleanup would close. Pure: (rows, status's per-agent counts, rules, now) -> a Split. A store larger than
+one page is split a page a check: each page's Tally adds to a SplitPass (resumed, advance), the last one finishes it.
 
 Cleanup's own rules decide what is closable (planner.plan, without the per-run cap): nothing here repeats them.
 What usage counts (`hosts.<name>.count`) is the sum of some of the classes below; see usage_count.
@@ -7,11 +8,10 @@ What usage counts (`hosts.<name>.count`) is the sum of some of the classes below
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 
 from guardian.core.planner import agent_of, flagged, plan
-from guardian.core.records import AgentPeriod, Share, Split
+from guardian.core.records import AgentPeriod, Share, Split, SplitPass, Tally
 from guardian.settings.model import COUNTABLE, Cleanup
 from guardian.settings.units import duration_text
 
@@ -45,39 +45,79 @@ def kind_of(row: dict) -> str:
     return GROUP if row.get("kind") == "group" else DIRECT
 
 
-def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, main_key: str | None = None,
-          default_agent: str = "main") -> Split:
-    """The split of `rows` (every listable row: archived, global and unknown ones too) beside status's per-agent
-    counts, which also count the cron runs no listing shows: an agent's sessions are status's count when there is
-    one (this instant's), the cron runs each agent holds beyond its rows are its kind `cron-run`.
+def tally(rows: list[dict], rules: Cleanup, now: float, main_key: str | None = None,
+          default_agent: str = "main") -> Tally:
+    """The rows' counts toward a split (any listable rows: archived, global and unknown ones too), judged as of
+    `now` by cleanup's own rules without its per-run cap, one verdict a row: pages add up (Tally.__add__).
     A row with no agent (global, unknown) counts under `default_agent`, as status counts it."""
     live = [r for r in rows if not flagged(r, "archived")]
     verdicts = plan(live, replace(rules, max_per_run=len(live)), now, main_key)  # closable before the cap
-    idle: Counter = Counter()
-    closable: Counter = Counter()
-    by_kind_idle: Counter = Counter()
-    by_kind_closable: Counter = Counter()
+    agents: dict[str, list[int]] = {}
+    kinds: dict[str, list[int]] = {}
     kind_of_row = [kind_of(r) for r in rows]  # once a row: a split of 5,000 rows must cost well under 50 ms
     kind_by_key = {str(r.get("key")): kind for r, kind in zip(rows, kind_of_row) if kind != ARCHIVED}
     for verdict in verdicts:
-        agent, kind = verdict.agent or default_agent, kind_by_key[verdict.key]
-        if verdict.idle_seconds is not None and verdict.idle_seconds > rules.idle_after_for(verdict.agent):
-            idle[agent] += 1
-            by_kind_idle[kind] += 1
-        if verdict.close:
-            closable[agent] += 1
-            by_kind_closable[kind] += 1
-    listed = Counter(v.agent or default_agent for v in verdicts)  # the live rows' agents, as plan found them
-    listed.update(agent_of(r) or default_agent for r in rows if flagged(r, "archived"))
-    counted = dict(listed) if by_agent is None else {**{a: 0 for a in listed}, **by_agent}
-    agents = tuple(sorted((Share(a, n, idle[a], closable[a]) for a, n in counted.items()),
+        counts = (agents.setdefault(verdict.agent or default_agent, [0, 0, 0]),
+                  kinds.setdefault(kind_by_key[verdict.key], [0, 0, 0]))
+        idle = verdict.idle_seconds is not None and verdict.idle_seconds > rules.idle_after_for(verdict.agent)
+        for count in counts:
+            count[0] += 1
+            count[1] += idle
+            count[2] += verdict.close
+    for row in rows:
+        if flagged(row, "archived"):  # listed, never idle nor closable: cleanup leaves the archive alone
+            agents.setdefault(agent_of(row) or default_agent, [0, 0, 0])[0] += 1
+            kinds.setdefault(ARCHIVED, [0, 0, 0])[0] += 1
+    return Tally({a: tuple(c) for a, c in agents.items()}, {k: tuple(c) for k, c in kinds.items()})
+
+
+def finish(counted: Tally, by_agent: dict | None, as_of: float) -> Split:
+    """The split the rows' tally makes beside status's per-agent counts, which also count the cron runs no listing
+    shows: an agent's sessions are status's count when there is one (this instant's), the cron runs each agent
+    holds beyond its rows are its kind `cron-run`."""
+    listed = {a: c[0] for a, c in counted.agents.items()}
+    sessions = dict(listed) if by_agent is None else {**{a: 0 for a in listed}, **by_agent}
+    agents = tuple(sorted((Share(a, n, *counted.agents.get(a, (0, 0, 0))[1:]) for a, n in sessions.items()),
                           key=lambda s: (-s.sessions, s.name)))
-    kinds = Counter(kind_of_row)
+    kinds = dict(counted.kinds)
     if by_agent is not None:
-        kinds[CRON_RUN] = sum(max(0, n - listed[a]) for a, n in by_agent.items())
-    shares = tuple(Share(k, kinds[k], None if k in (CRON_RUN, ARCHIVED) else by_kind_idle[k],
-                         None if k in (CRON_RUN, ARCHIVED) else by_kind_closable[k]) for k in KINDS if kinds[k])
-    return Split(as_of=now, agents=agents, kinds=shares)
+        kinds[CRON_RUN] = (sum(max(0, n - listed.get(a, 0)) for a, n in by_agent.items()), 0, 0)
+    shares = tuple(Share(k, kinds[k][0], *((None, None) if k in (CRON_RUN, ARCHIVED) else kinds[k][1:]))
+                   for k in KINDS if kinds.get(k, (0,))[0])
+    return Split(as_of=as_of, agents=agents, kinds=shares)
+
+
+def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, main_key: str | None = None,
+          default_agent: str = "main") -> Split:
+    """The split of `rows` (every listable row) as of `now`, beside status's per-agent counts (finish)."""
+    return finish(tally(rows, rules, now, main_key, default_agent), by_agent, now)
+
+
+# A pass pages a store that changes under it: a session that moves (the listing is most recent first) shifts the
+# offsets, so a row may be read twice or missed. Ten minutes bounds how much of that a split can hold (a pass of
+# 5,000 rows at a check a minute takes five); a store whose total moved by more than a page is begun again.
+PASS_MAX_AGE = 600.0
+
+
+def resumed(under_way: SplitPass | None, listing: str, now: float) -> SplitPass | None:
+    """The pass a check goes on with: the host's, while it pages the same listing and began less than PASS_MAX_AGE
+    ago; None (begin anew) otherwise."""
+    if under_way is None or under_way.listing != listing or not 0 <= now - under_way.started < PASS_MAX_AGE:
+        return None
+    return under_way
+
+
+def advance(under_way: SplitPass | None, listing: str, page: Tally, total: int, page_size: int,
+            now: float) -> tuple[SplitPass | None, SplitPass | None]:
+    """One page's tally added to the pass under way (or the first page of a new one) at the listing's `total` now:
+    (the pass complete, None) when it was the last page, (None, the pass) while pages are left, (None, None) when
+    the total moved by more than a page since the pass began (its pages would not make one store: begun again)."""
+    if under_way is None:
+        under_way = SplitPass(listing, 0, total, now, Tally({}, {}))
+    elif abs(total - under_way.total) > page_size:
+        return None, None
+    read = replace(under_way, offset=under_way.offset + page_size, tally=under_way.tally + page)
+    return (read, None) if read.offset >= total else (None, read)
 
 
 def holders(split_: Split | None, by_agent: dict | None) -> Split | None:

@@ -140,6 +140,60 @@ def _share_count(value) -> int | None:
     return None if value is None else int(value)
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Listed rows counted toward a split (guardian.core.attribution.tally): per agent and per kind, (rows, idle,
+    closable). Each row's verdict is its own (cleanup's rules without the per-run cap), so the tallies of two
+    pages add up to the tally of both."""
+
+    agents: dict  # agent -> (rows, idle, closable)
+    kinds: dict  # kind -> (rows, idle, closable)
+
+    def __add__(self, other: Tally) -> Tally:
+        def added(mine: dict, theirs: dict) -> dict:
+            return {name: tuple(a + b for a, b in zip(mine.get(name, (0, 0, 0)), theirs.get(name, (0, 0, 0))))
+                    for name in {**mine, **theirs}}
+
+        return Tally(added(self.agents, other.agents), added(self.kinds, other.kinds))
+
+    def as_json(self) -> dict:
+        return {"agents": {a: list(c) for a, c in self.agents.items()},
+                "kinds": {k: list(c) for k, c in self.kinds.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Tally:
+        def counts(entries: dict) -> dict:
+            rows_idle_closable = {}
+            for name, triple in entries.items():
+                rows, idle, closable = (int(n) for n in triple)  # ValueError unless three
+                rows_idle_closable[str(name)] = (rows, idle, closable)
+            return rows_idle_closable
+
+        return cls(counts(data["agents"]), counts(data["kinds"]))
+
+
+@dataclass(frozen=True)
+class SplitPass:
+    """A split under way on a store larger than one page: `check` reads one page each run, the next after the one
+    the run before read, and adds its rows to `tally`; the last page makes the host's split, as of `started`."""
+
+    listing: str  # which listing it pages through (guardian.commands.check.LISTINGS): a pass never mixes two
+    offset: int  # the next page's
+    total: int  # the rows the pass's first page said the listing holds
+    started: float  # when the first page was read: the split's as_of
+    tally: Tally  # the pages read so far
+
+    def as_json(self) -> dict:
+        return {"listing": self.listing, "offset": self.offset, "total": self.total, "started": self.started,
+                "tally": self.tally.as_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SplitPass:
+        """The pass back (ValueError, KeyError or TypeError if it is not one)."""
+        return cls(str(data["listing"]), int(data["offset"]), int(data["total"]), float(data["started"]),
+                   Tally.from_json(data["tally"]))
+
+
 @dataclass
 class Poll:
     """What one host's poll found: a reading, or the error that stopped it."""
@@ -147,7 +201,8 @@ class Poll:
     host: Host
     reading: Reading | None = None
     classes: dict | None = None  # the cheap counts by what usage may count (settings.model.COUNTABLE), as far as read
-    split: Split | None = None  # by agent and kind, when this poll listed rows for it (attribution.due)
+    split: Split | None = None  # by agent and kind, when this poll completed one (attribution.due)
+    split_pass: SplitPass | None = None  # the host's split under way after this poll (None: none)
     error: str | None = None
     server_version: str | None = None
     elapsed: float = 0.0
