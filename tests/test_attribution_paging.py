@@ -91,16 +91,18 @@ def test_a_store_that_grows_by_more_than_a_page_mid_pass_begins_it_again(gateway
         assert all("offset" not in r["params"] for r in gateway.requests)  # from the first page
 
 
-@pytest.mark.parametrize("listing, age, resumed", [
-    ("all", 0.0, True),
-    ("all", attribution.PASS_MAX_AGE - 1, True),
-    ("all", attribution.PASS_MAX_AGE, False),  # too much of the store may have moved under it
-    ("all", -1.0, False),  # the clock went back: its time says nothing
-    ("system", 0.0, False),  # the gateway no longer lists the archive: another listing's offsets
+@pytest.mark.parametrize("listing, total, age, resumed", [
+    ("all", 5000, 0.0, True),
+    ("all", 5000, attribution.PASS_MAX_AGE - 1, True),
+    ("all", 5000, attribution.PASS_MAX_AGE, False),  # too much of the store may have moved under it
+    ("all", 5000, -1.0, False),  # the clock went back: its time says nothing
+    ("system", 5000, 0.0, False),  # the gateway no longer lists the archive: another listing's offsets
+    ("all", 20_000, attribution.PASS_MAX_AGE, True),  # 20 pages at a check every 30 s: the pass must be able to end
+    ("all", 20_000, 20 * attribution.PAGE_MAX_AGE, False),
 ])
-def test_a_pass_goes_on_while_young_and_on_the_same_listing(listing, age, resumed):
-    under_way = SplitPass("all", 1000, 5000, NOW, Tally({}, {}))
-    assert (attribution.resumed(under_way, listing, NOW + age) is under_way) is resumed
+def test_a_pass_goes_on_while_young_and_on_the_same_listing(listing, total, age, resumed):
+    under_way = SplitPass("all", 1000, total, NOW, Tally({}, {}))
+    assert (attribution.resumed(under_way, listing, NOW + age, 1000) is under_way) is resumed
 
 
 def test_check_shows_the_latest_complete_split_while_a_pass_is_under_way_and_no_notify_advances_nothing(

@@ -68,7 +68,8 @@ def read_host(host: Host, idle_after: float, identities: IdentityStore, splittin
         counts = count(connection, host, idle_after)
         split = split_pass = None
         listing = "all" if connection.lists_archived else "system"
-        under_way = attribution.resumed(splitting.passes.get(host.name), listing, splitting.now) if splitting else None
+        under_way = attribution.resumed(splitting.passes.get(host.name), listing, splitting.now,
+                                         SPLIT_PAGE) if splitting else None
         if splitting and (under_way or attribution.due(counts.reading.usage, splitting.warning,
                                                        splitting.last_as_of.get(host.name), splitting.every,
                                                        splitting.now)):

@@ -8,6 +8,7 @@ What usage counts (`hosts.<name>.count`) is the sum of some of the classes below
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from guardian.core.planner import agent_of, flagged, plan
@@ -95,16 +96,19 @@ def split(rows: list[dict], by_agent: dict | None, rules: Cleanup, now: float, m
 
 # A pass pages a store that changes under it: a session that moves (the listing is most recent first) shifts the
 # offsets, so a row may be read twice or missed. Ten minutes bounds how much of that a split can hold (a pass of
-# 5,000 rows at a check a minute takes five); a store whose total moved by more than a page is begun again.
+# 5,000 rows at a check a minute takes five); a store whose total moved by more than a page is begun again. A store
+# of more pages than that gets two minutes a page, or a pass would never end on it (20 pages at a check every 30 s).
 PASS_MAX_AGE = 600.0
+PAGE_MAX_AGE = 120.0
 
 
-def resumed(under_way: SplitPass | None, listing: str, now: float) -> SplitPass | None:
-    """The pass a check goes on with: the host's, while it pages the same listing and began less than PASS_MAX_AGE
-    ago; None (begin anew) otherwise."""
-    if under_way is None or under_way.listing != listing or not 0 <= now - under_way.started < PASS_MAX_AGE:
+def resumed(under_way: SplitPass | None, listing: str, now: float, page_size: int) -> SplitPass | None:
+    """The pass a check goes on with: the host's, while it pages the same listing and began less than its age limit
+    ago (PASS_MAX_AGE, or PAGE_MAX_AGE a page for a larger store); None (begin anew) otherwise."""
+    if under_way is None or under_way.listing != listing:
         return None
-    return under_way
+    limit = max(PASS_MAX_AGE, math.ceil(under_way.total / page_size) * PAGE_MAX_AGE)
+    return under_way if 0 <= now - under_way.started < limit else None
 
 
 def advance(under_way: SplitPass | None, listing: str, page: Tally, total: int, page_size: int,
