@@ -71,6 +71,32 @@ def test_rows_past_the_retention_are_pruned(fake, write_config, state_dir):
     assert [r.time for r in History(state_dir).read([("host", "a")], 0, 2 * T0)] == [T0 + 0.5 * 86400, T0 + 1.5 * 86400]
 
 
+def test_no_statement_of_a_check_walks_the_whole_history(tmp_path, monkeypatch):
+    """A check's statements (its insert, the roll-up of the buckets it finished, the prunes, the read-back) find their
+    rows by an index: none scans the raw samples or the rollups, so a check costs the same beside a year of them."""
+    history, keep = History(tmp_path), HistorySettings()
+    for k in range(36):  # three hours of 5-minute checks, rolled up as they went
+        history.record([Sample(T0 + 300 * k, "host", name, 1, 10, 10.0, "ok", 0, True) for name in "ab"],
+                       T0 + 300 * k - 3600, keep)
+    statements = []
+    connect = History._connect
+
+    def traced(self, sqlite, write):
+        db = connect(self, sqlite, write)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(History, "_connect", traced)
+    now = T0 + 3 * 3600 + 1  # finishes a 5-minute and an hourly bucket
+    history.record([Sample(now, "host", name, 1, 10, 10.0, "ok", 0, True) for name in "ab"], now - 3600, keep)
+    assert any("INSERT INTO rollups" in sql for sql in statements)
+    db = sqlite3.connect(tmp_path / "history.db")
+    plans = {sql: [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in statements
+             if not sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))}
+    assert {sql: plan for sql, plan in plans.items() if any(step.startswith(("SCAN samples", "SCAN rollups"))
+                                                                for step in plan)} == {}
+
+
 def test_forecast_beside_each_host_once_history_allows(fake, write_config):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}))
     outputs = []
