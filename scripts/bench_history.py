@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def history_section(runs: int) -> list[str]:
                 "365d": guardian("report", "--config", str(configs["year"]), "--since", "365d", "--json"),
                 "raw 30d": guardian("report", "--config", str(configs["month"]), "--since", "30d", "--json"),
             }, runs)
-            checks = interleaved(check_cases(configs), max(runs, CHECK_RUNS))
+            checks = interleaved(check_cases(root, fleet, configs), max(runs, CHECK_RUNS))
         finally:
             fleet.stop()
     out += [f"### report over {HOSTS} hosts sampled every {STEP} s", "",
@@ -170,16 +171,24 @@ def history_section(runs: int) -> list[str]:
     return out
 
 
-def check_cases(configs: dict) -> dict[str, list[str]]:
+def check_cases(root: Path, fleet: Fleet, configs: dict) -> dict[str, list[str]]:
     """`check` beside each file; and when $GUARDIAN_BASELINE_CODE names a directory holding another `guardian`
-    package (`git archive main | tar -x -C /tmp/main-code`), the same checks by that code, interleaved with these.
-    Compile both first (`python -m compileall -q DIR/guardian`): under PYTHONDONTWRITEBYTECODE a package without
-    its .pyc files is compiled again by every run, ~90 ms of CPU that is no check's."""
+    package (`git archive main | tar -x -C /tmp/main-code`), the same checks by that code beside copies of the files
+    (each code keeps its own state and peaks.json), interleaved with these. Compile both first (`python -m
+    compileall -q DIR/guardian`): under PYTHONDONTWRITEBYTECODE a package without its .pyc files is compiled again
+    by every run, ~90 ms of CPU that is no check's."""
     cases = {name: guardian("check", "--config", str(configs[name]), "-q") for name in CHECKED}
     baseline = os.environ.get("GUARDIAN_BASELINE_CODE")
-    if baseline:  # -P: `-m` would put the current directory first on sys.path, ahead of PYTHONPATH
-        cases |= {f"{name} {BASELINE}": ["env", f"PYTHONPATH={baseline}", PYTHON, "-P", "-m", "guardian", "check",
-                                         "--config", str(configs[name]), "-q"] for name in CHECKED}
+    if baseline:
+        for name in CHECKED:
+            copy = root / f"{name}-baseline"
+            if (root / name / "state").exists():
+                shutil.copytree(root / name / "state", copy / "state")
+            copy.mkdir(exist_ok=True)
+            config = write_config(copy, fleet, {f"gw{i}": i for i in range(HOSTS)})
+            # -P: `-m` would put the current directory first on sys.path, ahead of PYTHONPATH
+            cases[f"{name} {BASELINE}"] = ["env", f"PYTHONPATH={baseline}", PYTHON, "-P", "-m", "guardian", "check",
+                                           "--config", str(config), "-q"]
     return cases
 
 
