@@ -12,12 +12,14 @@ issue 15), for the SQL aggregation without rollups. The guardian runs as a new p
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
 from bench import measured
-from bench_scale import Fleet, guardian, interleaved, median, spread, write_config
+from bench_scale import PYTHON, Fleet, guardian, interleaved, median, spread, write_config
 
 from guardian.adapters.history import RESOLUTIONS, TIME_LEVELS, History
 from guardian.core.records import Sample
@@ -27,6 +29,9 @@ HOSTS, LIMIT, STEP = 50, 60, 30
 DAY = 86400
 LEVELS = ((90, "critical"), (80, "warning"), (65, "notice"))
 KEEP = HistorySettings()  # the default windows
+CHECKED = ("empty", "hour", "year")
+CHECK_RUNS = 15  # the least for a check's figures: its CPU medians move by ~30 ms from run to run on a busy machine
+BASELINE = "(baseline)"
 
 
 def usage_at(host: int, when: float) -> float:
@@ -142,8 +147,7 @@ def history_section(runs: int) -> list[str]:
                 "365d": guardian("report", "--config", str(configs["year"]), "--since", "365d", "--json"),
                 "raw 30d": guardian("report", "--config", str(configs["month"]), "--since", "30d", "--json"),
             }, runs)
-            checks = interleaved({name: guardian("check", "--config", str(configs[name]), "-q")
-                                  for name in ("empty", "hour", "year")}, runs)
+            checks = interleaved(check_cases(root, fleet, configs), max(runs, CHECK_RUNS))
         finally:
             fleet.stop()
     out += [f"### report over {HOSTS} hosts sampled every {STEP} s", "",
@@ -163,11 +167,52 @@ def history_section(runs: int) -> list[str]:
             f"- a year with the default windows (2 days raw, 90 days of 5-minute rollups, a year of hourly ones): "
             f"**{year_mib:.0f} MiB** (target < 200 MiB); generated in {made_year:.0f} s",
             f"- 30 days of raw samples only: {month_mib:.0f} MiB; generated in {made_month:.0f} s", "",
-            f"### check over {HOSTS} fake gateways beside a year of history", "",
-            f"- empty history.db: {spread(checks['empty'])}",
-            f"- the last hour only (what the forecast and the rebound read back, {HOSTS * 3600 // STEP:,} rows): "
-            f"{spread(checks['hour'])}",
-            f"- a year of history: {spread(checks['year'])}",
-            f"- year / empty: **{median(checks['year']) / median(checks['empty']):.2f}x**; year / last hour: "
-            f"**{median(checks['year']) / median(checks['hour']):.2f}x** (target <= 1.05x)", ""]
+            *check_lines(checks)]
     return out
+
+
+def check_cases(root: Path, fleet: Fleet, configs: dict) -> dict[str, list[str]]:
+    """`check` beside each file; and when $GUARDIAN_BASELINE_CODE names a directory holding another `guardian`
+    package (`git archive main | tar -x -C /tmp/main-code`), the same checks by that code beside copies of the files
+    (each code keeps its own state and peaks.json), interleaved with these. Compile both first (`python -m
+    compileall -q DIR/guardian`): under PYTHONDONTWRITEBYTECODE a package without its .pyc files is compiled again
+    by every run, ~90 ms of CPU that is no check's."""
+    cases = {name: guardian("check", "--config", str(configs[name]), "-q") for name in CHECKED}
+    baseline = os.environ.get("GUARDIAN_BASELINE_CODE")
+    if baseline:
+        for name in CHECKED:
+            copy = root / f"{name}-baseline"
+            if (root / name / "state").exists():
+                shutil.copytree(root / name / "state", copy / "state")
+            copy.mkdir(exist_ok=True)
+            config = write_config(copy, fleet, {f"gw{i}": i for i in range(HOSTS)})
+            # -P: `-m` would put the current directory first on sys.path, ahead of PYTHONPATH
+            cases[f"{name} {BASELINE}"] = ["env", f"PYTHONPATH={baseline}", PYTHON, "-P", "-m", "guardian", "check",
+                                           "--config", str(config), "-q"]
+    return cases
+
+
+def check_lines(checks: dict) -> list[str]:
+    """Wall and CPU (the child's user + system) of each case; the ratios of the CPU medians, which the other
+    tenants of a shared machine move less than the wall time."""
+    compared = len(checks) > len(CHECKED)
+    out = [f"### check over {HOSTS} fake gateways beside a year of history", "",
+           f"{len(checks['year'])} runs of each, interleaved; load average {load_average()} at the end."
+           + (f" Each file is checked by this code and by the {BASELINE} code ($GUARDIAN_BASELINE_CODE)."
+              if compared else ""), ""]
+    described = {"empty": "empty history.db", "year": "a year of history",
+                 "hour": f"the last hour only (what the forecast and the rebound read back, {HOSTS * 3600 // STEP:,} "
+                         "rows)"}
+    for code in ("", f" {BASELINE}")[:1 + compared]:
+        for name in CHECKED:
+            out.append(f"- {described[name]}{code}: CPU {spread(checks[name + code], 'cpu')}; "
+                       f"wall {spread(checks[name + code])}")
+        cpu = {name: median(checks[name + code], "cpu") for name in CHECKED}
+        out.append(f"- CPU{code}: year / empty **{cpu['year'] / cpu['empty']:.3f}x**, hour / empty "
+                   f"{cpu['hour'] / cpu['empty']:.3f}x, year / hour **{cpu['year'] / cpu['hour']:.3f}x** "
+                   f"(target <= 1.05x of empty)")
+    return out + [""]
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,32 @@ def test_rows_past_the_retention_are_pruned(fake, write_config, state_dir):
     for day in (0, 0.5, 1.5):
         checking.run(config, None, now=T0 + day * 86400)
     assert [r.time for r in History(state_dir).read([("host", "a")], 0, 2 * T0)] == [T0 + 0.5 * 86400, T0 + 1.5 * 86400]
+
+
+def test_no_statement_of_a_check_walks_the_whole_history(tmp_path, monkeypatch):
+    """A check's statements (its insert, the roll-up of the buckets it finished, the prunes, the read-back) find their
+    rows by an index: none scans the raw samples or the rollups, so a check costs the same beside a year of them."""
+    history, keep = History(tmp_path), HistorySettings()
+    for k in range(36):  # three hours of 5-minute checks, rolled up as they went
+        history.record([Sample(T0 + 300 * k, "host", name, 1, 10, 10.0, "ok", 0, True) for name in "ab"],
+                       T0 + 300 * k - 3600, keep)
+    statements = []
+    connect = History._connect
+
+    def traced(self, sqlite, write):
+        db = connect(self, sqlite, write)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(History, "_connect", traced)
+    now = T0 + 3 * 3600 + 1  # finishes a 5-minute and an hourly bucket
+    history.record([Sample(now, "host", name, 1, 10, 10.0, "ok", 0, True) for name in "ab"], now - 3600, keep)
+    assert any("INSERT INTO rollups" in sql for sql in statements)
+    db = sqlite3.connect(tmp_path / "history.db")
+    plans = {sql: [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in statements
+             if not sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))}
+    assert {sql: plan for sql, plan in plans.items() if any(step.startswith(("SCAN samples", "SCAN rollups"))
+                                                                for step in plan)} == {}
 
 
 def test_forecast_beside_each_host_once_history_allows(fake, write_config):
@@ -423,7 +449,7 @@ def profile_reads():
         yield reads
 
 
-def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly(fake, write_config, state_dir):
+def test_check_json_carries_the_next_peak_from_a_profile_computed_once_a_day(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"}))
     peaked_history(state_dir, 5, T0)
     set_sessions(fake, 30, T0)
@@ -432,11 +458,37 @@ def test_check_json_carries_the_next_peak_from_a_profile_computed_at_most_hourly
     assert datetime.fromisoformat(first["next_at"]).timestamp() > T0 + 60
 
     with profile_reads() as reads:
-        for minute in range(2, 60):  # every check within the hour reads the cached profile
+        for minute in range(2, 110, 9):  # every check of the day before its peak (~10:00) reads the cached profile
             checking.run(config, None, now=T0 + minute * 60, act=False)
         assert reads == []
-        later = check_json(checking.run(config, None, now=T0 + 3700, act=False))["hosts"][0]["peak"]
-    assert len(reads) == 1 and later["days_of_history"] == 5  # an hour on: computed again, once
+        midnight = (T0 // 86400 + 1) * 86400  # T0 is 08:00 UTC
+        later = check_json(checking.run(config, None, now=midnight + 60, act=False))["hosts"][0]["peak"]
+    assert len(reads) == 1 and later["days_of_history"] == 5  # the next day: computed again, once
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(("UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo")), st.floats(0, 1), st.floats(0, 1))
+def test_a_cached_peak_is_the_one_computed_afresh_at_any_later_moment_of_its_day(zone_name, first, second):
+    """The forecast's input is the complete days before today, and `now` only picks the next peak: kept for the rest
+    of the local day (and dropped once that peak passes), the cached forecast is the one computed afresh."""
+    from zoneinfo import ZoneInfo
+
+    from guardian.adapters.peak_cache import cached_peaks
+    from guardian.core.peaks import LOOKBACK_DAYS, peak_forecast
+
+    zone, ids = ZoneInfo(zone_name), {"host:a": ("host", "a")}
+    day = datetime.fromtimestamp(T0, zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    start, end = day.timestamp(), (day + timedelta(days=1)).timestamp()  # the zone's local day holding T0
+    at = start + first * (end - start)
+    later = min(at + second * (end - at), math.nextafter(end, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        state_dir = Path(tmp)
+        peaked_history(state_dir, 6, T0)
+        history = History(state_dir)
+        cached_peaks(history, state_dir, ids, zone, 90.0, at)
+        got = cached_peaks(history, state_dir, ids, zone, 90.0, later)
+        points = dict(history.usage_points([("host", "a")], later - (LOOKBACK_DAYS + 1) * 86400, later))
+    assert got["host:a"] == peak_forecast(points[("host", "a")], later, zone, 90.0).as_json()
 
 
 def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_dir):
@@ -453,7 +505,7 @@ def test_a_cached_peak_that_has_passed_or_another_zone_is_computed_again(state_d
     assert paris["next_at"].endswith("+01:00")  # T0 is in January (2027-01-15)
     before = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at - 600)["host:a"]
     assert before["next_at"] == first["host:a"]["next_at"]
-    after = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at + 60)["host:a"]  # within the hour
+    after = cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, next_at + 60)["host:a"]  # the same day
     assert datetime.fromisoformat(after["next_at"]).timestamp() > next_at + 60  # the passed peak is not announced
     (state_dir / "peaks.json").write_text("{not json")
     assert cached_peaks(history, state_dir, ids, ZoneInfo("UTC"), 90.0, T0) == first

@@ -365,10 +365,13 @@ class History:
         rolled_until = dict(db.execute("SELECT resolution, until FROM rolled"))
         rolled = []
         for resolution in RESOLUTIONS:
-            finished = now // resolution * resolution
-            if finished > rolled_until.get(resolution, -math.inf):
-                db.execute(_ROLL_UP.format(source="samples", subject=""),
-                           {"resolution": resolution, "lo": rolled_until.get(resolution, -math.inf), "hi": finished})
+            finished, lo = now // resolution * resolution, rolled_until.get(resolution, -math.inf)
+            if finished > lo:
+                # the minutes since the last roll-up, found by time: the planner would otherwise walk every raw row
+                # (two days of them) in subject order; a first roll-up (an upgraded file) takes every row anyway
+                source = "samples" if lo == -math.inf else "samples INDEXED BY samples_by_time"
+                db.execute(_ROLL_UP.format(source=source, subject=""),
+                           {"resolution": resolution, "lo": lo, "hi": finished})
                 db.execute("INSERT OR REPLACE INTO rolled VALUES (?, ?)", (resolution, finished))
                 rolled.append(resolution)
         return rolled

@@ -416,9 +416,9 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     except HistoryError as exc:
         return [*history.warnings, f"{exc}; this check has no forecast"]
     window = config.history.forecast_window
-    by_subject: dict[str, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
-    for sample in recent:
-        by_subject.setdefault(sample.subject, []).append(sample)
+    by_subject: dict[tuple, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
+    for sample in recent:  # by (kind, name): a subject id per row would be a string made 6,000 times for 50 hosts
+        by_subject.setdefault((sample.kind, sample.name), []).append(sample)
     critical = config.alerts.thresholds["critical"]
     try:
         peaks = cached_peaks(history, config.state_dir, {s.id: (s.kind, s.name) for s in subjects},
@@ -428,7 +428,7 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
         history.warnings.append(f"{exc}; this check has no peak forecast")
     earlier = _agent_baselines(history, subjects, config, now)
     for subject in subjects:
-        samples = by_subject.get(subject.id, [])
+        samples = by_subject.get((subject.kind, subject.name), [])
         subject.peak = peaks.get(subject.id)
         subject.forecast = forecast([(s.time, s.usage) for s in samples], critical,
                                     now, window)

@@ -38,8 +38,10 @@ def growth(samples: list[Sample], alerts: Alerts, window: float, now: float) -> 
     noisy check is not a trend). Not while the subject is at critical, even held there by the margin: the
     usage alert says that.
     """
+    if not alerts.predict:  # before looking at the samples: off by default, and 50 hosts' hour is 6,000 of them
+        return None
     latest = max((s for s in samples if s.time <= now), key=lambda s: s.time, default=None)
-    if not alerts.predict or latest is None or latest.sessions is None or latest.level == "critical":
+    if latest is None or latest.sessions is None or latest.level == "critical":
         return None
     previous = max((s.time for s in samples if s.time < now), default=None)
     critical = alerts.thresholds["critical"]
@@ -74,8 +76,10 @@ def trend(samples: list[Sample], critical: float, now: float, window: float) -> 
 def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, now: float) -> Rebound | None:
     """The latest cleanup within `alerts.rebound` before `now` that closed sessions and that usage has undone,
     back at or above notice: below it, sessions coming back are the normal churn of a host with room to spare."""
+    if not alerts.rebound or not any(c.closed > 0 for c in cleanups):  # before the samples: most checks have none
+        return None
     readings = [s for s in samples if s.sessions is not None and s.time <= now]
-    if not alerts.rebound or not readings or readings[-1].usage < alerts.thresholds["notice"]:
+    if not readings or readings[-1].usage < alerts.thresholds["notice"]:
         return None
     latest = readings[-1]
     for cleanup in sorted(cleanups, key=lambda c: -c.time):
