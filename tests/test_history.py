@@ -622,6 +622,7 @@ def test_a_thirty_second_interval_reads_every_row():
        unreachable=st.floats(0, 0.2))
 @example(seed=0, slope=0.001, base=0.0, noise=0.0, unreachable=0.125)  # usage 0 or 1: the full fit flat
 @example(seed=0, slope=0.001953125, base=0.0, noise=1.0, unreachable=0.0)  # a near-flat ETA hours away
+@example(seed=94398241, slope=0.0, base=3.25, noise=3.0, unreachable=0.0390625)  # found by hypothesis (Theil-Sen)
 def test_the_thinned_forecast_is_the_full_one_within_tolerance(seed, slope, base, noise, unreachable):
     now, window, draw = T0 + 900, 900.0, random.Random(seed)
 
