@@ -60,3 +60,49 @@ def test_a_real_gateways_holders_in_check_the_webhook_and_the_metrics(real_gatew
         assert metrics["guardian_agent_closable_sessions", frozenset({"name": "t440", "agent": "support"}.items())] == 0
     finally:  # the shared gateway left as found
         delete_sessions(gw, keys)
+
+
+def test_a_real_gateways_split_made_a_page_a_check_is_the_one_made_in_one_page(real_gateways, write_config, cli,
+                                                                              monkeypatch, state_dir):
+    """The pass over pages (`offset` on a real 2026.9.6 listing, a page a check) ends in the split one page makes."""
+    from guardian.adapters.splits import SplitCache
+    from guardian.commands import check as checking
+
+    gw = real_gateways["t440"]
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"agent:sales:pg-{tag}-{i}" for i in range(7)] + [f"agent:support:pg-{tag}-{i}" for i in range(3)]
+    with rpc(gw) as connection:
+        answers = connection.call_many([("sessions.create", {"key": key}) for key in keys])
+        assert all(isinstance(a, dict) and a.get("ok") for a in answers), answers
+    try:
+        host = {"url": gw.url, "token": gw.token, "limit": 1000}
+        config = write_config({"t440": host}, cleanup={"idle_after": "1s"}, attribution={"every": "1ms"})
+
+        def check():
+            return json.loads(cli("check", "--config", config, "--json").stdout)["hosts"][0]
+
+        def ours(entry):
+            return {h["agent"]: (h["idle"], h["closable"]) for h in entry["holders"]
+                    if h["agent"] in ("sales", "support")}
+
+        def settled():  # every session of ours idle past 1 s, in a split of one page (real time must pass: polled)
+            entry = check()
+            return entry if all(idle is not None and idle >= 7 * (a == "sales") + 3 * (a == "support")
+                                for a, (idle, _) in ours(entry).items()) else None
+
+        one_page = wait_until(settled, what="the new sessions idle past 1s")
+        rows = one_page["counts"]["listed"] + one_page["counts"]["system"] + one_page["counts"]["archived"]
+        monkeypatch.setattr(checking, "SPLIT_PAGE", 4)
+        pages = -(-rows // 4)
+        assert pages >= 3  # offsets really used
+        kept = SplitCache(state_dir)
+        (before,), _ = (list(d.values()) for d in kept.read())
+        for page in range(1, pages):  # a pass under way: the views keep the one-page split
+            assert check()["holders_as_of"] == one_page["holders_as_of"]
+            assert kept.read()[1]["t440"].offset == 4 * page
+        paged = check()
+        splits, passes = kept.read()
+        assert "t440" not in passes and splits["t440"].as_of > before.as_of  # the pass ended: a split of its own
+        assert ours(paged) == ours(one_page)
+    finally:  # the shared gateway left as found
+        delete_sessions(gw, keys)
