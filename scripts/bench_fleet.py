@@ -189,8 +189,11 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
             if serving.process.poll() is not None:
                 raise RuntimeError(f"guardian serve exited {serving.process.returncode} before its first check")
             time.sleep(0.2)
-        started = time.monotonic()
+        started, fleet_gone = time.monotonic(), None
         while (elapsed := time.monotonic() - started) < 60 * minutes:
+            if fleet.process.poll() is not None:  # serve polling refused connections is not the soak asked for
+                fleet_gone = elapsed / 60
+                break
             samples.append((elapsed / 60, proc_status(serving.process.pid, "VmRSS"),
                             proc_status(serving.process.pid, "Threads")))
             serving.get("/metrics")  # scraped as Prometheus would
@@ -211,7 +214,9 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
             f"- threads of the process, every 10 s: min {min(s[2] for s in samples)}, "
             f"max {max(s[2] for s in samples)}",
             f"- the last check's status: {checks.get('status')}, hosts {len(checks.get('hosts', []))}; "
-            f"{'; '.join(failures) or 'no failure counter'}", ""]
+            f"{'; '.join(failures) or 'no failure counter'}",
+            *([f"- **the fake gateways' process stopped at {fleet_gone:.1f} minutes**: the soak ended there"]
+              if fleet_gone is not None else []), ""]
 
 
 def main() -> int:
