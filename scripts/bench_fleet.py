@@ -10,8 +10,8 @@
 - `guardian serve` over the same 500 at its default 30 s interval for --serve-minutes: the time of
   each check (from /api/v1/status) and its duration (guardian_check_duration_seconds).
 - a soak: `guardian serve` at a 1 s check interval over 50 fake gateways for --minutes (the issue
-  asks 120: `--minutes 120`), its RSS sampled every 10 s: the mean of the first 5 minutes against
-  the last sample.
+  asks 120: `--minutes 120`), its RSS sampled every 10 s from its first check served: the mean of
+  the first 5 minutes against the last sample.
 
 Fake gateways come from scripts/fake_fleet.py, another process, so the figures are the guardian's.
 --markdown replaces this script's "## fleet" section of that file (scripts/bench.py's way).
@@ -190,13 +190,20 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
     port = free_port()
     config = config_file(workdir, fleet, SOAK_GATEWAYS, serve={"listen": f"127.0.0.1:{port}", "check_every": "1s"})
     serving = Serving(config, port)
-    samples: list[tuple[float, int]] = []  # (minutes since start, RSS KiB)
-    started = time.monotonic()
+    samples: list[tuple[float, int, int]] = []  # (minutes since its first check, RSS KiB, threads)
     try:
+        # the clock starts at the first check served: the process's running life, not its exec and imports
+        while serving.get("/api/v1/status") is None:
+            if serving.process.poll() is not None:
+                raise RuntimeError(f"guardian serve exited {serving.process.returncode} before its first check")
+            time.sleep(0.2)
+        started, fleet_gone = time.monotonic(), None
         while (elapsed := time.monotonic() - started) < 60 * minutes:
-            rss = proc_status(serving.process.pid, "VmRSS")
-            if rss:  # 0 while the new process is still starting
-                samples.append((elapsed / 60, rss))
+            if fleet.process.poll() is not None:  # serve polling refused connections is not the soak asked for
+                fleet_gone = elapsed / 60
+                break
+            samples.append((elapsed / 60, proc_status(serving.process.pid, "VmRSS"),
+                            proc_status(serving.process.pid, "Threads")))
             serving.get("/metrics")  # scraped as Prometheus would
             time.sleep(10)
         checks = json.loads(serving.get("/api/v1/status") or "{}")
@@ -204,16 +211,20 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
                     if line.startswith("guardian_serve_pass_failures_total{")]
     finally:
         serving.stop()
-    first = [rss for at, rss in samples if at <= 5] or [samples[0][1]]
+    first = [rss for at, rss, _ in samples if at <= 5] or [samples[0][1]]
     baseline, last = statistics.mean(first) / 1024, samples[-1][1] / 1024
     out += [f"### soak: serve at a 1 s check interval over {SOAK_GATEWAYS} gateways for {minutes:g} minutes", "",
             f"- RSS: mean of the first 5 minutes {baseline:.1f} MiB; at {samples[-1][0]:.1f} minutes {last:.1f} MiB: "
             f"**{100 * (last - baseline) / baseline:+.1f} %** (target within 10 %); "
             f"highest {max(s[1] for s in samples) / 1024:.1f} MiB",
             f"- RSS every minute (MiB): "
-            f"{', '.join(f'{rss / 1024:.1f}' for at, rss in samples if round(at * 6) % 6 == 0)}",
+            f"{', '.join(f'{rss / 1024:.1f}' for at, rss, _ in samples if round(at * 6) % 6 == 0)}",
+            f"- threads of the process, every 10 s: min {min(s[2] for s in samples)}, "
+            f"max {max(s[2] for s in samples)}",
             f"- the last check's status: {checks.get('status')}, hosts {len(checks.get('hosts', []))}; "
-            f"{'; '.join(failures) or 'no failure counter'}", ""]
+            f"{'; '.join(failures) or 'no failure counter'}",
+            *([f"- **the fake gateways' process stopped at {fleet_gone:.1f} minutes**: the soak ended there"]
+              if fleet_gone is not None else []), ""]
 
 
 def main() -> int:

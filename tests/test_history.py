@@ -21,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from guardian.adapters.audit import AuditLog
-from guardian.adapters.history import CSV_HEADER, MAX_GAP, TIME_LEVELS, History, Summary
+from guardian.adapters.history import CSV_HEADER, MAX_GAP, PAGE_CACHE_KIB, TIME_LEVELS, History, Summary
 from guardian.commands import check as checking
 from guardian.commands import cleanup
 from guardian.core.forecast import forecast
@@ -172,6 +172,17 @@ def test_rebound_after_a_cleanup_is_a_notice(fake, write_config, state_dir, caps
         "1m30s ago: sessions leak faster than cleanup reclaims them. Cleanup alone will not hold"
     ) in capsys.readouterr().err
     assert reasons(checking.run(config, None, now=T0 + 4 * MIN)) == []  # its cooldown
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_a_connection_caches_at_most_page_cache_kib_of_pages(tmp_path, write):
+    """Each transaction is a new connection: a cache as large as SQLite's default (2 MiB) only raised the
+    heap a 1 s serve kept, as the file grew past it."""
+    history = History(tmp_path)
+    with history._transaction(write=True):
+        pass  # the file, created
+    with history._transaction(write=write) as db:
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
 
 
 def test_corrupt_history_is_moved_aside_and_the_check_goes_on(fake, write_config, state_dir):
