@@ -146,13 +146,7 @@ def pooled(members: list[Split]) -> Split | None:
 
     def summed(groups: list[tuple[Share, ...]]) -> tuple[Share, ...]:
         names = list(dict.fromkeys(s.name for group in groups for s in group))
-        by_name = [{s.name: s for s in group} for group in groups]
-
-        def total(name, field):
-            values = [getattr(b[name], field) if name in b else 0 for b in by_name]
-            return None if any(v is None for v in values) else sum(values)
-
-        return tuple(Share(n, total(n, "sessions"), total(n, "idle"), total(n, "closable")) for n in names)
+        return tuple(_summed(n, [s for group in groups for s in group if s.name == n]) for n in names)
 
     agents = tuple(sorted(summed([m.agents for m in members]), key=lambda s: (-s.sessions, s.name)))
     kinds = summed([m.kinds for m in members])
@@ -165,12 +159,17 @@ def top(shares: tuple[Share, ...], n: int) -> list[Share]:
     """The first n shares (most sessions first) and what the rest hold together as `other` (bounded metrics)."""
     shown, rest = _top_and_rest(shares, n, lambda s: s.name)
     if rest:
-        def total(values):
-            return None if any(v is None for v in values) else sum(values)
-
-        shown.append(Share(OTHER, sum(s.sessions for s in rest), total([s.idle for s in rest]),
-                           total([s.closable for s in rest])))
+        shown.append(_summed(OTHER, rest))
     return shown
+
+
+def _summed(name: str, shares: list[Share]) -> Share:
+    """`shares` as one, named `name`: idle or closable unknown (None) where one of them does not know it."""
+    def total(values):
+        return None if any(v is None for v in values) else sum(values)
+
+    return Share(name, sum(s.sessions for s in shares), total([s.idle for s in shares]),
+                 total([s.closable for s in shares]))
 
 
 def due(usage: float, warning: float, last_as_of: float | None, every: float, now: float) -> bool:
