@@ -18,7 +18,6 @@ clock: `now` and the zone are arguments.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from statistics import median
@@ -163,10 +162,7 @@ class DayBins:
 
     def peak(self) -> tuple[float, float]:
         """(wall-clock seconds, usage) of the highest smoothed bin (the first of equals)."""
-        count, usage, seconds = self._window_sums()
-        means = [u / n if own else -math.inf for own, n, u in zip(self.count, count, usage)]
-        b = means.index(max(means))
-        return seconds[b] / count[b], means[b]
+        return max((point for point in self.smoothed() if point), key=lambda point: point[1])
 
     def hour_means(self) -> list[float | None]:
         per_hour = 3600 // BIN
