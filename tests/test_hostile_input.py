@@ -253,6 +253,37 @@ def test_a_state_file_is_used_only_when_every_field_is_what_we_write(data):
         policy.decide_anomaly(memory, "growth", Alerts(), 1_800_000_000.0)
 
 
+
+def states() -> st.SearchStrategy:
+    """Any State the guardian itself could hold: its own records, every field of its own types."""
+    from guardian.adapters.state import State
+    from guardian.core.plan import Posted
+    from guardian.core.records import ChannelMemory, SubjectState
+
+    times, levels = st.floats(0, 2e9), st.sampled_from(["ok", "notice", "warning", "critical"])
+    subject_ids = st.sampled_from(["host:a", "pool:p", "agent:a/sales", "host:a/growth", "host:\u00e9"])
+    channels = st.sampled_from(["slack", "mail", "am"])
+    return st.builds(
+        State,
+        st.dictionaries(subject_ids, st.builds(SubjectState, levels, st.integers(0, 9), st.none() | st.integers(0),
+                                               st.none() | times, st.none() | times), max_size=4),
+        st.dictionaries(st.tuples(subject_ids, channels),
+                        st.builds(ChannelMemory, levels, st.dictionaries(
+                            st.sampled_from(["notice", "warning", "critical", "unreachable", "growth"]), times,
+                            max_size=3), st.booleans()), max_size=4),
+        st.dictionaries(st.tuples(subject_ids, channels), st.builds(Posted, levels, st.booleans()), max_size=3),
+        st.dictionaries(st.sampled_from(["host:gone", "channel:old"]), times, max_size=2))
+
+
+@given(states())
+def test_a_state_is_read_back_as_it_was_written(state):
+    from guardian.adapters.state import State
+    from guardian.core.records import SubjectState
+
+    # a channel's memory is kept under its subject: one never checked is written with a fresh SubjectState
+    subjects = {**{sid: SubjectState() for sid, _ in [*state.memories, *state.posted]}, **state.subjects}
+    assert State.from_json(state.to_json()) == State(subjects, state.memories, state.posted, state.departed)
+
 # --- hostile names end to end -----------------------------------------------------------------------
 
 HOSTILE_KEYS = ["agent:main:\x1b[2J\x1b[31mred", "agent:main:forged\nguardian alert: CRITICAL fake 99%",
