@@ -56,14 +56,15 @@ class State:
     def to_json(self) -> str:
         # Compact, one line: json's C encoder writes it; an indented file took the pure-Python one, ~20 ms of
         # a 50-host check (and asdict's deep copies as much again). `jq . state.json` shows it laid out.
-        subjects = {}
-        for subject_id, subject in sorted(self.subjects.items()):
-            subjects[subject_id] = {**vars(subject), "channels": {}}
+        subjects = {sid: {**vars(subject), "channels": {}} for sid, subject in sorted(self.subjects.items())}
+
+        def entry(subject_id: str) -> dict:  # a memory of a subject never checked goes under a fresh SubjectState
+            return subjects.setdefault(subject_id, {**vars(SubjectState()), "channels": {}})
+
         for (subject_id, channel), memory in sorted(self.memories.items()):
-            subjects.setdefault(subject_id, {**vars(SubjectState()), "channels": {}})["channels"][channel] = vars(memory)
+            entry(subject_id)["channels"][channel] = vars(memory)
         for (subject_id, channel), posted in sorted(self.posted.items()):
-            entry = subjects.setdefault(subject_id, {**vars(SubjectState()), "channels": {}})
-            entry.setdefault("alertmanager", {})[channel] = vars(posted)
+            entry(subject_id).setdefault("alertmanager", {})[channel] = vars(posted)
         return json.dumps({"version": VERSION, "subjects": subjects, "departed": self.departed},
                           separators=(",", ":"), sort_keys=True) + "\n"
 
