@@ -4,8 +4,9 @@ side by side: the same file, rounds interleaved (the first not kept), the load a
     .venv/bin/python scripts/bench_report_against.py /work/main/.venv/bin/python [--runs 7]
 
 Each interpreter runs its own installed `guardian` (`python -P -m guardian`: never the one in the current
-directory). "cold" removes peak_forecasts.json before each run (the first report after an import, or where no
-check runs); the other runs find it as the checks keep it (this checkout's; another one may not read it).
+directory). "cold" removes peak_forecasts.json before each run, for either checkout (the first report after an
+import, or where no check runs): the forecasts computed; the other runs find it as the checks keep it (as the last
+run wrote it; a checkout that does not read it computes them every time).
 """
 
 from __future__ import annotations
@@ -41,10 +42,9 @@ def main() -> None:
         cases = {}
         for since in PERIODS:
             argv = ["-P", "-m", "guardian", "report", "--config", str(config), "--since", since, "--json"]
-            cases[f"baseline {since}"] = [args.baseline, *argv]
-            cases[f"here {since} cold"] = ["/bin/sh", "-c", 'rm -f "$0" && exec "$@"', forecasts, sys.executable,
-                                           *argv]
-            cases[f"here {since}"] = [sys.executable, *argv]
+            for who, python in (("baseline", args.baseline), ("here", sys.executable)):
+                cases[f"{who} {since}"] = [python, *argv]
+                cases[f"{who} {since} cold"] = ["/bin/sh", "-c", 'rm -f "$0" && exec "$@"', forecasts, python, *argv]
         before = os.getloadavg()[0]
         samples = interleaved(cases, args.runs)
         after = os.getloadavg()[0]
@@ -53,10 +53,10 @@ def main() -> None:
         print(f"- {name}: {spread(runs)}; CPU {spread(runs, 'cpu')}; "
               f"peak memory {spread(runs, 'rss_kib', 'MiB', 1 / 1024)}")
     for since in PERIODS:
-        base = samples[f"baseline {since}"]
-        for case in (f"here {since}", f"here {since} cold"):
-            print(f"- {case} / baseline: wall {median(samples[case]) / median(base):.2f}x, "
-                  f"CPU {median(samples[case], 'cpu') / median(base, 'cpu'):.2f}x")
+        for kind in ("", " cold"):
+            base, case = samples[f"baseline {since}{kind}"], samples[f"here {since}{kind}"]
+            print(f"- here {since}{kind} / baseline {since}{kind}: wall {median(case) / median(base):.2f}x, "
+                  f"CPU {median(case, 'cpu') / median(base, 'cpu'):.2f}x")
 
 
 if __name__ == "__main__":

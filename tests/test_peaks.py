@@ -73,6 +73,53 @@ def test_a_day_with_hours_missing_does_not_count():
     assert peak_forecast(gappy, samples[-1][0], zone, CRITICAL).days_of_history == 4
 
 
+def binned_one_by_one(samples, now, zone, lookback_days=peaks.LOOKBACK_DAYS):
+    """The rule local_days keeps, spelled out: each sample at its own local wall-clock time (its own UTC offset),
+    in the bin of its local day it falls in; a bin's count, usage and seconds added up in the samples' order."""
+    today = int((now + datetime.fromtimestamp(now, zone).utcoffset().total_seconds()) // DAY)
+    days = {}
+    for t, usage in samples:
+        if usage is None or t > now:
+            continue
+        wall = t + datetime.fromtimestamp(t, zone).utcoffset().total_seconds()
+        ordinal = int(wall // DAY)
+        if today - lookback_days <= ordinal < today:
+            count, usages, seconds = days.setdefault(ordinal, ([0] * peaks.BINS, [0.0] * peaks.BINS,
+                                                               [0.0] * peaks.BINS))
+            second = wall - ordinal * DAY
+            count[int(second // BIN)] += 1
+            usages[int(second // BIN)] += usage
+            seconds[int(second // BIN)] += second
+    return days
+
+
+@given(zone=st.sampled_from(ZONES), start=st.floats(0, 365 * DAY), days=st.integers(1, 6),
+       step=st.sampled_from([30.0, 61.7, 300.0, 900.0]), seed=st.integers(0, 2 ** 16), shuffled=st.booleans())
+@example(zone="America/New_York", start=5 * DAY, days=6, step=61.7, seed=1, shuffled=False)  # 2026-03-08: 23 h
+@example(zone="America/New_York", start=240 * DAY, days=6, step=300.0, seed=2, shuffled=True)  # 2026-11-01: 25 h
+@example(zone="Australia/Lord_Howe", start=213 * DAY, days=6, step=30.0, seed=3, shuffled=False)  # half an hour
+def test_samples_fall_in_the_bin_of_their_own_local_time_and_add_up_in_their_order(zone, start, days, step, seed,
+                                                                                   shuffled):
+    """Offsets are looked up once a quarter-hour of UTC and shared between calls, and a day's lists are held while
+    its samples last: the bins are still exactly those of each sample's own local time, sums in the given order."""
+    import random
+
+    tz, rng = ZoneInfo(zone), random.Random(seed)
+    samples = [(t, None if rng.random() < 0.05 else rng.uniform(0, 100))
+               for t, _ in series(lambda local: 0, tz, START + start, days, step)]
+    if shuffled:  # the samples of a day need not come together
+        rng.shuffle(samples)
+    now = START + start + days * DAY * rng.uniform(0.5, 1.0)  # some samples after now: left out
+    expected = binned_one_by_one(samples, now, tz, lookback_days=days)
+    got = local_days(samples, now, tz, lookback_days=days)
+    assert set(got) <= {peaks.EPOCH_DAY + timedelta(days=o) for o in expected}
+    for day, bins in got.items():
+        assert (bins.count, bins.usage, bins.seconds) == expected[(day - peaks.EPOCH_DAY).days]
+    complete = {o for o, (count, _, _) in expected.items()
+                if sum(any(count[h * 12:(h + 1) * 12]) for h in range(24)) >= peaks.MIN_HOURS}
+    assert {(day - peaks.EPOCH_DAY).days for day in got} == complete
+
+
 @given(level=st.floats(0, CRITICAL - 0.1), zone=st.sampled_from(ZONES), days=st.integers(4, 9),
        step=st.sampled_from([60.0, 300.0, 900.0, 3600.0]))
 def test_a_flat_series_has_no_growth_and_no_critical_peak(level, zone, days, step):
