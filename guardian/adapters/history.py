@@ -228,7 +228,7 @@ class History:
         """Append this check's rows, roll up the buckets it finished, prune what is past its window (`keep`:
         config.history), and return each of these (kind, name) subjects' recent rows since `since`, thinned (see
         `_recent`): their times and usages, and the rows themselves only when `whole_rows` (the anomalies look at
-        them; most checks' do not, and reading only two columns is half the read's cost)."""
+        them; most checks' do not, and reading four columns of a row, not nine, is about half the read's cost)."""
         now = max(s.time for s in samples)
         subjects = sorted({(s.kind, s.name) for s in samples})
         with self._transaction(write=True) as db:
@@ -603,7 +603,7 @@ def _by_subject(db, subjects: list[tuple[str, str]], since: float, until: float,
     """`_recent`'s rows of each subject, grouped here once (a check would otherwise group 6,000 rows for 50 hosts
     again), as the columns the forecast fits and, when `whole_rows`, as Samples."""
     grouped = {subject: Recent([], [], []) for subject in subjects}
-    if not whole_rows:  # no Sample a row, nor a name and a level: the forecast reads only these two
+    if not whole_rows:  # no Sample a row, nor its sessions, limit and level: the forecast reads only these two
         for kind, name, time, usage in _recent(db, subjects, since, until, before, "kind, name, time, usage"):
             recent = grouped.get((kind, name))
             if recent is not None:
