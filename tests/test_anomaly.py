@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from guardian.core.anomaly import find, growth, rebound
+from guardian.core.anomaly import find, growth, reads_samples, rebound
 from guardian.core.records import CleanupRun, Sample
 from guardian.settings.model import Alerts
 
@@ -190,3 +190,27 @@ def test_peak_notice_is_told_once_per_peak_with_its_own_memory(lead_hours, every
             memory = decision.memory
             told += [upcoming for _ in decision.notices]
     assert told == peaks  # each once, the first within the lead of it
+
+
+# A check reads its subjects' Samples back from history.db only when `reads_samples` says the anomalies will look at
+# them (else only the times and usages the forecast fits): so whenever it says no, what they find from no samples
+# is what they would find from any.
+@given(st.lists(st.tuples(st.integers(0, 120), st.none() | st.integers(0, 100)), max_size=60),
+       st.lists(st.tuples(st.integers(0, 120), st.integers(0, 3)), max_size=3),
+       st.sampled_from([None, 10 * MIN, 60 * MIN]), st.sampled_from([0.0, 30 * MIN]),
+       st.sampled_from(["ok", "warning"]))
+def test_the_anomalies_look_at_no_sample_unless_reads_samples_says_so(points, runs, predict, rebound_window, level):
+    series = sorted(samples([(m / 2, n) for m, n in points], level=level), key=lambda s: s.time)
+    cleanups = [cleanup(m / 2, closed) for m, closed in runs]
+    alerts = replace(Alerts(), predict=predict, rebound=rebound_window)
+    now = T0 + 60 * MIN
+    if not reads_samples(alerts, cleanups):
+        assert find(series, cleanups, alerts, 3600, now) == find([], cleanups, alerts, 3600, now) == {}
+
+
+def test_reads_samples_when_growth_is_on_or_a_cleanup_in_question_closed_sessions():
+    cleaned, idle_run = cleanup(0, 3), cleanup(0, 0)
+    assert reads_samples(replace(Alerts(), predict=30 * MIN), [])
+    assert reads_samples(Alerts(), [idle_run, cleaned])
+    assert not reads_samples(Alerts(), [idle_run])
+    assert not reads_samples(replace(Alerts(), rebound=0.0), [cleaned])

@@ -116,3 +116,25 @@ def line(gaps, per_minute, at_now):
     for gap in reversed(gaps[1:]):
         times.insert(0, times[0] - gap)
     return [(t, at_now + per_minute * (t - NOW) / 60) for t in times]
+
+
+# r² is the fit's quality against its own robust line: 1 - (squared residuals) / (squared deviations from the mean),
+# at least 0; None for a flat series. Floating error aside: the sums of squares are products, which `** 2` (pow)
+# rounds differently by an ulp at times, so the two agree within 1e-9, not to the bit.
+@given(st.lists(st.tuples(st.floats(0, HOUR), st.floats(0, 100) | st.sampled_from([0.0, 50.0, 100.0])),
+                min_size=MIN_SAMPLES, max_size=300))
+def test_r2_is_one_less_the_residuals_share_of_the_variance(points):
+    samples = [(NOW - HOUR + at, usage) for at, usage in points]
+    fit = forecast(samples, 90, NOW, HOUR)
+    assume(fit.enough)
+    usages = [usage for _, usage in samples]
+    mean = sum(usages) / len(usages)
+    total = sum((usage - mean) ** 2 for usage in usages)
+    if total == 0:
+        assert fit.r2 is None
+        return
+    level = sorted(u - fit.slope * (t - NOW) for t, u in samples)
+    middle = len(level) // 2
+    at_now = level[middle] if len(level) % 2 else (level[middle - 1] + level[middle]) / 2
+    residual = sum((u - (at_now + fit.slope * (t - NOW))) ** 2 for t, u in samples)
+    assert fit.r2 == pytest.approx(max(0.0, 1 - residual / total), abs=1e-9)

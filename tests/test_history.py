@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -592,7 +593,7 @@ def recorded(rows: list[Sample], since: float, before: tuple[float, ...] = ()) -
     with tempfile.TemporaryDirectory() as tmp:
         history = History(Path(tmp))
         history.record(rows[:-1], since, HistorySettings())
-        return history.record(rows[-1:], since, HistorySettings(), before)
+        return history.record(rows[-1:], since, HistorySettings(), before, whole_rows=True)[("host", "a")].samples
 
 
 def test_a_one_second_interval_reads_a_bounded_number_of_rows_keeping_what_the_rules_need():
@@ -653,3 +654,34 @@ def test_the_thinned_forecast_is_the_full_one_within_tolerance(seed, slope, base
         assert full.rising == thinned.rising
     if full.rising and thinned.rising:
         assert abs(full.critical_in * full.slope - thinned.critical_in * thinned.slope) <= noise + 0.5
+
+
+# What a check reads back for its forecast when the anomalies look at no sample (anomaly.reads_samples) is the whole
+# rows' times and usages, subject by subject: the same rows, thinned or not, so the same forecast.
+@settings(max_examples=20, deadline=None)  # each example writes up to 3,600 samples to two history.db files
+@given(seed=st.integers(0, 2**32), every=st.sampled_from([1.0, 30.0]), unreachable=st.floats(0, 0.3),
+       cleanups=st.lists(st.floats(0, 900), max_size=2))
+def test_the_forecasts_read_is_the_whole_rows_times_and_usages(seed, every, unreachable, cleanups):
+    draw, now = random.Random(seed), T0 + 900
+    checked = [("host", "a"), ("pool", "a"), ("host", "b")]  # a pool may share a host's name
+    rows = []
+    for k in range(int(900 / every) + 1):
+        at = T0 + k * every - draw.random() * min(every, 1) / 2
+        for kind, name in [*checked, ("host", "left")] if k < 10 else checked:  # "left": no longer checked
+            sessions = None if draw.random() < unreachable else draw.randrange(50)
+            rows.append(Sample(at if k else T0, kind, name, sessions, 50, None if sessions is None else 2.0 * sessions,
+                               "ok", 0, sessions is not None))
+    last = [Sample(now, kind, name, 1, 50, 2.0, "ok", 0, True) for kind, name in checked]
+    before = tuple(T0 + at for at in cleanups)
+    with tempfile.TemporaryDirectory() as tmp:
+        History(Path(tmp, "light")).record(rows, T0, HistorySettings())
+        shutil.copytree(Path(tmp, "light"), Path(tmp, "whole"))
+        light = History(Path(tmp, "light")).record(last, now - 900, HistorySettings(), before)
+        whole = History(Path(tmp, "whole")).record(last, now - 900, HistorySettings(), before, whole_rows=True)
+    assert set(light) == set(whole) == set(checked)
+    for subject in checked:
+        samples = whole[subject].samples
+        assert all((s.kind, s.name) == subject for s in samples) and samples
+        assert (light[subject].times, light[subject].usages) == ([s.time for s in samples], [s.usage for s in samples])
+        assert (whole[subject].times, whole[subject].usages) == (light[subject].times, light[subject].usages)
+        assert light[subject].samples == []

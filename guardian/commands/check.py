@@ -412,13 +412,10 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
     cleanups = cleanup_runs(audit.records_since(now - config.alerts.rebound)) if config.alerts.rebound else []
     try:  # the check before each cleanup is kept for rebound
         recent = history.record([_sample(s, now) for s in subjects], since, config.history,
-                                tuple(c.time for c in cleanups))
+                                tuple(c.time for c in cleanups), anomaly.reads_samples(config.alerts, cleanups))
     except HistoryError as exc:
         return [*history.warnings, f"{exc}; this check has no forecast"]
     window = config.history.forecast_window
-    by_subject: dict[tuple, list[Sample]] = {}  # grouped once: filtering per subject grows with hosts squared
-    for sample in recent:  # by (kind, name): a subject id per row would be a string made 6,000 times for 50 hosts
-        by_subject.setdefault((sample.kind, sample.name), []).append(sample)
     critical = config.alerts.thresholds["critical"]
     try:
         peaks = cached_peaks(history, config.state_dir, {s.id: (s.kind, s.name) for s in subjects},
@@ -428,10 +425,9 @@ def _trends(config: Config, subjects: list[Subject], now: float, audit: AuditLog
         history.warnings.append(f"{exc}; this check has no peak forecast")
     earlier = _agent_baselines(history, subjects, config, now)
     for subject in subjects:
-        samples = by_subject.get((subject.kind, subject.name), [])
+        times, usages, samples = recent[subject.kind, subject.name]
         subject.peak = peaks.get(subject.id)
-        subject.forecast = forecast([(s.time, s.usage) for s in samples], critical,
-                                    now, window)
+        subject.forecast = forecast(zip(times, usages), critical, now, window)
         if subject.name in earlier and subject.kind == "host":
             since, counts = earlier[subject.name]
             subject.growth, subject.growth_span = attribution.growth(counts, _agent_sessions(subject)), now - since

@@ -31,6 +31,21 @@ class Rebound:
     now: int
 
 
+def reads_samples(alerts: Alerts, cleanups: list[CleanupRun]) -> bool:
+    """Whether growth or rebound look at any subject's samples at all, with these cleanups in question: most checks'
+    do not (growth is off by default, and rebound needs a cleanup that closed sessions), so their history read
+    leaves out all but the times and usages the forecast fits (50 hosts' hour is 6,000 rows)."""
+    return _growth_on(alerts) or _rebound_on(alerts, cleanups)
+
+
+def _growth_on(alerts: Alerts) -> bool:
+    return bool(alerts.predict)
+
+
+def _rebound_on(alerts: Alerts, cleanups: list[CleanupRun]) -> bool:
+    return bool(alerts.rebound) and any(c.closed > 0 for c in cleanups)
+
+
 def growth(samples: list[Sample], alerts: Alerts, window: float, now: float) -> Forecast | None:
     """The trend's fit when usage is growing toward critical at `now`, else None.
 
@@ -38,7 +53,7 @@ def growth(samples: list[Sample], alerts: Alerts, window: float, now: float) -> 
     noisy check is not a trend). Not while the subject is at critical, even held there by the margin: the
     usage alert says that.
     """
-    if not alerts.predict:  # before looking at the samples: off by default, and 50 hosts' hour is 6,000 of them
+    if not _growth_on(alerts):  # before looking at the samples (see reads_samples)
         return None
     latest = max((s for s in samples if s.time <= now), key=lambda s: s.time, default=None)
     if latest is None or latest.sessions is None or latest.level == "critical":
@@ -76,7 +91,7 @@ def trend(samples: list[Sample], critical: float, now: float, window: float) -> 
 def rebound(samples: list[Sample], cleanups: list[CleanupRun], alerts: Alerts, now: float) -> Rebound | None:
     """The latest cleanup within `alerts.rebound` before `now` that closed sessions and that usage has undone,
     back at or above notice: below it, sessions coming back are the normal churn of a host with room to spare."""
-    if not alerts.rebound or not any(c.closed > 0 for c in cleanups):  # before the samples: most checks have none
+    if not _rebound_on(alerts, cleanups):  # before looking at the samples (see reads_samples)
         return None
     readings = [s for s in samples if s.sessions is not None and s.time <= now]
     if not readings or readings[-1].usage < alerts.thresholds["notice"]:
