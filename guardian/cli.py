@@ -393,8 +393,9 @@ def history_import(app, config_path, file):
     """Add the samples of a CSV file (another monitor's logs) to the history; the same file again adds nothing."""
     from pathlib import Path
 
-    from guardian.adapters.history import History
+    from guardian.adapters.history import History, HistoryError
     from guardian.adapters.peak_cache import forget
+    from guardian.commands import report as reporting
 
     config = app.load(config_path, None)
     try:
@@ -402,9 +403,14 @@ def history_import(app, config_path, file):
                                                      time.time())
     except ValueError as exc:
         fail(f"{file}: {exc}; nothing was imported from it", 2)
+    click.echo(f"{file}: imported before; nothing added" if added is None else f"{file}: {added} samples added")
     if added:
         forget(config.state_dir)  # the peak forecasts were computed without these samples
-    click.echo(f"{file}: imported before; nothing added" if added is None else f"{file}: {added} samples added")
+        try:
+            reporting.keep_peak_forecasts(config, time.time())
+        except (HistoryError, OSError) as exc:
+            click.echo(f"warning: the peak forecasts were not computed again ({exc}); the next report or check will",
+                       err=True)
 
 
 @history.command("export")

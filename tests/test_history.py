@@ -552,15 +552,33 @@ def test_report_takes_the_peak_forecasts_from_their_file_while_they_equal_a_comp
         assert len(reads) == 4  # the last one read the file the one before wrote
 
 
-def test_an_import_drops_the_peak_forecasts_computed_without_its_samples(write_config, cli, tmp_path, state_dir):
-    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}})
-    peaked_history(state_dir, 5, T0)
+def test_an_import_keeps_the_peak_forecasts_computed_with_its_samples(write_config, cli, tmp_path, state_dir):
+    """The forecasts kept before an import were made without its samples; the import makes them again, so the next
+    report reads them (cold, 50 hosts' cost ~0.8 s) and they are what history.db gives now."""
+    from guardian.adapters.peak_cache import forget
+    from guardian.commands import report as reporting
+
+    path = write_config({"a": {"url": "ws://127.0.0.1:9", "token_env": "HOME", "limit": 40}}, history={"tz": "UTC"})
+    imported_at = time.time()
+    peaked_history(state_dir, 5, imported_at)
     for name in ("peaks.json", "peak_forecasts.json"):
         (state_dir / name).write_text("{}")
-    csv_file = tmp_path / "old-monitor.csv"
-    csv_file.write_text(f"time,kind,name,sessions,limit\n{T0 - 10 * 86400:.0f},host,a,10,40\n")
+    csv_file = tmp_path / "old-monitor.csv"  # a day a week back, busier than any since: the p90 peak moves
+    day = (imported_at // 86400 - 7) * 86400
+    csv_file.write_text("time,kind,name,sessions,limit\n" + "".join(
+        f"{t:.0f},host,a,38,40\n" for t in range(int(day), int(day) + 86400, 300)))
     assert cli("history", "import", "--config", path, csv_file).exit_code == 0
-    assert not any((state_dir / name).exists() for name in ("peaks.json", "peak_forecasts.json"))
+    kept = json.loads((state_dir / "peak_forecasts.json").read_text())
+    assert imported_at <= kept["computed_at"] <= time.time() and "host:a" in kept["subjects"]
+    config, now = load(path), time.time()
+    with profile_reads() as reads:
+        cached = [(s.id, s.peak) for s in reporting.run(config, None, now - 86400, now).subjects]
+    if kept["computed_at"] // 86400 == now // 86400:
+        assert reads == []  # the same local day: the report computed nothing
+    forget(state_dir)
+    assert cached == [(s.id, s.peak) for s in reporting.run(config, None, now - 86400, now).subjects]
+    assert cached[0][1].days_of_history == 6
+
 
 def test_check_tells_a_peak_notice_hours_before_a_peak_expected_at_critical(fake, write_config, state_dir):
     config = load(write_config({"a": {"url": fake.url, "token": "secret", "limit": 100}}, history={"tz": "UTC"},

@@ -161,20 +161,37 @@ def parse_since(text: str, now: float) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
+def reported(config: Config, hosts: list) -> list[tuple[str, str, int]]:
+    """The subjects a report over these hosts shows: (kind, name, limit) of each host, pool and agent limit."""
+    return [*(("host", h.name, h.limit) for h in hosts),
+            *(("pool", p.name, p.limit) for p in config.pools_within(hosts)),
+            *(("agent", f"{h.name}/{agent}", limit) for h in hosts
+              for agent, limit in config.cleanup.agent_limit.items())]
+
+
+def peak_forecasts(history: History, config: Config, ids: list[tuple[str, str]], now: float) -> dict:
+    """The peak forecasts of these (kind, name) subjects, by subject id: kept ones while fresh, else computed and kept.
+    They look back their own weeks from now, whatever the report's period, as the checks keep them."""
+    return cached_forecasts(history, config.state_dir, {subject_id(kind, name): (kind, name) for kind, name in ids},
+                            config.history.zone, config.alerts.thresholds["critical"], now)
+
+
+def keep_peak_forecasts(config: Config, now: float) -> None:
+    """Compute and keep every reported subject's peak forecast now (after `history import` dropped the kept ones), so
+    the next report reads them instead of computing them (~0.8 s of CPU for 50 hosts)."""
+    peak_forecasts(History(config.state_dir), config, [(kind, name) for kind, name, _ in
+                                                       reported(config, config.select(None))], now)
+
+
 def run(config: Config, host_names: str | None, since: float, now: float) -> Report:
     """Aggregate history.db over the period, read the audit log for it, and build the report."""
     hosts = config.select(host_names)
-    subjects = [("host", h.name, h.limit) for h in hosts]
-    subjects += [("pool", p.name, p.limit) for p in config.pools_within(hosts)]
-    subjects += [("agent", f"{h.name}/{agent}", limit) for h in hosts
-                 for agent, limit in config.cleanup.agent_limit.items()]
+    subjects = reported(config, hosts)
     history = History(config.state_dir)
     ids = [(kind, name) for kind, name, _ in subjects]
     summaries = history.summaries(ids, since, now, config.history, SERIES_POINTS)
     recent = history.read(ids, now - config.history.forecast_window, now)  # the forecast looks back from now
-    # the peak forecasts look back their own weeks from now, whatever the period: as the checks keep them
-    peaks = cached_forecasts(history, config.state_dir, {subject_id(kind, name): (kind, name) for kind, name in ids},
-                             config.history.zone, config.alerts.thresholds["critical"], now)
+    peaks = peak_forecasts(history, config, ids, now)
     records = [r for r in read_since(config.state_dir, since) if (timestamp(r) or math.inf) <= now]
     quiet, warnings = read_quiet(config)
     report = build(subjects, summaries, recent, peaks, records, config, since, now, quiet)
