@@ -204,6 +204,8 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
                 break
             samples.append((elapsed / 60, proc_status(serving.process.pid, "VmRSS"),
                             proc_status(serving.process.pid, "Threads")))
+            print(f"soak {samples[-1][0]:6.2f} min: RSS {samples[-1][1] / 1024:.1f} MiB, {samples[-1][2]} threads",
+                  file=sys.stderr, flush=True)  # a 2-hour run shows where it is going
             serving.get("/metrics")  # scraped as Prometheus would
             time.sleep(10)
         checks = json.loads(serving.get("/api/v1/status") or "{}")

@@ -46,6 +46,22 @@ def address(config: Config, listen: str | None) -> tuple[str, int]:
     return host, port
 
 
+def release_freed_heap() -> None:
+    """Give the heap a pass freed back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    Each pass's transient peak (the history read-back, SQLite's pages, the pollers' buffers and stacks) is freed
+    when it ends, but glibc keeps the freed pages mapped: without this a daemon's RSS is its highest pass so far,
+    which creeps up over hours though nothing is kept (docs/benchmarks.md, the soak).
+    """
+    import ctypes  # serve only: a check never pays for it
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc (musl, macOS): their allocators return memory their own way
+        return
+    trim(0)
+
+
 def next_due(due: float, every: float, now: float) -> float:
     """The first time on the schedule (due + k*every) after now: a pass that ran late skips the slots it missed
     instead of running them back to back."""
@@ -167,7 +183,8 @@ class Service:
                 if self.reload_asked:
                     self.reload_asked = False
                     self.reload()
-                self.run_due(self.clock())
+                if self.run_due(self.clock()):
+                    release_freed_heap()
                 self.wake.wait(max(0.0, min(self.due.values()) - self.clock()))
                 self.wake.clear()
         finally:
