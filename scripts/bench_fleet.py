@@ -1,7 +1,7 @@
 """Issue 18's fleet benchmarks: check over 500 gateways, serve holding its schedule at 500, and a soak.
 
     .venv/bin/python scripts/bench_fleet.py [--runs 5] [--serve-minutes 2] [--minutes 10]
-        [--fake-processes 2] [--markdown docs/benchmarks.md]
+        [--fake-processes 2] [--fake-loop uvloop|asyncio] [--markdown docs/benchmarks.md]
 
 - `guardian check` over 500 fake gateways, each answering after 50 ms, against the same over one:
   wall time, peak memory (the process's own maxrss), peak threads (its /proc status, sampled
@@ -115,7 +115,8 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
             f"- wall time {GATEWAYS} / 1: **{ratio:.2f}x** (target < 3x)",
             f"- CPU of the guardian's process: {spread(own_cpu['one'], 's')} for 1, {spread(own_cpu['many'], 's')} "
             f"for {GATEWAYS}; of the fake gateways (scripts/fake_fleet.py, {fleet.processes} process"
-            f"{'es' if fleet.processes > 1 else ''}) during a {GATEWAYS}-gateway check: {spread(fake_cpu, 's')}, "
+            f"{'es' if fleet.processes > 1 else ''} on {fleet.loop}) during a {GATEWAYS}-gateway check: "
+            f"{spread(fake_cpu, 's')}, "
             f"{1000 * statistics.median(fake_cpu) / GATEWAYS:.2f} ms a poll",
             *(f"- for comparison, {GATEWAYS} gateways with check.concurrency {cap}"
               f"{' (a thread per host)' if cap == GATEWAYS else ''}: {spread(wall[cap], 's')}, "
@@ -238,11 +239,13 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--fake-processes", type=int, default=2,
                         help="spread the fake gateways over this many processes (scripts/fake_fleet.py --processes)")
+    parser.add_argument("--fake-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the fake gateways' event loop (scripts/fake_fleet.py --loop): asyncio for comparison")
     args = parser.parse_args()
     out = ["## fleet", "", f"{measured()}. Load average (1 min) at the start: {os.getloadavg()[0]:.1f}.", "",
            "Regenerate: `.venv/bin/python scripts/bench_fleet.py --markdown docs/benchmarks.md` "
            "(`--minutes 120` for the issue's 2-hour soak; `--only check|serve|soak`).", ""]
-    fleet = Fleet(GATEWAYS, args.fake_processes)
+    fleet = Fleet(GATEWAYS, args.fake_processes, args.fake_loop)
     try:
         with tempfile.TemporaryDirectory(prefix="guardian-fleet-") as workdir:
             if args.only in (None, "check"):

@@ -43,10 +43,10 @@ SMALL_GW, BIG_GW, DELETE_GW = FLEET, FLEET + 1, FLEET + 2
 class Fleet:
     """scripts/fake_fleet.py in a subprocess."""
 
-    def __init__(self, count: int, processes: int = 1):
-        self.processes = processes
+    def __init__(self, count: int, processes: int = 1, loop: str = "uvloop"):
+        self.processes, self.loop = processes, loop
         self.process = subprocess.Popen([PYTHON, str(ROOT / "scripts" / "fake_fleet.py"), "--gateways", str(count),
-                                         "--processes", str(processes)],
+                                         "--processes", str(processes), "--loop", loop],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started = json.loads(self.process.stdout.readline())
         self.urls, self.token = started["urls"], started["token"]

@@ -1,10 +1,11 @@
 """Serve N fake OpenClaw gateways (tests/fake_gateway.py), for the benchmarks.
 
-    .venv/bin/python scripts/fake_fleet.py --gateways 50 [--processes 4]
+    .venv/bin/python scripts/fake_fleet.py --gateways 50 [--processes 4] [--loop asyncio]
 
 A separate process, so the guardian measured against it pays none of the fakes' CPU. All of a process's
 gateways share one event loop (one thread); --processes spreads them over that many processes (this one
-relays), so that the fakes are not one interpreter's worth of CPU. Prints one
+relays), so that the fakes are not one interpreter's worth of CPU. The loop is uvloop's (0-18 % less of the
+fakes' CPU a poll than asyncio's, docs/benchmarks.md "fleet"; `--loop asyncio` for comparison). Prints one
 JSON line, {"urls": [...], "token": ...}, then reads one JSON command per line on stdin and answers
 each with a line "ok":
 
@@ -19,6 +20,7 @@ stops the fleet.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -27,9 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import uvloop  # noqa: E402
 from fake_gateway import FakeGateway, LoopThread  # noqa: E402
 
 TOKEN = "bench-secret"
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
 def fill(gateway: FakeGateway, count: int, idle_for: float) -> None:
@@ -52,9 +56,9 @@ def apply(fleet: list[FakeGateway], command: dict) -> None:
             fill(gateway, command["sessions"], command.get("idle_for", 3 * 3600))
 
 
-def serve(count: int) -> None:
+def serve(count: int, loop_name: str) -> None:
     """This process's gateways, on one event loop, commanded by stdin."""
-    loop = LoopThread()
+    loop = LoopThread(new_loop=LOOPS[loop_name])
     fleet = [FakeGateway(TOKEN, loop=loop) for _ in range(count)]
     for gateway in fleet:
         gateway.recording = False  # nobody reads the recordings here; they would only grow
@@ -70,12 +74,12 @@ def serve(count: int) -> None:
         loop.stop()
 
 
-def relay(count: int, processes: int) -> None:
+def relay(count: int, processes: int, loop_name: str) -> None:
     """Gateways 0..count-1 served by `processes` children in consecutive slices; each command goes to the
     children holding its gateways, with their own indices."""
     sizes = [count // processes + (i < count % processes) for i in range(processes)]
-    children = [subprocess.Popen([sys.executable, __file__, "--gateways", str(size)], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True) for size in sizes if size]
+    children = [subprocess.Popen([sys.executable, __file__, "--gateways", str(size), "--loop", loop_name],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for size in sizes if size]
     try:
         urls = [url for child in children for url in json.loads(child.stdout.readline())["urls"]]
         print(json.dumps({"urls": urls, "token": TOKEN}), flush=True)
@@ -103,11 +107,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--loop", choices=sorted(LOOPS), default="uvloop")
     args = parser.parse_args()
     if args.processes > 1:
-        relay(args.gateways, args.processes)
+        relay(args.gateways, args.processes, args.loop)
     else:
-        serve(args.gateways)
+        serve(args.gateways, args.loop)
     return 0
 
 

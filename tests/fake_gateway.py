@@ -397,10 +397,12 @@ def classified(key: str) -> dict:
 
 class LoopThread:
     """An asyncio event loop running in a daemon thread. Each FakeGateway has its own unless given one: many
-    gateways on one loop (scripts/fake_fleet.py) cost one thread, not one each waking up in turn for the GIL."""
+    gateways on one loop (scripts/fake_fleet.py) cost one thread, not one each waking up in turn for the GIL.
+    `new_loop` makes the loop: asyncio's, or uvloop's (scripts/fake_fleet.py: less CPU a poll)."""
 
-    def __init__(self, name: str = "FakeGateway-loop"):
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, name: str = "FakeGateway-loop", new_loop: Callable[[], asyncio.AbstractEventLoop] =
+                 asyncio.new_event_loop):
+        self.loop = new_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=name)
         self._thread.start()
 

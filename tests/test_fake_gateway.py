@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import uvloop
 import websocket
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -45,25 +46,37 @@ def opened():
     close_all(sockets)
 
 
-def _gateway_fixture(opened, **kwargs):
-    with FakeGateway(**kwargs) as gateway:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request):
+    """Every test of a gateway runs on asyncio's loop (the gateway's own, as the tests use it) and on a shared
+    uvloop (scripts/fake_fleet.py's): the same frames, byte for byte, on either."""
+    if request.param == "asyncio":
+        yield None
+        return
+    shared = LoopThread(new_loop=uvloop.new_event_loop)
+    yield shared
+    shared.stop()
+
+
+def _gateway_fixture(opened, loop, **kwargs):
+    with FakeGateway(**kwargs, loop=loop) as gateway:
         yield gateway
         close_all(opened)
 
 
 @pytest.fixture
-def gw(opened):
-    yield from _gateway_fixture(opened)
+def gw(opened, loop):
+    yield from _gateway_fixture(opened, loop)
 
 
 @pytest.fixture
-def legacy_gw(opened):
-    yield from _gateway_fixture(opened, version="2026.4.29", legacy=True)
+def legacy_gw(opened, loop):
+    yield from _gateway_fixture(opened, loop, version="2026.4.29", legacy=True)
 
 
 @pytest.fixture
-def remote_gw(opened):
-    yield from _gateway_fixture(opened, remote=True)
+def remote_gw(opened, loop):
+    yield from _gateway_fixture(opened, loop, remote=True)
 
 
 def open_ws(gateway, opened=None, origin=None):

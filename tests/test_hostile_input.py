@@ -13,9 +13,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websocket import ABNF, WebSocketTimeoutException
 
-from guardian.adapters import gateway
+from guardian.adapters import gateway, wire
 from guardian.settings.load import parse
 from guardian.settings.model import ConfigError, Host
 from guardian.settings.secrets import Secret
@@ -65,13 +64,8 @@ error_objects = (
 )
 
 
-class Frame:
-    def __init__(self, data: bytes):
-        self.data = data
-
-
 class ScriptedSocket:
-    """Stands in for a websocket-client socket: plays `frames` ((opcode, bytes); "$ID" in them is
+    """Stands in for gateway.WebSocket: plays `frames` ((opcode, bytes); "$ID" in them is
     replaced by the id of the last request sent), then times out as a silent gateway would."""
 
     def __init__(self, frames):
@@ -84,22 +78,22 @@ class ScriptedSocket:
     def send(self, text):
         self.last_id = json.loads(text)["id"]
 
-    def recv_data_frame(self):
+    def recv_message(self):
         if not self.frames:
-            raise WebSocketTimeoutException("timed out")
+            raise TimeoutError("timed out")
         opcode, data = self.frames.pop(0)
-        return opcode, Frame(data.replace(b"$ID", self.last_id.encode()))
+        return opcode, data.replace(b"$ID", self.last_id.encode())
 
     def close(self, timeout=None):
         pass
 
 
 def text_frame(value) -> tuple[int, bytes]:
-    return ABNF.OPCODE_TEXT, json.dumps(value).encode()
+    return wire.TEXT, json.dumps(value).encode()
 
 
 raw_frames = st.tuples(
-    st.sampled_from([ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CLOSE]), st.binary(max_size=64)
+    st.sampled_from([wire.TEXT, wire.BINARY, wire.CLOSE]), st.binary(max_size=64)
 )
 frame_like = shaped({"type": st.sampled_from(["res", "event"]) | json_values, "id": st.just("$ID") | json_values,
                      "ok": json_values, "payload": json_values, "error": json_values, "event": json_values})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from guardian import __version__
+from guardian.adapters import wire
 from guardian.settings.model import Host
 
 CLIENT = {"id": "gateway-client", "version": __version__, "platform": "linux", "mode": "backend"}
@@ -234,22 +235,20 @@ def _wait_before_asking_again(answer, retries: int, overloads: int) -> float | N
 
 def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
     """The next JSON frame before the deadline; None for a frame that is not a JSON object."""
-    from websocket import ABNF, WebSocketConnectionClosedException, WebSocketTimeoutException
-
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s")
     ws.settimeout(remaining)
     try:
-        opcode, frame = ws.recv_data_frame()
-    except WebSocketTimeoutException:
+        opcode, data = ws.recv_message()
+    except TimeoutError:  # socket.timeout, also TLS's
         raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s") from None
-    except (WebSocketConnectionClosedException, OSError) as exc:
+    except (wire.WireError, OSError) as exc:
         raise GatewayError(
             "CLOSED", f"{host.name}: the connection dropped while waiting for {waiting_for} ({exc or 'closed'})"
         ) from None
-    if opcode == ABNF.OPCODE_CLOSE:
-        code, reason = _close_reason(frame.data)
+    if opcode == wire.CLOSE:
+        code, reason = _close_reason(data)
         raise GatewayError(
             "CLOSED",
             f"{host.name}: the gateway closed the connection while we waited for "
@@ -257,7 +256,7 @@ def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
             {"closeCode": code, "closeReason": reason},
         )
     try:
-        message = json.loads(frame.data)
+        message = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     return message if isinstance(message, dict) else None
@@ -370,27 +369,14 @@ def _missing_scope_error(host: Host, scopes: list[str], hello: Hello) -> Gateway
                         {"missing": missing, "granted": hello.scopes, "hello": hello})
 
 
-def _open_socket(host: Host, deadline: float):
+def _open_socket(host: Host, deadline: float) -> WebSocket:
     import socket
     import ssl
 
-    import websocket
-
-    # skip_utf8_validation: websocket-client checks each byte in pure Python (~12 ms for one
-    # hello-ok); json.loads rejects invalid UTF-8 anyway, and such a frame is skipped like garbage.
-    options = {"timeout": max(0.1, deadline - time.monotonic()), "suppress_origin": True,
-               "enable_multithread": False, "skip_utf8_validation": True}
-    if host.url.startswith("wss://"):
-        sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
-        if host.ca_file:
-            sslopt["ca_certs"] = host.ca_file
-        elif host.fingerprint:
-            # pinned: the fingerprint is the trust anchor, checked below before any secret is sent
-            sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-        options["sslopt"] = sslopt
-    target = f"{host.name} at {urlsplit(host.url).netloc}"
+    parts = urlsplit(host.url)
+    target = f"{host.name} at {parts.netloc}"
     try:
-        ws = websocket.create_connection(host.url, **options)
+        ws = WebSocket.open(host, parts, max(0.1, deadline - time.monotonic()))
     except ssl.SSLCertVerificationError as exc:
         presented = _presented_fingerprint(host, deadline)
         pin = (
@@ -411,16 +397,16 @@ def _open_socket(host: Host, deadline: float):
         raise GatewayError(
             "TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})"
         ) from None
-    except (socket.timeout, websocket.WebSocketTimeoutException):
+    except socket.timeout:
         raise GatewayError("TIMEOUT", f"{target} did not accept a connection within {host.timeout:g}s") from None
     except ConnectionRefusedError:
         raise GatewayError("UNREACHABLE", f"{target} refused the connection (is the gateway running?)") from None
-    except websocket.WebSocketBadStatusException as exc:
+    except wire.BadStatus as exc:
         raise GatewayError(
             "UNREACHABLE",
-            f"{target} answered HTTP {exc.status_code} instead of a WebSocket upgrade (is this the gateway's port?)",
+            f"{target} answered HTTP {exc.status} instead of a WebSocket upgrade (is this the gateway's port?)",
         ) from None
-    except (OSError, websocket.WebSocketException) as exc:
+    except (OSError, wire.WireError) as exc:
         raise GatewayError("UNREACHABLE", f"cannot reach {target} ({exc})") from None
     if host.fingerprint:
         der = ws.sock.getpeercert(binary_form=True)
@@ -430,6 +416,100 @@ def _open_socket(host: Host, deadline: float):
             raise GatewayError("TLS", f"{host.name}: the certificate fingerprint of {urlsplit(host.url).netloc} is "
                                       f"sha256:{seen}, not the pinned sha256:{host.fingerprint}; nothing was sent")
     return ws
+
+
+class WebSocket:
+    """One upgraded connection to a gateway on a blocking socket (wire.py's frames), read in blocks."""
+
+    BLOCK = 65536
+
+    def __init__(self, sock, decoder: wire.Decoder):
+        self.sock = sock
+        self._decoder = decoder
+        self._close_sent = self._close_received = False
+
+    @classmethod
+    def open(cls, host: Host, parts, timeout: float) -> "WebSocket":
+        """Connect (TCP, TLS for wss://) and upgrade, within `timeout` seconds for each step."""
+        import socket
+
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each request goes out at once
+            if parts.scheme == "wss":
+                sock = _tls_context(host).wrap_socket(sock, server_hostname=parts.hostname)
+            key = wire.new_key()
+            host_header = parts.netloc.rpartition("@")[2]  # never credentials, should a URL carry them
+            resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            sock.sendall(wire.upgrade_request(host_header, resource, key))
+            answer = bytearray()
+            while not wire.read_upgrade(answer, key):
+                block = sock.recv(cls.BLOCK)
+                if not block:
+                    raise wire.WireError("the connection closed during the WebSocket upgrade")
+                answer += block
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, wire.Decoder(bytes(answer)))  # what came behind the upgrade's answer is frames
+
+    def settimeout(self, seconds: float) -> None:
+        self.sock.settimeout(seconds)
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(wire.frame(wire.TEXT, text.encode()))
+
+    def recv_message(self) -> tuple[int, bytes]:
+        """The next message (TEXT or BINARY, its payload) or the gateway's CLOSE (answered at once); pings are
+        answered and skipped. Raises TimeoutError at the socket's timeout, OSError or WireError when it breaks."""
+        while True:
+            message = self._decoder.next()
+            if message is None:
+                block = self.sock.recv(self.BLOCK)
+                if not block:
+                    raise wire.WireError("the connection was closed without a close frame")
+                self._decoder.feed(block)
+                continue
+            opcode, payload = message
+            if opcode == wire.PING:
+                self.sock.sendall(wire.frame(wire.PONG, payload))
+            elif opcode == wire.CLOSE:
+                self._close_received = True
+                self._send_close()  # the answer the protocol asks for
+                return message
+            elif opcode != wire.PONG:
+                return message
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Close as the protocol asks: a close frame, then the gateway's (for at most `timeout` s), then the socket."""
+        end = time.monotonic() + timeout
+        try:
+            self._send_close()
+            while not self._close_received and (left := end - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                self.recv_message()
+        except (OSError, wire.WireError):
+            pass  # a gateway gone or silent: the socket is closed all the same
+        finally:
+            self.sock.close()
+
+    def _send_close(self) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            self.sock.sendall(wire.close_frame())
+
+
+def _tls_context(host: Host):
+    import ssl
+
+    if host.fingerprint and not host.ca_file:
+        # pinned: the fingerprint is the trust anchor, checked in _open_socket before any secret is sent
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=host.ca_file)  # the system's CAs unless ca_file names one
 
 
 def _presented_fingerprint(host: Host, deadline: float) -> str | None:
