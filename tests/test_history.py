@@ -22,7 +22,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from guardian.adapters.audit import AuditLog
-from guardian.adapters.history import CSV_HEADER, MAX_GAP, PAGE_CACHE_KIB, TIME_LEVELS, History, Summary
+from guardian.adapters.history import (
+    CSV_HEADER,
+    MAX_GAP,
+    PAGE_CACHE_KIB,
+    SCHEMA_VERSION,
+    TIME_LEVELS,
+    History,
+    Summary,
+)
 from guardian.commands import check as checking
 from guardian.commands import cleanup
 from guardian.core.forecast import forecast
@@ -303,13 +311,26 @@ def test_a_version_2_history_gets_per_agent_counts_and_keeps_its_rows_and_rollup
     samples = [Sample(T0 + 30 * i, "host", "a", i, 10, 10.0 * i, "ok", None, True) for i in range(3)]
     history.record(samples, T0, HistorySettings())
     db = sqlite3.connect(tmp_path / "history.db")
-    db.executescript("DROP TABLE agent_samples; PRAGMA user_version = 2;")  # as version 2 left it
+    db.executescript("DROP TABLE agent_samples; DROP TABLE imported; PRAGMA user_version = 2;")  # as version 2 left it
     db.close()
     assert history.read([("host", "a")], 0, 2 * T0) == samples
     assert history.record_agents({"a": {"sales": 3}}, T0 + 90, T0, HistorySettings()) == {}
     assert history.record_agents({"a": {"sales": 5}}, T0 + 120, T0, HistorySettings()) == {"a": (T0 + 90, {"sales": 3})}
-    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
+
+
+def test_a_version_3_history_learns_the_periods_imported_and_keeps_its_rows(tmp_path):
+    history = History(tmp_path)
+    csv_text = "time,kind,name,sessions,limit\n" + "".join(f"{T0 + 30 * i:.0f},host,a,{i},10\n" for i in range(4))
+    assert history.import_csv(csv_text.encode(), Alerts(), RAW_ONLY, T0 + 3600) == 4
+    db = sqlite3.connect(tmp_path / "history.db")
+    db.executescript("DROP TABLE imported; PRAGMA user_version = 3;")  # as version 3 left it
+    db.close()
+    before = history.read([("host", "a")], 0, 2 * T0)  # opening it upgrades it
+    assert len(before) == 4
+    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert history.import_csv(csv_text.encode(), Alerts(), RAW_ONLY, T0 + 3600) is None  # known by its digest still
 
 def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "history.db")
@@ -322,7 +343,7 @@ def test_a_version_1_history_is_upgraded_in_place_once_without_losing_rows(tmp_p
     db = sqlite3.connect(tmp_path / "history.db")
     assert [Sample(*row[:8], bool(row[8])) for row in db.execute("SELECT * FROM samples ORDER BY time, kind, name")
             ] == rows
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     rolled = db.execute("SELECT resolution, sum(samples) FROM rollups GROUP BY resolution").fetchall()
     last = rows[-1].time
     assert rolled == [(300, sum(1 for s in rows if s.time < last // 300 * 300)),
@@ -412,6 +433,30 @@ exported_rows = st.lists(st.tuples(st.integers(0, 86400 * 1000), st.sampled_from
                                    st.integers(1, 99)),
                          max_size=30, unique_by=lambda row: (row[0], row[1], row[2]))
 
+
+
+def csv_of(rows) -> bytes:
+    return ("time,kind,name,sessions,limit\n" + "".join(
+        f"{T0 + ms / 1000},{kind},{name},{'' if sessions is None else sessions},{limit}\n"
+        for ms, kind, name, sessions, limit in rows)).encode()
+
+
+@given(exported_rows, st.integers(0, 30), st.integers(0, 30))
+@example([(0, "host", "a", 1, 9), (1000, "host", "a", 2, 9), (2000, "host", "a", 3, 9)], 2, 1)
+def test_a_log_imported_again_grown_or_overlapping_adds_each_sample_once(rows, grown_at, overlap_from):
+    """A sample is imported once: a log imported, then the same log grown (later lines appended), or one that
+    overlaps it (a later log starting before the first ended), adds only the rows outside the periods imported."""
+    rows = sorted(rows)
+    first, grown = rows[:grown_at], rows
+    later = rows[min(overlap_from, grown_at):]
+    with tempfile.TemporaryDirectory() as tmp:
+        history, now = History(Path(tmp)), T0 + 86400 + 60
+        assert history.import_csv(csv_of(first), Alerts(), RAW_ONLY, now) == len(first)
+        history.import_csv(csv_of(grown), Alerts(), RAW_ONLY, now)
+        history.import_csv(csv_of(later) + b"\n", Alerts(), RAW_ONLY, now)  # another file, whatever it holds
+        kept = [(round(when * 1000) - round(T0 * 1000), kind, name) for when, kind, name, _, _ in
+                history.export(-math.inf)]
+        assert sorted(kept) == sorted((ms, kind, name) for ms, kind, name, _, _ in rows)
 
 @given(exported_rows)
 def test_export_then_import_is_a_round_trip(rows):

@@ -34,7 +34,7 @@ from guardian.core.policy import level_for
 from guardian.core.records import Sample
 from guardian.settings.levels import LEVELS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PAGE_CACHE_KIB = 256  # SQLite's page cache a connection (its default: 2,000 KiB)
 SAMPLES = """
 CREATE TABLE samples (
@@ -88,6 +88,12 @@ CREATE TABLE agent_samples (
   sessions INTEGER NOT NULL,
   PRIMARY KEY (name, time, agent)
 ) WITHOUT ROWID;
+"""
+# version 4: each subject's period each import covered (its first to last row): a grown log or an overlapping one
+# imported again adds only the rows outside what was imported before
+IMPORTED = """
+CREATE TABLE imported (kind TEXT NOT NULL, name TEXT NOT NULL, low REAL NOT NULL, high REAL NOT NULL);
+CREATE INDEX imported_by_subject ON imported (kind, name);
 """
 RESOLUTIONS = (300, 3600)
 MAX_GAP = 600.0  # a longer gap between two checks is time nobody watched: counted at no level
@@ -326,8 +332,10 @@ class History:
 
     def import_csv(self, data: bytes, alerts, keep, now: float) -> int | None:
         """Add the samples of a CSV file from another monitor (see parse_csv) to the raw rows and to every rollup
-        they fall in: the number added, or None when this very file was imported before. ValueError (naming the
-        line) when any row is bad, and then nothing is added."""
+        they fall in: the number added, or None when this very file was imported before. A subject's rows within a
+        period an earlier import covered for it (its first to last row) are left out: a log that grew since, or one
+        that overlaps, adds only what is new. ValueError (naming the line) when any row is bad, and then nothing is
+        added."""
         samples = parse_csv(data, alerts)
         digest = hashlib.sha256(data).hexdigest()
         with self._transaction(write=True) as db:
@@ -335,6 +343,11 @@ class History:
                 return None
             db.execute("CREATE TEMP TABLE incoming AS SELECT * FROM samples WHERE 0")
             db.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", samples)
+            covered = db.execute("SELECT kind, name, min(time), max(time) FROM incoming GROUP BY kind, name").fetchall()
+            db.execute("DELETE FROM incoming WHERE EXISTS (SELECT 1 FROM imported WHERE imported.kind = incoming.kind"
+                       " AND imported.name = incoming.name AND incoming.time BETWEEN imported.low AND imported.high)")
+            db.executemany("INSERT INTO imported VALUES (?, ?, ?, ?)", covered)
+            added = db.execute("SELECT count(*) FROM incoming").fetchone()[0]
             for resolution, until in db.execute("SELECT resolution, until FROM rolled").fetchall():
                 # buckets already rolled up take their imported samples now; later ones get them as checks roll up
                 db.execute(_ROLL_UP.format(source="incoming", subject=""),
@@ -342,8 +355,8 @@ class History:
             db.execute("INSERT INTO samples SELECT * FROM incoming")
             db.execute("DROP TABLE incoming")
             self._prune(db, now, keep, {(s.kind, s.name) for s in samples}, self._roll_up(db, now) or RESOLUTIONS)
-            db.execute("INSERT INTO imports VALUES (?, ?, ?)", (digest, len(samples), now))
-        return len(samples)
+            db.execute("INSERT INTO imports VALUES (?, ?, ?)", (digest, added, now))
+        return added
 
     def export_csv(self, since: float, handle) -> int:
         """Write the CSV that import_csv reads (times in ISO 8601, UTC) from `since`, oldest first; the rows written."""
@@ -560,12 +573,13 @@ def _statements(script: str) -> list[str]:
 
 def _upgrade(db) -> None:
     """Create the schema, or bring an older file up to date: a version 1 file (raw samples only) to version 2 by
-    rolling up all its rows, a version 2 file to 3 by adding agent_samples: once, under the write lock, whoever
-    opens it first."""
+    rolling up all its rows, a version 2 file to 3 by adding agent_samples, 3 to 4 by adding imported (the imports
+    before it are known by their files' digests only): once, under the write lock, whoever opens it first."""
     db.execute("BEGIN IMMEDIATE")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version < SCHEMA_VERSION:
-        script = (SAMPLES if version == 0 else "") + (ROLLUPS if version < 2 else "") + AGENT_SAMPLES
+        script = ((SAMPLES if version == 0 else "") + (ROLLUPS if version < 2 else "")
+                  + (AGENT_SAMPLES if version < 3 else "") + IMPORTED)
         for statement in _statements(script):
             db.execute(statement)  # not executescript: it would commit, and let another process in
         oldest, latest = db.execute("SELECT min(time), max(time) FROM samples").fetchone()
