@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -242,6 +243,8 @@ def main() -> int:
     parser.add_argument("--fake-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="the fake gateways' event loop (scripts/fake_fleet.py --loop): asyncio for comparison")
     args = parser.parse_args()
+    # SIGTERM (kill, a CI timeout) ends the run through the `finally`s below: serve and the fakes stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = ["## fleet", "", f"{measured()}. Load average (1 min) at the start: {os.getloadavg()[0]:.1f}.", "",
            "Regenerate: `.venv/bin/python scripts/bench_fleet.py --markdown docs/benchmarks.md` "
            "(`--minutes 120` for the issue's 2-hour soak; `--only check|serve|soak`).", ""]

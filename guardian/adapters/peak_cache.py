@@ -1,6 +1,6 @@
 """The peak forecasts as check and report use them: computed from history.db about once a day, kept in files.
 
-A check runs every 30 s; a peak forecast reads four weeks of 5-minute rollups (50 hosts: 400,000 rows, 1.2-1.6 s of
+A check runs every 30 s; a peak forecast reads four weeks of 5-minute rollups (50 hosts: 400,000 rows, ~0.8 s of
 CPU). So check and report read this small file, and compute the forecasts again only when it is absent or
 unreadable, made on another local day (a day has completed since) or for another zone or critical threshold or
 without one of the subjects asked for, or when a peak it announces has passed; `history import` removes it. While
