@@ -247,7 +247,6 @@ def test_a_state_file_is_used_only_when_every_field_is_what_we_write(data):
         policy.decide_anomaly(memory, "growth", Alerts(), 1_800_000_000.0)
 
 
-
 def states() -> st.SearchStrategy:
     """Any State the guardian itself could hold: its own records, every field of its own types."""
     from guardian.adapters.state import State
@@ -277,6 +276,7 @@ def test_a_state_is_read_back_as_it_was_written(state):
     # a channel's memory is kept under its subject: one never checked is written with a fresh SubjectState
     subjects = {**{sid: SubjectState() for sid, _ in [*state.memories, *state.posted]}, **state.subjects}
     assert State.from_json(state.to_json()) == State(subjects, state.memories, state.posted, state.departed)
+
 
 # --- hostile names end to end -----------------------------------------------------------------------
 
