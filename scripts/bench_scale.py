@@ -48,7 +48,10 @@ class Fleet:
         self.process = subprocess.Popen([PYTHON, str(ROOT / "scripts" / "fake_fleet.py"), "--gateways", str(count),
                                          "--processes", str(processes), "--loop", loop],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        started = json.loads(self.process.stdout.readline())
+        line = self.process.stdout.readline()
+        if not line:
+            sys.exit("the fake gateways did not start: fake_fleet.py's reason is above")
+        started = json.loads(line)
         self.urls, self.token = started["urls"], started["token"]
 
     def set(self, **command) -> None:

@@ -29,7 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import uvloop  # noqa: E402
+try:
+    import uvloop
+except ImportError:  # a venv made before uvloop joined the test extras
+    sys.exit("fake_fleet.py: uvloop is missing from this Python; scripts/setup.sh installs the test extras it needs")
 from fake_gateway import FakeGateway, LoopThread  # noqa: E402
 
 TOKEN = "bench-secret"
