@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 try:
     import uvloop
-except ImportError:  # a venv made before uvloop joined the test extras
-    sys.exit("fake_fleet.py: uvloop is missing from this Python; scripts/setup.sh installs the test extras it needs")
-from fake_gateway import FakeGateway, LoopThread  # noqa: E402
+    from fake_gateway import FakeGateway, LoopThread  # needs websockets
+except ImportError as missing:  # a venv made before a test extra joined them
+    sys.exit(f"fake_fleet.py: {missing.name} is missing from this Python; scripts/setup.sh installs the test extras")
 
 TOKEN = "bench-secret"
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}

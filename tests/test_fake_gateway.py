@@ -764,6 +764,19 @@ def test_fake_fleet_over_processes_commands_the_gateways_it_names(opened):
         assert fleet.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("missing", ["uvloop", "websockets"])
+def test_fake_fleet_without_a_test_extra_says_which_in_one_sentence(missing):
+    """A venv made before a test extra joined (the soak's, once) gets one sentence naming the module and the fix,
+    not a traceback, and the benches stop on that sentence instead of reading its empty first line as JSON."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fake_fleet.py"
+    without = (f"import runpy, sys; sys.modules[{missing!r}] = None; sys.argv = [{str(script)!r}, '--gateways', '1']; "
+               f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    ran = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1 and ran.stdout == ""
+    assert "Traceback" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+    assert missing in ran.stderr and "scripts/setup.sh" in ran.stderr
+
+
 def test_legacy_list_rejects_offset_like_2026_4_29():
     from fake_gateway import FakeGateway
 
