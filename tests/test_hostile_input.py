@@ -103,7 +103,7 @@ any_frames = st.lists(raw_frames | (json_values | frame_like).map(text_frame), m
 @given(raw_frames)
 def test_receive_gives_an_object_none_or_a_gateway_error(frame):
     try:
-        message = gateway.receive(ScriptedSocket([frame]), float("inf"), HOST, "anything")
+        message = gateway.drive(gateway.receive_steps(ScriptedSocket([frame]), float("inf"), HOST, "anything"))
     except gateway.GatewayError as exc:
         assert exc.code == "CLOSED" and str(exc).startswith("h: ")
     else:
@@ -135,7 +135,8 @@ def test_any_handshake_gives_a_connection_or_one_gateway_error(
     monkeypatch.setattr(gateway, "_open_socket", lambda host, deadline: ScriptedSocket(frames))
     host = Host(name="h", url="ws://127.0.0.1:1", limit=10, token=Secret("tok", "test"), device=device)
     try:
-        connection = gateway._connect_once(host, [gateway.READ], IdentityStore(tmp_path), float("inf"))
+        steps = gateway._connect_once_steps(host, [gateway.READ], IdentityStore(tmp_path), float("inf"))
+        connection = gateway.drive(steps)
     except gateway.GatewayError as exc:
         assert str(exc).startswith("h") and "\n" not in str(exc)[:1]
     else:

@@ -87,6 +87,80 @@ class Hello:
         return "sessions.patchMany" in self.methods
 
 
+# --- the steps of a session ------------------------------------------------------------------------
+# The session's logic (handshake, pipelined calls, retries) is written once, as generators that yield what they
+# need done on the wire and are sent what came of it. `drive` does each step on a blocking socket (one host at a
+# time: cleanup, doctor, restore); poller.py does the steps of many hosts at once on one thread (check).
+
+
+@dataclass(frozen=True)
+class Open:
+    """Connect and upgrade (TLS for wss://) by the deadline: sent back the open socket, or thrown what failed."""
+
+    host: Host
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Send:
+    ws: object
+    text: str
+
+
+@dataclass(frozen=True)
+class Receive:
+    """The next message (opcode, payload) or the gateway's CLOSE; thrown TimeoutError at the deadline, OSError or
+    wire.WireError when the connection breaks."""
+
+    ws: object
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close as the protocol asks, waiting at most `timeout` s for the gateway's close frame."""
+
+    ws: object
+    timeout: float
+
+
+def drive(steps, sleep: Callable[[float], None] = time.sleep):
+    """Run a session's steps on blocking sockets (gateway.WebSocket), one at a time; returns what the steps return."""
+    value = error = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        value = error = None
+        try:
+            value = _do(step, sleep)
+        except Exception as exc:  # thrown into the steps, which say what it means for this host
+            error = exc
+
+
+def _do(step, sleep: Callable[[float], None]):
+    kind = type(step)
+    if kind is Receive:
+        remaining = step.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        step.ws.settimeout(remaining)
+        return step.ws.recv_message()
+    if kind is Send:
+        return step.ws.send(step.text)
+    if kind is Open:
+        return _open_socket(step.host, step.deadline)
+    if kind is Wait:
+        return sleep(step.seconds)
+    return step.ws.close(timeout=step.timeout)
+
+
 @dataclass
 class Connection:
     """One open, authenticated socket. `call_many` pipelines requests and matches answers by id."""
@@ -100,12 +174,19 @@ class Connection:
     handshake: _Handshake | None = None  # the `connect` whose answer is still to be read
 
     def call(self, method: str, params: dict | None = None) -> dict:
-        result = self.call_many([(method, params)])[0]
+        return drive(self.call_steps(method, params), self.sleep)
+
+    def call_steps(self, method: str, params: dict | None = None):
+        result = (yield from self.call_many_steps([(method, params)]))[0]
         if isinstance(result, GatewayError):
             raise result
         return result
 
     def call_many(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None = None) -> list:
+        return drive(self.call_many_steps(calls, while_waiting), self.sleep)
+
+    def call_many_steps(self, calls: list[tuple[str, dict | None]],
+                        while_waiting: Callable[[], None] | None = None):
         """Send every request at once, then read answers until all are in: payloads or GatewayErrors.
 
         `while_waiting` (which must not raise) runs once, after the requests are sent and before
@@ -119,7 +200,8 @@ class Connection:
         retries = overloads = 0
         deadline = None
         while pending:
-            answers = self._round([calls[i] for i in pending], None if retries or overloads else while_waiting)
+            answers = yield from self._round_steps([calls[i] for i in pending],
+                                             None if retries or overloads else while_waiting)
             deadline = deadline or self.clock() + OVERLOAD_PATIENCE
             waits = {}
             for index, answer in zip(pending, answers):
@@ -133,22 +215,22 @@ class Connection:
                 break
             retries += not overloaded
             overloads += overloaded
-            self.sleep(wait)
+            yield Wait(wait)
             pending = sorted(waits)
         return results
 
-    def _round(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None) -> list:
-        ids = self._send_all(calls)
+    def _round_steps(self, calls: list[tuple[str, dict | None]], while_waiting: Callable[[], None] | None):
+        ids = yield from self._send_all_steps(calls)
         if while_waiting:
             while_waiting()
-        if self.handshake and not self._read_hello():  # the gateway took no requests behind connect: again, after
-            self._adopt(connect(self.host, self.handshake.scopes, self.handshake.identities))
-            ids = self._send_all(calls)
+        if self.handshake and not (yield from self._read_hello_steps()):  # no requests behind connect: again, after it
+            self._adopt((yield from connect_steps(self.host, self.handshake.scopes, self.handshake.identities)))
+            ids = yield from self._send_all_steps(calls)
         answers: dict[str, object] = {}
         deadline = time.monotonic() + self.timeout
         waiting = set(ids)
         while waiting:
-            frame = receive(self.ws, deadline, self.host, f"answers to {calls[0][0]}")
+            frame = yield from receive_steps(self.ws, deadline, self.host, f"answers to {calls[0][0]}")
             if frame is None:
                 continue
             request_id = frame.get("id")
@@ -168,31 +250,35 @@ class Connection:
         read: only a gateway whose challenge lists capabilities (2026.9) is sent requests behind `connect`."""
         return self.hello is None or self.hello.protocol >= 4
 
-    def _send_all(self, calls: list[tuple[str, dict | None]]) -> list[str]:
+    def _send_all_steps(self, calls: list[tuple[str, dict | None]]):
         ids = []
         for method, params in calls:
             request_id = os.urandom(8).hex()
             frame = {"type": "req", "id": request_id, "method": method}
             if params is not None:
                 frame["params"] = params
-            self._send(frame)
+            try:
+                yield Send(self.ws, json.dumps(frame))
+            except Exception as exc:  # the socket is gone: the remaining answers will never come
+                raise GatewayError("CLOSED",
+                                   f"{self.host.name}: the connection dropped while sending ({exc})") from None
             ids.append(request_id)
         return ids
 
-    def _read_hello(self) -> bool:
+    def _read_hello_steps(self):
         """Read and check the answer to `connect` sent before the first requests: True when it is in; False when
         the gateway refused requests sent so early (an answer to one before hello-ok, a close before it, or a
         gateway still starting up), so they must go again on an ordinary connection. Other refusals raise."""
         handshake = self.handshake
         try:
-            hello = handshake.finish(self.ws, self.host, early=True)
+            hello = yield from handshake.finish_steps(self.ws, self.host, early=True)
         except GatewayError as exc:
             if exc.code == "CLOSED" or (exc.code == "UNAVAILABLE" and exc.retryable):
-                self.close()
+                yield from self.close_steps()
                 return False
             raise
         if hello is None:
-            self.close()
+            yield from self.close_steps()
             return False
         self.hello, self.handshake = hello, None
         refusal = _missing_scope_error(self.host, handshake.scopes, hello)
@@ -203,23 +289,24 @@ class Connection:
     def _adopt(self, other: "Connection") -> None:
         self.ws, self.hello, self.handshake = other.ws, other.hello, None
 
-    def _send(self, frame: dict) -> None:
-        try:
-            self.ws.send(json.dumps(frame))
-        except Exception as exc:  # the socket is gone: the remaining answers will never come
-            raise GatewayError("CLOSED", f"{self.host.name}: the connection dropped while sending ({exc})") from None
-
     def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except Exception:
-            pass  # closing a dead socket: nothing left to do
+        drive(self.close_steps(), self.sleep)
+
+    def close_steps(self):
+        yield from _close_steps(self.ws, 1.0)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _close_steps(ws, timeout: float):
+    try:
+        yield Close(ws, timeout)
+    except Exception:
+        pass  # closing a dead socket: nothing left to do
 
 
 def _wait_before_asking_again(answer, retries: int, overloads: int) -> float | None:
@@ -233,14 +320,10 @@ def _wait_before_asking_again(answer, retries: int, overloads: int) -> float | N
     return None
 
 
-def receive(ws, deadline: float, host: Host, waiting_for: str) -> dict | None:
-    """The next JSON frame before the deadline; None for a frame that is not a JSON object."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s")
-    ws.settimeout(remaining)
+def receive_steps(ws, deadline: float, host: Host, waiting_for: str):
+    """Steps to the next JSON frame before the deadline: None for a frame that is not a JSON object."""
     try:
-        opcode, data = ws.recv_message()
+        opcode, data = yield Receive(ws, deadline)
     except TimeoutError:  # socket.timeout, also TLS's
         raise GatewayError("TIMEOUT", f"{host.name}: no {waiting_for} within {host.timeout:g}s") from None
     except (wire.WireError, OSError) as exc:
@@ -272,7 +355,12 @@ DEVICE_SCOPES = [READ, ADMIN]
 
 
 def connect(host: Host, scopes: list[str], identities=None, early: bool = False) -> Connection:
-    """Open, authenticate and check a connection with `scopes`; retries a gateway still starting up.
+    """Open, authenticate and check a connection with `scopes` on a blocking socket (see connect_steps)."""
+    return drive(connect_steps(host, scopes, identities, early))
+
+
+def connect_steps(host: Host, scopes: list[str], identities=None, early: bool = False):
+    """Steps to open, authenticate and check a connection with `scopes`; retries a gateway still starting up.
 
     `identities` (an IdentityStore) is needed when the host uses a device identity. A device always
     asks for every scope the guardian uses: a pairing is approved for the scopes asked, so one
@@ -289,22 +377,22 @@ def connect(host: Host, scopes: list[str], identities=None, early: bool = False)
     attempt = 0
     while True:
         try:
-            return _connect_once(host, scopes, identities, deadline, early)
+            return (yield from _connect_once_steps(host, scopes, identities, deadline, early))
         except GatewayError as exc:
             attempt += 1
             wait = (exc.retry_after_ms or 500) / 1000
             retryable = exc.code == "UNAVAILABLE" and exc.retryable  # a gateway still starting up
             if not retryable or attempt > UNAVAILABLE_RETRIES or time.monotonic() + wait >= deadline:
                 raise
-            time.sleep(wait)
+            yield Wait(wait)
 
 
-def _connect_once(host: Host, scopes: list[str], identities, deadline: float, early: bool = False) -> Connection:
-    ws = _open_socket(host, deadline)
+def _connect_once_steps(host: Host, scopes: list[str], identities, deadline: float, early: bool = False):
+    ws = yield from _open_steps(host, deadline)
     try:
         challenge = None
         while challenge is None:
-            frame = receive(ws, deadline, host, "connect challenge")
+            frame = yield from receive_steps(ws, deadline, host, "connect challenge")
             if frame and frame.get("type") == "event" and frame.get("event") == "connect.challenge":
                 challenge = frame.get("payload")
                 if not isinstance(challenge, dict) or not isinstance(challenge.get("nonce"), str):
@@ -312,20 +400,18 @@ def _connect_once(host: Host, scopes: list[str], identities, deadline: float, ea
         identity = identities.identity() if host.device else None
         params, device_token_used = _connect_params(host, scopes, challenge, identity, identities)
         handshake = _Handshake(os.urandom(8).hex(), scopes, identities, identity, device_token_used, deadline)
-        ws.send(json.dumps({"type": "req", "id": handshake.request_id, "method": "connect", "params": params}))
+        yield Send(ws, json.dumps({"type": "req", "id": handshake.request_id, "method": "connect",
+                                   "params": params}))
         if early and isinstance(challenge.get("capabilities"), list):
             return Connection(host, ws, None, host.timeout, handshake=handshake)
-        hello = handshake.finish(ws, host)
-    except BaseException:
-        try:
-            ws.close(timeout=0.2)
-        except Exception:
-            pass  # the socket is already broken; the error being raised says why
+        hello = yield from handshake.finish_steps(ws, host)
+    except Exception:
+        yield from _close_steps(ws, 0.2)  # the socket may be broken already; the error being raised says why
         raise
     refusal = _missing_scope_error(host, scopes, hello)
     connection = Connection(host, ws, hello, host.timeout)
     if refusal:
-        connection.close()
+        yield from connection.close_steps()
         raise refusal
     return connection
 
@@ -341,11 +427,11 @@ class _Handshake:
     device_token_used: bool
     deadline: float
 
-    def finish(self, ws, host: Host, early: bool = False) -> Hello | None:
-        """Read the answer to `connect`: hello-ok (a device token it carries is saved), or raise what was refused.
-        `early` (requests were sent behind it): None when one of them is answered first, refused."""
+    def finish_steps(self, ws, host: Host, early: bool = False):
+        """Steps to read the answer to `connect`: hello-ok (a device token it carries is saved), or raise what was
+        refused. `early` (requests were sent behind it): None when one of them is answered first, refused."""
         while True:
-            frame = receive(ws, self.deadline, host, "the answer to connect")
+            frame = yield from receive_steps(ws, self.deadline, host, "the answer to connect")
             if frame and frame.get("type") == "res":
                 if frame.get("id") == self.request_id:
                     break
@@ -369,15 +455,33 @@ def _missing_scope_error(host: Host, scopes: list[str], hello: Hello) -> Gateway
                         {"missing": missing, "granted": hello.scopes, "hello": hello})
 
 
-def _open_socket(host: Host, deadline: float) -> WebSocket:
-    import socket
+def _open_steps(host: Host, deadline: float):
+    """Steps to an open socket to `host`, its certificate checked against a pinned fingerprint before anything is
+    sent; a failure raised as the GatewayError that says what to do."""
+    try:
+        ws = yield Open(host, deadline)
+    except Exception as exc:
+        failure = _open_failure(host, exc, deadline)
+        if failure is None:
+            raise
+        raise failure from None
+    if host.fingerprint:
+        der = ws.peer_certificate()
+        seen = hashlib.sha256(der).hexdigest() if der else "none"
+        if seen != host.fingerprint:
+            yield from _close_steps(ws, 0.2)
+            raise GatewayError("TLS", f"{host.name}: the certificate fingerprint of {urlsplit(host.url).netloc} is "
+                                      f"sha256:{seen}, not the pinned sha256:{host.fingerprint}; nothing was sent")
+    return ws
+
+
+def _open_failure(host: Host, exc: Exception, deadline: float) -> GatewayError | None:
+    """The sentence for a failure to connect, upgrade or agree TLS (either driver's), or None for anything else."""
     import ssl
 
-    parts = urlsplit(host.url)
-    target = f"{host.name} at {parts.netloc}"
-    try:
-        ws = WebSocket.open(host, parts, max(0.1, deadline - time.monotonic()))
-    except ssl.SSLCertVerificationError as exc:
+    netloc = urlsplit(host.url).netloc
+    target = f"{host.name} at {netloc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
         presented = _presented_fingerprint(host, deadline)
         pin = (
             (
@@ -387,35 +491,51 @@ def _open_socket(host: Host, deadline: float) -> WebSocket:
             if presented
             else ""
         )
-        raise GatewayError(
+        return GatewayError(
             "TLS",
-            f"{host.name}: the TLS certificate of {urlsplit(host.url).netloc} is not trusted "
+            f"{host.name}: the TLS certificate of {netloc} is not trusted "
             f"({exc.verify_message}); set ca_file to the CA that signed it{pin}",
             {"presentedFingerprint": presented},
-        ) from None
-    except ssl.SSLError as exc:
-        raise GatewayError(
-            "TLS", f"{host.name}: TLS with {urlsplit(host.url).netloc} failed ({exc.reason or exc})"
-        ) from None
-    except socket.timeout:
-        raise GatewayError("TIMEOUT", f"{target} did not accept a connection within {host.timeout:g}s") from None
-    except ConnectionRefusedError:
-        raise GatewayError("UNREACHABLE", f"{target} refused the connection (is the gateway running?)") from None
-    except wire.BadStatus as exc:
-        raise GatewayError(
+        )
+    if isinstance(exc, ssl.SSLError):
+        return GatewayError("TLS", f"{host.name}: TLS with {netloc} failed ({exc.reason or exc})")
+    if isinstance(exc, TimeoutError):
+        return GatewayError("TIMEOUT", f"{target} did not accept a connection within {host.timeout:g}s")
+    if isinstance(exc, ConnectionRefusedError):
+        return GatewayError("UNREACHABLE", f"{target} refused the connection (is the gateway running?)")
+    if isinstance(exc, wire.BadStatus):
+        return GatewayError(
             "UNREACHABLE",
             f"{target} answered HTTP {exc.status} instead of a WebSocket upgrade (is this the gateway's port?)",
-        ) from None
-    except (OSError, wire.WireError) as exc:
-        raise GatewayError("UNREACHABLE", f"cannot reach {target} ({exc})") from None
-    if host.fingerprint:
-        der = ws.sock.getpeercert(binary_form=True)
-        seen = hashlib.sha256(der).hexdigest() if der else "none"
-        if seen != host.fingerprint:
-            ws.close(timeout=0.2)
-            raise GatewayError("TLS", f"{host.name}: the certificate fingerprint of {urlsplit(host.url).netloc} is "
-                                      f"sha256:{seen}, not the pinned sha256:{host.fingerprint}; nothing was sent")
-    return ws
+        )
+    if isinstance(exc, (OSError, wire.WireError)):
+        return GatewayError("UNREACHABLE", f"cannot reach {target} ({exc})")
+    return None
+
+
+def _open_socket(host: Host, deadline: float) -> WebSocket:
+    return WebSocket.open(host, max(0.1, deadline - time.monotonic()))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """Where `host`'s URL points and the upgrade request to send there: what either driver opens a gateway with."""
+
+    hostname: str
+    port: int
+    tls: bool
+    request: bytes
+    key: str
+
+    @classmethod
+    def of(cls, host: Host) -> "Upgrade":
+        parts = urlsplit(host.url)
+        tls = parts.scheme == "wss"
+        key = wire.new_key()
+        host_header = parts.netloc.rpartition("@")[2]  # never credentials, should a URL carry them
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname, parts.port or (443 if tls else 80), tls,
+                   wire.upgrade_request(host_header, resource, key), key)
 
 
 class WebSocket:
@@ -423,28 +543,24 @@ class WebSocket:
 
     BLOCK = 65536
 
-    def __init__(self, sock, decoder: wire.Decoder):
+    def __init__(self, sock, end: wire.ClientEnd):
         self.sock = sock
-        self._decoder = decoder
-        self._close_sent = self._close_received = False
+        self._end = end
 
     @classmethod
-    def open(cls, host: Host, parts, timeout: float) -> "WebSocket":
+    def open(cls, host: Host, timeout: float) -> "WebSocket":
         """Connect (TCP, TLS for wss://) and upgrade, within `timeout` seconds for each step."""
         import socket
 
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+        upgrade = Upgrade.of(host)
+        sock = socket.create_connection((upgrade.hostname, upgrade.port), timeout=timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each request goes out at once
-            if parts.scheme == "wss":
-                sock = _tls_context(host).wrap_socket(sock, server_hostname=parts.hostname)
-            key = wire.new_key()
-            host_header = parts.netloc.rpartition("@")[2]  # never credentials, should a URL carry them
-            resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            sock.sendall(wire.upgrade_request(host_header, resource, key))
+            if upgrade.tls:
+                sock = _tls_context(host).wrap_socket(sock, server_hostname=upgrade.hostname)
+            sock.sendall(upgrade.request)
             answer = bytearray()
-            while not wire.read_upgrade(answer, key):
+            while not wire.read_upgrade(answer, upgrade.key):
                 block = sock.recv(cls.BLOCK)
                 if not block:
                     raise wire.WireError("the connection closed during the WebSocket upgrade")
@@ -452,41 +568,37 @@ class WebSocket:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, wire.Decoder(bytes(answer)))  # what came behind the upgrade's answer is frames
+        return cls(sock, wire.ClientEnd(bytes(answer)))  # what came behind the upgrade's answer is frames
+
+    def peer_certificate(self) -> bytes | None:
+        return self.sock.getpeercert(binary_form=True)
 
     def settimeout(self, seconds: float) -> None:
         self.sock.settimeout(seconds)
 
     def send(self, text: str) -> None:
-        self.sock.sendall(wire.frame(wire.TEXT, text.encode()))
+        self._end.send_text(text)
+        self._flush()
 
     def recv_message(self) -> tuple[int, bytes]:
         """The next message (TEXT or BINARY, its payload) or the gateway's CLOSE (answered at once); pings are
         answered and skipped. Raises TimeoutError at the socket's timeout, OSError or WireError when it breaks."""
-        while True:
-            message = self._decoder.next()
-            if message is None:
-                block = self.sock.recv(self.BLOCK)
-                if not block:
-                    raise wire.WireError("the connection was closed without a close frame")
-                self._decoder.feed(block)
-                continue
-            opcode, payload = message
-            if opcode == wire.PING:
-                self.sock.sendall(wire.frame(wire.PONG, payload))
-            elif opcode == wire.CLOSE:
-                self._close_received = True
-                self._send_close()  # the answer the protocol asks for
-                return message
-            elif opcode != wire.PONG:
-                return message
+        while (message := self._end.next_message()) is None:
+            self._flush()
+            block = self.sock.recv(self.BLOCK)
+            if not block:
+                raise wire.WireError("the connection was closed without a close frame")
+            self._end.feed(block)
+        self._flush()
+        return message
 
     def close(self, timeout: float = 1.0) -> None:
         """Close as the protocol asks: a close frame, then the gateway's (for at most `timeout` s), then the socket."""
         end = time.monotonic() + timeout
         try:
-            self._send_close()
-            while not self._close_received and (left := end - time.monotonic()) > 0:
+            self._end.send_close()
+            self._flush()
+            while not self._end.close_received and (left := end - time.monotonic()) > 0:
                 self.sock.settimeout(left)
                 self.recv_message()
         except (OSError, wire.WireError):
@@ -494,10 +606,9 @@ class WebSocket:
         finally:
             self.sock.close()
 
-    def _send_close(self) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self.sock.sendall(wire.close_frame())
+    def _flush(self) -> None:
+        if self._end.outgoing:
+            self.sock.sendall(self._end.take_outgoing())
 
 
 def _tls_context(host: Host):

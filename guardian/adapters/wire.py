@@ -3,8 +3,8 @@
 The upgrade request (no `Origin` header: a gateway that sees one clears every scope) and its answer, the client's
 masked frames, and an incremental decoder of the gateway's. gateway.py drives it on a blocking socket, reading in
 blocks: websocket-client, used before, read the upgrade's answer a byte at a time in Python, the largest part of
-a poll's CPU (docs/benchmarks.md "fleet"). Nothing here blocks, so a poller of many connections on one thread can
-drive the same code.
+a poll's CPU (docs/benchmarks.md "fleet"). Nothing here blocks, so the poller of many connections on one thread
+(poller.py) drives the same code.
 """
 
 from __future__ import annotations
@@ -157,3 +157,43 @@ class Decoder:
         payload = bytes(buffer[at:at + size])
         del buffer[:at + size]
         return bool(first & 0x80), opcode, _masked(payload, mask) if mask else payload
+
+
+class ClientEnd:
+    """The client's end of one upgraded WebSocket, without a socket: bytes read are fed in, messages come out, and
+    what must be sent (text, the answers to pings and to a close, our close) waits in `outgoing` for the socket."""
+
+    def __init__(self, data: bytes = b""):
+        self._decoder = Decoder(data)
+        self.outgoing = bytearray()
+        self.close_sent = self.close_received = False
+
+    def feed(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def send_text(self, text: str) -> None:
+        self.outgoing += frame(TEXT, text.encode())
+
+    def send_close(self) -> None:
+        if not self.close_sent:
+            self.close_sent = True
+            self.outgoing += close_frame()
+
+    def next_message(self) -> tuple[int, bytes] | None:
+        """The next message (TEXT or BINARY, its payload) or the gateway's CLOSE (answered: the protocol asks it), or
+        None until more bytes are fed; pings are answered and skipped, pongs skipped. A malformed frame raises."""
+        while (message := self._decoder.next()) is not None:
+            opcode, payload = message
+            if opcode == PING:
+                self.outgoing += frame(PONG, payload)
+            elif opcode == CLOSE:
+                self.close_received = True
+                self.send_close()
+                return message
+            elif opcode != PONG:
+                return message
+        return None
+
+    def take_outgoing(self) -> bytes:
+        data, self.outgoing = bytes(self.outgoing), bytearray()
+        return data

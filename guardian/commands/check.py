@@ -29,7 +29,7 @@ from guardian.core import anomaly, attribution, policy
 from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
-from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, Split, SplitPass, Subject, subject_id
+from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, SplitPass, Subject, subject_id
 from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
 
 if TYPE_CHECKING:
@@ -61,11 +61,17 @@ class Splitting:
 
 
 def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
-    """Count a host's sessions and, when a split is due (attribution.due) or under way, read one page of rows for
-    it: a store of one page is split every time; a larger one over consecutive checks."""
+    """read_host_steps on a blocking socket: one host, read on its own."""
+    return gateway.drive(read_host_steps(host, idle_after, identities, splitting))
+
+
+def read_host_steps(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None):
+    """Steps to count a host's sessions and, when a split is due (attribution.due) or under way, read one page of
+    rows for it: a store of one page is split every time; a larger one over consecutive checks. Returns its Poll."""
     started = time.monotonic()
-    with gateway.connect(host, [gateway.READ], identities, early=True) as connection:
-        counts = count(connection, host, idle_after)
+    connection = yield from gateway.connect_steps(host, [gateway.READ], identities, early=True)
+    try:
+        counts = yield from count_steps(connection, host, idle_after)
         split = split_pass = None
         listing = "all" if connection.lists_archived else "system"
         under_way = attribution.resumed(splitting.passes.get(host.name), listing, splitting.now,
@@ -77,19 +83,26 @@ def read_host(host: Host, idle_after: float, identities: IdentityStore, splittin
             if counts.rows is not None:  # 2026.4: its counts listed every row, and it has no paging
                 split = attribution.split(counts.rows, counts.agents, splitting.rules, splitting.now, main_key)
             else:
-                split, split_pass = _split_page(connection, listing, under_way, counts.agents, splitting, main_key)
-        version = connection.hello.server_version
+                split, split_pass = yield from _split_page_steps(connection, listing, under_way, counts.agents,
+                                                                 splitting, main_key)
+    except Exception:  # closed all the same; the error is the host's
+        yield from connection.close_steps()
+        raise
+    yield from connection.close_steps()
+    version = connection.hello.server_version
     return Poll(host, counts.reading, classes=counts.classes, split=split, split_pass=split_pass,
                 server_version=version, elapsed=time.monotonic() - started, agents=counts.agents)
 
 
-def _split_page(connection, listing: str, under_way: SplitPass | None, agents: dict | None, splitting: Splitting,
-                main_key: str | None) -> tuple[Split | None, SplitPass | None]:
-    """Read the pass's next page (the first, with none under way) and add it: the split when it was the last, else
-    the pass as it goes on (None when it begins again). Every page is judged as of the pass's first."""
+def _split_page_steps(connection, listing: str, under_way: SplitPass | None, agents: dict | None,
+                      splitting: Splitting, main_key: str | None):
+    """Steps to read the pass's next page (the first, with none under way) and add it: (the split when it was the
+    last, else None; the pass as it goes on, None when it begins again). Every page is judged as of the pass's
+    first."""
     offset = under_way.offset if under_way else 0
-    page = connection.call("sessions.list", {"limit": SPLIT_PAGE, **({"offset": offset} if offset else {}),
-                                             **LISTINGS[listing]})
+    page = yield from connection.call_steps("sessions.list", {"limit": SPLIT_PAGE,
+                                                              **({"offset": offset} if offset else {}),
+                                                              **LISTINGS[listing]})
     rows = list({r.get("key"): r for r in _rows(page)}.values())  # a key twice on a page counts once
     as_of = under_way.started if under_way else splitting.now
     done, going = attribution.advance(under_way, listing, attribution.tally(rows, splitting.rules, as_of, main_key),
@@ -105,9 +118,9 @@ class Counts:
     rows: list[dict] | None  # 2026.4's every row, which come with its counts; None on 2026.9 (counts only)
 
 
-def count(connection, host: Host, idle_after: float) -> Counts:
-    """A host's sessions (what its `count` names) and those active within idle_after, with status's count per
-    agent, in one round trip (two on 2026.4, which has no totalCount)."""
+def count_steps(connection, host: Host, idle_after: float):
+    """Steps to a host's Counts: its sessions (what its `count` names) and those active within idle_after, with
+    status's count per agent, in one round trip (two on 2026.4, which has no totalCount)."""
     minutes = max(1, math.ceil(idle_after / 60))
     counted = set(host.count)
     # listed only: today's figure; everything: status's; between them, what separates the classes
@@ -118,11 +131,11 @@ def count(connection, host: Host, idle_after: float) -> Counts:
         calls.append(("sessions.list", {"limit": 1, **SYSTEM_ROWS}))
         if connection.lists_archived:  # 2026.4 refuses `archived` (and has no archive)
             calls.append(("sessions.list", {"limit": 1, **ALL_ROWS}))
-    answers = connection.call_many(calls)
+    answers = yield from connection.call_many_steps(calls)
     agents, status_count = _agent_counts(answers.pop(2), host)
     rows = None
     if gateway.total_count(_answer(answers[0])) is None:  # 2026.4: no totalCount; every row when no limit
-        answers = connection.call_many([(method, {k: v for k, v in params.items() if k != "limit"})
+        answers = yield from connection.call_many_steps([(method, {k: v for k, v in params.items() if k != "limit"})
                                         for method, params in calls if method != "status"])
         rows = _rows(answers[-1] if classes_needed else answers[0])
     listed, active, *others = (_session_count(_answer(a), rows is None) for a in answers)

@@ -53,10 +53,10 @@ def _cleanup_mode(configured: str, hello: gateway.Hello) -> str:
     return ARCHIVE if hello.can_archive else f"delete ({hello.server_version} has no archive)"
 def _what_it_counts(result: Diagnosis, connection, host: Host) -> None:
     """The agents the gateway has, what the host's usage counts, and what of that cleanup cannot reach."""
-    from guardian.commands.check import count  # one way to count, check's
+    from guardian.commands.check import count_steps  # one way to count, check's
 
     try:
-        counts = count(connection, host, 7200.0)
+        counts = gateway.drive(count_steps(connection, host, 7200.0))
     except gateway.GatewayError as exc:
         result.problems.append(f"cannot count its sessions: {exc.message}")
         return
