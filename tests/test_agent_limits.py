@@ -26,14 +26,14 @@ T0 = 1_800_000_000.0
 @pytest.fixture
 def per_agent(monkeypatch):
     """Each poll of a fake gateway counts its sessions per agent too, as status's sessions.byAgent does."""
-    gateways, read = {}, checking.read_host
+    gateways, read = {}, checking.read_host_steps
 
     def counted(host, *args, **kwargs):
-        poll = read(host, *args, **kwargs)
+        poll = yield from read(host, *args, **kwargs)
         fake = gateways.get(host.url)
         return replace(poll, agents=dict(Counter(r["agentId"] for r in fake._rows()))) if fake else poll
 
-    monkeypatch.setattr(checking, "read_host", counted)
+    monkeypatch.setattr(checking, "read_host_steps", counted)
 
     def register(*fakes):
         gateways.update({fake.url: fake for fake in fakes})
@@ -107,8 +107,12 @@ def test_a_silence_on_the_agent_holds_its_alert(fake, per_agent, write_config, c
 
 def test_an_agent_whose_count_is_not_read_is_unknown_and_alerts_nothing(fakes, write_config, cli, monkeypatch):
     """Its host's poll failed, or gave no count per agent: the host alerts for that; the agent keeps its level."""
-    read = checking.read_host
-    monkeypatch.setattr(checking, "read_host", lambda *args, **kwargs: replace(read(*args, **kwargs), agents=None))
+    read = checking.read_host_steps
+
+    def without_agents(*args, **kwargs):
+        return replace((yield from read(*args, **kwargs)), agents=None)
+
+    monkeypatch.setattr(checking, "read_host_steps", without_agents)
     up = filled(fakes(), sales=5)  # polled without a count per agent
     config = write_config({"up": {"url": up.url, "token": "secret", "limit": 100},
                            "down": {"url": "ws://127.0.0.1:1", "token": "secret", "limit": 100}},

@@ -76,27 +76,29 @@ def test_concurrently_runs_at_most_cap_at_once_and_exactly_cap_when_there_is_wor
     assert peak[0] == cap
 
 
-def test_a_check_over_many_gateways_keeps_its_polls_under_check_concurrency(fakes, write_config, monkeypatch):
+def test_a_check_reads_check_concurrency_hosts_at_once_all_on_its_own_thread(fakes, write_config, monkeypatch):
+    """check.concurrency caps the hosts under way at once (and they fill it while there is work); none of them
+    needs a thread: every host's steps run on the check's own."""
     gateways = [fakes() for _ in range(24)]
     config = write_config({f"h{i}": {"url": gw.url, "token": "secret", "limit": 10} for i, gw in enumerate(gateways)},
                           check={"concurrency": 4})
-    peak, running, guard, real_read = [0], [0], threading.Lock(), checking.read_host
+    peak, running, seen, real_read = [0], [0], set(), checking.read_host_steps
 
     def counted(*args):
-        with guard:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0], threading.active_count() - baseline)
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        seen.add((threading.get_ident(), threading.active_count()))
         try:
-            return real_read(*args)
+            return (yield from real_read(*args))
         finally:
-            with guard:
-                running[0] -= 1
+            running[0] -= 1
 
-    monkeypatch.setattr(checking, "read_host", counted)
-    baseline = threading.active_count() - 1  # the threads before the check, this one counted as a poller
+    monkeypatch.setattr(checking, "read_host_steps", counted)
+    before = threading.active_count()
     report = checking.run(load(config), None, time.time(), act=False)
     assert all(s.reading is not None for s in report.subjects) and len(report.subjects) == 24
-    assert 1 <= peak[0] <= 4
+    assert peak[0] == 4
+    assert seen == {(threading.get_ident(), before)}
 
 
 def test_check_concurrency_must_be_a_positive_number(write_config, fake):

@@ -557,7 +557,7 @@ class WebSocket:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each request goes out at once
             if upgrade.tls:
-                sock = _tls_context(host).wrap_socket(sock, server_hostname=upgrade.hostname)
+                sock = tls_context(host).wrap_socket(sock, server_hostname=upgrade.hostname)
             sock.sendall(upgrade.request)
             answer = bytearray()
             while not wire.read_upgrade(answer, upgrade.key):
@@ -611,7 +611,7 @@ class WebSocket:
             self.sock.sendall(self._end.take_outgoing())
 
 
-def _tls_context(host: Host):
+def tls_context(host: Host):
     import ssl
 
     if host.fingerprint and not host.ca_file:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from guardian.adapters import gateway
+from guardian.adapters import gateway, poller
 from guardian.adapters.archive_ledger import ArchiveLedger
 from guardian.adapters.audit import AuditError, AuditLog, cleanup_runs, new_run_id
 from guardian.adapters.history import History, HistoryError
@@ -206,11 +206,11 @@ def _session_count(payload: dict, paged: bool) -> int | None:
 
 def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore,
                concurrency: int = gateway.DEFAULT_CONCURRENCY, splitting: Splitting | None = None) -> list[Poll]:
-    def poll(host):
-        return read_host(host, idle_after, identities, splitting)
-
+    """Every host read at once on this thread (poller.py), at most `concurrency` under way; each host's failure is
+    its Poll's error."""
+    readings = poller.run_all([read_host_steps(h, idle_after, identities, splitting) for h in hosts], concurrency)
     polls = []
-    for host, result in zip(hosts, gateway.concurrently(poll, hosts, concurrency)):
+    for host, result in zip(hosts, readings):
         if isinstance(result, Poll):
             polls.append(result)
         else:
