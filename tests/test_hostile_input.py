@@ -143,6 +143,20 @@ def test_any_handshake_gives_a_connection_or_one_gateway_error(
         assert connection.hello.protocol in (3, 4) and all(isinstance(s, str) for s in connection.hello.scopes)
 
 
+class BrokenPipe(ScriptedSocket):
+    def send(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_connection_that_breaks_as_connect_is_sent_is_one_closed_sentence(monkeypatch):
+    """The gateway dropped the connection right after its challenge: our `connect` cannot be sent."""
+    challenge = text_frame({"type": "event", "event": "connect.challenge", "payload": {"nonce": "n", "ts": 1}})
+    monkeypatch.setattr(gateway, "_open_socket", lambda host, deadline: BrokenPipe([challenge]))
+    with pytest.raises(gateway.GatewayError) as raised:
+        gateway.connect(HOST, [gateway.READ])
+    assert raised.value.code == "CLOSED" and str(raised.value).startswith("h: the connection dropped while sending")
+
+
 @given(noise=any_frames, answers=st.lists(st.tuples(json_values, json_values | error_objects), min_size=1, max_size=3))
 def test_any_answers_to_calls_give_payloads_errors_or_one_gateway_error(noise, answers):
     frames = [*noise, *[text_frame(answer(ok, body)) for ok, body in answers]]

@@ -257,11 +257,7 @@ class Connection:
             frame = {"type": "req", "id": request_id, "method": method}
             if params is not None:
                 frame["params"] = params
-            try:
-                yield Send(self.ws, json.dumps(frame))
-            except Exception as exc:  # the socket is gone: the remaining answers will never come
-                raise GatewayError("CLOSED",
-                                   f"{self.host.name}: the connection dropped while sending ({exc})") from None
+            yield from _send_steps(self.ws, self.host, frame)
             ids.append(request_id)
         return ids
 
@@ -300,6 +296,13 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _send_steps(ws, host: Host, frame: dict):
+    try:
+        yield Send(ws, json.dumps(frame))
+    except Exception as exc:  # the socket is gone: no answer will come
+        raise GatewayError("CLOSED", f"{host.name}: the connection dropped while sending ({exc})") from None
 
 
 def _close_steps(ws, timeout: float):
@@ -400,8 +403,8 @@ def _connect_once_steps(host: Host, scopes: list[str], identities, deadline: flo
         identity = identities.identity() if host.device else None
         params, device_token_used = _connect_params(host, scopes, challenge, identity, identities)
         handshake = _Handshake(os.urandom(8).hex(), scopes, identities, identity, device_token_used, deadline)
-        yield Send(ws, json.dumps({"type": "req", "id": handshake.request_id, "method": "connect",
-                                   "params": params}))
+        yield from _send_steps(ws, host, {"type": "req", "id": handshake.request_id, "method": "connect",
+                                          "params": params})
         if early and isinstance(challenge.get("capabilities"), list):
             return Connection(host, ws, None, host.timeout, handshake=handshake)
         hello = yield from handshake.finish_steps(ws, host)

@@ -1,0 +1,167 @@
+"""The two drivers of a gateway session: gateway.drive (a blocking socket, one host) and poller.run_all (every host
+at once, one thread). The promise: for every gateway, healthy or faulty, the poller gives what the blocking client
+gives (the same counts, or the same one error sentence), whatever the other hosts under way at the same time do."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import server_tls, wait_until
+from fake_gateway import FakeGateway
+
+from guardian.adapters import gateway, poller
+from guardian.adapters.identity import IdentityStore
+from guardian.commands.check import read_host_steps
+from guardian.settings.model import Host, Secret
+
+FAST = 0.6  # seconds: the timeout of hosts that never answer
+
+
+def fake_host(gw: FakeGateway, name: str, token: str = "secret", **fields) -> Host:
+    return Host(name=name, url=gw.url, limit=10, token=Secret(token, "test"), timeout=fields.pop("timeout", 5.0),
+                **fields)
+
+
+class HttpNotWebSocket:
+    """A TCP server on 127.0.0.1 that answers every request with HTTP 404: a port that is not a gateway's."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def stop(self):
+        self.server.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Each scenario makes its gateway (fresh, so that a fault counted down is whole again) and the host to read.
+SCENARIOS = {
+    "healthy": lambda make, _: fake_host(make(sessions=3), "healthy"),
+    "slow": lambda make, _: fake_host(make(sessions=2, latency=0.05), "slow"),
+    "legacy 2026.4": lambda make, _: fake_host(make(sessions=2, legacy=True), "legacy"),
+    "early requests refused": lambda make, _: fake_host(make(sessions=1, early_requests_refused=True), "early"),
+    "starting up": lambda make, _: fake_host(make(sessions=1, unavailable_connects=2), "starting"),
+    "overloaded": lambda make, _: fake_host(make(sessions=1, overloaded_requests=2), "overloaded"),
+    "events and garbage": lambda make, _: fake_host(make(sessions=1, events_before_response=3,
+                                                         garbage_before_response=True), "noisy"),
+    "wrong token": lambda make, _: fake_host(make(), "token", token="wrong"),
+    "silent": lambda make, _: fake_host(make(silent=True), "silent", timeout=FAST),
+    "torn frames": lambda make, _: fake_host(make(truncate_responses=True), "torn", timeout=FAST),
+    "drops after hello": lambda make, _: fake_host(make(drop_after_requests=0), "drops"),
+    "drops after the challenge": lambda make, _: fake_host(make(close_after_challenge=True), "dropped"),
+    "refused": lambda make, _: Host(name="refused", url=f"ws://127.0.0.1:{closed_port()}", limit=10,
+                                    token=Secret("secret", "test")),
+    "not a gateway's port": lambda make, _: Host(name="http", url=make.http().url, limit=10,
+                                                 token=Secret("secret", "test")),
+    "tls with its CA": lambda make, cert: fake_host(make(sessions=1, tls=cert), "tls", ca_file=str(cert[0])),
+    "tls untrusted": lambda make, cert: fake_host(make(tls=cert), "untrusted"),
+    "tls pinned": lambda make, cert: fake_host(make(sessions=1, tls=cert), "pinned", fingerprint=cert[2]),
+    "tls pinned wrong": lambda make, cert: fake_host(make(tls=cert), "pinned-wrong", fingerprint="ab" * 32),
+}
+
+
+@pytest.fixture
+def make():
+    started = []
+
+    def gateway_with(sessions: int = 0, tls=None, **knobs) -> FakeGateway:
+        gw = FakeGateway("secret", ssl_context=server_tls(tls) if tls else None,
+                         **({"legacy": True} if knobs.pop("legacy", False) else {})).start()
+        for _ in range(sessions):
+            gw.add_session()
+        for knob, value in knobs.items():
+            setattr(gw, knob, value)
+        started.append(gw)
+        return gw
+
+    def http():
+        server = HttpNotWebSocket()
+        started.append(server)
+        return server
+
+    gateway_with.http = http
+    yield gateway_with
+    for server in started:
+        server.stop()
+
+
+def outcome(result, host: Host):
+    """What a read came to, without what differs between two gateways made alike (their port) and two reads (the
+    time they took)."""
+    port = f":{urlsplit(host.url).port}"
+    if isinstance(result, Exception):
+        sentence = str(result).replace(port, ":PORT")
+        if getattr(result, "code", None) == "CLOSED":  # when a dropped connection is seen (sending, or waiting;
+            sentence = sentence.split(":")[0]  # a reset or an end of stream) is the packets' race on either driver
+        return type(result).__name__, getattr(result, "code", None), sentence
+    return replace(result, host=host.name, elapsed=0.0)
+
+
+def on_blocking(steps):
+    try:
+        return gateway.drive(steps)
+    except Exception as exc:
+        return exc
+
+
+def read(host: Host, identities: IdentityStore):
+    return read_host_steps(host, 3600.0, identities)
+
+
+def test_every_gateway_reads_the_same_on_the_poller_as_on_a_blocking_socket_all_at_once(make, certificate, tmp_path):
+    """All the scenarios under way together on the poller (3 at a time), each against its own read alone on a
+    blocking socket: the same Poll or the same error, host by host."""
+    identities = IdentityStore(tmp_path)
+    alone = {}
+    for name, scenario in SCENARIOS.items():
+        host = scenario(make, certificate)
+        alone[name] = outcome(on_blocking(read(host, identities)), host)
+    hosts = [scenario(make, certificate) for scenario in SCENARIOS.values()]
+    together = poller.run_all([read(host, identities) for host in hosts], 3)
+    assert dict(zip(SCENARIOS, map(outcome, together, hosts))) == alone
+    # and what they came to is what each scenario is about
+    codes = {name: result[1] for name, result in alone.items() if isinstance(result, tuple)}
+    assert codes == {"wrong token": "INVALID_REQUEST", "silent": "TIMEOUT", "torn frames": "TIMEOUT",
+                     "drops after hello": "CLOSED", "drops after the challenge": "CLOSED", "refused": "UNREACHABLE",
+                     "not a gateway's port": "UNREACHABLE", "tls untrusted": "TLS", "tls pinned wrong": "TLS"}
+
+
+def test_a_host_whose_steps_fail_unexpectedly_costs_the_others_nothing_and_leaves_no_socket_open(make, tmp_path):
+    gw = make(sessions=1)
+    identities = IdentityStore(tmp_path)
+
+    def broken():
+        yield from gateway.connect_steps(fake_host(gw, "broken"), [gateway.READ], identities)
+        raise ValueError("a bug meeting this host's reply")
+
+    results = poller.run_all([broken(), read(fake_host(gw, "fine"), identities)], 1)
+    assert isinstance(results[0], ValueError)
+    assert results[1].reading.count == 1
+    wait_until(lambda: not gw._conns, timeout=5, what="the gateway to see both connections closed")
+
+
+def test_the_poller_honours_the_cap_and_returns_every_result_in_order(make, tmp_path):
+    gateways = [make(sessions=i) for i in range(7)]
+    identities = IdentityStore(tmp_path)
+    results = poller.run_all([read(fake_host(gw, f"h{i}"), identities) for i, gw in enumerate(gateways)], 2)
+    assert [r.reading.count for r in results] == list(range(7))
