@@ -143,10 +143,11 @@ class _Poller:
             sock = step.ws
             if sock.failure:
                 raise sock.failure
-            sock.end.send_text(step.text)
-            self._flush(sock)
+            sock.end.send_text(step.text)  # sent when the steps next wait: a round's requests in one write
             return None
         if kind is gateway.Wait:
+            for sock in task.sockets:
+                self._flush_quietly(sock)
             self._timer(task, time.monotonic() + step.seconds)
             return _PARKED
         if kind is gateway.Open:
@@ -161,7 +162,7 @@ class _Poller:
         if time.monotonic() >= deadline:
             raise TimeoutError("timed out")
         message = sock.end.next_message()
-        self._flush_quietly(sock)  # a pong, or the answer to the gateway's close
+        self._flush_quietly(sock)  # what the steps sent, a pong, the answer to the gateway's close
         if message is not None:
             return message
         if sock.failure:
@@ -311,7 +312,8 @@ class _Poller:
         self._flush(sock)
 
     def _read(self, sock: _Socket) -> None:
-        """Everything the socket has (TLS may hold more than the selector sees), into the upgrade or the frames."""
+        """What the socket has, into the upgrade or the frames. A short read took everything the kernel had (the
+        selector tells of more), but TLS may hold decrypted bytes the selector cannot see: read on while it does."""
         while True:
             try:
                 block = sock.sock.recv(BLOCK)
@@ -324,11 +326,13 @@ class _Poller:
                                      else "the connection closed during the WebSocket upgrade")
             if sock.stage == "open":
                 sock.end.feed(block)
-                continue
-            sock.answer += block
-            if wire.read_upgrade(sock.answer, sock.upgrade.key):
-                sock.end, sock.answer = wire.ClientEnd(bytes(sock.answer)), bytearray()
-                sock.stage = "open"
+            else:
+                sock.answer += block
+                if wire.read_upgrade(sock.answer, sock.upgrade.key):
+                    sock.end, sock.answer = wire.ClientEnd(bytes(sock.answer)), bytearray()
+                    sock.stage = "open"
+            if len(block) < BLOCK and not (sock.upgrade.tls and sock.sock.pending()):
+                return
 
     def _flush(self, sock: _Socket) -> None:
         """Send what waits, as far as the socket takes it now; the rest when it is writable. Raises when broken."""
