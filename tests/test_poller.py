@@ -165,3 +165,32 @@ def test_the_poller_honours_the_cap_and_returns_every_result_in_order(make, tmp_
     identities = IdentityStore(tmp_path)
     results = poller.run_all([read(fake_host(gw, f"h{i}"), identities) for i, gw in enumerate(gateways)], 2)
     assert [r.reading.count for r in results] == list(range(7))
+
+
+def counting_steps(running: list, peak: list):
+    running[0] += 1
+    peak[0] = max(peak[0], running[0])
+    try:
+        yield gateway.Wait(0.0)
+        return "done"
+    finally:
+        running[0] -= 1
+
+
+@pytest.mark.parametrize("cap, open_files, most", [(512, 110, 10), (4, 1024, 4), (512, 50, 1)])
+def test_no_more_hosts_under_way_than_the_cap_or_the_files_the_process_may_open(monkeypatch, cap, open_files, most):
+    """Each host under way holds a socket: past the process's limit of open files a host would fail for want of
+    one, so the poller keeps DESCRIPTORS_KEPT free and takes the rest of the hosts as others end."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (open_files, resource.RLIM_INFINITY))
+    running, peak = [0], [0]
+    results = poller.run_all([counting_steps(running, peak) for _ in range(30)], cap)
+    assert results == ["done"] * 30 and peak[0] == most
+
+
+@pytest.mark.parametrize("concurrency, threads", [(512, 64), (64, 64), (4, 4)])
+def test_cleanup_takes_at_most_64_hosts_at_once_whatever_the_check_reads(concurrency, threads):
+    from guardian.settings.model import Check
+
+    assert Check(concurrency=concurrency).threads == threads

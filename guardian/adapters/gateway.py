@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from guardian import __version__
 from guardian.adapters import wire
-from guardian.settings.model import Host
+from guardian.settings.model import Check, Host
 
 CLIENT = {"id": "gateway-client", "version": __version__, "platform": "linux", "mode": "backend"}
 ROLE = "operator"
@@ -746,10 +746,7 @@ def total_count(page: dict) -> int | None:
     return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
 
 
-DEFAULT_CONCURRENCY = 64  # check.concurrency: 500 hosts need not be 500 threads at once
-
-
-def concurrently(work, items: list, cap: int = DEFAULT_CONCURRENCY) -> list:
+def concurrently(work, items: list, cap: int = Check.THREADS) -> list:
     """work(item) for every item, at most `cap` at once; each result is work's value or the exception it raised.
 
     One item's failure (a dead host, a bug meeting one host's odd reply) never costs the others

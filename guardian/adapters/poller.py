@@ -22,13 +22,20 @@ import time
 from guardian.adapters import gateway, wire
 
 BLOCK = 65536
+DESCRIPTORS_KEPT = 100  # left for everything else a check or serve opens: state files, SQLite, HTTP, TLS files
 _PARKED = object()  # a step that waits: its host's steps resume when the wire or the clock answers
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def run_all(all_steps: list, cap: int) -> list:
-    """What each host's steps return, or the exception they raised, in order; at most `cap` of them under way."""
-    return _Poller().run(all_steps, cap)
+    """What each host's steps return, or the exception they raised, in order; at most `cap` of them under way, and
+    never more than the process may open files (each is a socket), so no host fails for want of a descriptor."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        cap = min(cap, soft - DESCRIPTORS_KEPT)
+    return _Poller().run(all_steps, max(1, cap))
 
 
 class _Socket:

@@ -30,7 +30,7 @@ from guardian.core.forecast import forecast
 from guardian.core.plan import alertmanager_silences, log_channel, plan, remember
 from guardian.core.quiet import UNREACHABLE, Quiet, cleanup_held, quiet_level, shown
 from guardian.core.records import CheckReport, Delivery, Poll, Reading, Sample, SplitPass, Subject, subject_id
-from guardian.settings.model import COUNTABLE, Cleanup, Config, Host, Pool
+from guardian.settings.model import COUNTABLE, Check, Cleanup, Config, Host, Pool
 
 if TYPE_CHECKING:
     from guardian.alerts.transports import Backoff
@@ -205,7 +205,7 @@ def _session_count(payload: dict, paged: bool) -> int | None:
 
 
 def poll_hosts(hosts: list[Host], idle_after: float, identities: IdentityStore,
-               concurrency: int = gateway.DEFAULT_CONCURRENCY, splitting: Splitting | None = None) -> list[Poll]:
+               concurrency: int = Check.concurrency, splitting: Splitting | None = None) -> list[Poll]:
     """Every host read at once on this thread (poller.py), at most `concurrency` under way; each host's failure is
     its Poll's error."""
     readings = poller.run_all([read_host_steps(h, idle_after, identities, splitting) for h in hosts], concurrency)

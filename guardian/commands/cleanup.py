@@ -436,7 +436,7 @@ def run(config: Config, hosts: list[Host], rules: Cleanup, now: float, dry_run: 
         ledger = ArchiveLedger(config.state_dir)
         if not dry_run:
             ledger.set_aside_corrupt()
-        results = gateway.concurrently(clean, hosts, config.check.concurrency)
+        results = gateway.concurrently(clean, hosts, config.check.threads)
     if warnings is not None:
         warnings += ledger.warnings
     reports = []

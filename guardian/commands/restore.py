@@ -84,7 +84,7 @@ def run(config: Config, hosts: list[Host], selection: Selection, dry_run: bool, 
             keys = [key for name, key in wanted if name == host.name]
             return restore_host(host, keys, dry_run, identities, audit, ledger, removed, ours, clock)
 
-        results = gateway.concurrently(restore, asked, config.check.concurrency)
+        results = gateway.concurrently(restore, asked, config.check.threads)
     reports = []
     for host, result in zip(asked, results):
         if not isinstance(result, HostRestore):

@@ -179,7 +179,17 @@ class HistorySettings:
 
 @dataclass(frozen=True)
 class Check:
-    concurrency: int = 64  # polls at once (gateway.concurrently's cap)
+    """`check:`. concurrency: the gateways talked to at once. A check reads them on one thread (adapters/poller.py),
+    so hundreds at once cost sockets, not threads; cleanup and restore give each host under way a thread, so they
+    take at most THREADS of them at once."""
+
+    concurrency: int = 512
+
+    THREADS = 64  # a cleanup's few writes a host need no more: a thread each costs its stack
+
+    @property
+    def threads(self) -> int:
+        return min(self.concurrency, self.THREADS)
 
 
 @dataclass(frozen=True)
