@@ -232,6 +232,7 @@ class _Poller:
                 sock.stage = "closed"
                 raise OSError(code, os.strerror(code))  # ECONNREFUSED becomes ConnectionRefusedError
         self._wait_on(sock, task)
+        self._update(sock)
 
     def _service(self, sock: _Socket, events: int) -> None:
         if sock.stage == "closed":
@@ -345,6 +346,8 @@ class _Poller:
         """Send what waits, as far as the socket takes it now; the rest when it is writable. Raises when broken."""
         if sock.end is not None and sock.end.outgoing:
             sock.outgoing += sock.end.take_outgoing()
+        if not sock.outgoing and sock.registered != selectors.EVENT_WRITE | selectors.EVENT_READ:
+            return  # nothing to send, and the selector is not waiting to send it
         while sock.outgoing:
             try:
                 sent = sock.sock.send(sock.outgoing)
@@ -361,14 +364,13 @@ class _Poller:
 
     def _wait_on(self, sock: _Socket, task: _Task) -> None:
         self.waiting_on[sock] = task
-        self._update(sock)
 
     def _unwait(self, sock: _Socket) -> None:
         self.waiting_on.pop(sock, None)
-        self._update(sock)
 
     def _update(self, sock: _Socket) -> None:
-        """Ask the selector for what the socket needs now: writable to connect or send, readable while awaited."""
+        """Ask the selector for what the socket needs now: writable to connect or send; readable all the time once
+        connected (what comes while nobody waits is decoded for the next step: no churn of registrations)."""
         if sock.stage == "closed":
             return
         if sock.stage == "connect":
@@ -376,7 +378,7 @@ class _Poller:
         elif sock.stage == "tls":
             events = selectors.EVENT_WRITE if sock.tls_wants_write else selectors.EVENT_READ
         else:
-            events = (selectors.EVENT_READ if sock in self.waiting_on else 0) | (
+            events = selectors.EVENT_READ | (
                 selectors.EVENT_WRITE if sock.outgoing or (sock.end and sock.end.outgoing) else 0)
         if events == sock.registered:
             return
