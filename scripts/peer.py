@@ -286,15 +286,21 @@ def _netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` (and on ::1, where a loopback gateway also listens)."""
+def free_port(host: str = "127.0.0.1", exclude: Iterable[int] = ()) -> int:
+    """A TCP port free on ``host`` (and on ::1, where a loopback gateway also listens), not one of ``exclude``
+    (ports already given to gateways not listening yet: the kernel may offer one of them again)."""
+    exclude = set(exclude)
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if _port_free(port, host):
+        port = _ephemeral_port(host)
+        if port not in exclude and _port_free(port, host):
             return port
     raise PeerError("no free TCP port found")
+
+
+def _ephemeral_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -694,6 +700,11 @@ def start_many(specs: Iterable[dict], *, wait: bool = True, timeout: float = REA
         spec.pop("timeout", None)
     for v in {s.get("version", DEFAULT_VERSION) for s in specs}:
         install(v)  # before launching: never install twice in parallel
+    taken: set[int] = set()
+    for spec in specs:  # a port each, before any gateway listens on its own
+        if spec.get("port") is None and not spec.get("netns"):
+            spec["port"] = free_port(exclude=taken)
+        taken.add(spec.get("port"))
     gateways: list[Gateway] = []
     try:
         for spec in specs:

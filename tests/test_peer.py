@@ -323,3 +323,16 @@ def test_cli_run_prints_json_and_stops_on_sigterm(cli_run):
     assert not _pid_alive(info["pid"])
     assert peer._port_free(port)
     assert not Path(info["state_root"]).exists()
+
+
+def test_gateways_started_together_get_distinct_ports_even_when_the_kernel_offers_one_twice(monkeypatch):
+    """start_many picks every port before any gateway listens: a port offered again by the kernel (it is free until
+    its gateway binds it) must not go to a second gateway, which would then answer with the first's token."""
+    offered = iter([40100, 40100, 40100, 40101, 40101, 40102])
+    monkeypatch.setattr(peer, "_ephemeral_port", lambda host: next(offered))
+    monkeypatch.setattr(peer, "_port_free", lambda port, host="127.0.0.1": True)
+    monkeypatch.setattr(peer, "install", lambda version: None)
+    launched = []
+    monkeypatch.setattr(peer, "_launch", lambda name, **spec: launched.append((name, spec["port"])) or name)
+    assert peer.start_many([{"name": "a"}, {"name": "b"}, {"name": "c"}], wait=False) == ["a", "b", "c"]
+    assert launched == [("a", 40100), ("b", 40101), ("c", 40102)]
