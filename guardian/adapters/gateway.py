@@ -201,7 +201,7 @@ class Connection:
         deadline = None
         while pending:
             answers = yield from self._round_steps([calls[i] for i in pending],
-                                             None if retries or overloads else while_waiting)
+                                                   None if retries or overloads else while_waiting)
             deadline = deadline or self.clock() + OVERLOAD_PATIENCE
             waits = {}
             for index, answer in zip(pending, answers):

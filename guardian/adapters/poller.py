@@ -41,7 +41,7 @@ def run_all(all_steps: list, cap: int) -> list:
 class _Socket:
     """One gateway's connection as the poller makes it: TCP connect, TLS (wss://), the upgrade, then frames."""
 
-    def __init__(self, host, deadline: float):
+    def __init__(self, host):
         self.host = host
         self.upgrade = gateway.Upgrade.of(host)
         self.addresses = [(info[0], info[4]) for info in socket.getaddrinfo(self.upgrade.hostname, self.upgrade.port,
@@ -158,7 +158,7 @@ class _Poller:
             self._timer(task, time.monotonic() + step.seconds)
             return _PARKED
         if kind is gateway.Open:
-            sock = _Socket(step.host, step.deadline)
+            sock = _Socket(step.host)
             task.sockets.append(sock)
             self._connect(sock, task)
             self._timer(task, step.deadline)
