@@ -8,6 +8,7 @@ code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 import sys
@@ -211,6 +212,7 @@ def check(app, config_path, hosts, limit, fmt, as_json, no_notify, quiet, prom_f
     from guardian.output.render import print_check
 
     config = app.load(config_path, limit, shard)
+    gc.freeze()  # what is loaded now lives as long as the run: collections during the polls need not scan it
     report = checking.run(config, hosts, now=time.time(), act=not no_notify)
     app.warn(report.warnings[len(config.warnings):])
     for delivery in report.deliveries:
@@ -476,6 +478,7 @@ def serve(app, config_path, limit, listen, shard):
     from guardian.commands import serve as serving
 
     config = app.load(config_path, limit, shard)
+    gc.freeze()  # the modules live as long as serve: each pass's collections need not scan them
     try:
         address = serving.address(config, listen)
     except ValueError as exc:
