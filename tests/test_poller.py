@@ -194,3 +194,23 @@ def test_cleanup_takes_at_most_64_hosts_at_once_whatever_the_check_reads(concurr
     from guardian.settings.model import Check
 
     assert Check(concurrency=concurrency).threads == threads
+
+
+def test_a_name_with_several_addresses_is_tried_address_by_address_on_both_drivers(make, tmp_path, monkeypatch):
+    """As socket.create_connection does: the first address refuses (a gateway on 127.0.0.1 only, its name's ::1
+    first), the next one answers; when every one refuses, the last refusal is the host's error."""
+    gw, refused = make(sessions=2), closed_port()
+    port = urlsplit(gw.url).port
+    addresses = {"gateway.test": [refused, port], "nowhere.test": [refused, closed_port()]}
+
+    def getaddrinfo(name, port, family=0, type=0, proto=0, flags=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in addresses[name]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    identities = IdentityStore(tmp_path)
+    found, nowhere = (fake_host(gw, name.split(".")[0]) for name in addresses)
+    found, nowhere = (replace(h, url=f"ws://{name}:{port}") for h, name in zip((found, nowhere), addresses))
+    for outcomes in ([on_blocking(read(found, identities)), on_blocking(read(nowhere, identities))],
+                     poller.run_all([read(found, identities), read(nowhere, identities)], 2)):
+        assert outcomes[0].reading.count == 2
+        assert outcomes[1].code == "UNREACHABLE" and "refused the connection" in str(outcomes[1])
