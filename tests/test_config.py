@@ -482,3 +482,40 @@ def test_pool_and_margin_errors_name_the_key_and_line(text, expected):
 
 def test_a_margin_as_wide_as_the_gap_between_thresholds_is_allowed():
     assert cfg(HOST % "" + "alerts:\n  margin: 10\n").alerts.margin == 10
+
+
+def test_every_kind_of_scalar_reads_as_yaml_says_and_keeps_its_line():
+    import yaml
+
+    from guardian.settings.reader import yaml_load
+
+    text = textwrap.dedent("""\
+        plain: ws://127.0.0.1:18789
+        quoted: "40"
+        single: 'yes'
+        tagged: !!str 12
+        number: 40
+        tagged_number: !!int "7"
+        real: 1.5
+        not_real: 1.5e3
+        flags: [yes, no, on, off, true, False]
+        nothing: ~
+        empty:
+        when: 2026-12-02
+        anchored: &name t440
+        alias: *name
+        block: |
+          two
+          lines
+        folded: >-
+          one
+          line
+        "1": a quoted key
+        mapping: &shared {a: b, c: [d, "é"]}
+        again: *shared
+        """)
+    got = yaml_load(text)
+    assert got == yaml.safe_load(text)
+    assert [type(got[k]) for k in ("quoted", "tagged", "number", "tagged_number", "real", "not_real", "when")] == [
+        str, str, int, int, float, str, type(yaml.safe_load("2026-12-02"))]  # YAML 1.1: 1.5e3 is text
+    assert got.lines["alias"] == 14 and got["mapping"].line == 22 and got["again"] == {"a": "b", "c": ["d", "é"]}

@@ -306,6 +306,24 @@ def test_rollups_keep_the_numbers_of_the_raw_rows_they_replace(drawn, where):
         assert all(since <= t <= until and (u is None or u <= expected.usage["max"]) for t, u in chart)
 
 
+def test_each_subject_gets_its_own_recent_rows_whatever_the_kinds_and_names_they_share(tmp_path):
+    history = History(tmp_path)
+    subjects = [("host", "a"), ("pool", "a"), ("agent", "a/b"), ("host", "it's")]
+    written = {subject: [] for subject in [*subjects, ("host", "gone")]}
+    for i in range(8):  # a host and a pool of one name (the pool since removed and the host added), and one departed
+        check = [Sample(T0 + 30 * i, kind, name, n, 100, float(n), "ok", None, True)
+                 for n, (kind, name) in enumerate(written, start=10 * i)]
+        for sample in check:
+            written[sample.kind, sample.name].append((sample.time, sample.usage))
+        got = history.record(check, T0, HistorySettings(), whole_rows=bool(i % 2))
+    assert set(got) == set(written)
+    for subject in subjects:
+        assert list(zip(got[subject].times, got[subject].usages)) == written[subject]
+    only_some = history.record([Sample(T0 + 300, "pool", "a", 1, 100, 1.0, "ok", None, True)], T0, HistorySettings())
+    assert list(only_some) == [("pool", "a")]
+    assert only_some["pool", "a"].usages[-2:] == [written["pool", "a"][-1][1], 1.0]
+
+
 def test_a_version_2_history_gets_per_agent_counts_and_keeps_its_rows_and_rollups(tmp_path):
     history = History(tmp_path)
     samples = [Sample(T0 + 30 * i, "host", "a", i, 10, 10.0 * i, "ok", None, True) for i in range(3)]

@@ -618,8 +618,18 @@ def _by_subject(db, subjects: list[tuple[str, str]], since: float, until: float,
     again), as the columns the forecast fits and, when `whole_rows`, as Samples."""
     grouped = {subject: Recent([], [], []) for subject in subjects}
     if not whole_rows:  # no Sample a row, nor its sessions, limit and level: the forecast reads only these two
-        for kind, name, time, usage in _recent(db, subjects, since, until, before, "kind, name, time, usage"):
-            recent = grouped.get((kind, name))
+        # a row's kind comes as its place among these subjects' kinds (a small int, which Python has made already),
+        # not as a string made for each row: a fifth less of the read's cost, and 60,000 rows at 500 hosts
+        kinds = sorted({kind for kind, _ in subjects})
+        if not kinds:
+            return grouped
+        named = [{} for _ in range(len(kinds) + 1)]  # by that place, name -> Recent (the last: any other kind)
+        for (kind, name), recent in grouped.items():
+            named[kinds.index(kind)][name] = recent
+        place = "CASE kind " + " ".join(f"WHEN {_quoted(kind)} THEN {i}" for i, kind in enumerate(kinds)) + \
+                f" ELSE {len(kinds)} END"
+        for number, name, time, usage in _recent(db, subjects, since, until, before, f"{place}, name, time, usage"):
+            recent = named[number].get(name)
             if recent is not None:
                 recent.times.append(time)
                 recent.usages.append(usage)
@@ -631,6 +641,11 @@ def _by_subject(db, subjects: list[tuple[str, str]], since: float, until: float,
             recent.times.append(row[0])
             recent.usages.append(row[5])
     return grouped
+
+
+def _quoted(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _period(since: float, until: float, resolution: int, rolled: dict) -> dict:

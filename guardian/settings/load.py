@@ -58,7 +58,8 @@ def _host(name: str, section: Section, warnings: list) -> Host:
     if parts is None:
         section.fail("url", f"must be a ws:// or wss:// address with a host, got {url!r}")
     insecure = section.boolean("insecure", False)
-    if parts.scheme == "ws" and not is_loopback(parts.hostname) and not insecure:
+    loopback = is_loopback(parts.hostname)
+    if parts.scheme == "ws" and not loopback and not insecure:
         section.fail("url", "plain ws:// to a non-loopback address would send the token unencrypted: "
                             "use wss://, or set insecure: true on this host if the network is trusted")
     limit = section.integer("limit", required=True)
@@ -83,7 +84,7 @@ def _host(name: str, section: Section, warnings: list) -> Host:
         limit=limit,
         token=secret(section, "token", "tokens", warnings),
         insecure=insecure,
-        device=(not is_loopback(parts.hostname)) if device is None else device,
+        device=(not loopback) if device is None else device,
         ca_file=ca_file,
         fingerprint=fingerprint,
         timeout=timeout,

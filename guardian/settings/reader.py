@@ -13,6 +13,8 @@ from guardian.settings.model import ConfigError
 from guardian.settings.secrets import Secret
 from guardian.settings.units import kind_of, parse_duration
 
+TEXT_TAG = "tag:yaml.org,2002:str"
+
 
 class _LineMap(dict):
     """A dict that remembers the line of each key (and its own), for error messages."""
@@ -31,16 +33,23 @@ def yaml_load(text: str):
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         pass
 
+    def construct(loader, node):
+        # a text scalar's value is its text, as construct_object would find after its checks: taken at once for
+        # most keys and values (15,000 in a 500-host config, a quarter of reading it)
+        if type(node) is yaml.ScalarNode and node.tag == TEXT_TAG:
+            return node.value
+        return loader.construct_object(node, deep=True)
+
     def construct_mapping(loader, node):
         mapping = _LineMap()
         mapping.line = node.start_mark.line + 1
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = construct(loader, key_node)
             if not isinstance(key, str):
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: keys must be text, got {key!r}")
             if key in mapping:
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} appears twice")
-            mapping[key] = loader.construct_object(value_node, deep=True)
+            mapping[key] = construct(loader, value_node)
             mapping.lines[key] = key_node.start_mark.line + 1
         return mapping
 
@@ -179,8 +188,9 @@ def secret(section: Section, base: str, what: str, warnings: list, required: boo
 def _read_secret_file(section: Section, key: str, file_name: str, warnings: list) -> str:
     path = Path(file_name).expanduser()
     try:
-        mode = path.stat().st_mode
-        value = path.read_text().strip()
+        with open(path) as handle:  # the mode of the file read, by its descriptor: one lookup of the path, not two
+            mode = os.fstat(handle.fileno()).st_mode
+            value = handle.read().strip()
     except OSError as exc:
         section.fail(key, f"cannot read {path} ({exc.strerror})")
     if not value:
