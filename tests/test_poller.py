@@ -48,6 +48,28 @@ class HttpNotWebSocket:
         self.server.close()
 
 
+class NeverUpgrades:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a gateway hung before its upgrade."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def stop(self):
+        self.server.close()
+        for client in self.held:
+            client.close()
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -73,6 +95,8 @@ SCENARIOS = {
                                     token=Secret("secret", "test")),
     "not a gateway's port": lambda make, _: Host(name="http", url=make.http().url, limit=10,
                                                  token=Secret("secret", "test")),
+    "hung before the upgrade": lambda make, _: Host(name="hung", url=make.server(NeverUpgrades).url, limit=10,
+                                                    token=Secret("secret", "test"), timeout=FAST),
     "tls with its CA": lambda make, cert: fake_host(make(sessions=1, tls=cert), "tls", ca_file=str(cert[0])),
     "tls untrusted": lambda make, cert: fake_host(make(tls=cert), "untrusted"),
     "tls pinned": lambda make, cert: fake_host(make(sessions=1, tls=cert), "pinned", fingerprint=cert[2]),
@@ -94,12 +118,11 @@ def make():
         started.append(gw)
         return gw
 
-    def http():
-        server = HttpNotWebSocket()
-        started.append(server)
-        return server
+    def server(kind=HttpNotWebSocket):
+        started.append(kind())
+        return started[-1]
 
-    gateway_with.http = http
+    gateway_with.http, gateway_with.server = server, server
     yield gateway_with
     for server in started:
         server.stop()
@@ -143,7 +166,8 @@ def test_every_gateway_reads_the_same_on_the_poller_as_on_a_blocking_socket_all_
     codes = {name: result[1] for name, result in alone.items() if isinstance(result, tuple)}
     assert codes == {"wrong token": "INVALID_REQUEST", "silent": "TIMEOUT", "torn frames": "TIMEOUT",
                      "drops after hello": "CLOSED", "drops after the challenge": "CLOSED", "refused": "UNREACHABLE",
-                     "not a gateway's port": "UNREACHABLE", "tls untrusted": "TLS", "tls pinned wrong": "TLS"}
+                     "not a gateway's port": "UNREACHABLE", "hung before the upgrade": "TIMEOUT",
+                     "tls untrusted": "TLS", "tls pinned wrong": "TLS"}
 
 
 def test_a_host_whose_steps_fail_unexpectedly_costs_the_others_nothing_and_leaves_no_socket_open(make, tmp_path):
@@ -214,3 +238,21 @@ def test_a_name_with_several_addresses_is_tried_address_by_address_on_both_drive
                      poller.run_all([read(found, identities), read(nowhere, identities)], 2)):
         assert outcomes[0].reading.count == 2
         assert outcomes[1].code == "UNREACHABLE" and "refused the connection" in str(outcomes[1])
+
+
+def test_a_fault_of_the_pollers_own_costs_only_the_host_it_met(make, tmp_path, monkeypatch):
+    """Should the poller's own code fail on one host's socket (a bug), that host gets the error and the others
+    their polls: one host's trouble never costs the check the rest."""
+    fine, odd = make(sessions=1), make(sessions=2)
+    identities = IdentityStore(tmp_path)
+    service = poller._Poller._service
+
+    def faulty(self, sock, events):
+        if sock.host.name == "odd" and sock.stage == "open":
+            raise RuntimeError("a bug meeting this host")
+        return service(self, sock, events)
+
+    monkeypatch.setattr(poller._Poller, "_service", faulty)
+    results = poller.run_all([read(fake_host(fine, "fine"), identities), read(fake_host(odd, "odd"), identities)], 2)
+    assert results[0].reading.count == 1
+    assert isinstance(results[1], RuntimeError)

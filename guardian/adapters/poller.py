@@ -41,8 +41,8 @@ def run_all(all_steps: list, cap: int) -> list:
 class _Socket:
     """One gateway's connection as the poller makes it: TCP connect, TLS (wss://), the upgrade, then frames."""
 
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, host, task):
+        self.host, self.task = host, task  # the host's steps that opened it
         self.upgrade = gateway.Upgrade.of(host)
         self.addresses = [(info[0], info[4]) for info in socket.getaddrinfo(self.upgrade.hostname, self.upgrade.port,
                                                                             type=socket.SOCK_STREAM)]
@@ -60,12 +60,14 @@ class _Socket:
 
 
 class _Task:
-    """One host's steps: the step it waits on, and a generation that outdates the timers it set before."""
+    """One host's steps: the step it waits on (and the socket, for one on the wire), and a generation that outdates
+    the timers it set before."""
 
-    __slots__ = ("index", "steps", "step", "generation", "sockets")
+    __slots__ = ("index", "steps", "step", "on", "generation", "sockets", "done")
 
     def __init__(self, index: int, steps):
-        self.index, self.steps, self.step, self.generation, self.sockets = index, steps, None, 0, []
+        self.index, self.steps, self.step, self.on, self.generation, self.sockets = index, steps, None, None, 0, []
+        self.done = False
 
 
 class _Poller:
@@ -93,7 +95,11 @@ class _Poller:
                     continue  # done, or room for the next host
                 timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
                 for key, events in self.selector.select(None if timeout == float("inf") else timeout):
-                    self._service(key.data, events)
+                    sock = key.data
+                    try:
+                        self._service(sock, events)
+                    except Exception as exc:  # a fault of the poller's own meeting this host: its error alone
+                        self._fail(sock.task, exc)
         finally:
             for task in self.tasks:
                 for sock in task.sockets:
@@ -116,7 +122,7 @@ class _Poller:
 
     def _resume(self, task: _Task, value=None, error: Exception | None = None) -> None:
         """Run the host's steps until one waits; the ones that can be done at once are done at once."""
-        task.step, task.generation = None, task.generation + 1
+        task.step, task.on, task.generation = None, None, task.generation + 1
         while True:
             try:
                 step = task.steps.send(value) if error is None else task.steps.throw(error)
@@ -135,7 +141,13 @@ class _Poller:
                 return
             value = outcome
 
+    def _fail(self, task: _Task, exc: Exception) -> None:
+        if not task.done:
+            task.steps.close()  # its steps were waiting at a yield: closed there, they do nothing more
+            self._finish(task, exc)
+
     def _finish(self, task: _Task, result) -> None:
+        task.done = True
         self.results[task.index] = result
         for sock in task.sockets:  # steps that raised before closing: their socket goes with them
             self._shut(sock)
@@ -158,7 +170,7 @@ class _Poller:
             self._timer(task, time.monotonic() + step.seconds)
             return _PARKED
         if kind is gateway.Open:
-            sock = _Socket(step.host)
+            sock = _Socket(step.host, task)
             task.sockets.append(sock)
             self._connect(sock, task)
             self._timer(task, step.deadline)
@@ -200,18 +212,19 @@ class _Poller:
             _, _, task, generation = heapq.heappop(self.timers)
             if generation != task.generation or task.step is None:
                 continue  # the task moved on since
-            step = task.step
-            if type(step) is gateway.Wait:
-                self._resume(task)
-                continue
-            self._unwait(step.ws)
-            if type(step) is gateway.Close:
-                self._shut(step.ws)
-                self._resume(task)
-            else:  # Open or Receive: the gateway did not answer in time
-                if type(step) is gateway.Open:
-                    self._shut(step.ws)
-                self._resume(task, error=TimeoutError("timed out"))
+            try:
+                self._timed_out(task)
+            except Exception as exc:  # as in run(): this host's error alone
+                self._fail(task, exc)
+
+    def _timed_out(self, task: _Task) -> None:
+        kind, sock = type(task.step), task.on
+        if kind is gateway.Wait:
+            return self._resume(task)
+        self._unwait(sock)
+        if kind is not gateway.Receive:  # a close not answered in time, or a connection not made
+            self._shut(sock)
+        self._resume(task, error=None if kind is gateway.Close else TimeoutError("timed out"))
 
     # --- the wire ------------------------------------------------------------------------------------
 
@@ -364,6 +377,7 @@ class _Poller:
 
     def _wait_on(self, sock: _Socket, task: _Task) -> None:
         self.waiting_on[sock] = task
+        task.on = sock
 
     def _unwait(self, sock: _Socket) -> None:
         self.waiting_on.pop(sock, None)
