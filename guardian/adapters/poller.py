@@ -16,7 +16,6 @@ import itertools
 import os
 import selectors
 import socket
-import ssl
 import time
 
 from guardian.adapters import gateway, wire
@@ -24,7 +23,7 @@ from guardian.adapters import gateway, wire
 BLOCK = 65536
 DESCRIPTORS_KEPT = 100  # left for everything else a check or serve opens: state files, SQLite, HTTP, TLS files
 _PARKED = object()  # a step that waits: its host's steps resume when the wire or the clock answers
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)  # and TLS's own (_tls_pause); ssl is loaded for wss:// only
 
 
 def run_all(all_steps: list, cap: int) -> list:
@@ -262,11 +261,12 @@ class _Poller:
                 if events & selectors.EVENT_READ:
                     self._read(sock)
         except Exception as exc:
-            if sock.stage == "open":
+            stage = sock.stage
+            if stage == "open":
                 sock.failure = sock.failure or exc
-            else:  # the Open step failed: another address, or its error
+            else:  # the Open step failed: the TCP connect to the next address (as create_connection), or its error
                 self._shut(sock)
-                if sock.addresses and isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+                if sock.addresses and stage == "connect" and isinstance(exc, OSError):
                     try:
                         self._connect(sock, task)
                         return
@@ -319,11 +319,11 @@ class _Poller:
     def _handshake(self, sock: _Socket) -> None:
         try:
             sock.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            sock.tls_wants_write = False
-            return
-        except ssl.SSLWantWriteError:
-            sock.tls_wants_write = True
+        except OSError as exc:
+            pause = _tls_pause(exc)
+            if pause is None:
+                raise
+            sock.tls_wants_write = pause == "write"
             return
         self._start_upgrade(sock)
 
@@ -340,8 +340,14 @@ class _Poller:
                 block = sock.sock.recv(BLOCK)
             except _WOULD_BLOCK:
                 return
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                block = b""
+            except OSError as exc:
+                pause = _tls_pause(exc) if sock.upgrade.tls else None
+                if pause == "end":
+                    block = b""
+                elif pause is None:
+                    raise
+                else:
+                    return
             if not block:
                 raise wire.WireError("the connection was closed without a close frame" if sock.stage == "open"
                                      else "the connection closed during the WebSocket upgrade")
@@ -365,6 +371,10 @@ class _Poller:
             try:
                 sent = sock.sock.send(sock.outgoing)
             except _WOULD_BLOCK:
+                break
+            except OSError as exc:
+                if not sock.upgrade.tls or _tls_pause(exc) not in ("read", "write"):
+                    raise
                 break
             del sock.outgoing[:sent]
         self._update(sock)
@@ -414,3 +424,17 @@ class _Poller:
         if sock.sock is not None:
             sock.sock.close()
         sock.stage = "closed"
+
+
+def _tls_pause(exc: OSError) -> str | None:
+    """What a TLS socket's error means here: "read" or "write" (it needs the socket readable or writable first),
+    "end" (the gateway closed TLS: an end of stream), or None (a failure)."""
+    import ssl  # loaded already: only a wss:// socket raises these
+
+    if isinstance(exc, ssl.SSLWantReadError):
+        return "read"
+    if isinstance(exc, ssl.SSLWantWriteError):
+        return "write"
+    if isinstance(exc, (ssl.SSLZeroReturnError, ssl.SSLEOFError)):
+        return "end"
+    return None
