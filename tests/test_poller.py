@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import server_tls, wait_until
 from fake_gateway import FakeGateway
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from guardian.adapters import gateway, poller
 from guardian.adapters.identity import IdentityStore
@@ -256,3 +258,25 @@ def test_a_fault_of_the_pollers_own_costs_only_the_host_it_met(make, tmp_path, m
     results = poller.run_all([read(fake_host(fine, "fine"), identities), read(fake_host(odd, "odd"), identities)], 2)
     assert results[0].reading.count == 1
     assert isinstance(results[1], RuntimeError)
+
+
+# faults that stay as they are from one read to the next (no count that runs down), and quick ones
+STEADY = ["healthy", "slow", "legacy 2026.4", "early requests refused", "events and garbage", "wrong token",
+          "torn frames", "drops after hello", "refused", "not a gateway's port", "tls with its CA", "tls untrusted",
+          "tls pinned wrong"]
+
+
+@pytest.fixture
+def steady(make, certificate, tmp_path):
+    """Each steady scenario's host, made once, and what it reads alone on a blocking socket."""
+    identities = IdentityStore(tmp_path)
+    hosts = {name: SCENARIOS[name](make, certificate) for name in STEADY}
+    return hosts, identities, {name: outcome(on_blocking(read(host, identities)), host) for name, host in hosts.items()}
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(names=st.lists(st.sampled_from(STEADY), min_size=1, max_size=12), cap=st.integers(1, 6))
+def test_any_mix_of_gateways_at_any_cap_reads_each_as_it_reads_alone(steady, names, cap):
+    hosts, identities, alone = steady
+    together = poller.run_all([read(hosts[name], identities) for name in names], cap)
+    assert [outcome(result, hosts[name]) for name, result in zip(names, together)] == [alone[n] for n in names]
