@@ -28,10 +28,12 @@ def fake_host(gw: FakeGateway, name: str, token: str = "secret", **fields) -> Ho
                 **fields)
 
 
-class HttpNotWebSocket:
-    """A TCP server on 127.0.0.1 that answers every request with HTTP 404: a port that is not a gateway's."""
+class TcpServer:
+    """A TCP server on 127.0.0.1 that is not a gateway: it reads each request and sends `answer`, or, with None,
+    holds the connection and never answers (a gateway hung before its upgrade)."""
 
-    def __init__(self):
+    def __init__(self, answer: bytes | None):
+        self.answer, self.held = answer, []
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -42,34 +44,18 @@ class HttpNotWebSocket:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            with client:
+            self.held.append(client)
+            if self.answer is not None:
                 client.recv(65536)
-                client.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-    def stop(self):
-        self.server.close()
-
-
-class NeverUpgrades:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers: a gateway hung before its upgrade."""
-
-    def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                self.held.append(self.server.accept()[0])
-            except OSError:
-                return
+                client.sendall(self.answer)
 
     def stop(self):
         self.server.close()
         for client in self.held:
             client.close()
+
+
+HTTP_404 = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def closed_port() -> int:
@@ -95,9 +81,9 @@ SCENARIOS = {
     "drops after the challenge": lambda make, _: fake_host(make(close_after_challenge=True), "dropped"),
     "refused": lambda make, _: Host(name="refused", url=f"ws://127.0.0.1:{closed_port()}", limit=10,
                                     token=Secret("secret", "test")),
-    "not a gateway's port": lambda make, _: Host(name="http", url=make.http().url, limit=10,
+    "not a gateway's port": lambda make, _: Host(name="http", url=make.server(HTTP_404).url, limit=10,
                                                  token=Secret("secret", "test")),
-    "hung before the upgrade": lambda make, _: Host(name="hung", url=make.server(NeverUpgrades).url, limit=10,
+    "hung before the upgrade": lambda make, _: Host(name="hung", url=make.server(None).url, limit=10,
                                                     token=Secret("secret", "test"), timeout=FAST),
     "tls with its CA": lambda make, cert: fake_host(make(sessions=1, tls=cert), "tls", ca_file=str(cert[0])),
     "tls untrusted": lambda make, cert: fake_host(make(tls=cert), "untrusted"),
@@ -120,11 +106,11 @@ def make():
         started.append(gw)
         return gw
 
-    def server(kind=HttpNotWebSocket):
-        started.append(kind())
+    def server(answer: bytes | None) -> TcpServer:
+        started.append(TcpServer(answer))
         return started[-1]
 
-    gateway_with.http, gateway_with.server = server, server
+    gateway_with.server = server
     yield gateway_with
     for server in started:
         server.stop()
