@@ -206,12 +206,13 @@ DEFAULT_RULES = Cleanup()
 
 
 def read(fake, count=DEFAULT_COUNT, rules=DEFAULT_RULES, due=True, tmp=None):
+    from guardian.adapters.gateway import drive
     from guardian.adapters.identity import IdentityStore
-    from guardian.commands.check import Splitting, read_host
+    from guardian.commands.check import Splitting, read_host_steps
 
     host = Host(name="t440", url=fake.url, limit=1000, token=Secret("secret", "test"), count=count)
     splitting = Splitting(rules=rules, now=NOW, warning=80.0, every=300.0, last_as_of={} if due else {"t440": NOW})
-    return read_host(host, rules.idle_after, IdentityStore(tmp), splitting)
+    return drive(read_host_steps(host, rules.idle_after, IdentityStore(tmp), splitting))
 
 
 ARCHIVED_CRON_RUN = {"key": "agent:main:cron:job0:run:r0", "sessionId": "s0", "agentId": "main",

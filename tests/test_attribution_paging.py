@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_attribution import as_reference, by_agent, listable, reference, stores
 from test_cleanup import NOW, RULES_DRAWN
 
+from guardian.adapters.gateway import drive
 from guardian.commands import check as checking
 from guardian.core import attribution
 from guardian.core.records import SplitPass, Tally
@@ -39,7 +40,7 @@ def read(fake, tmp, rules: Cleanup, now: float, passes: dict, last_as_of: dict):
     host = Host(name="t440", url=fake.url, limit=100_000, token=Secret("secret", "test"))
     splitting = checking.Splitting(rules=rules, now=now, warning=80.0, every=3600.0, last_as_of=last_as_of,
                                    passes=passes)
-    return checking.read_host(host, rules.idle_after, IdentityStore(tmp), splitting)
+    return drive(checking.read_host_steps(host, rules.idle_after, IdentityStore(tmp), splitting))
 
 
 def pages_listed(fake) -> int:

@@ -179,15 +179,20 @@ class _Poller:
     def _receive(self, task: _Task, sock: _Socket, deadline: float):
         if time.monotonic() >= deadline:
             raise TimeoutError("timed out")
-        message = sock.end.next_message()
-        self._flush_quietly(sock)  # what the steps sent, a pong, the answer to the gateway's close
+        message = self._arrived(sock)
         if message is not None:
             return message
-        if sock.failure:
-            raise sock.failure
         self._wait_on(sock, task)
         self._timer(task, deadline)
         return _PARKED
+
+    def _arrived(self, sock: _Socket):
+        """The next message come, or None while none has; raises what broke the wire once nothing is left."""
+        message = sock.end.next_message()
+        self._flush_quietly(sock)  # what the steps sent, a pong, the answer to the gateway's close
+        if message is None and sock.failure:
+            raise sock.failure
+        return message
 
     def _close(self, task: _Task, sock: _Socket, timeout: float):
         if sock.end is not None and not sock.failure and not sock.end.close_received:
@@ -283,14 +288,13 @@ class _Poller:
                 return self._resume(task, sock)
         elif type(step) is gateway.Receive:
             try:
-                message = sock.end.next_message()
-            except wire.WireError as exc:
+                message = self._arrived(sock)
+            except Exception as exc:
                 self._unwait(sock)
                 return self._resume(task, error=exc)
-            self._flush_quietly(sock)
-            if message is not None or sock.failure:
+            if message is not None:
                 self._unwait(sock)
-                return self._resume(task, message, None if message is not None else sock.failure)
+                return self._resume(task, message)
         elif type(step) is gateway.Close:
             try:
                 while not sock.end.close_received and sock.end.next_message() is not None:

@@ -60,11 +60,6 @@ class Splitting:
     passes: dict = field(default_factory=dict)  # host name -> its split under way (SplitPass)
 
 
-def read_host(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None) -> Poll:
-    """read_host_steps on a blocking socket: one host, read on its own."""
-    return gateway.drive(read_host_steps(host, idle_after, identities, splitting))
-
-
 def read_host_steps(host: Host, idle_after: float, identities: IdentityStore, splitting: Splitting | None = None):
     """Steps to count a host's sessions and, when a split is due (attribution.due) or under way, read one page of
     rows for it: a store of one page is split every time; a larger one over consecutive checks. Returns its Poll."""
