@@ -6,7 +6,7 @@
 - `guardian check` over 500 fake gateways, each answering after 50 ms, against the same over one:
   wall time, peak memory (the process's own maxrss), peak threads (its /proc status, sampled
   every 2 ms) and CPU, each a new process as from cron; and the fake gateways' CPU meanwhile (when
-  it nears the wall time, the fakes are what is measured).
+  it nears the wall time, the fakes are what is measured), and how long the guardian waited for a core.
 - `guardian serve` over the same 500 at its default 30 s interval for --serve-minutes: the time of
   each check (from /api/v1/status) and its duration (guardian_check_duration_seconds).
 - a soak: `guardian serve` at a 1 s check interval over 50 fake gateways for --minutes (the issue
@@ -14,7 +14,8 @@
   the first 5 minutes against the last sample.
 
 Fake gateways come from scripts/fake_fleet.py, another process, so the figures are the guardian's.
---markdown replaces this script's "## fleet" section of that file (scripts/bench.py's way).
+--markdown replaces this script's "## fleet" section of that file (scripts/bench.py's way); with --only, just
+that part's subsection of it.
 """
 
 from __future__ import annotations
@@ -67,15 +68,25 @@ def proc_status(pid: int, field: str) -> int:
     return 0
 
 
-def run_check(config: Path) -> tuple[float, int, int, float]:
-    """(wall seconds, peak RSS KiB, peak threads, CPU seconds) of one `guardian check` process."""
-    peak_threads, done = [0], threading.Event()
+def run_queue_wait(pid: int) -> float | None:
+    """Seconds the process has waited runnable for a core so far (/proc/PID/schedstat), None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_check(config: Path) -> tuple[float, int, int, float, float]:
+    """(wall seconds, peak RSS KiB, peak threads, CPU seconds, seconds waiting for a core) of one `guardian check`
+    process; the wait as last sampled, up to 2 ms before its end."""
+    peak_threads, waited, done = [0], [0.0], threading.Event()
     start = time.perf_counter()
     process = subprocess.Popen(guardian("check", "--config", str(config), "-q"), stderr=subprocess.DEVNULL)
 
     def sample():
         while not done.is_set():
             peak_threads[0] = max(peak_threads[0], proc_status(process.pid, "Threads"))
+            waited[0] = max(waited[0], run_queue_wait(process.pid) or 0.0)
             time.sleep(0.002)
 
     sampler = threading.Thread(target=sample)
@@ -86,7 +97,7 @@ def run_check(config: Path) -> tuple[float, int, int, float]:
     sampler.join()
     if os.waitstatus_to_exitcode(status) not in (0, 1, 2):
         raise RuntimeError(f"guardian check over {config} exited {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss, peak_threads[0], usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss, peak_threads[0], usage.ru_utime + usage.ru_stime, waited[0]
 
 
 def spread(values: list[float], unit: str, digits: int = 3) -> str:
@@ -109,11 +120,13 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
     rss = {name: [s[1] / 1024 for s in kept] for name, kept in samples.items()}
     threads = {name: [s[2] for s in kept] for name, kept in samples.items()}
     own_cpu = {name: [s[3] for s in kept] for name, kept in samples.items()}
-    fake_cpu = [s[4] for s in samples["many"]]
+    waited = {name: [s[4] for s in kept] for name, kept in samples.items()}
+    fake_cpu = [s[5] for s in samples["many"]]
     ratio = statistics.median(wall["many"]) / statistics.median(wall["one"])
     out += [f"### check over {GATEWAYS} gateways, each answering after {1000 * LATENCY:.0f} ms "
             f"(check.concurrency {Check.concurrency}, the default)",
-            "", f"Load average (1 min): {load_before:.1f} before these runs, {os.getloadavg()[0]:.1f} after.", "",
+            "", f"{measured()}. Load average (1 min): {load_before:.1f} before these runs, {os.getloadavg()[0]:.1f} "
+            f"after.", "",
             f"- 1 gateway: {spread(wall['one'], 's')}; peak memory {spread(rss['one'], 'MiB', 0)}",
             f"- {GATEWAYS} gateways: {spread(wall['many'], 's')}; peak memory {spread(rss['many'], 'MiB', 0)} "
             f"(target < 150 MiB)",
@@ -123,6 +136,8 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
             f"{'es' if fleet.processes > 1 else ''} on {fleet.loop}) during a {GATEWAYS}-gateway check: "
             f"{spread(fake_cpu, 's')}, "
             f"{1000 * statistics.median(fake_cpu) / GATEWAYS:.2f} ms a poll",
+            f"- the guardian's process waiting for a core (runnable, both busy: /proc/PID/schedstat): "
+            f"{spread(waited['one'], 's')} for 1, {spread(waited['many'], 's')} for {GATEWAYS}",
             *(f"- for comparison, {GATEWAYS} gateways with check.concurrency {cap}: {spread(wall[cap], 's')}, "
               f"**{statistics.median(wall[cap]) / statistics.median(wall['one']):.2f}x**; "
               f"peak memory {spread(rss[cap], 'MiB', 0)}; peak threads {max(threads[cap])}" for cap in OTHER_CAPS),
@@ -183,7 +198,7 @@ def bench_serve(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> 
     stamps = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in times]
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     durations = [d for d in checks.values() if d is not None]
-    out += [f"### serve over {GATEWAYS} gateways at its 30 s interval ({minutes:g} minutes)", "",
+    out += [f"### serve over {GATEWAYS} gateways at its 30 s interval ({minutes:g} minutes)", "", f"{measured()}.", "",
             f"- checks seen: {len(times)}; intervals between them: "
             f"{', '.join(f'{g:.1f}' for g in gaps) or 'none'} s (target: 30 s each)",
             "- each check's duration (guardian_check_duration_seconds): "
@@ -222,6 +237,7 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
     first = [rss for at, rss, _ in samples if at <= 5] or [samples[0][1]]
     baseline, last = statistics.mean(first) / 1024, samples[-1][1] / 1024
     out += [f"### soak: serve at a 1 s check interval over {SOAK_GATEWAYS} gateways for {minutes:g} minutes", "",
+            f"{measured()} (its start).", "",
             f"- RSS: mean of the first 5 minutes {baseline:.1f} MiB; at {samples[-1][0]:.1f} minutes {last:.1f} MiB: "
             f"**{100 * (last - baseline) / baseline:+.1f} %** (target within 10 %); "
             f"highest {max(s[1] for s in samples) / 1024:.1f} MiB",
@@ -252,9 +268,8 @@ def main() -> int:
     # every check measured starts from compiled modules: without their .pyc files (an edit since the last run, or
     # PYTHONDONTWRITEBYTECODE) each process would compile them, ~0.06 s that flatters the 500 / 1 ratio
     compileall.compile_dir(ROOT / "guardian", quiet=1)
-    out = ["## fleet", "", f"{measured()}. Load average (1 min) at the start: {os.getloadavg()[0]:.1f}.", "",
-           "Regenerate: `.venv/bin/python scripts/bench_fleet.py --markdown docs/benchmarks.md` "
-           "(`--minutes 120` for the issue's 2-hour soak; `--only check|serve|soak`).", ""]
+    out = ["## fleet", "", "Regenerate: `.venv/bin/python scripts/bench_fleet.py --markdown docs/benchmarks.md` "
+           "(`--minutes 120` for the issue's 2-hour soak; `--only check|serve|soak` rewrites only that part).", ""]
     fleet = Fleet(GATEWAYS, args.fake_processes, args.fake_loop)
     try:
         with tempfile.TemporaryDirectory(prefix="guardian-fleet-") as workdir:
@@ -267,9 +282,31 @@ def main() -> int:
     finally:
         fleet.stop()
     print("\n".join(out))
-    if args.markdown:
+    if args.markdown and args.only:
+        write_part(args.markdown, out)
+    elif args.markdown:
         write_sections(args.markdown, out)
     return 0
+
+
+def write_part(path: Path, out: list[str]) -> None:
+    """Put the one part `out` holds (its "### " subsection) in place of the one of the same kind (its heading's first
+    two words) within the file's "## fleet" section, the other parts kept: at the section's end when it has none,
+    and the whole of `out` as that section when the file has none."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if "## fleet" not in lines:
+        return write_sections(path, out)
+    part = out[next(i for i, line in enumerate(out) if line.startswith("### ")):]
+    start = lines.index("## fleet")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    kind = " ".join(part[0].split()[:2]) + " "
+    old = next((i for i in range(start, end) if lines[i].startswith(kind)), None)
+    if old is None:
+        lines[end:end] = part
+    else:
+        old_end = next((i for i in range(old + 1, end) if lines[i].startswith("### ")), end)
+        lines[old:old_end] = part
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":
