@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -666,6 +667,25 @@ def test_latency_overlaps_for_requests_pipelined_on_one_connection(gw, opened):
     ids = [send_req(ws, "health") for _ in range(3)]
     assert all(wait_response(ws, rid)["ok"] for rid in ids)
     assert time.monotonic() - started < 0.4  # one after another: 0.6 s
+
+
+def _data_segments_in(sock) -> int:
+    """TCP data segments this socket has received (Linux's tcp_info.tcpi_data_segs_in)."""
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160), 152)[0]
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.05])
+def test_answers_due_in_one_turn_leave_in_one_write(gw, opened, latency):
+    # The fleet's fakes (scripts/fake_fleet.py) answer a check's pipelined round with one loopback send: the
+    # benchmark measures the guardian, not the fake's syscalls. The frames are the same, in order; the segments fewer.
+    ws = connected(gw, opened)
+    gw.latency = latency
+    before = _data_segments_in(ws.sock)
+    ws.sock.sendall(b"".join(websocket.ABNF.create_frame(json.dumps({"type": "req", "id": f"r{i}", "method": "health"}),
+                                                         websocket.ABNF.OPCODE_TEXT).format() for i in range(3)))
+    assert [(a["id"], a["ok"]) for a in (recv_json(ws) for _ in range(3))] == [("r0", True), ("r1", True),
+                                                                                 ("r2", True)]
+    assert _data_segments_in(ws.sock) - before == 1
 
 
 # --- lifecycle ------------------------------------------------------------------------------
