@@ -123,6 +123,7 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
     waited = {name: [s[4] for s in kept] for name, kept in samples.items()}
     fake_cpu = [s[5] for s in samples["many"]]
     ratio = statistics.median(wall["many"]) / statistics.median(wall["one"])
+    paired = [many / one for one, many in zip(wall["one"], wall["many"])]
     out += [f"### check over {GATEWAYS} gateways, each answering after {1000 * LATENCY:.0f} ms "
             f"(check.concurrency {Check.concurrency}, the default)",
             "", f"{measured()}. Load average (1 min): {load_before:.1f} before these runs, {os.getloadavg()[0]:.1f} "
@@ -130,7 +131,9 @@ def bench_check(fleet: Fleet, workdir: Path, runs: int, out: list[str]) -> None:
             f"- 1 gateway: {spread(wall['one'], 's')}; peak memory {spread(rss['one'], 'MiB', 0)}",
             f"- {GATEWAYS} gateways: {spread(wall['many'], 's')}; peak memory {spread(rss['many'], 'MiB', 0)} "
             f"(target < 150 MiB)",
-            f"- wall time {GATEWAYS} / 1: **{ratio:.2f}x** (target < 3x)",
+            f"- wall time {GATEWAYS} / 1: **{ratio:.2f}x** (target < 3x); round by round (each {GATEWAYS}-gateway "
+            f"check against the 1-gateway check just before it): {spread(paired, 'x', 2).replace(' x', 'x')}, "
+            f"{sum(r >= 3 for r in paired)} of {len(paired)} at 3x or more",
             f"- CPU of the guardian's process: {spread(own_cpu['one'], 's')} for 1, {spread(own_cpu['many'], 's')} "
             f"for {GATEWAYS}; of the fake gateways (scripts/fake_fleet.py, {fleet.processes} process"
             f"{'es' if fleet.processes > 1 else ''} on {fleet.loop}) during a {GATEWAYS}-gateway check: "
