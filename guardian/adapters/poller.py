@@ -161,7 +161,7 @@ class _Poller:
             sock = step.ws
             if sock.failure:
                 raise sock.failure
-            sock.end.send_text(step.text)  # sent when the steps next wait: a round's requests in one write
+            sock.end.send_text(step.data)  # sent when the steps next wait: a round's requests in one write
             return None
         if kind is gateway.Wait:
             for sock in task.sockets:

@@ -171,8 +171,9 @@ class ClientEnd:
     def feed(self, data: bytes) -> None:
         self._decoder.feed(data)
 
-    def send_text(self, text: str) -> None:
-        self.outgoing += frame(TEXT, text.encode())
+    def send_text(self, data: bytes) -> None:
+        """A text message: `data` is its UTF-8."""
+        self.outgoing += frame(TEXT, data)
 
     def send_close(self) -> None:
         if not self.close_sent:

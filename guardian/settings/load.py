@@ -50,7 +50,7 @@ from guardian.settings.units import duration_text, kind_of, parse_when
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _host(name: str, section: Section, warnings: list) -> Host:
+def _host(name: str, section: Section, warnings: list, token_files: dict[str, str]) -> Host:
     if not NAME_RE.match(name):
         section.fail(None, "host names may use letters, digits, '.', '_' and '-' (at most 64)")
     url = section.text("url", required=True)
@@ -82,7 +82,7 @@ def _host(name: str, section: Section, warnings: list) -> Host:
         name=name,
         url=url.rstrip("/"),
         limit=limit,
-        token=secret(section, "token", "tokens", warnings),
+        token=secret(section, "token", "tokens", warnings, files=token_files),
         insecure=insecure,
         device=(not loopback) if device is None else device,
         ca_file=ca_file,
@@ -340,9 +340,9 @@ def parse(text: str, path: str, env_state_dir: str | None = None) -> Config:
     hosts_section = root.section("hosts")
     if not hosts_section.mapping:
         root.fail("hosts", "is required: name at least one gateway (see the README)")
-    hosts = {}
+    hosts, token_files = {}, {}  # a fleet's hosts often share one token file: read once
     for name in list(hosts_section.mapping):
-        hosts[name] = _host(name, hosts_section.section(name), warnings)
+        hosts[name] = _host(name, hosts_section.section(name), warnings, token_files)
         hosts_section.used.add(name)
     pools = {}
     pools_section = root.section("pools")

@@ -165,8 +165,10 @@ def list_items(section: Section, key: str):
         yield Section(section.path, f"{name}[{index}]", item, line)
 
 
-def secret(section: Section, base: str, what: str, warnings: list, required: bool = False) -> Secret | None:
-    """A secret from `<base>_env` (an environment variable) or `<base>_file`; never from the file itself."""
+def secret(section: Section, base: str, what: str, warnings: list, required: bool = False,
+           files: dict[str, str] | None = None) -> Secret | None:
+    """A secret from `<base>_env` (an environment variable) or `<base>_file`; never from the file itself. `files`
+    (file name -> its secret) reads a file that many sections name once, and warns of its mode once."""
     if section.has(base):
         section.fail(base, f"{what} are secrets and do not go in the config file: use {base}_env "
                            f"(an environment variable) or {base}_file (a file readable only by you)")
@@ -179,7 +181,10 @@ def secret(section: Section, base: str, what: str, warnings: list, required: boo
             section.fail(f"{base}_env", f"the environment variable {env_name} is not set")
         return Secret(value, f"env {env_name}")
     if file_name:
-        return Secret(_read_secret_file(section, f"{base}_file", file_name, warnings), f"file {file_name}")
+        files = {} if files is None else files
+        if file_name not in files:
+            files[file_name] = _read_secret_file(section, f"{base}_file", file_name, warnings)
+        return Secret(files[file_name], f"file {file_name}")
     if required:
         section.fail(None, f"needs {base}_env or {base}_file")
     return None
