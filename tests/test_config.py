@@ -202,6 +202,17 @@ def test_loose_token_file_draws_a_warning(tmp_path):
     )
 
 
+def test_a_token_file_many_hosts_share_is_one_warning_and_one_token(tmp_path):
+    # a fleet naming one loose file gets the sentence once, not once a host: nobody reads 500 copies
+    token_file = tmp_path / "t"
+    token_file.write_text("tok")
+    token_file.chmod(0o644)
+    hosts = "".join(f"  h{i}: {{url: ws://127.0.0.1:1, limit: 1, token_file: {token_file}}}\n" for i in range(3))
+    config = cfg("hosts:\n" + hosts)
+    assert [h.token.reveal() for h in config.hosts.values()] == ["tok"] * 3
+    assert len(config.warnings) == 1 and "readable by other users" in config.warnings[0]
+
+
 def test_no_config_file_watches_the_local_gateway(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("GUARDIAN_CONFIG", raising=False)
