@@ -221,7 +221,7 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
             if serving.process.poll() is not None:
                 raise RuntimeError(f"guardian serve exited {serving.process.returncode} before its first check")
             time.sleep(0.2)
-        started, fleet_gone = time.monotonic(), None
+        started, fleet_gone, when = time.monotonic(), None, measured()
         while (elapsed := time.monotonic() - started) < 60 * minutes:
             if fleet.process.poll() is not None:  # serve polling refused connections is not the soak asked for
                 fleet_gone = elapsed / 60
@@ -240,7 +240,7 @@ def bench_soak(fleet: Fleet, workdir: Path, minutes: float, out: list[str]) -> N
     first = [rss for at, rss, _ in samples if at <= 5] or [samples[0][1]]
     baseline, last = statistics.mean(first) / 1024, samples[-1][1] / 1024
     out += [f"### soak: serve at a 1 s check interval over {SOAK_GATEWAYS} gateways for {minutes:g} minutes", "",
-            f"{measured()} (its start).", "",
+            f"{when} (its start).", "",
             f"- RSS: mean of the first 5 minutes {baseline:.1f} MiB; at {samples[-1][0]:.1f} minutes {last:.1f} MiB: "
             f"**{100 * (last - baseline) / baseline:+.1f} %** (target within 10 %); "
             f"highest {max(s[1] for s in samples) / 1024:.1f} MiB",
